@@ -1,0 +1,104 @@
+//! Configuration: the YAML model, loading, and validation with precise messages.
+
+mod duration;
+mod model;
+mod secret;
+mod validate;
+
+pub use duration::HumanDuration;
+pub use model::*;
+pub use secret::{Secret, SourceSpec, ValueSource};
+pub use validate::decode_key;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// Dotted path of the field, e.g. `servers[0].upstreams[1]`.
+    pub field: String,
+    /// What was wrong and what was expected.
+    pub message: String,
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The YAML did not fit the model (syntax, unknown field, wrong type).
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The YAML parsed but its values are inconsistent.
+    #[error("{}", render_issues(file, issues))]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// Every problem found.
+        issues: Vec<Issue>,
+    },
+}
+
+fn render_issues(file: &Path, issues: &[Issue]) -> String {
+    let mut out = format!(
+        "{}: {} problem{} found",
+        file.display(),
+        issues.len(),
+        if issues.len() == 1 { "" } else { "s" }
+    );
+    for i in issues {
+        out.push_str(&format!(
+            "\n  {}: {}: {}",
+            file.display(),
+            i.field,
+            i.message
+        ));
+    }
+    out
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parses and validates YAML text; `path` is only used in messages.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+            file: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let issues = validate::validate(&config);
+        if issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                file: path.to_owned(),
+                issues,
+            })
+        }
+    }
+}

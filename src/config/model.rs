@@ -1,0 +1,271 @@
+//! The YAML configuration model. Every field is documented in `docs/configuration.md`.
+
+use super::duration::HumanDuration;
+use super::secret::ValueSource;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP listener binds to.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Origins browsers may call from; other `Origin` headers get 403.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Size and count limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Downstream session settings.
+    #[serde(default)]
+    pub sessions: Sessions,
+    /// Logging.
+    #[serde(default)]
+    pub log: Log,
+    /// The virtual servers (MCP endpoints) this gateway exposes.
+    pub servers: Vec<VirtualServer>,
+    /// The upstream MCP servers, by name.
+    pub upstreams: BTreeMap<String, Upstream>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+/// Size and count limits that protect the gateway from hostile peers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body a client may POST.
+    pub max_body_bytes: usize,
+    /// Largest single message accepted from an upstream (JSON body or SSE event).
+    pub max_upstream_message_bytes: usize,
+    /// How long a client may take to send its request body.
+    pub body_read_timeout: HumanDuration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_upstream_message_bytes: 64 * 1024 * 1024,
+            body_read_timeout: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Downstream session settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sessions {
+    /// Keys that seal session ids; the first seals, all open (rotation). Empty: a random key
+    /// per process, so sessions do not survive a restart or move between replicas.
+    pub keys: Vec<SessionKey>,
+    /// A session ends this long after it began, whatever its activity.
+    pub max_lifetime: HumanDuration,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            keys: Vec::new(),
+            max_lifetime: HumanDuration(Duration::from_secs(24 * 3600)),
+        }
+    }
+}
+
+/// One session-sealing key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionKey {
+    /// Short identifier written in front of every id it seals (letters, digits, `-`, `_`).
+    pub id: String,
+    /// 32 bytes, base64-encoded (standard or URL-safe alphabet).
+    pub secret: ValueSource,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `gatehouse=debug,info`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A virtual server: one MCP endpoint merging several upstreams.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualServer {
+    /// Name shown to clients in `serverInfo` and used in logs.
+    pub name: String,
+    /// URL path of the endpoint, e.g. `/mcp`.
+    pub path: String,
+    /// Upstream names (keys of `upstreams`), in priority order.
+    pub upstreams: Vec<String>,
+    /// When names get the upstream prefix.
+    #[serde(default)]
+    pub prefix: PrefixMode,
+    /// Between prefix and name.
+    #[serde(default = "default_separator")]
+    pub separator: String,
+    /// What a list does when an upstream fails.
+    #[serde(default)]
+    pub on_upstream_error: OnUpstreamError,
+    /// Instructions returned to clients (defaults to the upstreams' own, joined).
+    #[serde(default)]
+    pub instructions: Option<String>,
+}
+
+fn default_separator() -> String {
+    "__".into()
+}
+
+/// When tool, prompt and resource-template names are prefixed with their upstream's name.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PrefixMode {
+    /// Always prefix.
+    Always,
+    /// Prefix only when the virtual server has more than one upstream.
+    #[default]
+    Auto,
+    /// Never prefix; two upstreams offering the same name is an error reported at run time.
+    Never,
+}
+
+/// How lists behave when an upstream fails.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUpstreamError {
+    /// Return what the healthy upstreams offer and log a warning (fail-open).
+    #[default]
+    Partial,
+    /// Fail the whole list (fail-closed).
+    Fail,
+}
+
+/// An upstream MCP server.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// `http` or `stdio`.
+    pub kind: UpstreamKind,
+    /// Name used as the prefix (defaults to the upstream's key).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// http: the MCP endpoint URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// http: extra request headers; values may come from `env` or `file`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, ValueSource>,
+    /// http: which protocol generation to speak.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// stdio: the program to run.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// stdio: its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// stdio: extra environment variables; values may come from `env` or `file`.
+    #[serde(default)]
+    pub env: BTreeMap<String, ValueSource>,
+    /// stdio: working directory.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// Time limits.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// stdio: restart backoff after a crash.
+    #[serde(default)]
+    pub restart: Restart,
+}
+
+/// Upstream transport.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamKind {
+    /// Streamable HTTP.
+    Http,
+    /// A child process speaking JSON-RPC on stdin/stdout.
+    Stdio,
+}
+
+/// Which MCP generation to use with an HTTP upstream.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// Probe `server/discover`, fall back to `initialize`.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    /// Session-based (2025-11-25 and older).
+    #[serde(rename = "2025-11-25")]
+    Sessions,
+    /// Stateless 2026-07-28.
+    #[serde(rename = "2026-07-28")]
+    Stateless,
+}
+
+/// Upstream time limits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// TCP/TLS connect (http) or process start and initialize (stdio).
+    pub connect: HumanDuration,
+    /// One request, from send to final response.
+    pub request: HumanDuration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: HumanDuration(Duration::from_secs(10)),
+            request: HumanDuration(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// Restart backoff for stdio upstreams.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Restart {
+    /// First delay after a crash.
+    pub initial_backoff: HumanDuration,
+    /// Upper bound of the doubling delay.
+    pub max_backoff: HumanDuration,
+}
+
+impl Default for Restart {
+    fn default() -> Self {
+        Restart {
+            initial_backoff: HumanDuration(Duration::from_millis(250)),
+            max_backoff: HumanDuration(Duration::from_secs(30)),
+        }
+    }
+}

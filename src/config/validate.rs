@@ -1,0 +1,436 @@
+//! Semantic checks that the YAML model alone cannot express.
+
+use super::Issue;
+use super::model::*;
+use base64::Engine;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+/// Paths the gateway serves itself; a virtual server may not take them.
+const RESERVED_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/.well-known"];
+
+/// Headers the gateway manages on upstream requests; configuring them would break the transport.
+const MANAGED_HEADERS: [&str; 8] = [
+    "host",
+    "content-length",
+    "content-type",
+    "accept",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+];
+
+struct Issues(Vec<Issue>);
+
+impl Issues {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Issue {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Returns every problem in the configuration (empty when it is usable).
+pub fn validate(c: &Config) -> Vec<Issue> {
+    let mut issues = Issues(Vec::new());
+    if c.listen.parse::<SocketAddr>().is_err() {
+        issues.add(
+            "listen",
+            format!(
+                "{:?} is not an address; expected IP:PORT such as \"127.0.0.1:8080\"",
+                c.listen
+            ),
+        );
+    }
+    for (i, origin) in c.allowed_origins.iter().enumerate() {
+        if !is_origin(origin) {
+            issues.add(
+                format!("allowed_origins[{i}]"),
+                format!("{origin:?} is not an origin; expected scheme://host[:port] with no path"),
+            );
+        }
+    }
+    check_limits(&c.limits, &mut issues);
+    check_sessions(&c.sessions, &mut issues);
+    if c.servers.is_empty() {
+        issues.add("servers", "at least one virtual server is required");
+    }
+    let mut names = HashSet::new();
+    let mut paths = HashSet::new();
+    for (i, s) in c.servers.iter().enumerate() {
+        check_server(i, s, c, &mut names, &mut paths, &mut issues);
+    }
+    let mut prefixes = HashSet::new();
+    for (name, u) in &c.upstreams {
+        check_upstream(name, u, &mut prefixes, &mut issues);
+    }
+    issues.0
+}
+
+fn check_limits(l: &Limits, issues: &mut Issues) {
+    if l.max_body_bytes < 1024 {
+        issues.add("limits.max_body_bytes", "must be at least 1024");
+    }
+    if l.max_upstream_message_bytes < 1024 {
+        issues.add("limits.max_upstream_message_bytes", "must be at least 1024");
+    }
+    if l.body_read_timeout.0.is_zero() {
+        issues.add("limits.body_read_timeout", "must be greater than zero");
+    }
+}
+
+fn check_sessions(s: &Sessions, issues: &mut Issues) {
+    let mut ids = HashSet::new();
+    for (i, key) in s.keys.iter().enumerate() {
+        let field = format!("sessions.keys[{i}]");
+        if key.id.is_empty()
+            || key.id.len() > 16
+            || !key
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            issues.add(
+                format!("{field}.id"),
+                "expected 1-16 letters, digits, '-' or '_'",
+            );
+        }
+        if !ids.insert(key.id.as_str()) {
+            issues.add(
+                format!("{field}.id"),
+                format!("duplicate key id {:?}", key.id),
+            );
+        }
+        match key.secret.resolve() {
+            Err(e) => issues.add(format!("{field}.secret"), e),
+            Ok(secret) => {
+                if decode_key(secret.expose()).is_none() {
+                    issues.add(
+                        format!("{field}.secret"),
+                        "expected 32 bytes encoded as base64 (e.g. `openssl rand -base64 32`)",
+                    );
+                }
+            }
+        }
+    }
+    if s.max_lifetime.0.is_zero() {
+        issues.add("sessions.max_lifetime", "must be greater than zero");
+    }
+}
+
+/// Decodes a 32-byte base64 key in either alphabet.
+pub fn decode_key(text: &str) -> Option<[u8; 32]> {
+    let t = text.trim();
+    let engines = [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::URL_SAFE,
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ];
+    engines
+        .iter()
+        .find_map(|e| e.decode(t).ok())
+        .and_then(|v| v.try_into().ok())
+}
+
+fn check_server(
+    i: usize,
+    s: &VirtualServer,
+    c: &Config,
+    names: &mut HashSet<String>,
+    paths: &mut HashSet<String>,
+    issues: &mut Issues,
+) {
+    let field = format!("servers[{i}]");
+    if s.name.trim().is_empty() {
+        issues.add(format!("{field}.name"), "must not be empty");
+    } else if !names.insert(s.name.clone()) {
+        issues.add(
+            format!("{field}.name"),
+            format!("duplicate server name {:?}", s.name),
+        );
+    }
+    let path_ok = s.path.starts_with('/')
+        && s.path.len() > 1
+        && !s.path.ends_with('/')
+        && !s.path.contains("//")
+        && s.path
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "/-_.~".contains(ch));
+    if !path_ok {
+        issues.add(
+            format!("{field}.path"),
+            format!(
+                "{:?} is not a path; expected e.g. \"/mcp\" (starts with '/', no trailing '/')",
+                s.path
+            ),
+        );
+    } else if RESERVED_PATHS
+        .iter()
+        .any(|r| s.path == *r || s.path.starts_with(&format!("{r}/")))
+    {
+        issues.add(
+            format!("{field}.path"),
+            format!("{:?} is reserved by the gateway", s.path),
+        );
+    } else if !paths.insert(s.path.clone()) {
+        issues.add(
+            format!("{field}.path"),
+            format!("path {:?} is used by another server", s.path),
+        );
+    }
+    if s.upstreams.is_empty() {
+        issues.add(
+            format!("{field}.upstreams"),
+            "at least one upstream is required",
+        );
+    }
+    let mut seen = HashSet::new();
+    for (j, u) in s.upstreams.iter().enumerate() {
+        if !c.upstreams.contains_key(u) {
+            let known: Vec<_> = c.upstreams.keys().map(String::as_str).collect();
+            issues.add(
+                format!("{field}.upstreams[{j}]"),
+                format!(
+                    "unknown upstream {u:?}; defined upstreams: {}",
+                    known.join(", ")
+                ),
+            );
+        }
+        if !seen.insert(u) {
+            issues.add(
+                format!("{field}.upstreams[{j}]"),
+                format!("upstream {u:?} is listed twice"),
+            );
+        }
+    }
+    if s.separator.is_empty() || !s.separator.chars().all(is_name_char) {
+        issues.add(
+            format!("{field}.separator"),
+            "expected one or more of the characters allowed in tool names: A-Z a-z 0-9 _ - .",
+        );
+    }
+}
+
+fn check_upstream(name: &str, u: &Upstream, prefixes: &mut HashSet<String>, issues: &mut Issues) {
+    let field = format!("upstreams.{name}");
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        issues.add(
+            &field,
+            "upstream names may contain only letters, digits, '_' and '-'",
+        );
+    }
+    let prefix = u.prefix.as_deref().unwrap_or(name);
+    if prefix.is_empty() || !prefix.chars().all(is_name_char) {
+        issues.add(
+            format!("{field}.prefix"),
+            "expected letters, digits, '_', '-' or '.'",
+        );
+    }
+    if !prefixes.insert(prefix.to_owned()) {
+        issues.add(
+            format!("{field}.prefix"),
+            format!("prefix {prefix:?} is used by another upstream"),
+        );
+    }
+    if u.timeouts.connect.0.is_zero() {
+        issues.add(
+            format!("{field}.timeouts.connect"),
+            "must be greater than zero",
+        );
+    }
+    if u.timeouts.request.0.is_zero() {
+        issues.add(
+            format!("{field}.timeouts.request"),
+            "must be greater than zero",
+        );
+    }
+    match u.kind {
+        UpstreamKind::Http => {
+            match &u.url {
+                None => issues.add(format!("{field}.url"), "required for kind http"),
+                Some(url) => match reqwest::Url::parse(url) {
+                    Ok(parsed)
+                        if matches!(parsed.scheme(), "http" | "https")
+                            && parsed.host().is_some() => {}
+                    _ => issues.add(
+                        format!("{field}.url"),
+                        format!("{url:?} is not an http(s) URL"),
+                    ),
+                },
+            }
+            for (k, v) in &u.headers {
+                let hf = format!("{field}.headers.{k}");
+                if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                    issues.add(&hf, "not a valid HTTP header name");
+                } else if MANAGED_HEADERS.contains(&k.to_ascii_lowercase().as_str()) {
+                    issues.add(
+                        &hf,
+                        "this header is managed by the gateway and cannot be set",
+                    );
+                }
+                match v.resolve() {
+                    Err(e) => issues.add(&hf, e),
+                    Ok(s) if http::HeaderValue::from_str(s.expose()).is_err() => {
+                        issues.add(&hf, "the value contains characters not allowed in a header")
+                    }
+                    Ok(_) => {}
+                }
+            }
+            for (present, what) in [
+                (u.command.is_some(), "command"),
+                (!u.args.is_empty(), "args"),
+                (!u.env.is_empty(), "env"),
+                (u.cwd.is_some(), "cwd"),
+            ] {
+                if present {
+                    issues.add(format!("{field}.{what}"), "only allowed for kind stdio");
+                }
+            }
+        }
+        UpstreamKind::Stdio => {
+            match &u.command {
+                None => issues.add(format!("{field}.command"), "required for kind stdio"),
+                Some(c) if c.trim().is_empty() => {
+                    issues.add(format!("{field}.command"), "must not be empty")
+                }
+                Some(_) => {}
+            }
+            for (k, v) in &u.env {
+                if let Err(e) = v.resolve() {
+                    issues.add(format!("{field}.env.{k}"), e);
+                }
+            }
+            if let Some(cwd) = &u.cwd
+                && !cwd.is_dir()
+            {
+                issues.add(
+                    format!("{field}.cwd"),
+                    format!("{} is not a directory", cwd.display()),
+                );
+            }
+            for (present, what) in [
+                (u.url.is_some(), "url"),
+                (!u.headers.is_empty(), "headers"),
+                (u.protocol != UpstreamProtocol::Auto, "protocol"),
+            ] {
+                if present {
+                    issues.add(format!("{field}.{what}"), "only allowed for kind http");
+                }
+            }
+        }
+    }
+    if u.restart.initial_backoff.0.is_zero() || u.restart.max_backoff < u.restart.initial_backoff {
+        issues.add(
+            format!("{field}.restart"),
+            "initial_backoff must be > 0 and max_backoff >= initial_backoff",
+        );
+    }
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.'
+}
+
+fn is_origin(s: &str) -> bool {
+    match reqwest::Url::parse(s) {
+        Ok(u) => {
+            u.host().is_some()
+                && (u.path() == "/" || u.path().is_empty())
+                && !s.ends_with('/')
+                && u.query().is_none()
+                && u.fragment().is_none()
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+    use std::path::Path;
+
+    fn issues(yaml: &str) -> Vec<String> {
+        match Config::from_yaml(yaml, Path::new("t.yaml")) {
+            Ok(_) => vec![],
+            Err(ConfigError::Invalid { issues, .. }) => {
+                issues.iter().map(|i| i.to_string()).collect()
+            }
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    const GOOD: &str = r#"
+servers:
+  - name: main
+    path: /mcp
+    upstreams: [a, b]
+upstreams:
+  a: { kind: http, url: "http://127.0.0.1:9/mcp" }
+  b: { kind: stdio, command: "true" }
+"#;
+
+    #[test]
+    fn a_good_config_has_no_issues() {
+        assert_eq!(issues(GOOD), Vec::<String>::new());
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_field() {
+        let yaml = r#"
+listen: "nowhere"
+allowed_origins: ["http://ok.example", "not an origin"]
+servers:
+  - name: main
+    path: mcp
+    upstreams: [a, missing, a]
+    separator: "::"
+upstreams:
+  a: { kind: http }
+  b: { kind: stdio, url: "http://x" }
+"#;
+        let got = issues(yaml).join("\n");
+        for needle in [
+            "listen: \"nowhere\" is not an address",
+            "allowed_origins[1]",
+            "servers[0].path",
+            "servers[0].upstreams[1]: unknown upstream \"missing\"",
+            "servers[0].upstreams[2]: upstream \"a\" is listed twice",
+            "servers[0].separator",
+            "upstreams.a.url: required for kind http",
+            "upstreams.b.command: required for kind stdio",
+            "upstreams.b.url: only allowed for kind http",
+        ] {
+            assert!(got.contains(needle), "missing {needle:?} in:\n{got}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_types_are_parse_errors_with_a_line() {
+        let err = Config::from_yaml(
+            "servers: []\nupstreams: {}\nlisten_on: x\n",
+            Path::new("t.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("listen_on"), "{err}");
+        assert!(err.starts_with("t.yaml"), "{err}");
+    }
+
+    #[test]
+    fn reserved_paths_and_managed_headers_are_refused() {
+        let yaml = GOOD.replace("path: /mcp", "path: /healthz").replace(
+            "url: \"http://127.0.0.1:9/mcp\"",
+            "url: \"http://127.0.0.1:9/mcp\", headers: { Mcp-Session-Id: x }",
+        );
+        let got = issues(&yaml).join("\n");
+        assert!(got.contains("reserved"), "{got}");
+        assert!(got.contains("managed by the gateway"), "{got}");
+    }
+}

@@ -1,0 +1,141 @@
+//! The one place where failures become HTTP statuses and JSON-RPC error bodies.
+
+use crate::federation::FederationError;
+use crate::protocol::{ErrorCode, Message, RequestId, version};
+use crate::upstream::UpstreamError;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+/// A request refused at the HTTP level, before any stream opens.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// `Accept` lacks a media type the endpoint must be able to send.
+    #[error("Not Acceptable: the Accept header must include {need}")]
+    NotAcceptable {
+        /// What must be listed.
+        need: &'static str,
+    },
+    /// `Content-Type` is not JSON.
+    #[error("Unsupported Media Type: send the body with Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// `Origin` is not allowed (DNS-rebinding protection).
+    #[error("Forbidden: origin {0:?} is not allowed")]
+    ForbiddenOrigin(String),
+    /// `Host` is not allowed (DNS-rebinding protection).
+    #[error("Forbidden: host {0:?} is not allowed")]
+    ForbiddenHost(String),
+    /// The body exceeds the configured limit.
+    #[error("Payload Too Large: the body exceeds {0} bytes")]
+    PayloadTooLarge(usize),
+    /// The client took too long to send its body.
+    #[error("Request Timeout: the body was not received in time")]
+    BodyTimeout,
+    /// The body is not an acceptable JSON-RPC message.
+    #[error("{message}")]
+    BadMessage {
+        /// -32700 or -32600.
+        code: ErrorCode,
+        /// What was wrong.
+        message: String,
+    },
+    /// A session-based request without `Mcp-Session-Id`.
+    #[error("Bad Request: Mcp-Session-Id header is required (send initialize first to get one)")]
+    SessionRequired,
+    /// An unknown or foreign session id.
+    #[error("Not Found: the session does not exist; send initialize to start a new one")]
+    SessionNotFound,
+    /// A session that was ended or outlived its lifetime.
+    #[error("Not Found: the session has ended; send initialize to start a new one")]
+    SessionEnded,
+    /// The method is not allowed on this endpoint for this protocol.
+    #[error("Method Not Allowed: {0}")]
+    MethodNotAllowed(&'static str),
+    /// An unknown `MCP-Protocol-Version`.
+    #[error("Bad Request: unsupported MCP-Protocol-Version {0:?} (supported: {supported})", supported = version::supported_list())]
+    UnsupportedVersion(String),
+    /// `MCP-Protocol-Version` differs from the negotiated version.
+    #[error(
+        "Bad Request: MCP-Protocol-Version {got:?} does not match the session's negotiated version {negotiated:?}"
+    )]
+    VersionMismatch {
+        /// What the header said.
+        got: String,
+        /// What initialize negotiated.
+        negotiated: &'static str,
+    },
+    /// A 2026-07-28 header disagrees with the body or is missing.
+    #[error("Bad Request: {0}")]
+    HeaderMismatch(String),
+    /// No virtual server at this path.
+    #[error("Not Found: no MCP endpoint at this path")]
+    NoSuchEndpoint,
+}
+
+impl HttpError {
+    fn status(&self) -> StatusCode {
+        match self {
+            HttpError::NotAcceptable { .. } => StatusCode::NOT_ACCEPTABLE,
+            HttpError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            HttpError::ForbiddenOrigin(_) | HttpError::ForbiddenHost(_) => StatusCode::FORBIDDEN,
+            HttpError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            HttpError::SessionNotFound | HttpError::SessionEnded | HttpError::NoSuchEndpoint => {
+                StatusCode::NOT_FOUND
+            }
+            HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::BadMessage { .. }
+            | HttpError::SessionRequired
+            | HttpError::UnsupportedVersion(_)
+            | HttpError::VersionMismatch { .. }
+            | HttpError::HeaderMismatch(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn code(&self) -> ErrorCode {
+        match self {
+            HttpError::BadMessage { code, .. } => *code,
+            HttpError::HeaderMismatch(_) => ErrorCode::HEADER_MISMATCH,
+            HttpError::PayloadTooLarge(_)
+            | HttpError::UnsupportedMediaType
+            | HttpError::BodyTimeout => ErrorCode::INVALID_REQUEST,
+            _ => ErrorCode::BAD_SESSION,
+        }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = Message::error_response(None, self.code(), &self.to_string(), None).to_bytes();
+        let mut resp = json(self.status(), body);
+        if let HttpError::MethodNotAllowed(_) = self {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        resp
+    }
+}
+
+/// A JSON response with the given status.
+pub fn json(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The JSON-RPC error answering request `id` after an upstream or routing failure.
+pub fn rpc_error(id: Option<RequestId>, e: &FederationError) -> Message {
+    Message::error_response(id, e.code(), &e.to_string(), None)
+}
+
+/// The JSON-RPC error for an upstream failure mid-call.
+pub fn upstream_error(id: Option<RequestId>, e: &UpstreamError) -> Message {
+    let code = if e.is_timeout() {
+        ErrorCode::REQUEST_TIMEOUT
+    } else {
+        ErrorCode::UPSTREAM_UNAVAILABLE
+    };
+    Message::error_response(id, code, &e.to_string(), None)
+}

@@ -1,0 +1,92 @@
+//! The Streamable HTTP endpoint for MCP clients: POST/GET/DELETE on each virtual server's path,
+//! both protocol generations, sealed session ids, and the operational endpoints.
+
+pub mod error;
+mod listen;
+mod post;
+mod relay;
+pub mod rules;
+pub mod seal;
+pub mod session;
+mod stateless;
+
+use crate::gateway::Gateway;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use error::HttpError;
+use http::{Method, StatusCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Shared state of the HTTP server.
+#[derive(Clone)]
+pub struct AppState {
+    /// The gateway.
+    pub gateway: Arc<Gateway>,
+    /// Set once the listener is up; cleared when shutdown begins.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The HTTP application.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(mcp_endpoint)
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn mcp_endpoint(State(state): State<AppState>, req: Request) -> Response {
+    let gw = state.gateway;
+    let rt = gw.runtime();
+    let (parts, body): (_, Body) = req.into_parts();
+    let Some(server) = rt.servers.get(parts.uri.path()).cloned() else {
+        return HttpError::NoSuchEndpoint.into_response();
+    };
+    if let Err(e) = rt.origins.check(&parts.headers) {
+        tracing::warn!(error = %e, "refused by DNS-rebinding protection");
+        return e.into_response();
+    }
+    let result = match parts.method {
+        Method::POST => post::handle(gw.clone(), rt.clone(), server, parts.headers, body).await,
+        Method::GET => listen::get(gw.clone(), server, parts.headers).await,
+        Method::DELETE => delete(&gw, &server, &parts.headers).await,
+        _ => Err(HttpError::MethodNotAllowed(
+            "use POST (or GET/DELETE with a session)",
+        )),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn delete(
+    gw: &Gateway,
+    server: &crate::federation::VirtualServer,
+    headers: &http::HeaderMap,
+) -> Result<Response, HttpError> {
+    if rules::version_header(headers)?.is_some_and(|v| v.is_stateless()) {
+        return Err(HttpError::MethodNotAllowed(
+            "the 2026-07-28 protocol has no sessions to delete",
+        ));
+    }
+    let session = post::find_session(gw, server, headers)?;
+    let links = session.links().await;
+    gw.sessions.end(&session.id);
+    for (name, upstream_session) in links {
+        if let Some(m) = server.members.iter().find(|m| m.upstream == name) {
+            m.client.close(&upstream_session).await;
+        }
+    }
+    tracing::info!(server = %server.name, "session ended by the client");
+    Ok(StatusCode::OK.into_response())
+}

@@ -1,0 +1,312 @@
+//! POST: one JSON-RPC message from the client, dispatched by protocol generation and kind.
+
+use super::error::{HttpError, json, rpc_error};
+use super::relay::Relay;
+use super::rules::{self, SESSION_HEADER};
+use super::seal::SessionClaims;
+use super::session::{Session, SessionLookup};
+use super::stateless;
+use crate::federation::{FederationError, ListKind, SessionSource, VirtualServer};
+use crate::gateway::{Gateway, Runtime};
+use crate::protocol::jsonrpc::to_raw;
+use crate::protocol::{ErrorCode, Message, MessageKind, ProtocolVersion, RequestId};
+use crate::upstream::ClientIdentity;
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Handles a POST to a virtual server's endpoint.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    rt: Arc<Runtime>,
+    server: Arc<VirtualServer>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, HttpError> {
+    rules::check_post_accept(&headers)?;
+    rules::check_content_type(&headers)?;
+    let bytes = read_body(&rt, &headers, body).await?;
+    let message = Message::parse(&bytes).map_err(|e| HttpError::BadMessage {
+        code: e.code(),
+        message: e.to_string(),
+    })?;
+    if message.method() == "initialize" && message.kind == MessageKind::Request {
+        return initialize(&gw, &server, message).await;
+    }
+    let header_version = rules::version_header(&headers)?;
+    if header_version.is_some_and(ProtocolVersion::is_stateless) {
+        return stateless::handle(server, &headers, message).await;
+    }
+    if header_version.is_none()
+        && crate::protocol::stateless::declared_version(&message)
+            .is_some_and(|v| v == ProtocolVersion::V2026_07_28.as_str())
+    {
+        return Err(HttpError::HeaderMismatch(
+            "the body declares protocol 2026-07-28 but the MCP-Protocol-Version header is missing"
+                .into(),
+        ));
+    }
+    let session = find_session(&gw, &server, &headers)?;
+    if let Some(v) = header_version
+        && v != session.version
+    {
+        return Err(HttpError::VersionMismatch {
+            got: v.as_str().into(),
+            negotiated: session.version.as_str(),
+        });
+    }
+    Ok(in_session(server, session, message).await)
+}
+
+async fn read_body(
+    rt: &Runtime,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<bytes::Bytes, HttpError> {
+    let limit = rt.config.limits.max_body_bytes;
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(HttpError::PayloadTooLarge(limit));
+    }
+    let limited = http_body_util::Limited::new(body, limit);
+    match tokio::time::timeout(rt.config.limits.body_read_timeout.0, limited.collect()).await {
+        Err(_) => Err(HttpError::BodyTimeout),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(HttpError::PayloadTooLarge(limit))
+        }
+        Ok(Err(_)) => Err(HttpError::BadMessage {
+            code: ErrorCode::PARSE_ERROR,
+            message: "the body could not be read completely".into(),
+        }),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// Finds the session a request names, with the status codes the transport prescribes.
+pub fn find_session(
+    gw: &Gateway,
+    server: &VirtualServer,
+    headers: &HeaderMap,
+) -> Result<Arc<Session>, HttpError> {
+    let id = rules::header_str(headers, SESSION_HEADER).ok_or(HttpError::SessionRequired)?;
+    gw.sessions
+        .find(&gw.sealer(), id, &server.path)
+        .map_err(|e| match e {
+            SessionLookup::Unknown => HttpError::SessionNotFound,
+            SessionLookup::Ended => HttpError::SessionEnded,
+        })
+}
+
+#[derive(Deserialize)]
+struct InitializeParams {
+    #[serde(rename = "protocolVersion")]
+    protocol_version: String,
+    #[serde(default)]
+    capabilities: Value,
+    #[serde(rename = "clientInfo", default)]
+    client_info: Value,
+}
+
+async fn initialize(
+    gw: &Gateway,
+    server: &Arc<VirtualServer>,
+    message: Message,
+) -> Result<Response, HttpError> {
+    let id = message.id.clone();
+    let params: InitializeParams = match message.params_as() {
+        Ok(p) => p,
+        Err(e) => {
+            let err = Message::error_response(
+                id,
+                ErrorCode::INVALID_PARAMS,
+                &format!("invalid initialize params: {e}"),
+                None,
+            );
+            return Ok(json(StatusCode::OK, err.to_bytes()));
+        }
+    };
+    let version = params
+        .protocol_version
+        .parse::<ProtocolVersion>()
+        .ok()
+        .filter(|v| !v.is_stateless())
+        .unwrap_or(ProtocolVersion::LATEST_SESSION);
+    let identity = ClientIdentity {
+        version,
+        client_info: params.client_info,
+        capabilities: params.capabilities,
+    };
+    let opens = server.members.iter().map(|m| m.client.open(&identity));
+    let opened = futures_util::future::join_all(opens).await;
+    let mut links = Vec::new();
+    let mut infos = Vec::new();
+    for (m, r) in server.members.iter().zip(opened) {
+        match r {
+            Ok((s, info)) => {
+                links.push((
+                    m.upstream.clone(),
+                    s.id.clone(),
+                    s.version.as_str().to_owned(),
+                ));
+                infos.push(Some(info));
+            }
+            Err(e) => {
+                tracing::warn!(server = %server.name, upstream = %m.upstream, error = %e, "upstream unavailable at initialize; will retry on use");
+                infos.push(None);
+            }
+        }
+    }
+    let claims = SessionClaims {
+        server_path: server.path.clone(),
+        version: version.as_str().into(),
+        client_info: identity.client_info.clone(),
+        capabilities: identity.capabilities.clone(),
+        upstreams: links,
+        issued_at: 0,
+    };
+    let session = gw.sessions.create(&gw.sealer(), claims);
+    let mut result = server.server_description(&infos);
+    result["protocolVersion"] = Value::String(version.as_str().into());
+    let answer = Message::response(id.unwrap_or(RequestId::Number(0)), to_raw(&result));
+    let mut resp = json(StatusCode::OK, answer.to_bytes());
+    resp.headers_mut().insert(
+        SESSION_HEADER,
+        HeaderValue::from_str(&session.id).expect("sealed ids are visible ASCII"),
+    );
+    tracing::info!(server = %server.name, version = %version, "session started");
+    Ok(resp)
+}
+
+fn accepted() -> Response {
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn in_session(
+    server: Arc<VirtualServer>,
+    session: Arc<Session>,
+    message: Message,
+) -> Response {
+    match message.kind {
+        MessageKind::Notification => {
+            notification(&server, &session, message).await;
+            accepted()
+        }
+        MessageKind::Response | MessageKind::Error => {
+            answer_from_client(&server, &session, message).await;
+            accepted()
+        }
+        MessageKind::Request => request(server, Some(session.clone()), &*session, message).await,
+    }
+}
+
+async fn notification(server: &VirtualServer, session: &Session, message: Message) {
+    match message.method() {
+        "notifications/initialized" => {}
+        "notifications/cancelled" => {
+            #[derive(Deserialize)]
+            struct P {
+                #[serde(rename = "requestId")]
+                request_id: RequestId,
+            }
+            if let Ok(p) = message.params_as::<P>()
+                && !session.cancel(&p.request_id)
+            {
+                tracing::debug!(request = %p.request_id, "cancellation for a request not in flight");
+            }
+        }
+        "notifications/roots/list_changed" => server.notify_all(session, message).await,
+        other => tracing::debug!(method = other, "ignoring a client notification"),
+    }
+}
+
+async fn answer_from_client(server: &VirtualServer, session: &Session, message: Message) {
+    let Some(id) = &message.id else { return };
+    let Some(pending) = session.take_reply(id) else {
+        tracing::debug!(id = %id, "an answer to no pending server request");
+        return;
+    };
+    let client = &server.members[pending.member].client;
+    if let Err(e) = client.respond(&pending.route, message).await {
+        tracing::warn!(upstream = %pending.route.upstream, error = %e, "could not deliver the client's answer");
+    }
+}
+
+/// Serves a request for a session-based or a stateless client.
+pub async fn request(
+    server: Arc<VirtualServer>,
+    session: Option<Arc<Session>>,
+    src: &dyn SessionSource,
+    message: Message,
+) -> Response {
+    let id = message.id.clone();
+    let method = message.method().to_owned();
+    if let Some(kind) = ListKind::from_method(&method) {
+        let result = server.list(src, kind, message.params.as_deref()).await;
+        return answer(id, result);
+    }
+    match method.as_str() {
+        "ping" => return answer(id, Ok(to_raw(&serde_json::json!({})))),
+        "logging/setLevel" => {
+            let r = server
+                .request_all(src, &message)
+                .await
+                .map(|_| to_raw(&serde_json::json!({})));
+            return answer(id, r);
+        }
+        "initialize" => {
+            let err = Message::error_response(
+                id,
+                ErrorCode::INVALID_REQUEST,
+                "the session is already initialized",
+                None,
+            );
+            return json(StatusCode::OK, err.to_bytes());
+        }
+        _ => {}
+    }
+    let routed = match server.route(src, message).await {
+        Ok(r) => r,
+        Err(e) => return json(StatusCode::OK, rpc_error(id, &e).to_bytes()),
+    };
+    let cancel = match (&session, &id) {
+        (Some(s), Some(id)) => s.track(id),
+        _ => Default::default(),
+    };
+    let relay = Relay {
+        server: server.clone(),
+        member: routed.member,
+        session: session.clone(),
+        request_id: id.clone(),
+        cancel,
+    };
+    match server.call(src, routed.member, routed.message).await {
+        Ok(stream) => relay.respond(stream).await,
+        Err(e) => {
+            if let (Some(s), Some(id)) = (&session, &id) {
+                s.untrack(id);
+            }
+            json(StatusCode::OK, rpc_error(id, &e).to_bytes())
+        }
+    }
+}
+
+fn answer(
+    id: Option<RequestId>,
+    result: Result<Box<serde_json::value::RawValue>, FederationError>,
+) -> Response {
+    let msg = match result {
+        Ok(r) => Message::response(id.unwrap_or(RequestId::Number(0)), r),
+        Err(e) => rpc_error(id, &e),
+    };
+    json(StatusCode::OK, msg.to_bytes())
+}

@@ -1,0 +1,194 @@
+//! Relays one upstream call to the client: a single JSON answer when the upstream answers at
+//! once, otherwise an SSE stream that passes each message on as it arrives.
+
+use super::error::{json, upstream_error};
+use super::session::Session;
+use crate::federation::VirtualServer;
+use crate::protocol::sse::encode_event;
+use crate::protocol::{ErrorCode, Message, RequestId};
+use crate::upstream::{CallStream, Frame, ReplyRoute};
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// What a relay needs to translate frames for this client.
+pub struct Relay {
+    /// The virtual server (for outward names).
+    pub server: Arc<VirtualServer>,
+    /// Which member is answering.
+    pub member: usize,
+    /// The downstream session; `None` for stateless clients, who cannot be asked questions
+    /// mid-call in this form.
+    pub session: Option<Arc<Session>>,
+    /// The downstream request id.
+    pub request_id: Option<RequestId>,
+    /// Fires when the client cancels the request.
+    pub cancel: CancellationToken,
+}
+
+impl Relay {
+    /// Waits for the first frame and answers with JSON or opens an SSE stream.
+    pub async fn respond(self, mut stream: CallStream) -> Response {
+        let first = tokio::select! {
+            f = stream.next() => f,
+            _ = self.cancel.cancelled() => {
+                self.finish();
+                return cancelled(self.request_id.clone());
+            }
+        };
+        match first {
+            Some(Frame::Response(m)) => {
+                self.finish();
+                json(StatusCode::OK, m.to_bytes())
+            }
+            Some(Frame::Failed(e)) => {
+                self.finish();
+                json(
+                    StatusCode::OK,
+                    upstream_error(self.request_id.clone(), &e).to_bytes(),
+                )
+            }
+            None => {
+                self.finish();
+                json(
+                    StatusCode::OK,
+                    Message::error_response(
+                        self.request_id.clone(),
+                        ErrorCode::INTERNAL_ERROR,
+                        "no response",
+                        None,
+                    )
+                    .to_bytes(),
+                )
+            }
+            Some(frame) => sse_response(self.into_body(frame, stream)),
+        }
+    }
+
+    fn finish(&self) {
+        if let (Some(s), Some(id)) = (&self.session, &self.request_id) {
+            s.untrack(id);
+        }
+    }
+
+    fn into_body(self, first: Frame, stream: CallStream) -> Body {
+        let state = (self, stream, Some(first), false);
+        let events = futures_util::stream::unfold(
+            state,
+            |(relay, mut stream, mut pending, done)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    let frame = match pending.take() {
+                        Some(f) => Some(f),
+                        None => tokio::select! {
+                            f = stream.next() => f,
+                            _ = relay.cancel.cancelled() => None,
+                        },
+                    };
+                    let Some(frame) = frame else {
+                        relay.finish();
+                        return None;
+                    };
+                    let last = frame.is_final();
+                    if let Some(bytes) = relay.translate(frame).await {
+                        if last {
+                            relay.finish();
+                        }
+                        let event = encode_event(&bytes, None);
+                        return Some((Ok::<Bytes, Infallible>(event), (relay, stream, None, last)));
+                    }
+                }
+            },
+        );
+        Body::from_stream(events)
+    }
+
+    /// Turns a frame into the bytes the client should see (or `None` to send nothing).
+    pub async fn translate(&self, frame: Frame) -> Option<Vec<u8>> {
+        translate(
+            &self.server,
+            self.member,
+            self.session.as_ref(),
+            &self.request_id,
+            frame,
+        )
+        .await
+    }
+}
+
+/// Frame translation shared by call relays and listen streams.
+pub async fn translate(
+    server: &VirtualServer,
+    member: usize,
+    session: Option<&Arc<Session>>,
+    request_id: &Option<RequestId>,
+    frame: Frame,
+) -> Option<Vec<u8>> {
+    match frame {
+        Frame::Response(m) => Some(m.to_bytes()),
+        Frame::Failed(e) => Some(upstream_error(request_id.clone(), &e).to_bytes()),
+        Frame::Notification(m) => Some(server.outward(member, m).to_bytes()),
+        Frame::Request { mut message, route } => match session {
+            Some(s) => {
+                message.id = Some(s.register_reply(member, route));
+                Some(message.to_bytes())
+            }
+            None => {
+                refuse_server_request(server, member, route, message.method()).await;
+                None
+            }
+        },
+    }
+}
+
+async fn refuse_server_request(
+    server: &VirtualServer,
+    member: usize,
+    route: ReplyRoute,
+    method: &str,
+) {
+    let answer = Message::error_response(
+        None,
+        ErrorCode::METHOD_NOT_FOUND,
+        &format!("the client is stateless and cannot answer {method} through the gateway"),
+        None,
+    );
+    if let Err(e) = server.members[member].client.respond(&route, answer).await {
+        tracing::debug!(error = %e, "could not refuse a server request");
+    }
+}
+
+fn cancelled(id: Option<RequestId>) -> Response {
+    json(
+        StatusCode::OK,
+        Message::error_response(
+            id,
+            ErrorCode::REQUEST_TIMEOUT,
+            "the request was cancelled",
+            None,
+        )
+        .to_bytes(),
+    )
+}
+
+/// Wraps an SSE body with the headers every stream needs.
+pub fn sse_response(body: Body) -> Response {
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}

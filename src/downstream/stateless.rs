@@ -1,0 +1,121 @@
+//! The stateless 2026-07-28 protocol: header/body agreement, `server/discover`, and upstream
+//! sessions shared on the clients' behalf.
+
+use super::error::{HttpError, json};
+use super::listen;
+use super::post;
+use super::rules::header_str;
+use crate::federation::{Member, SessionSource, VirtualServer};
+use crate::protocol::jsonrpc::to_raw;
+use crate::protocol::stateless::{declared_version, name_header_value, name_param};
+use crate::protocol::{Message, MessageKind, ProtocolVersion, RequestId};
+use crate::upstream::{UpstreamError, UpstreamSession};
+use axum::response::{IntoResponse, Response};
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, StatusCode};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Upstream sessions for stateless clients: one per upstream, held by the gateway (bridging to
+/// session-based upstreams), or none at all for stateless upstreams.
+pub struct SharedSessions;
+
+impl SessionSource for SharedSessions {
+    fn session<'a>(
+        &'a self,
+        member: &'a Member,
+    ) -> BoxFuture<'a, Result<UpstreamSession, UpstreamError>> {
+        Box::pin(async move { member.client.shared_session().await.map(|(s, _)| s) })
+    }
+
+    fn expired(&self, member: &Member, session: &UpstreamSession) {
+        member.client.drop_shared_session(session);
+    }
+}
+
+/// Checks that the routing headers agree with the body (2026-07-28 transport rules).
+pub fn check_headers(headers: &HeaderMap, message: &Message) -> Result<(), HttpError> {
+    if let Some(v) = declared_version(message)
+        && v != ProtocolVersion::V2026_07_28.as_str()
+    {
+        return Err(HttpError::HeaderMismatch(format!(
+            "MCP-Protocol-Version header is 2026-07-28 but _meta declares {v:?}"
+        )));
+    }
+    if matches!(
+        message.kind,
+        MessageKind::Request | MessageKind::Notification
+    ) {
+        let method = message.method();
+        match header_str(headers, "mcp-method") {
+            None => {
+                return Err(HttpError::HeaderMismatch(format!(
+                    "Mcp-Method header is required (expected {method:?})"
+                )));
+            }
+            Some(h) if h != method => {
+                return Err(HttpError::HeaderMismatch(format!(
+                    "Mcp-Method header {h:?} does not match the body's method {method:?}"
+                )));
+            }
+            Some(_) => {}
+        }
+        if let Some(key) = name_param(method) {
+            let body = name_header_value(message);
+            match (header_str(headers, "mcp-name"), body) {
+                (None, _) => {
+                    return Err(HttpError::HeaderMismatch(format!(
+                        "Mcp-Name header is required for {method}"
+                    )));
+                }
+                (Some(h), Some(b)) if h == b => {}
+                (Some(h), b) => {
+                    return Err(HttpError::HeaderMismatch(format!(
+                        "Mcp-Name header {h:?} does not match params.{key} {:?}",
+                        b.unwrap_or_default()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Serves one stateless request.
+pub async fn handle(
+    server: Arc<VirtualServer>,
+    headers: &HeaderMap,
+    message: Message,
+) -> Result<Response, HttpError> {
+    check_headers(headers, &message)?;
+    if message.kind != MessageKind::Request {
+        return Ok(StatusCode::ACCEPTED.into_response());
+    }
+    match message.method() {
+        "server/discover" => Ok(discover(&server, message.id).await),
+        "subscriptions/listen" => Ok(listen::subscriptions(server, message).await),
+        _ => Ok(post::request(server, None, &SharedSessions, message).await),
+    }
+}
+
+async fn discover(server: &VirtualServer, id: Option<RequestId>) -> Response {
+    let infos = futures_util::future::join_all(server.members.iter().map(|m| async {
+        match m.client.shared_session().await {
+            Ok((_, info)) => Some(info),
+            Err(e) => {
+                tracing::warn!(upstream = %m.upstream, error = %e, "upstream unavailable for server/discover");
+                None
+            }
+        }
+    }))
+    .await;
+    let mut result = server.server_description(&infos);
+    result["supportedVersions"] = Value::Array(
+        ProtocolVersion::ALL
+            .iter()
+            .map(|v| Value::String(v.as_str().into()))
+            .collect(),
+    );
+    let msg = Message::response(id.unwrap_or(RequestId::Number(0)), to_raw(&result));
+    json(StatusCode::OK, msg.to_bytes())
+}

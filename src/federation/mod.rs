@@ -1,0 +1,587 @@
+//! A virtual server: several upstreams behind one MCP endpoint. Merges lists, maps names and
+//! URIs, and routes each call to the upstream that owns its target.
+
+mod cursor;
+mod names;
+
+pub use names::{ListKind, Naming};
+
+use crate::config::{self, OnUpstreamError, PrefixMode};
+use crate::protocol::jsonrpc::to_raw;
+use crate::protocol::{ErrorCode, Message, RequestId};
+use crate::upstream::{
+    CallStream, Frame, InitInfo, UpstreamClient, UpstreamError, UpstreamSession,
+};
+use futures_util::future::BoxFuture;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+/// One upstream as a member of a virtual server.
+pub struct Member {
+    /// The upstream's configured name.
+    pub upstream: String,
+    /// Its client.
+    pub client: Arc<UpstreamClient>,
+}
+
+/// Gives federation the upstream session to use for a member, per downstream client.
+pub trait SessionSource: Send + Sync {
+    /// The session for this member, opening it if needed.
+    fn session<'a>(
+        &'a self,
+        member: &'a Member,
+    ) -> BoxFuture<'a, Result<UpstreamSession, UpstreamError>>;
+    /// Forgets a session the upstream said it no longer knows.
+    fn expired(&self, member: &Member, session: &UpstreamSession);
+}
+
+/// Why federation could not serve a request.
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    /// The named tool, prompt or resource is not offered by any upstream.
+    #[error("Unknown {kind}: {name}")]
+    Unknown {
+        /// "tool", "prompt" or "resource".
+        kind: &'static str,
+        /// The name the client used.
+        name: String,
+    },
+    /// The params are malformed for this method.
+    #[error("invalid params: {0}")]
+    InvalidParams(String),
+    /// The method is not offered by this virtual server.
+    #[error("method not found: {0}")]
+    MethodNotFound(String),
+    /// An upstream failed.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// An upstream answered a list with a JSON-RPC error.
+    #[error("upstream {upstream:?} refused {method}: {message}")]
+    Refused {
+        /// The upstream.
+        upstream: String,
+        /// The method.
+        method: &'static str,
+        /// Its error message.
+        message: String,
+    },
+}
+
+impl FederationError {
+    /// The JSON-RPC code for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FederationError::Unknown {
+                kind: "resource", ..
+            } => ErrorCode::RESOURCE_NOT_FOUND,
+            FederationError::Unknown { .. } | FederationError::InvalidParams(_) => {
+                ErrorCode::INVALID_PARAMS
+            }
+            FederationError::MethodNotFound(_) => ErrorCode::METHOD_NOT_FOUND,
+            FederationError::Upstream(e) if e.is_timeout() => ErrorCode::REQUEST_TIMEOUT,
+            FederationError::Upstream(_) | FederationError::Refused { .. } => {
+                ErrorCode::UPSTREAM_UNAVAILABLE
+            }
+        }
+    }
+}
+
+/// A request routed to one member, with names already mapped back to the upstream's own.
+pub struct Routed {
+    /// Index of the member.
+    pub member: usize,
+    /// The rewritten request.
+    pub message: Message,
+}
+
+/// Where names learned from lists live, for routing without prefixes.
+#[derive(Default)]
+struct Routes {
+    tools: HashMap<String, usize>,
+    prompts: HashMap<String, usize>,
+    resources: HashMap<String, usize>,
+}
+
+/// A virtual server ready to serve.
+pub struct VirtualServer {
+    /// Configured name.
+    pub name: String,
+    /// URL path.
+    pub path: String,
+    /// Members in priority order.
+    pub members: Vec<Member>,
+    naming: Naming,
+    on_error: OnUpstreamError,
+    instructions: Option<String>,
+    routes: RwLock<Routes>,
+}
+
+impl VirtualServer {
+    /// Builds a virtual server over already-built upstream clients.
+    pub fn new(
+        cfg: &config::VirtualServer,
+        upstreams: &BTreeMap<String, config::Upstream>,
+        clients: &HashMap<String, Arc<UpstreamClient>>,
+    ) -> Self {
+        let prefixing = match cfg.prefix {
+            PrefixMode::Always => true,
+            PrefixMode::Auto => cfg.upstreams.len() > 1,
+            PrefixMode::Never => false,
+        };
+        let members: Vec<Member> = cfg
+            .upstreams
+            .iter()
+            .map(|u| Member {
+                upstream: u.clone(),
+                client: clients[u].clone(),
+            })
+            .collect();
+        let prefixes = cfg
+            .upstreams
+            .iter()
+            .map(|u| prefixing.then(|| upstreams[u].prefix.clone().unwrap_or_else(|| u.clone())))
+            .collect();
+        VirtualServer {
+            name: cfg.name.clone(),
+            path: cfg.path.clone(),
+            members,
+            naming: Naming {
+                prefixes,
+                separator: cfg.separator.clone(),
+            },
+            on_error: cfg.on_upstream_error,
+            instructions: cfg.instructions.clone(),
+            routes: RwLock::new(Routes::default()),
+        }
+    }
+
+    /// The InitializeResult (or discover result body) for this virtual server.
+    pub fn server_description(&self, infos: &[Option<Arc<InitInfo>>]) -> Value {
+        let mut subscribe = false;
+        for info in infos.iter().flatten() {
+            subscribe |= info
+                .capabilities
+                .pointer("/resources/subscribe")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+        }
+        let instructions = self.instructions.clone().or_else(|| {
+            let parts: Vec<String> = self
+                .members
+                .iter()
+                .zip(infos)
+                .filter_map(|(m, i)| {
+                    Some(format!(
+                        "[{}] {}",
+                        m.upstream,
+                        i.as_ref()?.instructions.as_ref()?
+                    ))
+                })
+                .collect();
+            (!parts.is_empty()).then(|| parts.join("\n\n"))
+        });
+        let mut out = serde_json::json!({
+            "capabilities": {
+                "tools": { "listChanged": true },
+                "prompts": { "listChanged": true },
+                "resources": { "subscribe": subscribe, "listChanged": true },
+                "logging": {},
+                "completions": {}
+            },
+            "serverInfo": { "name": self.name, "version": env!("CARGO_PKG_VERSION") }
+        });
+        if let Some(text) = instructions {
+            out["instructions"] = Value::String(text);
+        }
+        out
+    }
+
+    /// Calls a member, re-opening its session once if the upstream forgot it.
+    pub async fn call(
+        &self,
+        src: &dyn SessionSource,
+        member: usize,
+        message: Message,
+    ) -> Result<CallStream, FederationError> {
+        let m = &self.members[member];
+        let session = src.session(m).await?;
+        match m.client.call(&session, message.clone()).await {
+            Err(UpstreamError::SessionExpired { .. }) => {
+                src.expired(m, &session);
+                let session = src.session(m).await?;
+                Ok(m.client.call(&session, message).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Sends a notification to a member.
+    pub async fn notify(
+        &self,
+        src: &dyn SessionSource,
+        member: usize,
+        message: Message,
+    ) -> Result<(), FederationError> {
+        let m = &self.members[member];
+        let session = src.session(m).await?;
+        Ok(m.client.notify(&session, message).await?)
+    }
+
+    /// Sends a notification to every member, ignoring failures (they are logged).
+    pub async fn notify_all(&self, src: &dyn SessionSource, message: Message) {
+        let sends = (0..self.members.len()).map(|i| self.notify(src, i, message.clone()));
+        for (i, r) in futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            if let Err(e) = r {
+                tracing::debug!(upstream = %self.members[i].upstream, error = %e, "notification not delivered");
+            }
+        }
+    }
+
+    /// Sends a request to every member and answers `{}` (used for `logging/setLevel`).
+    pub async fn request_all(
+        &self,
+        src: &dyn SessionSource,
+        message: &Message,
+    ) -> Result<(), FederationError> {
+        let calls = (0..self.members.len()).map(|i| async move {
+            let mut stream = self.call(src, i, message.clone()).await?;
+            while let Some(frame) = stream.next().await {
+                if let Frame::Failed(e) = frame {
+                    return Err(FederationError::Upstream(e));
+                }
+            }
+            Ok(())
+        });
+        for (i, r) in futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            if let Err(e) = r {
+                tracing::warn!(upstream = %self.members[i].upstream, error = %e, method = message.method(), "upstream failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers a list method by merging every member's list.
+    pub async fn list(
+        &self,
+        src: &dyn SessionSource,
+        kind: ListKind,
+        params: Option<&RawValue>,
+    ) -> Result<Box<RawValue>, FederationError> {
+        let cursor_in = params
+            .map(|p| serde_json::from_str::<Map<String, Value>>(p.get()))
+            .transpose()
+            .map_err(|_| FederationError::InvalidParams("params must be an object".into()))?
+            .and_then(|mut m| m.remove("cursor"));
+        let pending: Vec<(usize, Option<String>)> = match cursor_in {
+            None | Some(Value::Null) => (0..self.members.len()).map(|i| (i, None)).collect(),
+            Some(Value::String(c)) => {
+                let map = cursor::decode(&c)
+                    .ok_or_else(|| FederationError::InvalidParams("invalid cursor".into()))?;
+                let mut v = Vec::new();
+                for (upstream, upstream_cursor) in map {
+                    let i = self
+                        .members
+                        .iter()
+                        .position(|m| m.upstream == upstream)
+                        .ok_or_else(|| FederationError::InvalidParams("invalid cursor".into()))?;
+                    v.push((i, Some(upstream_cursor)));
+                }
+                v
+            }
+            Some(_) => {
+                return Err(FederationError::InvalidParams(
+                    "cursor must be a string".into(),
+                ));
+            }
+        };
+        let full_pass = pending.iter().all(|(_, c)| c.is_none());
+        let fetches = pending
+            .iter()
+            .map(|(i, c)| self.list_member(src, *i, kind, c.as_deref()));
+        let results = futures_util::future::join_all(fetches).await;
+        let mut items = Vec::new();
+        let mut next = BTreeMap::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut learned: HashMap<String, usize> = HashMap::new();
+        for ((i, _), result) in pending.iter().zip(results) {
+            let (page, next_cursor) = match result {
+                Ok(r) => r,
+                Err(e) if self.on_error == OnUpstreamError::Partial => {
+                    tracing::warn!(server = %self.name, upstream = %self.members[*i].upstream, error = %e, "{} is partial: an upstream failed", kind.method());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(c) = next_cursor {
+                next.insert(self.members[*i].upstream.clone(), c);
+            }
+            for mut item in page {
+                let Some(id) = item
+                    .get(kind.id_key())
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                else {
+                    continue;
+                };
+                let outward = if kind.is_uri() {
+                    self.naming.outward_uri(*i, &id)
+                } else {
+                    self.naming.outward_name(*i, &id)
+                };
+                if let Some(first) = seen.get(&outward) {
+                    tracing::error!(
+                        server = %self.name, name = %outward,
+                        kept = %self.members[*first].upstream, hidden = %self.members[*i].upstream,
+                        "two upstreams offer the same name; set `prefix: always` or `auto` on this server"
+                    );
+                    continue;
+                }
+                seen.insert(outward.clone(), *i);
+                learned.insert(id.clone(), *i);
+                item[kind.id_key()] = Value::String(outward);
+                items.push(item);
+            }
+        }
+        self.learn(kind, learned, full_pass);
+        let mut out = Map::new();
+        out.insert(kind.items_key().into(), Value::Array(items));
+        if !next.is_empty() {
+            out.insert("nextCursor".into(), Value::String(cursor::encode(&next)));
+        }
+        Ok(to_raw(&out))
+    }
+
+    fn learn(&self, kind: ListKind, learned: HashMap<String, usize>, full_pass: bool) {
+        let mut routes = self.routes.write().expect("lock");
+        let table = match kind {
+            ListKind::Tools => &mut routes.tools,
+            ListKind::Prompts => &mut routes.prompts,
+            ListKind::Resources => &mut routes.resources,
+            ListKind::Templates => return,
+        };
+        if full_pass {
+            table.clear();
+        }
+        for (k, v) in learned {
+            table.entry(k).or_insert(v);
+        }
+    }
+
+    async fn list_member(
+        &self,
+        src: &dyn SessionSource,
+        i: usize,
+        kind: ListKind,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>), FederationError> {
+        let params = cursor.map(|c| to_raw(&serde_json::json!({ "cursor": c })));
+        let request = Message::request(RequestId::Number(0), kind.method(), params);
+        let mut stream = self.call(src, i, request).await?;
+        let upstream = &self.members[i].upstream;
+        while let Some(frame) = stream.next().await {
+            match frame {
+                Frame::Response(m) => {
+                    if let Some(err) = m.error {
+                        return Err(FederationError::Refused {
+                            upstream: upstream.clone(),
+                            method: kind.method(),
+                            message: error_message(&err),
+                        });
+                    }
+                    let mut result: Map<String, Value> = m
+                        .result
+                        .as_ref()
+                        .and_then(|r| serde_json::from_str(r.get()).ok())
+                        .ok_or_else(|| UpstreamError::Protocol {
+                            upstream: upstream.clone(),
+                            reason: format!("{} result is not an object", kind.method()),
+                        })?;
+                    let items = match result.remove(kind.items_key()) {
+                        Some(Value::Array(items)) => items,
+                        _ => Vec::new(),
+                    };
+                    let next = result
+                        .remove("nextCursor")
+                        .and_then(|v| v.as_str().map(str::to_owned));
+                    return Ok((items, next));
+                }
+                Frame::Failed(e) => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Err(UpstreamError::Crashed {
+            upstream: upstream.clone(),
+            reason: "no response".into(),
+        }
+        .into())
+    }
+
+    /// Picks the member for a targeted request and rewrites the target to the upstream's name.
+    pub async fn route(
+        &self,
+        src: &dyn SessionSource,
+        message: Message,
+    ) -> Result<Routed, FederationError> {
+        let method = message.method().to_owned();
+        let mut params: BTreeMap<String, Box<RawValue>> = message.params_as().map_err(|_| {
+            FederationError::InvalidParams(format!("{method} needs params as an object"))
+        })?;
+        let (member, new_params) = match method.as_str() {
+            "tools/call" | "prompts/get" => {
+                let kind = if method == "tools/call" {
+                    ListKind::Tools
+                } else {
+                    ListKind::Prompts
+                };
+                let name = string_param(&params, "name", &method)?;
+                let (i, inner) = self.resolve_name(src, kind, &name).await?;
+                params.insert("name".into(), to_raw(&inner));
+                (i, params)
+            }
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                let uri = string_param(&params, "uri", &method)?;
+                let (i, inner) = self.resolve_uri(&uri);
+                params.insert("uri".into(), to_raw(&inner));
+                (i, params)
+            }
+            "completion/complete" => {
+                let mut reference: Map<String, Value> = params
+                    .get("ref")
+                    .and_then(|r| serde_json::from_str(r.get()).ok())
+                    .ok_or_else(|| {
+                        FederationError::InvalidParams("completion/complete needs `ref`".into())
+                    })?;
+                let i = if let Some(name) = reference
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                {
+                    let (i, inner) = self.resolve_name(src, ListKind::Prompts, &name).await?;
+                    reference.insert("name".into(), Value::String(inner));
+                    i
+                } else if let Some(uri) = reference
+                    .get("uri")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                {
+                    let (i, inner) = self.resolve_uri(&uri);
+                    reference.insert("uri".into(), Value::String(inner));
+                    i
+                } else {
+                    return Err(FederationError::InvalidParams(
+                        "`ref` needs `name` or `uri`".into(),
+                    ));
+                };
+                params.insert("ref".into(), to_raw(&reference));
+                (i, params)
+            }
+            _ if self.members.len() == 1 => (0, params),
+            _ => return Err(FederationError::MethodNotFound(method)),
+        };
+        let mut message = message;
+        message.params = Some(to_raw(&new_params));
+        Ok(Routed { member, message })
+    }
+
+    async fn resolve_name(
+        &self,
+        src: &dyn SessionSource,
+        kind: ListKind,
+        name: &str,
+    ) -> Result<(usize, String), FederationError> {
+        let what = if kind == ListKind::Tools {
+            "tool"
+        } else {
+            "prompt"
+        };
+        if self.naming.prefixed() {
+            return self
+                .naming
+                .inward_name(name)
+                .map(|(i, n)| (i, n.to_owned()))
+                .ok_or_else(|| FederationError::Unknown {
+                    kind: what,
+                    name: name.to_owned(),
+                });
+        }
+        if self.members.len() == 1 {
+            return Ok((0, name.to_owned()));
+        }
+        for attempt in 0..2 {
+            {
+                let routes = self.routes.read().expect("lock");
+                let table = if kind == ListKind::Tools {
+                    &routes.tools
+                } else {
+                    &routes.prompts
+                };
+                if let Some(i) = table.get(name) {
+                    return Ok((*i, name.to_owned()));
+                }
+            }
+            if attempt == 0 {
+                self.list(src, kind, None).await?;
+            }
+        }
+        Err(FederationError::Unknown {
+            kind: what,
+            name: name.to_owned(),
+        })
+    }
+
+    fn resolve_uri(&self, uri: &str) -> (usize, String) {
+        if let Some((i, inner)) = self.naming.inward_uri(uri) {
+            return (i, inner.to_owned());
+        }
+        let routes = self.routes.read().expect("lock");
+        let i = routes.resources.get(uri).copied().unwrap_or(0);
+        (i, uri.to_owned())
+    }
+
+    /// Rewrites a message an upstream sends outward (resource URIs in update notifications).
+    pub fn outward(&self, member: usize, message: Message) -> Message {
+        if message.method() != "notifications/resources/updated" || !self.naming.prefixed() {
+            return message;
+        }
+        let Ok(mut params) = message.params_as::<Map<String, Value>>() else {
+            return message;
+        };
+        if let Some(Value::String(uri)) = params.get("uri") {
+            let outward = self.naming.outward_uri(member, uri);
+            params.insert("uri".into(), Value::String(outward));
+        }
+        let mut message = message;
+        message.params = Some(to_raw(&params));
+        message
+    }
+}
+
+fn string_param(
+    params: &BTreeMap<String, Box<RawValue>>,
+    key: &str,
+    method: &str,
+) -> Result<String, FederationError> {
+    params
+        .get(key)
+        .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+        .ok_or_else(|| {
+            FederationError::InvalidParams(format!("{method} needs `{key}` as a string"))
+        })
+}
+
+fn error_message(err: &RawValue) -> String {
+    serde_json::from_str::<Value>(err.get())
+        .ok()
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| "error".into())
+}

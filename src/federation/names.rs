@@ -1,0 +1,150 @@
+//! How names and URIs of several upstreams share one namespace.
+
+/// What a list returns and which member of each item identifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// `tools/list` → `tools[].name`.
+    Tools,
+    /// `prompts/list` → `prompts[].name`.
+    Prompts,
+    /// `resources/list` → `resources[].uri`.
+    Resources,
+    /// `resources/templates/list` → `resourceTemplates[].uriTemplate`.
+    Templates,
+}
+
+impl ListKind {
+    /// The list method for this kind.
+    pub fn from_method(method: &str) -> Option<ListKind> {
+        Some(match method {
+            "tools/list" => ListKind::Tools,
+            "prompts/list" => ListKind::Prompts,
+            "resources/list" => ListKind::Resources,
+            "resources/templates/list" => ListKind::Templates,
+            _ => return None,
+        })
+    }
+
+    /// The method name.
+    pub fn method(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools/list",
+            ListKind::Prompts => "prompts/list",
+            ListKind::Resources => "resources/list",
+            ListKind::Templates => "resources/templates/list",
+        }
+    }
+
+    /// The result member holding the items.
+    pub fn items_key(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools",
+            ListKind::Prompts => "prompts",
+            ListKind::Resources => "resources",
+            ListKind::Templates => "resourceTemplates",
+        }
+    }
+
+    /// The item member that is renamed.
+    pub fn id_key(self) -> &'static str {
+        match self {
+            ListKind::Tools | ListKind::Prompts => "name",
+            ListKind::Resources => "uri",
+            ListKind::Templates => "uriTemplate",
+        }
+    }
+
+    /// Whether the identifier is a URI (prefixed as `prefix+uri`) rather than a name.
+    pub fn is_uri(self) -> bool {
+        matches!(self, ListKind::Resources | ListKind::Templates)
+    }
+}
+
+/// The naming scheme of one virtual server.
+#[derive(Debug, Clone)]
+pub struct Naming {
+    /// Prefix per member, `None` when names are not prefixed.
+    pub prefixes: Vec<Option<String>>,
+    /// Between prefix and name.
+    pub separator: String,
+}
+
+impl Naming {
+    /// The name clients see for `name` of member `i`.
+    pub fn outward_name(&self, i: usize, name: &str) -> String {
+        match &self.prefixes[i] {
+            Some(p) => format!("{p}{}{name}", self.separator),
+            None => name.to_owned(),
+        }
+    }
+
+    /// The URI clients see for `uri` of member `i`: `prefix+uri`, itself a valid URI whose scheme
+    /// names the upstream.
+    pub fn outward_uri(&self, i: usize, uri: &str) -> String {
+        match &self.prefixes[i] {
+            Some(p) => format!("{p}+{uri}"),
+            None => uri.to_owned(),
+        }
+    }
+
+    /// Splits a prefixed name into (member, upstream name). Longest prefix first, so that
+    /// `a` and `a_b` can coexist.
+    pub fn inward_name<'a>(&self, name: &'a str) -> Option<(usize, &'a str)> {
+        self.best(|p| {
+            name.strip_prefix(p)
+                .and_then(|r| r.strip_prefix(self.separator.as_str()))
+        })
+    }
+
+    /// Splits a prefixed URI into (member, upstream URI).
+    pub fn inward_uri<'a>(&self, uri: &'a str) -> Option<(usize, &'a str)> {
+        self.best(|p| uri.strip_prefix(p).and_then(|r| r.strip_prefix('+')))
+    }
+
+    fn best<'a>(&self, strip: impl Fn(&str) -> Option<&'a str>) -> Option<(usize, &'a str)> {
+        self.prefixes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((i, p.as_deref()?)))
+            .filter_map(|(i, p)| strip(p).map(|rest| (i, p.len(), rest)))
+            .filter(|(_, _, rest)| !rest.is_empty())
+            .max_by_key(|(_, len, _)| *len)
+            .map(|(i, _, rest)| (i, rest))
+    }
+
+    /// Whether names are prefixed at all.
+    pub fn prefixed(&self) -> bool {
+        self.prefixes.iter().any(Option::is_some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naming() -> Naming {
+        Naming {
+            prefixes: vec![Some("a".into()), Some("a_b".into())],
+            separator: "__".into(),
+        }
+    }
+
+    #[test]
+    fn names_round_trip_and_longest_prefix_wins() {
+        let n = naming();
+        assert_eq!(n.outward_name(1, "echo"), "a_b__echo");
+        assert_eq!(n.inward_name("a_b__echo"), Some((1, "echo")));
+        assert_eq!(n.inward_name("a__b__echo"), Some((0, "b__echo")));
+        assert_eq!(n.inward_name("c__echo"), None);
+        assert_eq!(n.inward_name("a__"), None);
+    }
+
+    #[test]
+    fn uris_round_trip() {
+        let n = naming();
+        let out = n.outward_uri(0, "test://static-text");
+        assert_eq!(out, "a+test://static-text");
+        assert_eq!(n.inward_uri(&out), Some((0, "test://static-text")));
+        assert_eq!(n.inward_uri("test://static-text"), None);
+    }
+}

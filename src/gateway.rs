@@ -1,0 +1,164 @@
+//! The running gateway: the current configuration's runtime (swapped atomically on reload),
+//! the session registry and the sealing keys.
+
+use crate::config::{self, Config};
+use crate::downstream::rules::OriginPolicy;
+use crate::downstream::seal::{Sealer, SealingKey};
+use crate::downstream::session::SessionRegistry;
+use crate::federation::VirtualServer;
+use crate::upstream::UpstreamClient;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Everything built from one configuration.
+pub struct Runtime {
+    /// The configuration it was built from.
+    pub config: Config,
+    /// Virtual servers by path.
+    pub servers: HashMap<String, Arc<VirtualServer>>,
+    /// Upstream clients by name.
+    pub upstreams: HashMap<String, Arc<UpstreamClient>>,
+    /// DNS-rebinding protection.
+    pub origins: OriginPolicy,
+}
+
+impl Runtime {
+    /// Builds a runtime, reusing the upstream clients of `previous` whose configuration did not
+    /// change, so that a reload neither restarts their processes nor drops their pools.
+    pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, String> {
+        let mut upstreams = HashMap::new();
+        for (name, cfg) in &config.upstreams {
+            let reused = previous.and_then(|p| {
+                let same = p.config.upstreams.get(name) == Some(cfg)
+                    && p.config.limits.max_upstream_message_bytes
+                        == config.limits.max_upstream_message_bytes;
+                same.then(|| p.upstreams.get(name).cloned()).flatten()
+            });
+            let client = match reused {
+                Some(c) => c,
+                None => Arc::new(
+                    UpstreamClient::new(name, cfg, &config.limits)
+                        .map_err(|e| format!("upstreams.{name}: {e}"))?,
+                ),
+            };
+            upstreams.insert(name.clone(), client);
+        }
+        let servers = config
+            .servers
+            .iter()
+            .map(|s| {
+                (
+                    s.path.clone(),
+                    Arc::new(VirtualServer::new(s, &config.upstreams, &upstreams)),
+                )
+            })
+            .collect();
+        let loopback_listener = config
+            .listen
+            .parse::<SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback());
+        let origins = OriginPolicy {
+            origins: config
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_owned())
+                .collect(),
+            loopback_listener,
+        };
+        Ok(Runtime {
+            config,
+            servers,
+            upstreams,
+            origins,
+        })
+    }
+}
+
+/// Builds the session sealer from configured keys, or a random per-process key.
+pub fn sealer_from(config: &Config) -> Result<Sealer, String> {
+    if config.sessions.keys.is_empty() {
+        return Ok(Sealer::new(vec![SealingKey::random()]));
+    }
+    let mut keys = Vec::new();
+    for k in &config.sessions.keys {
+        let secret = k.secret.resolve()?;
+        let bytes = config::decode_key(secret.expose())
+            .ok_or_else(|| format!("sessions key {:?}: not 32 base64 bytes", k.id))?;
+        keys.push(SealingKey::new(&k.id, &bytes));
+    }
+    Ok(Sealer::new(keys))
+}
+
+/// The gateway shared by every request handler.
+pub struct Gateway {
+    runtime: ArcSwap<Runtime>,
+    sealer: ArcSwap<Sealer>,
+    /// Sessions known to this process.
+    pub sessions: SessionRegistry,
+    /// The file to reload from, if any.
+    pub config_path: Option<PathBuf>,
+}
+
+impl Gateway {
+    /// A gateway serving `config`.
+    pub fn new(config: Config, config_path: Option<PathBuf>) -> Result<Arc<Gateway>, String> {
+        let sealer = sealer_from(&config)?;
+        let sessions = SessionRegistry::new(config.sessions.max_lifetime.0);
+        let runtime = Runtime::build(config, None)?;
+        Ok(Arc::new(Gateway {
+            runtime: ArcSwap::from_pointee(runtime),
+            sealer: ArcSwap::from_pointee(sealer),
+            sessions,
+            config_path,
+        }))
+    }
+
+    /// The runtime requests should use now. Requests keep the one they started with.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// The current session sealer.
+    pub fn sealer(&self) -> Arc<Sealer> {
+        self.sealer.load_full()
+    }
+
+    /// Replaces the configuration. On error the old one stays in force.
+    pub fn apply(&self, config: Config) -> Result<(), String> {
+        let old = self.runtime();
+        if config.listen != old.config.listen {
+            tracing::warn!("`listen` changed; it takes effect only after a restart");
+        }
+        let sealer = sealer_from(&config)?;
+        let keys_changed = config
+            .sessions
+            .keys
+            .iter()
+            .map(|k| (&k.id, &k.secret))
+            .ne(old.config.sessions.keys.iter().map(|k| (&k.id, &k.secret)));
+        let runtime = Runtime::build(config, Some(&old))?;
+        self.runtime.store(Arc::new(runtime));
+        if keys_changed {
+            self.sealer.store(Arc::new(sealer));
+        }
+        Ok(())
+    }
+
+    /// Re-reads the configuration file; returns a description of what happened.
+    pub fn reload(&self) -> Result<(), String> {
+        let Some(path) = &self.config_path else {
+            return Err("no configuration file to reload".into());
+        };
+        let config = Config::load(path).map_err(|e| e.to_string())?;
+        self.apply(config)
+    }
+
+    /// Stops every upstream child process.
+    pub async fn shutdown(&self) {
+        let rt = self.runtime();
+        futures_util::future::join_all(rt.upstreams.values().map(|u| u.shutdown())).await;
+    }
+}

@@ -1,0 +1,14 @@
+//! Gatehouse: an enterprise gateway for the Model Context Protocol.
+//!
+//! The request path, one module per stage: [`downstream`] (client transport) →
+//! [`federation`] (virtual servers) → [`upstream`] (MCP servers). [`protocol`] holds the wire
+//! format, [`config`] the YAML model, [`gateway`] ties a configuration to a running state.
+
+pub mod config;
+pub mod downstream;
+pub mod federation;
+pub mod gateway;
+pub mod protocol;
+pub mod serve;
+pub mod telemetry;
+pub mod upstream;

@@ -1,0 +1,10 @@
+//! The MCP wire protocol as the gateway needs it: JSON-RPC envelopes that keep payloads raw,
+//! protocol versions and their header rules, and Server-Sent Events framing.
+
+pub mod jsonrpc;
+pub mod sse;
+pub mod stateless;
+pub mod version;
+
+pub use jsonrpc::{ErrorCode, Message, MessageKind, RequestId};
+pub use version::ProtocolVersion;

@@ -1,0 +1,62 @@
+//! Failures talking to an upstream MCP server.
+
+use std::time::Duration;
+
+/// Why an upstream could not serve a request. Messages name the upstream and never carry
+/// header values or other secrets.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// Could not connect, or the process could not be started.
+    #[error("upstream {upstream:?} is unavailable: {reason}")]
+    Unavailable {
+        /// The upstream's name.
+        upstream: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The connection or process ended before the answer arrived.
+    #[error("upstream {upstream:?} failed before answering: {reason}")]
+    Crashed {
+        /// The upstream's name.
+        upstream: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// No answer within the configured time.
+    #[error("upstream {upstream:?} did not answer within {}ms", after.as_millis())]
+    Timeout {
+        /// The upstream's name.
+        upstream: String,
+        /// The limit that was exceeded.
+        after: Duration,
+    },
+    /// The upstream answered with an HTTP error status.
+    #[error("upstream {upstream:?} answered HTTP {status}")]
+    Status {
+        /// The upstream's name.
+        upstream: String,
+        /// The status code.
+        status: u16,
+    },
+    /// The upstream sent something that is not valid MCP.
+    #[error("upstream {upstream:?} violated the protocol: {reason}")]
+    Protocol {
+        /// The upstream's name.
+        upstream: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The upstream no longer knows our session (HTTP 404); the caller may re-open it.
+    #[error("upstream {upstream:?} ended our session")]
+    SessionExpired {
+        /// The upstream's name.
+        upstream: String,
+    },
+}
+
+impl UpstreamError {
+    /// Whether this is a timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, UpstreamError::Timeout { .. })
+    }
+}

@@ -1,0 +1,622 @@
+//! Streamable HTTP upstreams: a pooled client, per-downstream sessions, SSE relayed as it arrives.
+
+use super::{
+    CallStream, ClientIdentity, Frame, InitInfo, ReplyRoute, UpstreamClient, UpstreamError,
+    UpstreamSession,
+};
+use crate::config::{self, UpstreamProtocol};
+use crate::protocol::jsonrpc::to_raw;
+use crate::protocol::sse::SseParser;
+use crate::protocol::{Message, MessageKind, ProtocolVersion, RequestId};
+use futures_util::StreamExt;
+use http::header::{ACCEPT, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+
+/// A Streamable HTTP upstream.
+pub struct HttpUpstream {
+    name: String,
+    url: reqwest::Url,
+    headers: HeaderMap,
+    protocol: UpstreamProtocol,
+    client: reqwest::Client,
+    max_message: usize,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    next_id: AtomicI64,
+    shared: tokio::sync::Mutex<Option<(UpstreamSession, Arc<InitInfo>)>>,
+    shared_dropped: Mutex<Option<UpstreamSession>>,
+}
+
+enum Body {
+    Json(Message),
+    Stream(reqwest::Response),
+    Accepted,
+}
+
+impl HttpUpstream {
+    /// Builds the client; header secrets are resolved now.
+    pub fn new(
+        name: &str,
+        cfg: &config::Upstream,
+        limits: &config::Limits,
+    ) -> Result<Self, String> {
+        let url = cfg.url.as_deref().ok_or("url missing")?;
+        let url = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+        let mut headers = HeaderMap::new();
+        for (k, v) in &cfg.headers {
+            let value = v.resolve()?;
+            let mut hv = HeaderValue::from_str(value.expose())
+                .map_err(|_| format!("header {k}: invalid value"))?;
+            hv.set_sensitive(true);
+            headers.insert(
+                HeaderName::from_bytes(k.as_bytes()).map_err(|e| e.to_string())?,
+                hv,
+            );
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(cfg.timeouts.connect.0)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(HttpUpstream {
+            name: name.to_owned(),
+            url,
+            headers,
+            protocol: cfg.protocol,
+            client,
+            max_message: limits.max_upstream_message_bytes,
+            connect_timeout: cfg.timeouts.connect.0,
+            request_timeout: cfg.timeouts.request.0,
+            next_id: AtomicI64::new(1),
+            shared: tokio::sync::Mutex::new(None),
+            shared_dropped: Mutex::new(None),
+        })
+    }
+
+    /// The upstream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn unavailable(&self, e: impl std::fmt::Display) -> UpstreamError {
+        UpstreamError::Unavailable {
+            upstream: self.name.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn protocol_error(&self, reason: impl Into<String>) -> UpstreamError {
+        UpstreamError::Protocol {
+            upstream: self.name.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn next_id(&self) -> RequestId {
+        RequestId::Number(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Opens a session for one downstream client.
+    pub async fn open(
+        &self,
+        who: &ClientIdentity,
+    ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
+        tokio::time::timeout(
+            self.connect_timeout + self.request_timeout.min(Duration::from_secs(30)),
+            self.handshake(who),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout {
+            upstream: self.name.clone(),
+            after: self.connect_timeout,
+        })?
+    }
+
+    async fn handshake(
+        &self,
+        who: &ClientIdentity,
+    ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
+        if self.protocol != UpstreamProtocol::Sessions {
+            match self.discover().await {
+                Ok(found) => return Ok(found),
+                Err(e) if self.protocol == UpstreamProtocol::Stateless => return Err(e),
+                Err(e) => {
+                    tracing::debug!(upstream = %self.name, error = %e, "server/discover failed; using initialize")
+                }
+            }
+        }
+        self.initialize(who).await
+    }
+
+    async fn discover(&self) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
+        let session = UpstreamSession {
+            id: None,
+            version: ProtocolVersion::V2026_07_28,
+        };
+        let params = serde_json::json!({
+            "_meta": { "io.modelcontextprotocol/protocolVersion": ProtocolVersion::V2026_07_28.as_str() }
+        });
+        let msg = Message::request(self.next_id(), "server/discover", Some(to_raw(&params)));
+        let answer = self.roundtrip(&session, &msg).await?;
+        let result = answer
+            .result
+            .ok_or_else(|| self.protocol_error("server/discover failed"))?;
+        let info = InitInfo::from_result(result, ProtocolVersion::V2026_07_28)
+            .map_err(|e| self.protocol_error(e))?;
+        Ok((session, Arc::new(info)))
+    }
+
+    async fn initialize(
+        &self,
+        who: &ClientIdentity,
+    ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
+        let version = if who.version.is_stateless() {
+            ProtocolVersion::LATEST_SESSION
+        } else {
+            who.version
+        };
+        let params = serde_json::json!({
+            "protocolVersion": version.as_str(),
+            "capabilities": who.capabilities,
+            "clientInfo": who.client_info,
+        });
+        let msg = Message::request(self.next_id(), "initialize", Some(to_raw(&params)));
+        let pre = UpstreamSession { id: None, version };
+        let resp = self.post(&pre, &msg, false).await?;
+        let sid = resp
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let answer = self.final_message(resp, &msg).await?;
+        if answer.kind == MessageKind::Error {
+            return Err(self.protocol_error(format!(
+                "initialize was refused: {}",
+                answer.error.as_ref().map(|e| e.get()).unwrap_or("")
+            )));
+        }
+        let result = answer
+            .result
+            .ok_or_else(|| self.protocol_error("initialize returned no result"))?;
+        let info = InitInfo::from_result(result, version).map_err(|e| self.protocol_error(e))?;
+        if info.version.is_stateless() {
+            return Err(self.protocol_error("initialize negotiated a stateless version"));
+        }
+        let session = UpstreamSession {
+            id: sid,
+            version: info.version,
+        };
+        self.notify(
+            &session,
+            Message::notification("notifications/initialized", None),
+        )
+        .await?;
+        Ok((session, Arc::new(info)))
+    }
+
+    /// The session used for stateless downstream clients, opened once and re-opened if it expires.
+    pub async fn shared_session(&self) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
+        let mut guard = self.shared.lock().await;
+        let dropped = self.shared_dropped.lock().expect("lock").take();
+        if let (Some((s, _)), Some(d)) = (guard.as_ref(), dropped)
+            && *s == d
+        {
+            *guard = None;
+        }
+        if let Some(found) = guard.as_ref() {
+            return Ok(found.clone());
+        }
+        let opened = self.open(&ClientIdentity::gateway()).await?;
+        *guard = Some(opened.clone());
+        Ok(opened)
+    }
+
+    /// Marks the shared session as expired.
+    pub fn drop_shared_session(&self, session: &UpstreamSession) {
+        *self.shared_dropped.lock().expect("lock") = Some(session.clone());
+    }
+
+    fn request_headers(&self, session: &UpstreamSession, msg: &Message) -> HeaderMap {
+        let mut h = self.headers.clone();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        if let Some(id) = session
+            .id
+            .as_deref()
+            .and_then(|s| HeaderValue::from_str(s).ok())
+        {
+            h.insert(SESSION_HEADER, id);
+        }
+        if msg.method() != "initialize" && session.version >= ProtocolVersion::V2025_06_18 {
+            h.insert(
+                VERSION_HEADER,
+                HeaderValue::from_static(session.version.as_str()),
+            );
+        }
+        if session.version.is_stateless() {
+            if let Some(method) = msg
+                .method
+                .as_deref()
+                .and_then(|m| HeaderValue::from_str(m).ok())
+            {
+                h.insert("mcp-method", method);
+            }
+            if let Some(name) = crate::protocol::stateless::name_header_value(msg)
+                && let Ok(v) = HeaderValue::from_str(&name)
+            {
+                h.insert("mcp-name", v);
+            }
+        }
+        h
+    }
+
+    async fn post(
+        &self,
+        session: &UpstreamSession,
+        msg: &Message,
+        streaming: bool,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let body = if session.version.is_stateless() {
+            crate::protocol::stateless::with_stateless_meta(msg).to_bytes()
+        } else {
+            msg.to_bytes()
+        };
+        let mut req = self
+            .client
+            .post(self.url.clone())
+            .headers(self.request_headers(session, msg))
+            .body(body);
+        if !streaming {
+            req = req.timeout(self.request_timeout);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.unavailable(describe(&e)))?;
+        match resp.status() {
+            s if s.is_success() => Ok(resp),
+            StatusCode::NOT_FOUND if session.id.is_some() => Err(UpstreamError::SessionExpired {
+                upstream: self.name.clone(),
+            }),
+            s => Err(UpstreamError::Status {
+                upstream: self.name.clone(),
+                status: s.as_u16(),
+            }),
+        }
+    }
+
+    async fn classify(&self, resp: reqwest::Response) -> Result<Body, UpstreamError> {
+        if resp.status() == StatusCode::ACCEPTED {
+            return Ok(Body::Accepted);
+        }
+        let ctype = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if ctype.starts_with("text/event-stream") {
+            return Ok(Body::Stream(resp));
+        }
+        if ctype.starts_with("application/json") || ctype.is_empty() {
+            let bytes = self.read_limited(resp).await?;
+            let msg = Message::parse(&bytes).map_err(|e| self.protocol_error(e.to_string()))?;
+            return Ok(Body::Json(msg));
+        }
+        Err(self.protocol_error(format!("unexpected content type {ctype:?}")))
+    }
+
+    async fn read_limited(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, UpstreamError> {
+        let mut out = Vec::with_capacity(
+            resp.content_length()
+                .unwrap_or(0)
+                .min(self.max_message as u64) as usize,
+        );
+        while let Some(chunk) = resp.chunk().await.map_err(|e| UpstreamError::Crashed {
+            upstream: self.name.clone(),
+            reason: describe(&e),
+        })? {
+            if out.len() + chunk.len() > self.max_message {
+                return Err(
+                    self.protocol_error(format!("a response exceeded {} bytes", self.max_message))
+                );
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// Reads a response to `msg` whichever way it comes, ignoring anything else on the stream.
+    async fn final_message(
+        &self,
+        resp: reqwest::Response,
+        msg: &Message,
+    ) -> Result<Message, UpstreamError> {
+        match self.classify(resp).await? {
+            Body::Json(m) => Ok(m),
+            Body::Accepted => Err(self.protocol_error("a request was answered with 202")),
+            Body::Stream(resp) => {
+                let mut stream = resp.bytes_stream();
+                let mut parser = SseParser::new(self.max_message);
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| UpstreamError::Crashed {
+                        upstream: self.name.clone(),
+                        reason: describe(&e),
+                    })?;
+                    for ev in parser
+                        .feed(&chunk)
+                        .map_err(|e| self.protocol_error(e.to_string()))?
+                    {
+                        if let Ok(m) = Message::parse(ev.data.as_bytes())
+                            && matches!(m.kind, MessageKind::Response | MessageKind::Error)
+                            && m.id == msg.id
+                        {
+                            return Ok(m);
+                        }
+                    }
+                }
+                Err(UpstreamError::Crashed {
+                    upstream: self.name.clone(),
+                    reason: "the stream ended before the response".into(),
+                })
+            }
+        }
+    }
+
+    async fn roundtrip(
+        &self,
+        session: &UpstreamSession,
+        msg: &Message,
+    ) -> Result<Message, UpstreamError> {
+        let resp = self.post(session, msg, false).await?;
+        self.final_message(resp, msg).await
+    }
+
+    /// Sends a request and relays what comes back.
+    pub async fn call(
+        &self,
+        me: &Arc<UpstreamClient>,
+        session: &UpstreamSession,
+        request: Message,
+    ) -> Result<CallStream, UpstreamError> {
+        let downstream_id = request.id.clone();
+        let upstream_id = self.next_id();
+        let mut outgoing = request;
+        outgoing.id = Some(upstream_id.clone());
+        let resp = tokio::time::timeout(self.request_timeout, self.post(session, &outgoing, true))
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                upstream: self.name.clone(),
+                after: self.request_timeout,
+            })??;
+        let (tx, rx) = mpsc::channel(16);
+        let stream = CallStream::new(
+            rx,
+            self.request_timeout,
+            me.clone(),
+            session.clone(),
+            upstream_id.clone(),
+        );
+        match self.classify(resp).await? {
+            Body::Json(mut m) => {
+                if m.id != Some(upstream_id) {
+                    return Err(self.protocol_error("the response id does not match the request"));
+                }
+                m.id = downstream_id;
+                let _ = tx.try_send(Frame::Response(m));
+            }
+            Body::Accepted => return Err(self.protocol_error("a request was answered with 202")),
+            Body::Stream(resp) => {
+                let relay = SseRelay {
+                    upstream: self.name.clone(),
+                    session: session.clone(),
+                    max_message: self.max_message,
+                    expect: Some((upstream_id, downstream_id)),
+                };
+                tokio::spawn(relay.run(resp, tx));
+            }
+        }
+        Ok(stream)
+    }
+
+    /// Sends a notification or a response (answered with 202).
+    pub async fn notify(
+        &self,
+        session: &UpstreamSession,
+        message: Message,
+    ) -> Result<(), UpstreamError> {
+        let resp = self.post(session, &message, false).await?;
+        drop(resp);
+        Ok(())
+    }
+
+    /// Opens the GET stream for messages outside any request; `None` if the upstream has none.
+    pub async fn listen(
+        &self,
+        session: &UpstreamSession,
+    ) -> Result<Option<mpsc::Receiver<Frame>>, UpstreamError> {
+        if session.version.is_stateless() {
+            return Ok(None);
+        }
+        let mut h = self.headers.clone();
+        h.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        if let Some(id) = session
+            .id
+            .as_deref()
+            .and_then(|s| HeaderValue::from_str(s).ok())
+        {
+            h.insert(SESSION_HEADER, id);
+        }
+        if session.version >= ProtocolVersion::V2025_06_18 {
+            h.insert(
+                VERSION_HEADER,
+                HeaderValue::from_static(session.version.as_str()),
+            );
+        }
+        let resp = self
+            .client
+            .get(self.url.clone())
+            .headers(h)
+            .send()
+            .await
+            .map_err(|e| self.unavailable(describe(&e)))?;
+        if resp.status() != StatusCode::OK {
+            return Ok(None);
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let relay = SseRelay {
+            upstream: self.name.clone(),
+            session: session.clone(),
+            max_message: self.max_message,
+            expect: None,
+        };
+        tokio::spawn(relay.run(resp, tx));
+        Ok(Some(rx))
+    }
+
+    /// Ends a session with DELETE; failures are only logged.
+    pub async fn close(&self, session: &UpstreamSession) {
+        let Some(id) = session.id.as_deref() else {
+            return;
+        };
+        let mut req = self
+            .client
+            .delete(self.url.clone())
+            .headers(self.headers.clone())
+            .header(SESSION_HEADER, id);
+        if session.version >= ProtocolVersion::V2025_06_18 {
+            req = req.header(VERSION_HEADER, session.version.as_str());
+        }
+        if let Err(e) = req.timeout(Duration::from_secs(5)).send().await {
+            tracing::debug!(upstream = %self.name, error = %describe(&e), "closing the upstream session failed");
+        }
+    }
+}
+
+/// Reads an upstream SSE stream and turns its events into frames.
+struct SseRelay {
+    upstream: String,
+    session: UpstreamSession,
+    max_message: usize,
+    /// For a call: (id used upstream, id to restore downstream).
+    expect: Option<(RequestId, Option<RequestId>)>,
+}
+
+impl SseRelay {
+    async fn run(self, resp: reqwest::Response, tx: mpsc::Sender<Frame>) {
+        let mut stream = resp.bytes_stream();
+        let mut parser = SseParser::new(self.max_message);
+        loop {
+            let chunk = tokio::select! {
+                c = stream.next() => c,
+                _ = tx.closed() => return,
+            };
+            let chunk = match chunk {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    let _ = tx
+                        .send(Frame::Failed(UpstreamError::Crashed {
+                            upstream: self.upstream.clone(),
+                            reason: describe(&e),
+                        }))
+                        .await;
+                    return;
+                }
+                None => return,
+            };
+            let events = match parser.feed(&chunk) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    let _ = tx
+                        .send(Frame::Failed(UpstreamError::Protocol {
+                            upstream: self.upstream.clone(),
+                            reason: e.to_string(),
+                        }))
+                        .await;
+                    return;
+                }
+            };
+            for ev in events {
+                if ev.data.is_empty() {
+                    continue;
+                }
+                let msg = match Message::parse(ev.data.as_bytes()) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(upstream = %self.upstream, error = %e, "ignoring an invalid message on an SSE stream");
+                        continue;
+                    }
+                };
+                if self.forward(msg, &tx).await {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends one message on; true when the call is complete.
+    async fn forward(&self, mut msg: Message, tx: &mpsc::Sender<Frame>) -> bool {
+        let frame = match msg.kind {
+            MessageKind::Response | MessageKind::Error => match &self.expect {
+                Some((up, down)) if msg.id.as_ref() == Some(up) => {
+                    msg.id = down.clone();
+                    let _ = tx.send(Frame::Response(msg)).await;
+                    return true;
+                }
+                _ => return false,
+            },
+            MessageKind::Notification => Frame::Notification(msg),
+            MessageKind::Request => {
+                let route = ReplyRoute {
+                    upstream: self.upstream.clone(),
+                    session: self.session.clone(),
+                    id: msg.id.clone().expect("requests have ids"),
+                };
+                Frame::Request {
+                    message: msg,
+                    route,
+                }
+            }
+        };
+        tx.send(frame).await.is_err()
+    }
+}
+
+/// A reqwest error described without its URL (which could carry credentials in userinfo).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "connection failed"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() || e.is_decode() {
+        "the connection broke while reading"
+    } else if e.is_request() {
+        "the request could not be sent"
+    } else {
+        "HTTP error"
+    };
+    let mut detail = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind} ({detail})")
+    }
+}

@@ -1,0 +1,152 @@
+//! Clients of upstream MCP servers: Streamable HTTP (pooled) and stdio child processes.
+//!
+//! Every call returns a [`CallStream`] of [`Frame`]s: notifications and server→client requests
+//! related to the call, then exactly one final response (or a failure). Request ids sent upstream
+//! are the gateway's own; the final response carries the downstream id again.
+
+mod call;
+mod error;
+mod http;
+mod identity;
+mod stdio;
+
+pub use call::{CallStream, Frame, ReplyRoute};
+pub use error::UpstreamError;
+pub use http::HttpUpstream;
+pub use identity::{ClientIdentity, InitInfo, UpstreamSession};
+pub use stdio::StdioUpstream;
+
+use crate::config::{self, UpstreamKind};
+use crate::protocol::{Message, RequestId};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// One configured upstream server.
+pub enum UpstreamClient {
+    /// Streamable HTTP.
+    Http(HttpUpstream),
+    /// A child process on stdio.
+    Stdio(StdioUpstream),
+}
+
+impl UpstreamClient {
+    /// Builds the client for a validated configuration entry.
+    pub fn new(
+        name: &str,
+        cfg: &config::Upstream,
+        limits: &config::Limits,
+    ) -> Result<Self, String> {
+        Ok(match cfg.kind {
+            UpstreamKind::Http => UpstreamClient::Http(HttpUpstream::new(name, cfg, limits)?),
+            UpstreamKind::Stdio => UpstreamClient::Stdio(StdioUpstream::new(name, cfg, limits)?),
+        })
+    }
+
+    /// The upstream's configured name.
+    pub fn name(&self) -> &str {
+        match self {
+            UpstreamClient::Http(h) => h.name(),
+            UpstreamClient::Stdio(s) => s.name(),
+        }
+    }
+
+    /// Opens a session for one downstream client (HTTP), or makes sure the shared child runs (stdio).
+    pub async fn open(
+        &self,
+        who: &ClientIdentity,
+    ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
+        match self {
+            UpstreamClient::Http(h) => h.open(who).await,
+            UpstreamClient::Stdio(s) => s.open().await,
+        }
+    }
+
+    /// A session shared by stateless downstream clients.
+    pub async fn shared_session(&self) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
+        match self {
+            UpstreamClient::Http(h) => h.shared_session().await,
+            UpstreamClient::Stdio(s) => s.open().await,
+        }
+    }
+
+    /// Forgets a shared session the upstream no longer knows.
+    pub fn drop_shared_session(&self, session: &UpstreamSession) {
+        if let UpstreamClient::Http(h) = self {
+            h.drop_shared_session(session);
+        }
+    }
+
+    /// Sends a request; `request.id` is the downstream id, restored on the final response.
+    pub async fn call(
+        self: &Arc<Self>,
+        session: &UpstreamSession,
+        request: Message,
+    ) -> Result<CallStream, UpstreamError> {
+        match &**self {
+            UpstreamClient::Http(h) => h.call(self, session, request).await,
+            UpstreamClient::Stdio(s) => s.call(self, request).await,
+        }
+    }
+
+    /// Sends a notification.
+    pub async fn notify(
+        &self,
+        session: &UpstreamSession,
+        message: Message,
+    ) -> Result<(), UpstreamError> {
+        match self {
+            UpstreamClient::Http(h) => h.notify(session, message).await,
+            UpstreamClient::Stdio(s) => s.send(message).await,
+        }
+    }
+
+    /// Delivers the client's answer to a server→client request.
+    pub async fn respond(
+        &self,
+        route: &ReplyRoute,
+        mut answer: Message,
+    ) -> Result<(), UpstreamError> {
+        answer.id = Some(route.id.clone());
+        match self {
+            UpstreamClient::Http(h) => h.notify(&route.session, answer).await,
+            UpstreamClient::Stdio(s) => s.send(answer).await,
+        }
+    }
+
+    /// Messages the upstream sends outside any request (list changes, resource updates, logs).
+    pub async fn listen(
+        self: &Arc<Self>,
+        session: &UpstreamSession,
+    ) -> Result<Option<mpsc::Receiver<Frame>>, UpstreamError> {
+        match &**self {
+            UpstreamClient::Http(h) => h.listen(session).await,
+            UpstreamClient::Stdio(s) => Ok(Some(s.listen())),
+        }
+    }
+
+    /// Ends a per-client session (HTTP DELETE); a no-op for stdio.
+    pub async fn close(&self, session: &UpstreamSession) {
+        if let UpstreamClient::Http(h) = self {
+            h.close(session).await;
+        }
+    }
+
+    /// Tells the upstream to stop working on a request.
+    pub async fn cancel(&self, session: &UpstreamSession, upstream_id: &RequestId, reason: &str) {
+        let params = serde_json::json!({ "requestId": upstream_id, "reason": reason });
+        let msg = Message::notification(
+            "notifications/cancelled",
+            Some(crate::protocol::jsonrpc::to_raw(&params)),
+        );
+        if let Err(e) = self.notify(session, msg).await {
+            tracing::debug!(upstream = self.name(), error = %e, "could not deliver cancellation");
+        }
+    }
+
+    /// Stops child processes (graceful shutdown).
+    pub async fn shutdown(&self) {
+        if let UpstreamClient::Stdio(s) = self {
+            s.shutdown().await;
+        }
+    }
+}
