@@ -22,6 +22,7 @@ const SESSION_CACHE_IDLE: Duration = Duration::from_secs(15 * 60);
 /// Serves until SIGINT/SIGTERM.
 pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let listen = config.listen.clone();
+    let watch = config.watch_config;
     let gateway = Gateway::new(config, Some(path.clone())).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -37,7 +38,9 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     println!("gatehouse listening on http://{addr}");
     let _ = std::io::stdout().flush();
 
-    tokio::spawn(watch_config(gateway.clone(), path));
+    if watch {
+        tokio::spawn(watch_config(gateway.clone(), path));
+    }
     tokio::spawn(reload_on_sighup(gateway.clone()));
     tokio::spawn(sweep_sessions(gateway.clone()));
 

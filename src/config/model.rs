@@ -26,10 +26,17 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: Log,
+    /// Reload the configuration when the file changes (SIGHUP always reloads).
+    #[serde(default = "default_true")]
+    pub watch_config: bool,
     /// The virtual servers (MCP endpoints) this gateway exposes.
     pub servers: Vec<VirtualServer>,
     /// The upstream MCP servers, by name.
     pub upstreams: BTreeMap<String, Upstream>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_listen() -> String {

@@ -173,11 +173,12 @@ impl VirtualServer {
                 .iter()
                 .zip(infos)
                 .filter_map(|(m, i)| {
-                    Some(format!(
-                        "[{}] {}",
-                        m.upstream,
-                        i.as_ref()?.instructions.as_ref()?
-                    ))
+                    let text = i.as_ref()?.instructions.as_ref()?;
+                    Some(if self.members.len() == 1 {
+                        text.clone()
+                    } else {
+                        format!("[{}] {text}", m.upstream)
+                    })
                 })
                 .collect();
             (!parts.is_empty()).then(|| parts.join("\n\n"))
