@@ -52,11 +52,9 @@ impl Proc {
             let mut sent = false;
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if !sent {
-                    if let Some(rest) = line.strip_prefix(&prefix) {
-                        let _ = tx.send(rest.trim().to_owned());
-                        sent = true;
-                    }
+                if !sent && let Some(rest) = line.strip_prefix(&prefix) {
+                    let _ = tx.send(rest.trim().to_owned());
+                    sent = true;
                 }
             }
         });
