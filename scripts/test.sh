@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command: installs test dependencies if needed, builds once, then runs the Rust
+# unit and integration tests (cargo-nextest, in parallel) and the end-to-end tests that drive
+# the gateway with real clients (Python MCP SDK, the official conformance suite).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo build --workspace --all-targets --locked
+status=0
+cargo nextest run --workspace --locked --no-fail-fast || status=$?
+GATEHOUSE_BIN="$PWD/target/debug/gatehouse" GATEHOUSE_FIXTURE_BIN="$PWD/target/debug/gatehouse-fixture" \
+  .venv/bin/python -m pytest tests/e2e -q -p no:cacheprovider || status=$?
+exit $status
