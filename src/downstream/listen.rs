@@ -67,14 +67,7 @@ async fn merged(
 ) -> Body {
     let (tx, rx) = mpsc::channel::<(usize, Frame)>(64);
     for (i, m) in server.members.iter().enumerate() {
-        let upstream_session = match src.session(m).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(upstream = %m.upstream, error = %e, "no listen stream from this upstream");
-                continue;
-            }
-        };
-        match m.client.listen(&upstream_session).await {
+        match src.listen(m).await {
             Ok(Some(mut frames)) => {
                 let tx = tx.clone();
                 let stop = stop.clone();

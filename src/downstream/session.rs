@@ -183,6 +183,19 @@ impl SessionSource for Session {
         })
     }
 
+    fn listen<'a>(
+        &'a self,
+        member: &'a Member,
+    ) -> BoxFuture<
+        'a,
+        Result<Option<tokio::sync::mpsc::Receiver<crate::upstream::Frame>>, UpstreamError>,
+    > {
+        Box::pin(async move {
+            let session = self.session(member).await?;
+            member.client.listen(&session).await
+        })
+    }
+
     fn expired(&self, member: &Member, session: &UpstreamSession) {
         if let Ok(mut links) = self.links.try_lock()
             && links.get(&member.upstream) == Some(session)

@@ -28,6 +28,16 @@ impl SessionSource for SharedSessions {
         Box::pin(async move { member.client.shared_session().await.map(|(s, _)| s) })
     }
 
+    fn listen<'a>(
+        &'a self,
+        member: &'a Member,
+    ) -> BoxFuture<
+        'a,
+        Result<Option<tokio::sync::mpsc::Receiver<crate::upstream::Frame>>, UpstreamError>,
+    > {
+        Box::pin(async move { member.client.listen_shared().await })
+    }
+
     fn expired(&self, member: &Member, session: &UpstreamSession) {
         member.client.drop_shared_session(session);
     }

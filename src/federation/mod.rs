@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
+use tokio::sync::mpsc;
 
 /// One upstream as a member of a virtual server.
 pub struct Member {
@@ -35,6 +36,11 @@ pub trait SessionSource: Send + Sync {
     ) -> BoxFuture<'a, Result<UpstreamSession, UpstreamError>>;
     /// Forgets a session the upstream said it no longer knows.
     fn expired(&self, member: &Member, session: &UpstreamSession);
+    /// The member's messages outside any request, if it sends any.
+    fn listen<'a>(
+        &'a self,
+        member: &'a Member,
+    ) -> BoxFuture<'a, Result<Option<mpsc::Receiver<Frame>>, UpstreamError>>;
 }
 
 /// Why federation could not serve a request.
@@ -433,6 +439,10 @@ impl VirtualServer {
         src: &dyn SessionSource,
         message: Message,
     ) -> Result<Routed, FederationError> {
+        if self.members.len() == 1 && !self.naming.prefixed() {
+            // Nothing to rename: pass the request through untouched (the common hot path).
+            return Ok(Routed { member: 0, message });
+        }
         let method = message.method().to_owned();
         let mut params: BTreeMap<String, Box<RawValue>> = message.params_as().map_err(|_| {
             FederationError::InvalidParams(format!("{method} needs params as an object"))

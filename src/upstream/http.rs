@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -32,6 +32,7 @@ pub struct HttpUpstream {
     next_id: AtomicI64,
     shared: tokio::sync::Mutex<Option<(UpstreamSession, Arc<InitInfo>)>>,
     shared_dropped: Mutex<Option<UpstreamSession>>,
+    shared_hub: tokio::sync::Mutex<Option<broadcast::Sender<Message>>>,
 }
 
 enum Body {
@@ -80,6 +81,7 @@ impl HttpUpstream {
             next_id: AtomicI64::new(1),
             shared: tokio::sync::Mutex::new(None),
             shared_dropped: Mutex::new(None),
+            shared_hub: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -111,15 +113,12 @@ impl HttpUpstream {
         &self,
         who: &ClientIdentity,
     ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
-        tokio::time::timeout(
-            self.connect_timeout + self.request_timeout.min(Duration::from_secs(30)),
-            self.handshake(who),
-        )
-        .await
-        .map_err(|_| UpstreamError::Timeout {
-            upstream: self.name.clone(),
-            after: self.connect_timeout,
-        })?
+        tokio::time::timeout(self.connect_timeout, self.handshake(who))
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                upstream: self.name.clone(),
+                after: self.connect_timeout,
+            })?
     }
 
     async fn handshake(
@@ -484,6 +483,61 @@ impl HttpUpstream {
             expect: None,
         };
         tokio::spawn(relay.run(resp, tx));
+        Ok(Some(rx))
+    }
+
+    /// Unsolicited messages of the shared session, fanned out to every stateless listener
+    /// over a single upstream stream (upstreams allow one GET stream per session).
+    pub async fn listen_shared(&self) -> Result<Option<mpsc::Receiver<Frame>>, UpstreamError> {
+        let mut hub = self.shared_hub.lock().await;
+        let live = hub
+            .as_ref()
+            .filter(|tx| tx.receiver_count() > 0 || !tx.is_empty())
+            .cloned();
+        let sender = match live {
+            Some(tx) => tx,
+            None => {
+                let (session, _) = self.shared_session().await?;
+                let Some(mut frames) = self.listen(&session).await? else {
+                    return Ok(None);
+                };
+                let (tx, _) = broadcast::channel(256);
+                let pump = tx.clone();
+                let name = self.name.clone();
+                tokio::spawn(async move {
+                    while let Some(frame) = frames.recv().await {
+                        match frame {
+                            Frame::Notification(m) => {
+                                if pump.send(m).is_err() {
+                                    break;
+                                }
+                            }
+                            Frame::Request { message, .. } => {
+                                tracing::debug!(upstream = %name, method = message.method(), "dropping a server request on a shared stream");
+                            }
+                            _ => {}
+                        }
+                    }
+                });
+                *hub = Some(tx.clone());
+                tx
+            }
+        };
+        let mut sub = sender.subscribe();
+        drop(hub);
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    m = sub.recv() => match m {
+                        Ok(m) => if tx.send(Frame::Notification(m)).await.is_err() { return },
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
         Ok(Some(rx))
     }
 

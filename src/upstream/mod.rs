@@ -124,6 +124,16 @@ impl UpstreamClient {
         }
     }
 
+    /// Like [`listen`](Self::listen), on the session shared by stateless clients.
+    pub async fn listen_shared(
+        self: &Arc<Self>,
+    ) -> Result<Option<mpsc::Receiver<Frame>>, UpstreamError> {
+        match &**self {
+            UpstreamClient::Http(h) => h.listen_shared().await,
+            UpstreamClient::Stdio(s) => Ok(Some(s.listen())),
+        }
+    }
+
     /// Ends a per-client session (HTTP DELETE); a no-op for stdio.
     pub async fn close(&self, session: &UpstreamSession) {
         if let UpstreamClient::Http(h) = self {
