@@ -507,11 +507,8 @@ impl HttpUpstream {
                 tokio::spawn(async move {
                     while let Some(frame) = frames.recv().await {
                         match frame {
-                            Frame::Notification(m) => {
-                                if pump.send(m).is_err() {
-                                    break;
-                                }
-                            }
+                            Frame::Notification(m) if pump.send(m).is_err() => break,
+                            Frame::Notification(_) => {}
                             Frame::Request { message, .. } => {
                                 tracing::debug!(upstream = %name, method = message.method(), "dropping a server request on a shared stream");
                             }
