@@ -507,8 +507,12 @@ impl HttpUpstream {
                 tokio::spawn(async move {
                     while let Some(frame) = frames.recv().await {
                         match frame {
-                            Frame::Notification(m) if pump.send(m).is_err() => break,
-                            Frame::Notification(_) => {}
+                            Frame::Notification(m) => {
+                                let delivered = pump.send(m).is_ok();
+                                if !delivered {
+                                    break;
+                                }
+                            }
                             Frame::Request { message, .. } => {
                                 tracing::debug!(upstream = %name, method = message.method(), "dropping a server request on a shared stream");
                             }
