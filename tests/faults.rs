@@ -48,7 +48,7 @@ async fn a_killed_stdio_upstream_fails_the_call_and_is_restarted() {
     );
     assert_eq!(r.error_code(), Some(-32000), "{}", r.raw);
     assert!(
-        r.raw.contains("\"fx\"") && r.raw.contains("exited"),
+        r.error_message().contains("\"fx\"") && r.error_message().contains("exited"),
         "{}",
         r.raw
     );
@@ -118,7 +118,7 @@ async fn a_stopped_http_upstream_fails_fast_and_lists_go_partial() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(r.error_code(), Some(-32000), "{}", r.raw);
     assert!(
-        r.raw.contains("\"down\"") && r.raw.contains("unavailable"),
+        r.error_message().contains("\"down\"") && r.error_message().contains("unavailable"),
         "{}",
         r.raw
     );
@@ -141,7 +141,7 @@ async fn fail_closed_lists_fail_when_an_upstream_is_down() {
     client.initialize().await;
     let r = client.request("tools/list", json!({})).await;
     assert_eq!(r.error_code(), Some(-32000), "{}", r.raw);
-    assert!(r.raw.contains("\"gone\""), "{}", r.raw);
+    assert!(r.error_message().contains("\"gone\""), "{}", r.raw);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -14,7 +14,7 @@ fn config(upstream_url: &str, keys: &[(&str, &str)]) -> String {
         yaml.push_str(&format!("    - id: {id}\n      secret: {{ env: {env} }}\n"));
     }
     yaml.push_str(&format!(
-        "servers:\n  - name: main\n    path: /mcp\n    upstreams: [fx]\nupstreams:\n  fx:\n    kind: http\n    url: {upstream_url}\n"
+        "servers:\n  - name: main\n    path: /mcp\n    upstreams: [fx]\nupstreams:\n  fx:\n    kind: http\n    protocol: \"2025-11-25\"\n    url: {upstream_url}\n"
     ));
     yaml
 }

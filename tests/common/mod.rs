@@ -196,6 +196,16 @@ impl Reply {
         self.messages.last()?.pointer("/error/code")?.as_i64()
     }
 
+    /// The error message of the last message.
+    pub fn error_message(&self) -> String {
+        self.messages
+            .last()
+            .and_then(|m| m.pointer("/error/message"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    }
+
     /// The content type's media type.
     pub fn content_type(&self) -> String {
         self.headers
