@@ -218,17 +218,6 @@ fn cases(session: &str, ended: &str) -> Vec<Case> {
             "1999-01-01",
         ),
         with(
-            s(post(
-                "version header differs from negotiated",
-                LIST,
-                400,
-                None,
-                "negotiated",
-            )),
-            "mcp-protocol-version",
-            "2025-06-18",
-        ),
-        with(
             s(post("foreign Origin", LIST, 403, None, "origin")),
             "origin",
             "http://evil.example",

@@ -53,16 +53,6 @@ pub enum HttpError {
     /// An unknown `MCP-Protocol-Version`.
     #[error("Bad Request: unsupported MCP-Protocol-Version {0:?} (supported: {supported})", supported = version::supported_list())]
     UnsupportedVersion(String),
-    /// `MCP-Protocol-Version` differs from the negotiated version.
-    #[error(
-        "Bad Request: MCP-Protocol-Version {got:?} does not match the session's negotiated version {negotiated:?}"
-    )]
-    VersionMismatch {
-        /// What the header said.
-        got: String,
-        /// What initialize negotiated.
-        negotiated: &'static str,
-    },
     /// A 2026-07-28 header disagrees with the body or is missing.
     #[error("Bad Request: {0}")]
     HeaderMismatch(String),
@@ -86,7 +76,6 @@ impl HttpError {
             HttpError::BadMessage { .. }
             | HttpError::SessionRequired
             | HttpError::UnsupportedVersion(_)
-            | HttpError::VersionMismatch { .. }
             | HttpError::HeaderMismatch(_) => StatusCode::BAD_REQUEST,
         }
     }

@@ -95,7 +95,7 @@ async fn merged(
         .then(move |(i, frame)| {
             let server = server.clone();
             let session = session.clone();
-            async move { translate(&server, i, session.as_ref(), &None, frame).await }
+            async move { translate(&server, i, session.as_ref(), &None, frame, false).await }
         })
         .filter_map(|bytes| async move { bytes.map(|b| encode_event(&b, None)) });
     let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(KEEP_ALIVE))

@@ -51,14 +51,9 @@ pub async fn handle(
         ));
     }
     let session = find_session(&gw, &server, &headers)?;
-    if let Some(v) = header_version
-        && v != session.version
-    {
-        return Err(HttpError::VersionMismatch {
-            got: v.as_str().into(),
-            negotiated: session.version.as_str(),
-        });
-    }
+    // A supported version other than the negotiated one is accepted: clients such as the
+    // TypeScript SDK send their own default on some requests, and the spec only requires
+    // rejecting unsupported versions.
     Ok(in_session(server, session, message).await)
 }
 
@@ -250,18 +245,19 @@ pub async fn request(
 ) -> Response {
     let id = message.id.clone();
     let method = message.method().to_owned();
+    let stateless = session.is_none();
     if let Some(kind) = ListKind::from_method(&method) {
         let result = server.list(src, kind, message.params.as_deref()).await;
-        return answer(id, result);
+        return answer_cacheable(id, result, stateless, true);
     }
     match method.as_str() {
-        "ping" => return answer(id, Ok(to_raw(&serde_json::json!({})))),
+        "ping" => return answer(id, Ok(to_raw(&serde_json::json!({}))), stateless),
         "logging/setLevel" => {
             let r = server
                 .request_all(src, &message)
                 .await
                 .map(|_| to_raw(&serde_json::json!({})));
-            return answer(id, r);
+            return answer(id, r, stateless);
         }
         "initialize" => {
             let err = Message::error_response(
@@ -288,6 +284,7 @@ pub async fn request(
         session: session.clone(),
         request_id: id.clone(),
         cancel,
+        cacheable: crate::protocol::stateless::is_cacheable(&method),
     };
     match server.call(src, routed.member, routed.message).await {
         Ok(stream) => relay.respond(stream).await,
@@ -303,8 +300,22 @@ pub async fn request(
 fn answer(
     id: Option<RequestId>,
     result: Result<Box<serde_json::value::RawValue>, FederationError>,
+    stateless: bool,
+) -> Response {
+    answer_cacheable(id, result, stateless, false)
+}
+
+fn answer_cacheable(
+    id: Option<RequestId>,
+    result: Result<Box<serde_json::value::RawValue>, FederationError>,
+    stateless: bool,
+    cacheable: bool,
 ) -> Response {
     let msg = match result {
+        Ok(r) if stateless => Message::response(
+            id.unwrap_or(RequestId::Number(0)),
+            crate::protocol::stateless::with_result_type(r, cacheable),
+        ),
         Ok(r) => Message::response(id.unwrap_or(RequestId::Number(0)), r),
         Err(e) => rpc_error(id, &e),
     };

@@ -5,6 +5,7 @@ use super::error::{json, upstream_error};
 use super::session::Session;
 use crate::federation::VirtualServer;
 use crate::protocol::sse::encode_event;
+use crate::protocol::stateless::with_result_type;
 use crate::protocol::{ErrorCode, Message, RequestId};
 use crate::upstream::{CallStream, Frame, ReplyRoute};
 use axum::body::Body;
@@ -28,6 +29,8 @@ pub struct Relay {
     pub request_id: Option<RequestId>,
     /// Fires when the client cancels the request.
     pub cancel: CancellationToken,
+    /// Whether the result is cacheable (2026-07-28 caching hints).
+    pub cacheable: bool,
 }
 
 impl Relay {
@@ -41,8 +44,11 @@ impl Relay {
             }
         };
         match first {
-            Some(Frame::Response(m)) => {
+            Some(Frame::Response(mut m)) => {
                 self.finish();
+                if self.session.is_none() {
+                    m.result = m.result.map(|r| with_result_type(r, self.cacheable));
+                }
                 json(StatusCode::OK, m.to_bytes())
             }
             Some(Frame::Failed(e)) => {
@@ -117,6 +123,7 @@ impl Relay {
             self.session.as_ref(),
             &self.request_id,
             frame,
+            self.cacheable,
         )
         .await
     }
@@ -129,9 +136,15 @@ pub async fn translate(
     session: Option<&Arc<Session>>,
     request_id: &Option<RequestId>,
     frame: Frame,
+    cacheable: bool,
 ) -> Option<Vec<u8>> {
     match frame {
-        Frame::Response(m) => Some(m.to_bytes()),
+        Frame::Response(mut m) => {
+            if session.is_none() {
+                m.result = m.result.map(|r| with_result_type(r, cacheable));
+            }
+            Some(m.to_bytes())
+        }
         Frame::Failed(e) => Some(upstream_error(request_id.clone(), &e).to_bytes()),
         Frame::Notification(m) => Some(server.outward(member, m).to_bytes()),
         Frame::Request { mut message, route } => match session {

@@ -126,6 +126,7 @@ async fn discover(server: &VirtualServer, id: Option<RequestId>) -> Response {
             .map(|v| Value::String(v.as_str().into()))
             .collect(),
     );
+    result["resultType"] = Value::String("complete".into());
     let msg = Message::response(id.unwrap_or(RequestId::Number(0)), to_raw(&result));
     json(StatusCode::OK, msg.to_bytes())
 }

@@ -86,3 +86,93 @@ mod tests {
         assert_eq!(name_header_value(&with).as_deref(), Some("echo"));
     }
 }
+
+/// Methods whose 2026-07-28 results are cacheable and must carry `ttlMs` and `cacheScope`.
+pub fn is_cacheable(method: &str) -> bool {
+    matches!(
+        method,
+        "tools/list"
+            | "prompts/list"
+            | "resources/list"
+            | "resources/templates/list"
+            | "resources/read"
+    )
+}
+
+/// Completes a result for a 2026-07-28 client: the `resultType` discriminator every result
+/// needs and, for cacheable results, the caching hints. Session-based upstreams send neither.
+/// The hints say "private, do not reuse": what a caller sees depends on who the caller is.
+pub fn with_result_type(
+    result: Box<serde_json::value::RawValue>,
+    cacheable: bool,
+) -> Box<serde_json::value::RawValue> {
+    let text = result.get();
+    if !text.starts_with('{') {
+        return result;
+    }
+    let keys: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
+        match serde_json::from_str(text) {
+            Ok(k) => k,
+            Err(_) => return result,
+        };
+    let mut added = String::new();
+    if !keys.contains_key("resultType") {
+        added.push_str(r#""resultType":"complete","#);
+    }
+    if cacheable && !keys.contains_key("ttlMs") {
+        added.push_str(r#""ttlMs":0,"#);
+    }
+    if cacheable && !keys.contains_key("cacheScope") {
+        added.push_str(r#""cacheScope":"private","#);
+    }
+    if added.is_empty() {
+        return result;
+    }
+    let rest = text[1..].trim_start();
+    let joined = if rest.starts_with('}') {
+        format!("{{{}}}", added.trim_end_matches(','))
+    } else {
+        format!("{{{added}{rest}")
+    };
+    serde_json::value::RawValue::from_string(joined).unwrap_or(result)
+}
+
+#[cfg(test)]
+mod result_type_tests {
+    use super::*;
+    use serde_json::value::RawValue;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn adds_the_discriminator_once() {
+        assert_eq!(
+            with_result_type(raw("{}"), false).get(),
+            r#"{"resultType":"complete"}"#
+        );
+        assert_eq!(
+            with_result_type(raw(r#"{ "a":1}"#), false).get(),
+            r#"{"resultType":"complete","a":1}"#
+        );
+        let kept = r#"{"resultType":"input_required","x":{}}"#;
+        assert_eq!(with_result_type(raw(kept), false).get(), kept);
+        let nested = r#"{"content":[{"resultType":"x"}]}"#;
+        assert!(
+            with_result_type(raw(nested), false)
+                .get()
+                .starts_with(r#"{"resultType":"complete","#)
+        );
+    }
+
+    #[test]
+    fn cacheable_results_get_caching_hints_unless_present() {
+        let v: serde_json::Value =
+            serde_json::from_str(with_result_type(raw(r#"{"tools":[]}"#), true).get()).unwrap();
+        assert_eq!(v["ttlMs"], 0);
+        assert_eq!(v["cacheScope"], "private");
+        let own = r#"{"resultType":"complete","ttlMs":5,"cacheScope":"public","tools":[]}"#;
+        assert_eq!(with_result_type(raw(own), true).get(), own);
+    }
+}
