@@ -59,11 +59,39 @@ pub enum HttpError {
     /// No virtual server at this path.
     #[error("Not Found: no MCP endpoint at this path")]
     NoSuchEndpoint,
+    /// 2026-07-28: `params._meta` lacks a required member.
+    #[error("Invalid params: {0}")]
+    InvalidMeta(String),
+    /// 2026-07-28: a method that does not exist in this protocol (or at all).
+    #[error("Method not found: {0}")]
+    UnknownMethod(String),
+    /// Any of the above, answering a request whose id is known.
+    #[error("{inner}")]
+    Identified {
+        /// The refusal.
+        inner: Box<HttpError>,
+        /// The request's id, echoed in the error body.
+        id: RequestId,
+    },
 }
 
 impl HttpError {
+    /// The same refusal, echoing the request's id in the body (when it has one).
+    pub fn with_id(self, id: Option<RequestId>) -> HttpError {
+        match (self, id) {
+            (e @ HttpError::Identified { .. }, _) | (e, None) => e,
+            (e, Some(id)) => HttpError::Identified {
+                inner: Box::new(e),
+                id,
+            },
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
+            HttpError::Identified { inner, .. } => inner.status(),
+            HttpError::UnknownMethod(_) => StatusCode::NOT_FOUND,
+            HttpError::InvalidMeta(_) => StatusCode::BAD_REQUEST,
             HttpError::NotAcceptable { .. } => StatusCode::NOT_ACCEPTABLE,
             HttpError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HttpError::ForbiddenOrigin(_) | HttpError::ForbiddenHost(_) => StatusCode::FORBIDDEN,
@@ -82,6 +110,10 @@ impl HttpError {
 
     fn code(&self) -> ErrorCode {
         match self {
+            HttpError::Identified { inner, .. } => inner.code(),
+            HttpError::UnknownMethod(_) => ErrorCode::METHOD_NOT_FOUND,
+            HttpError::InvalidMeta(_) => ErrorCode::INVALID_PARAMS,
+            HttpError::UnsupportedVersion(_) => ErrorCode::UNSUPPORTED_VERSION,
             HttpError::BadMessage { code, .. } => *code,
             HttpError::HeaderMismatch(_) => ErrorCode::HEADER_MISMATCH,
             HttpError::PayloadTooLarge(_)
@@ -94,9 +126,20 @@ impl HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let body = Message::error_response(None, self.code(), &self.to_string(), None).to_bytes();
+        let (id, bare) = match &self {
+            HttpError::Identified { inner, id } => (Some(id.clone()), &**inner),
+            other => (None, other),
+        };
+        let data = match bare {
+            HttpError::UnsupportedVersion(requested) => Some(serde_json::json!({
+                "requested": requested,
+                "supported": crate::protocol::ProtocolVersion::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
+            })),
+            _ => None,
+        };
+        let body = Message::error_response(id, self.code(), &self.to_string(), data).to_bytes();
         let mut resp = json(self.status(), body);
-        if let HttpError::MethodNotAllowed(_) = self {
+        if let HttpError::MethodNotAllowed(_) = bare {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
         }

@@ -9,7 +9,9 @@ use super::session::Session;
 use super::stateless::SharedSessions;
 use crate::federation::{SessionSource, VirtualServer};
 use crate::gateway::Gateway;
+use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::sse::{encode_event, keep_alive};
+use crate::protocol::stateless::SUBSCRIPTION_META_KEY;
 use crate::protocol::{Message, RequestId};
 use crate::upstream::Frame;
 use axum::body::Body;
@@ -17,6 +19,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::HeaderMap;
+use serde_json::Value;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,14 +47,119 @@ pub async fn get(
     Ok(sse_response(body))
 }
 
-/// `subscriptions/listen`: a stream of change notifications for a stateless client.
+/// What a `subscriptions/listen` client opted in to (2026-07-28 notifications are opt-in).
+#[derive(Debug, Default, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Filter {
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    tools_list_changed: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    prompts_list_changed: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    resources_list_changed: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    resource_subscriptions: Vec<String>,
+}
+
+impl Filter {
+    fn admits(&self, message: &Message) -> bool {
+        match message.method() {
+            "notifications/tools/list_changed" => self.tools_list_changed,
+            "notifications/prompts/list_changed" => self.prompts_list_changed,
+            "notifications/resources/list_changed" => self.resources_list_changed,
+            "notifications/resources/updated" => {
+                #[derive(serde::Deserialize)]
+                struct P {
+                    uri: String,
+                }
+                message
+                    .params_as::<P>()
+                    .is_ok_and(|p| self.resource_subscriptions.contains(&p.uri))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A listen stream's identity and filter.
+struct Subscription {
+    id: Value,
+    filter: Filter,
+}
+
+impl Subscription {
+    /// Tags a notification with the subscription id, or drops it if not opted in to.
+    fn tag(&self, message: Message) -> Option<Message> {
+        if !self.filter.admits(&message) {
+            return None;
+        }
+        let mut params: serde_json::Map<String, Value> = message.params_as().unwrap_or_default();
+        let meta = params
+            .entry("_meta")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Value::Object(m) = meta {
+            m.insert(SUBSCRIPTION_META_KEY.into(), self.id.clone());
+        }
+        let mut message = message;
+        message.params = Some(to_raw(&params));
+        Some(message)
+    }
+
+    fn acknowledgement(&self) -> Bytes {
+        let params = serde_json::json!({
+            "notifications": self.filter,
+            "_meta": { SUBSCRIPTION_META_KEY: self.id },
+        });
+        let ack = Message::notification(
+            "notifications/subscriptions/acknowledged",
+            Some(to_raw(&params)),
+        );
+        encode_event(&ack.to_bytes(), None)
+    }
+}
+
+/// `subscriptions/listen`: a stream of the change notifications a stateless client opted in to.
 pub async fn subscriptions(server: Arc<VirtualServer>, message: Message) -> Response {
+    #[derive(serde::Deserialize)]
+    struct Params {
+        #[serde(default)]
+        notifications: Filter,
+    }
+    let filter = message
+        .params_as::<Params>()
+        .map(|p| p.notifications)
+        .unwrap_or_default();
+    let id = message
+        .id
+        .as_ref()
+        .map(|id| serde_json::to_value(id).unwrap_or(Value::Null))
+        .unwrap_or(Value::Null);
+    // resources/updated only flows for subscribed URIs: subscribe upstream on the shared sessions.
+    for uri in &filter.resource_subscriptions {
+        let sub = Message::request(
+            RequestId::Number(0),
+            "resources/subscribe",
+            Some(to_raw(&serde_json::json!({ "uri": uri }))),
+        );
+        match server.route(&SharedSessions, sub).await {
+            Ok(routed) => {
+                if let Ok(mut stream) = server
+                    .call(&SharedSessions, routed.member, routed.message)
+                    .await
+                {
+                    while stream.next().await.is_some_and(|f| !f.is_final()) {}
+                }
+            }
+            Err(e) => tracing::debug!(%uri, error = %e, "cannot subscribe upstream"),
+        }
+    }
+    let subscription = Subscription { id, filter };
     let body = merged(
         server,
         None,
         &SharedSessions,
         CancellationToken::new(),
-        message.id,
+        Some(subscription),
     )
     .await;
     sse_response(body)
@@ -63,7 +171,7 @@ async fn merged(
     session: Option<Arc<Session>>,
     src: &dyn SessionSource,
     stop: CancellationToken,
-    _listen_id: Option<RequestId>,
+    subscription: Option<Subscription>,
 ) -> Body {
     let (tx, rx) = mpsc::channel::<(usize, Frame)>(64);
     for (i, m) in server.members.iter().enumerate() {
@@ -91,13 +199,29 @@ async fn merged(
     }
     drop(tx);
     let frames = ReceiverStream::new(rx);
+    let subscription = subscription.map(Arc::new);
+    let first = subscription.as_ref().map(|s| s.acknowledgement());
     let translated = frames
         .then(move |(i, frame)| {
             let server = server.clone();
             let session = session.clone();
-            async move { translate(&server, i, session.as_ref(), &None, frame, false).await }
+            let subscription = subscription.clone();
+            async move {
+                match (subscription, frame) {
+                    (None, frame) => {
+                        translate(&server, i, session.as_ref(), &None, frame, false).await
+                    }
+                    // Outward names first: the client subscribed to the URIs it sees.
+                    (Some(sub), Frame::Notification(m)) => {
+                        sub.tag(server.outward(i, m)).map(|m| m.to_bytes())
+                    }
+                    // A stateless listener cannot answer server requests.
+                    (Some(_), _) => None,
+                }
+            }
         })
         .filter_map(|bytes| async move { bytes.map(|b| encode_event(&b, None)) });
+    let translated = futures_util::stream::iter(first).chain(translated);
     let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(KEEP_ALIVE))
         .map(|_| keep_alive());
     let stop2 = stop.clone();

@@ -34,11 +34,24 @@ pub async fn handle(
         code: e.code(),
         message: e.to_string(),
     })?;
-    if message.method() == "initialize" && message.kind == MessageKind::Request {
+    let id = message.id.clone();
+    dispatch(gw, server, headers, message)
+        .await
+        .map_err(|e| e.with_id(id))
+}
+
+async fn dispatch(
+    gw: Arc<Gateway>,
+    server: Arc<VirtualServer>,
+    headers: HeaderMap,
+    message: Message,
+) -> Result<Response, HttpError> {
+    let header_version = rules::version_header(&headers)?;
+    let stateless = header_version.is_some_and(ProtocolVersion::is_stateless);
+    if message.method() == "initialize" && message.kind == MessageKind::Request && !stateless {
         return initialize(&gw, &server, message).await;
     }
-    let header_version = rules::version_header(&headers)?;
-    if header_version.is_some_and(ProtocolVersion::is_stateless) {
+    if stateless {
         return stateless::handle(server, &headers, message).await;
     }
     if header_version.is_none()
@@ -285,6 +298,7 @@ pub async fn request(
         request_id: id.clone(),
         cancel,
         cacheable: crate::protocol::stateless::is_cacheable(&method),
+        log_floor: crate::protocol::stateless::requested_log_rank(&routed.message),
     };
     match server.call(src, routed.member, routed.message).await {
         Ok(stream) => relay.respond(stream).await,

@@ -5,7 +5,7 @@ use super::error::{json, upstream_error};
 use super::session::Session;
 use crate::federation::VirtualServer;
 use crate::protocol::sse::encode_event;
-use crate::protocol::stateless::with_result_type;
+use crate::protocol::stateless::{log_allowed, with_result_type};
 use crate::protocol::{ErrorCode, Message, RequestId};
 use crate::upstream::{CallStream, Frame, ReplyRoute};
 use axum::body::Body;
@@ -31,6 +31,8 @@ pub struct Relay {
     pub cancel: CancellationToken,
     /// Whether the result is cacheable (2026-07-28 caching hints).
     pub cacheable: bool,
+    /// For stateless clients, the log level the request opted in to (`None`: no log messages).
+    pub log_floor: Option<u8>,
 }
 
 impl Relay {
@@ -117,6 +119,12 @@ impl Relay {
 
     /// Turns a frame into the bytes the client should see (or `None` to send nothing).
     pub async fn translate(&self, frame: Frame) -> Option<Vec<u8>> {
+        if let (None, Frame::Notification(m)) = (&self.session, &frame)
+            && m.method() == "notifications/message"
+            && !log_allowed(m, self.log_floor)
+        {
+            return None;
+        }
         translate(
             &self.server,
             self.member,

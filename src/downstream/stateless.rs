@@ -7,7 +7,9 @@ use super::post;
 use super::rules::header_str;
 use crate::federation::{Member, SessionSource, VirtualServer};
 use crate::protocol::jsonrpc::to_raw;
-use crate::protocol::stateless::{declared_version, name_header_value, name_param};
+use crate::protocol::stateless::{
+    CAPABILITIES_META_KEY, VERSION_META_KEY, declared_version, name_header_value, name_param,
+};
 use crate::protocol::{Message, MessageKind, ProtocolVersion, RequestId};
 use crate::upstream::{UpstreamError, UpstreamSession};
 use axum::response::{IntoResponse, Response};
@@ -41,6 +43,49 @@ impl SessionSource for SharedSessions {
     fn expired(&self, member: &Member, session: &UpstreamSession) {
         member.client.drop_shared_session(session);
     }
+}
+
+/// The requests a 2026-07-28 client may send; removed ones (`initialize`, `ping`,
+/// `logging/setLevel`, `resources/subscribe`…) answer 404 with -32601.
+const METHODS: [&str; 10] = [
+    "server/discover",
+    "subscriptions/listen",
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "completion/complete",
+];
+
+/// Every 2026-07-28 request declares its version and the client's capabilities in `_meta`.
+fn check_meta(message: &Message) -> Result<(), HttpError> {
+    #[derive(serde::Deserialize)]
+    struct Params {
+        #[serde(rename = "_meta")]
+        meta: Option<serde_json::Map<String, Value>>,
+    }
+    let params: Params = message
+        .params_as()
+        .map_err(|_| HttpError::InvalidMeta("params must be an object".into()))?;
+    let meta = params.meta.ok_or_else(|| {
+        HttpError::InvalidMeta("params._meta is required in protocol 2026-07-28".into())
+    })?;
+    for key in [VERSION_META_KEY, CAPABILITIES_META_KEY] {
+        if !meta.contains_key(key) {
+            return Err(HttpError::InvalidMeta(format!(
+                "params._meta[{key:?}] is required"
+            )));
+        }
+    }
+    if !meta[CAPABILITIES_META_KEY].is_object() {
+        return Err(HttpError::InvalidMeta(format!(
+            "params._meta[{CAPABILITIES_META_KEY:?}] must be an object"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks that the routing headers agree with the body (2026-07-28 transport rules).
@@ -100,6 +145,13 @@ pub async fn handle(
     check_headers(headers, &message)?;
     if message.kind != MessageKind::Request {
         return Ok(StatusCode::ACCEPTED.into_response());
+    }
+    check_meta(&message)?;
+    if !METHODS.contains(&message.method()) {
+        return Err(HttpError::UnknownMethod(format!(
+            "{} (not a method of protocol 2026-07-28)",
+            message.method()
+        )));
     }
     match message.method() {
         "server/discover" => Ok(discover(&server, message.id).await),

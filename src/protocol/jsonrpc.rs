@@ -31,6 +31,8 @@ impl ErrorCode {
     pub const BAD_SESSION: ErrorCode = ErrorCode(-32003);
     /// MCP 2026-07-28: an HTTP header disagrees with the body.
     pub const HEADER_MISMATCH: ErrorCode = ErrorCode(-32020);
+    /// MCP 2026-07-28: the requested protocol version is not supported.
+    pub const UNSUPPORTED_VERSION: ErrorCode = ErrorCode(-32022);
     /// MCP 2025-11-25: the user must complete a flow at a URL first.
     pub const URL_ELICITATION_REQUIRED: ErrorCode = ErrorCode(-32042);
 }

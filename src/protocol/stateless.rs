@@ -7,6 +7,12 @@ use serde_json::Value;
 
 /// The `_meta` key that carries the protocol version on every 2026-07-28 request.
 pub const VERSION_META_KEY: &str = "io.modelcontextprotocol/protocolVersion";
+/// The `_meta` key with the client's capabilities for this request.
+pub const CAPABILITIES_META_KEY: &str = "io.modelcontextprotocol/clientCapabilities";
+/// The `_meta` key with the log level a request opts in to.
+pub const LOG_LEVEL_META_KEY: &str = "io.modelcontextprotocol/logLevel";
+/// The `_meta` key naming the listen stream a notification belongs to.
+pub const SUBSCRIPTION_META_KEY: &str = "io.modelcontextprotocol/subscriptionId";
 
 /// Methods whose target must be echoed in the `Mcp-Name` header.
 pub fn name_param(method: &str) -> Option<&'static str> {
@@ -175,4 +181,35 @@ mod result_type_tests {
         let own = r#"{"resultType":"complete","ttlMs":5,"cacheScope":"public","tools":[]}"#;
         assert_eq!(with_result_type(raw(own), true).get(), own);
     }
+}
+
+/// Severity rank of an MCP log level (debug = 0 … emergency = 7).
+pub fn log_rank(level: &str) -> Option<u8> {
+    const LEVELS: [&str; 8] = [
+        "debug",
+        "info",
+        "notice",
+        "warning",
+        "error",
+        "critical",
+        "alert",
+        "emergency",
+    ];
+    LEVELS.iter().position(|l| *l == level).map(|p| p as u8)
+}
+
+/// The lowest log rank a 2026-07-28 request opted in to; `None` means it wants no log messages.
+pub fn requested_log_rank(msg: &Message) -> Option<u8> {
+    let params: Value = msg.params_as().ok()?;
+    log_rank(params.get("_meta")?.get(LOG_LEVEL_META_KEY)?.as_str()?)
+}
+
+/// Whether a `notifications/message` may go to a client whose floor is `floor`.
+pub fn log_allowed(notification: &Message, floor: Option<u8>) -> bool {
+    let Some(floor) = floor else { return false };
+    let level = notification
+        .params_as::<Value>()
+        .ok()
+        .and_then(|p| p.get("level").and_then(Value::as_str).and_then(log_rank));
+    level.is_none_or(|l| l >= floor)
 }
