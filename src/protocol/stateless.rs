@@ -69,6 +69,15 @@ pub fn with_stateless_meta(msg: &Message) -> Message {
             VERSION_META_KEY.into(),
             Value::String(ProtocolVersion::V2026_07_28.as_str().into()),
         );
+        // The gateway declares no client capabilities upstream: a stateless upstream then has
+        // no reason to ask for input mid-request, which a session-based client could not be
+        // asked for in that form.
+        m.entry(CAPABILITIES_META_KEY)
+            .or_insert_with(|| Value::Object(Default::default()));
+        m.entry("io.modelcontextprotocol/clientInfo")
+            .or_insert_with(
+                || serde_json::json!({ "name": "gatehouse", "version": env!("CARGO_PKG_VERSION") }),
+            );
     }
     let mut out = msg.clone();
     out.params = Some(to_raw(&params));
