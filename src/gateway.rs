@@ -98,6 +98,8 @@ pub struct Gateway {
     sealer: ArcSwap<Sealer>,
     /// Sessions known to this process.
     pub sessions: SessionRegistry,
+    /// Calls of stateless clients waiting for their answers (multi round-trip requests).
+    pub parked: Arc<crate::downstream::input_required::ParkedCalls>,
     /// The file to reload from, if any.
     pub config_path: Option<PathBuf>,
 }
@@ -112,6 +114,7 @@ impl Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             sealer: ArcSwap::from_pointee(sealer),
             sessions,
+            parked: Default::default(),
             config_path,
         }))
     }

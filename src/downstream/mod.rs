@@ -2,6 +2,7 @@
 //! both protocol generations, sealed session ids, and the operational endpoints.
 
 pub mod error;
+pub mod input_required;
 mod listen;
 mod post;
 mod relay;

@@ -1,6 +1,7 @@
 //! POST: one JSON-RPC message from the client, dispatched by protocol generation and kind.
 
 use super::error::{HttpError, json, rpc_error};
+use super::input_required::ParkedCalls;
 use super::relay::Relay;
 use super::rules::{self, SESSION_HEADER};
 use super::seal::SessionClaims;
@@ -52,7 +53,7 @@ async fn dispatch(
         return initialize(&gw, &server, message).await;
     }
     if stateless {
-        return stateless::handle(server, &headers, message).await;
+        return stateless::handle(server, &headers, message, gw.parked.clone()).await;
     }
     if header_version.is_none()
         && crate::protocol::stateless::declared_version(&message)
@@ -213,7 +214,9 @@ async fn in_session(
             answer_from_client(&server, &session, message).await;
             accepted()
         }
-        MessageKind::Request => request(server, Some(session.clone()), &*session, message).await,
+        MessageKind::Request => {
+            request(server, Some(session.clone()), &*session, message, None).await
+        }
     }
 }
 
@@ -255,6 +258,7 @@ pub async fn request(
     session: Option<Arc<Session>>,
     src: &dyn SessionSource,
     message: Message,
+    parked: Option<Arc<ParkedCalls>>,
 ) -> Response {
     let id = message.id.clone();
     let method = message.method().to_owned();
@@ -299,6 +303,7 @@ pub async fn request(
         cancel,
         cacheable: crate::protocol::stateless::is_cacheable(&method),
         log_floor: crate::protocol::stateless::requested_log_rank(&routed.message),
+        parked,
     };
     match server.call(src, routed.member, routed.message).await {
         Ok(stream) => relay.respond(stream).await,

@@ -2,6 +2,7 @@
 //! once, otherwise an SSE stream that passes each message on as it arrives.
 
 use super::error::{json, upstream_error};
+use super::input_required::ParkedCalls;
 use super::session::Session;
 use crate::federation::VirtualServer;
 use crate::protocol::sse::encode_event;
@@ -33,6 +34,8 @@ pub struct Relay {
     pub cacheable: bool,
     /// For stateless clients, the log level the request opted in to (`None`: no log messages).
     pub log_floor: Option<u8>,
+    /// For stateless clients: where calls wait while the client answers a server request.
+    pub parked: Option<Arc<ParkedCalls>>,
 }
 
 impl Relay {
@@ -48,6 +51,9 @@ impl Relay {
         match first {
             Some(Frame::Response(mut m)) => {
                 self.finish();
+                if self.request_id.is_some() {
+                    m.id = self.request_id.clone();
+                }
                 if self.session.is_none() {
                     m.result = m.result.map(|r| with_result_type(r, self.cacheable));
                 }
@@ -73,8 +79,28 @@ impl Relay {
                     .to_bytes(),
                 )
             }
+            Some(Frame::Request { message, route }) if self.can_park() => {
+                let bytes = self.park(stream, message, route);
+                json(StatusCode::OK, bytes)
+            }
             Some(frame) => sse_response(self.into_body(frame, stream)),
         }
+    }
+
+    /// Whether server→client requests become an InputRequiredResult (stateless clients).
+    fn can_park(&self) -> bool {
+        self.session.is_none() && self.parked.is_some()
+    }
+
+    /// Parks the call and answers this request with the upstream's question.
+    fn park(&self, stream: CallStream, question: Message, route: ReplyRoute) -> Vec<u8> {
+        let parked = self.parked.as_ref().expect("can_park checked");
+        let result = parked.park(stream, self.member, question, route);
+        Message::response(
+            self.request_id.clone().unwrap_or(RequestId::Number(0)),
+            result,
+        )
+        .to_bytes()
     }
 
     fn finish(&self) {
@@ -84,18 +110,15 @@ impl Relay {
     }
 
     fn into_body(self, first: Frame, stream: CallStream) -> Body {
-        let state = (self, stream, Some(first), false);
-        let events = futures_util::stream::unfold(
-            state,
-            |(relay, mut stream, mut pending, done)| async move {
-                if done {
-                    return None;
-                }
+        let state = (self, Some(stream), Some(first));
+        let events =
+            futures_util::stream::unfold(state, |(relay, mut stream, mut pending)| async move {
+                let mut open = stream.take()?;
                 loop {
                     let frame = match pending.take() {
                         Some(f) => Some(f),
                         None => tokio::select! {
-                            f = stream.next() => f,
+                            f = open.next() => f,
                             _ = relay.cancel.cancelled() => None,
                         },
                     };
@@ -103,17 +126,30 @@ impl Relay {
                         relay.finish();
                         return None;
                     };
+                    let frame = match frame {
+                        Frame::Request { message, route } if relay.can_park() => {
+                            let bytes = relay.park(open, message, route);
+                            relay.finish();
+                            return Some((
+                                Ok::<Bytes, Infallible>(encode_event(&bytes, None)),
+                                (relay, None, None),
+                            ));
+                        }
+                        other => other,
+                    };
                     let last = frame.is_final();
                     if let Some(bytes) = relay.translate(frame).await {
                         if last {
                             relay.finish();
                         }
-                        let event = encode_event(&bytes, None);
-                        return Some((Ok::<Bytes, Infallible>(event), (relay, stream, None, last)));
+                        let next = if last { None } else { Some(open) };
+                        return Some((
+                            Ok::<Bytes, Infallible>(encode_event(&bytes, None)),
+                            (relay, next, None),
+                        ));
                     }
                 }
-            },
-        );
+            });
         Body::from_stream(events)
     }
 
@@ -150,6 +186,10 @@ pub async fn translate(
         Frame::Response(mut m) => {
             if session.is_none() {
                 m.result = m.result.map(|r| with_result_type(r, cacheable));
+            }
+            if request_id.is_some() {
+                // A resumed call answers the retry, whose id differs from the first request's.
+                m.id = request_id.clone();
             }
             Some(m.to_bytes())
         }

@@ -2,8 +2,10 @@
 //! sessions shared on the clients' behalf.
 
 use super::error::{HttpError, json};
+use super::input_required::{ParkedCalls, Retry};
 use super::listen;
 use super::post;
+use super::relay::Relay;
 use super::rules::header_str;
 use crate::federation::{Member, SessionSource, VirtualServer};
 use crate::protocol::jsonrpc::to_raw;
@@ -141,6 +143,7 @@ pub async fn handle(
     server: Arc<VirtualServer>,
     headers: &HeaderMap,
     message: Message,
+    parked: Arc<ParkedCalls>,
 ) -> Result<Response, HttpError> {
     check_headers(headers, &message)?;
     if message.kind != MessageKind::Request {
@@ -156,7 +159,12 @@ pub async fn handle(
     match message.method() {
         "server/discover" => Ok(discover(&server, message.id).await),
         "subscriptions/listen" => Ok(listen::subscriptions(server, message).await),
-        _ => Ok(post::request(server, None, &SharedSessions, message).await),
+        _ => {
+            if let Some(retry) = Retry::from_request(&message) {
+                return resume(server, message, retry, parked).await;
+            }
+            Ok(post::request(server, None, &SharedSessions, message, Some(parked)).await)
+        }
     }
 }
 
@@ -181,4 +189,40 @@ async fn discover(server: &VirtualServer, id: Option<RequestId>) -> Response {
     result["resultType"] = Value::String("complete".into());
     let msg = Message::response(id.unwrap_or(RequestId::Number(0)), to_raw(&result));
     json(StatusCode::OK, msg.to_bytes())
+}
+
+/// Continues a parked call with the client's answers.
+async fn resume(
+    server: Arc<VirtualServer>,
+    message: Message,
+    retry: Retry,
+    parked: Arc<ParkedCalls>,
+) -> Result<Response, HttpError> {
+    let Some(call) = parked.resume(&retry.state) else {
+        return Err(HttpError::InvalidMeta(
+            "requestState is unknown or expired; send the request again without it".into(),
+        ));
+    };
+    for (key, route) in &call.routes {
+        let answer = retry.answer(key, &route.id);
+        if let Err(e) = server.members[call.member]
+            .client
+            .respond(route, answer)
+            .await
+        {
+            tracing::warn!(upstream = %route.upstream, error = %e, "could not deliver an input response");
+        }
+    }
+    let method = message.method().to_owned();
+    let relay = Relay {
+        server: server.clone(),
+        member: call.member,
+        session: None,
+        request_id: message.id.clone(),
+        cancel: Default::default(),
+        cacheable: crate::protocol::stateless::is_cacheable(&method),
+        log_floor: crate::protocol::stateless::requested_log_rank(&message),
+        parked: Some(parked),
+    };
+    Ok(relay.respond(call.stream).await)
 }

@@ -100,7 +100,10 @@ async def test_single_stdio_upstream_is_not_prefixed(start_gateway):
         assert str(contents[0].uri) == str(resources[0].uri)
 
 
-async def test_sampling_and_elicitation_are_relayed_to_the_client(start_gateway, everything_http):
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_sampling_is_relayed_to_the_client(start_gateway, everything_http, mode):
+    """legacy: the upstream's sampling request is relayed on the SSE stream; auto (2026-07-28):
+    the gateway turns it into an InputRequiredResult and the SDK's retry resumes the call."""
     url = start_gateway(federated(everything_http)) + "/mcp"
     asked = []
 
@@ -112,7 +115,7 @@ async def test_sampling_and_elicitation_are_relayed_to_the_client(start_gateway,
         asked.append(("elicitation", params.message))
         return types.ElicitResult(action="accept", content={"color": "blue"})
 
-    async with Client(url, mode="legacy", read_timeout_seconds=30, sampling_callback=on_sampling, elicitation_callback=on_elicit) as client:
+    async with Client(url, mode=mode, read_timeout_seconds=30, sampling_callback=on_sampling, elicitation_callback=on_elicit) as client:
         tools = {t.name for t in (await client.list_tools()).tools}
         for prefix in ("stdio", "http"):
             name = f"{prefix}__trigger-sampling-request"

@@ -1,0 +1,110 @@
+//! Multi round-trip requests for 2026-07-28 clients (`InputRequiredResult`): when an upstream
+//! asks the client something mid-call (elicitation, sampling, roots) the call is parked, the
+//! client gets the questions as `inputRequests` with an unguessable `requestState`, and its
+//! retry carrying `inputResponses` delivers the answers upstream and resumes the same call.
+
+use crate::protocol::jsonrpc::to_raw;
+use crate::protocol::{Message, RequestId};
+use crate::upstream::{CallStream, ReplyRoute};
+use rand::RngCore;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A call waiting for the client's answers.
+pub struct Parked {
+    /// The upstream call, still open.
+    pub stream: CallStream,
+    /// Which member serves it.
+    pub member: usize,
+    /// Where each answer goes, by input-request key.
+    pub routes: HashMap<String, ReplyRoute>,
+    parked_at: Instant,
+}
+
+/// Calls parked in this process.
+#[derive(Default)]
+pub struct ParkedCalls {
+    calls: Mutex<HashMap<String, Parked>>,
+}
+
+/// How long a parked call waits for the client's retry.
+const PARK_LIMIT: Duration = Duration::from_secs(600);
+
+impl ParkedCalls {
+    /// Parks a call whose upstream asked `question`; returns the InputRequiredResult to send.
+    pub fn park(
+        &self,
+        stream: CallStream,
+        member: usize,
+        question: Message,
+        route: ReplyRoute,
+    ) -> Box<serde_json::value::RawValue> {
+        let mut token = [0u8; 16];
+        rand::rng().fill_bytes(&mut token);
+        let state: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        let key = "input-1".to_owned();
+        let request = serde_json::json!({
+            "method": question.method(),
+            "params": question.params.as_ref().and_then(|p| serde_json::from_str::<Value>(p.get()).ok()).unwrap_or(Value::Object(Map::new())),
+        });
+        let result = serde_json::json!({
+            "resultType": "input_required",
+            "inputRequests": { key.clone(): request },
+            "requestState": state,
+        });
+        let mut calls = self.calls.lock().expect("lock");
+        calls.retain(|_, p| p.parked_at.elapsed() < PARK_LIMIT);
+        calls.insert(
+            state,
+            Parked {
+                stream,
+                member,
+                routes: HashMap::from([(key, route)]),
+                parked_at: Instant::now(),
+            },
+        );
+        to_raw(&result)
+    }
+
+    /// Takes the call a retry refers to.
+    pub fn resume(&self, state: &str) -> Option<Parked> {
+        self.calls.lock().expect("lock").remove(state)
+    }
+}
+
+/// What a retry carries: the state token and the answers by key.
+pub struct Retry {
+    /// The `requestState` from the InputRequiredResult.
+    pub state: String,
+    /// The client's results, by input-request key.
+    pub responses: Map<String, Value>,
+}
+
+impl Retry {
+    /// Reads `requestState` and `inputResponses` from a request, if it is a retry.
+    pub fn from_request(message: &Message) -> Option<Retry> {
+        let params: Map<String, Value> = message.params_as().ok()?;
+        let state = params.get("requestState")?.as_str()?.to_owned();
+        let responses = params
+            .get("inputResponses")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        Some(Retry { state, responses })
+    }
+
+    /// The answer to send upstream for `key`, as a JSON-RPC response to the upstream's request.
+    pub fn answer(&self, key: &str, upstream_id: &RequestId) -> Message {
+        match self.responses.get(key) {
+            Some(result) => Message::response(upstream_id.clone(), to_raw(result)),
+            None => Message::error_response(
+                Some(upstream_id.clone()),
+                crate::protocol::ErrorCode::INVALID_PARAMS,
+                "the client did not answer this input request",
+                None,
+            ),
+        }
+    }
+}
