@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Client, Fixture, Gateway, stdio_fixture_upstream};
+use common::{Client, Fixture, Gateway, http_fixture_config, stdio_fixture_upstream};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -147,10 +147,7 @@ async fn fail_closed_lists_fail_when_an_upstream_is_down() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_disconnects_cancels_the_upstream_call() {
     let fx = Fixture::http(&[]);
-    let yaml = format!(
-        "servers:\n  - {{ name: main, path: /mcp, upstreams: [fx] }}\nupstreams:\n  fx: {{ kind: http, url: \"{}\" }}\n",
-        fx.url
-    );
+    let yaml = http_fixture_config(&fx.url, "auto");
     let gw = Gateway::start(&yaml);
     let mut client = Client::new(&gw.url("/mcp"));
     client.initialize().await;

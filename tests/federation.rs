@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Client, Fixture, Gateway, parse_body, stdio_fixture_upstream};
+use common::{Client, Fixture, Gateway, http_fixture_config, parse_body, stdio_fixture_upstream};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -170,10 +170,7 @@ async fn never_prefixing_keeps_the_first_upstreams_tool_on_collision() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_client_is_bridged_to_a_stateless_upstream() {
     let fx = Fixture::http(&[]);
-    let yaml = format!(
-        "servers:\n  - {{ name: main, path: /mcp, upstreams: [fx] }}\nupstreams:\n  fx: {{ kind: http, url: \"{}\", protocol: \"2026-07-28\" }}\n",
-        fx.url
-    );
+    let yaml = http_fixture_config(&fx.url, "2026-07-28");
     let gw = Gateway::start(&yaml);
     let mut client = Client::new(&gw.url("/mcp"));
     client.initialize().await;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Client, Fixture, Gateway};
+use common::{Client, Fixture, Gateway, http_fixture_config};
 use serde_json::{Value, json};
 
 fn meta() -> Value {
@@ -32,10 +32,7 @@ async fn call(client: &Client, id: i64, params: Value) -> common::Reply {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_question_becomes_input_required_and_the_retry_resumes_the_call() {
     let fx = Fixture::http(&[]);
-    let yaml = format!(
-        "servers:\n  - {{ name: main, path: /mcp, upstreams: [fx] }}\nupstreams:\n  fx: {{ kind: http, url: \"{}\", protocol: \"2025-11-25\" }}\n",
-        fx.url
-    );
+    let yaml = http_fixture_config(&fx.url, "2025-11-25");
     let gw = Gateway::start(&yaml);
     let client = Client::new(&gw.url("/mcp"));
 
@@ -86,10 +83,7 @@ async fn an_upstream_question_becomes_input_required_and_the_retry_resumes_the_c
 #[tokio::test(flavor = "multi_thread")]
 async fn log_messages_reach_stateless_clients_only_when_asked_for() {
     let fx = Fixture::http(&[]);
-    let yaml = format!(
-        "servers:\n  - {{ name: main, path: /mcp, upstreams: [fx] }}\nupstreams:\n  fx: {{ kind: http, url: \"{}\", protocol: \"2025-11-25\" }}\n",
-        fx.url
-    );
+    let yaml = http_fixture_config(&fx.url, "2025-11-25");
     let gw = Gateway::start(&yaml);
     let client = Client::new(&gw.url("/mcp"));
     let logs = |r: &common::Reply| {

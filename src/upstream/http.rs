@@ -524,21 +524,9 @@ impl HttpUpstream {
                 tx
             }
         };
-        let mut sub = sender.subscribe();
+        let sub = sender.subscribe();
         drop(hub);
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    m = sub.recv() => match m {
-                        Ok(m) => if tx.send(Frame::Notification(m)).await.is_err() { return },
-                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                    _ = tx.closed() => return,
-                }
-            }
-        });
+        let rx = super::frames_from(sub, self.name.clone());
         Ok(Some(rx))
     }
 

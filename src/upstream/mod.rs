@@ -160,3 +160,25 @@ impl UpstreamClient {
         }
     }
 }
+
+/// Forwards broadcast notifications into a frame channel until either side goes away.
+fn frames_from(
+    mut sub: tokio::sync::broadcast::Receiver<Message>,
+    upstream: String,
+) -> mpsc::Receiver<Frame> {
+    use tokio::sync::broadcast::error::RecvError;
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                m = sub.recv() => match m {
+                    Ok(m) => if tx.send(Frame::Notification(m)).await.is_err() { return },
+                    Err(RecvError::Lagged(n)) => tracing::warn!(%upstream, dropped = n, "a listener fell behind"),
+                    Err(RecvError::Closed) => return,
+                },
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    rx
+}

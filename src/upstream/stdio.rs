@@ -386,21 +386,7 @@ impl StdioUpstream {
 
     /// Notifications the child sends outside any request.
     pub fn listen(&self) -> mpsc::Receiver<Frame> {
-        let mut sub = self.unsolicited.subscribe();
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    m = sub.recv() => match m {
-                        Ok(m) => if tx.send(Frame::Notification(m)).await.is_err() { return },
-                        Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(dropped = n, "a listener fell behind"),
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                    _ = tx.closed() => return,
-                }
-            }
-        });
-        rx
+        super::frames_from(self.unsolicited.subscribe(), self.name.clone())
     }
 
     /// Closes stdin, waits briefly, then terminates the process group.

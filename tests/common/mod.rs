@@ -162,6 +162,13 @@ impl Gateway {
     }
 }
 
+/// YAML for one virtual server at /mcp in front of one HTTP upstream named `fx`.
+pub fn http_fixture_config(url: &str, protocol: &str) -> String {
+    format!(
+        "servers:\n  - {{ name: main, path: /mcp, upstreams: [fx] }}\nupstreams:\n  fx: {{ kind: http, url: \"{url}\", protocol: \"{protocol}\" }}\n"
+    )
+}
+
 /// YAML for a stdio upstream running the fixture.
 pub fn stdio_fixture_upstream(name: &str, extra_args: &[&str]) -> String {
     let mut args = vec!["stdio".to_owned()];
