@@ -1,0 +1,115 @@
+//! The command line and the process lifecycle: `check`, JSON logs, graceful shutdown that takes
+//! the upstream child processes with it.
+
+mod common;
+
+use common::{Client, Gateway, stdio_fixture_upstream};
+use serde_json::json;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[test]
+fn check_names_the_file_and_every_bad_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "listen: nowhere\nservers:\n  - { name: a, path: /mcp, upstreams: [ghost] }\nupstreams:\n  real: { kind: http }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = path.display().to_string();
+    for needle in [
+        format!("{file}: listen:"),
+        format!("{file}: servers[0].upstreams[0]: unknown upstream \"ghost\""),
+        format!("{file}: upstreams.real.url: required for kind http"),
+    ] {
+        assert!(err.contains(&needle), "missing {needle:?} in:\n{err}");
+    }
+
+    std::fs::write(&path, "servers: []\nupstreams: {}\nlisten_on: x\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen_on"));
+
+    let good = format!(
+        "servers:\n  - {{ name: a, path: /mcp, upstreams: [fx] }}\nupstreams:\n{}",
+        stdio_fixture_upstream("fx", &[])
+    );
+    std::fs::write(&path, good).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (1 virtual server, 1 upstream)"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_the_gateway_and_its_upstream_processes_and_logs_are_json() {
+    let yaml = format!(
+        "log: {{ format: json, level: info }}\nservers:\n  - {{ name: a, path: /mcp, upstreams: [fx] }}\nupstreams:\n{}",
+        stdio_fixture_upstream("fx", &[])
+    );
+    let mut gw = Gateway::start_with_env(&yaml, &[("RUST_LOG", "info")]);
+    let mut client = Client::new(&gw.url("/mcp"));
+    client.initialize().await;
+    assert_eq!(
+        client.call_tool("echo", json!({"text": "up"})).await.text(),
+        "up"
+    );
+    let kids: Vec<u32> = (std::fs::read_dir(format!("/proc/{}/task", gw.proc.child.id())).unwrap())
+        .flatten()
+        .flat_map(|t| {
+            std::fs::read_to_string(t.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(|p| p.parse().unwrap())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    assert_eq!(kids.len(), 1, "{kids:?}");
+
+    gw.proc.signal(libc::SIGTERM);
+    let started = Instant::now();
+    while gw.proc.running() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!gw.proc.running(), "the gateway did not stop on SIGTERM");
+    assert_eq!(gw.proc.child.wait().unwrap().code(), Some(0));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", kids[0])).exists(),
+        "the upstream child outlived the gateway"
+    );
+
+    let stderr = gw.proc.stderr();
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        if line.contains("stderr:") {
+            continue; // the child's own stderr, copied into a JSON log line anyway
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("message").is_some(),
+            "{line}"
+        );
+    }
+    assert!(stderr.contains("stopped upstream process"), "{stderr}");
+}
