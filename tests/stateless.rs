@@ -54,7 +54,7 @@ async fn an_upstream_question_becomes_input_required_and_the_retry_resumes_the_c
     let state = result["requestState"].as_str().unwrap().to_owned();
 
     // A forged state is refused.
-    let forged = call(&client, 2, json!({"name": "elicit", "arguments": {}, "_meta": meta(), "requestState": "00", "inputResponses": {}})).await;
+    let forged = call(&client, 2, json!({"name": "elicit", "arguments": {}, "_meta": meta(), "requestState": "gatehouse.00", "inputResponses": {}})).await;
     assert_eq!(forged.status, 400, "{}", forged.raw);
     assert_eq!(forged.error_code(), Some(-32602));
     assert_eq!(forged.last()["id"], 2);

@@ -29,6 +29,10 @@ pub struct ParkedCalls {
     calls: Mutex<HashMap<String, Parked>>,
 }
 
+/// Marks the request states the gateway issues; other states belong to a stateless upstream
+/// that returned its own InputRequiredResult, and retries carrying them pass through.
+const STATE_PREFIX: &str = "gatehouse.";
+
 /// How long a parked call waits for the client's retry.
 const PARK_LIMIT: Duration = Duration::from_secs(600);
 
@@ -43,7 +47,8 @@ impl ParkedCalls {
     ) -> Box<serde_json::value::RawValue> {
         let mut token = [0u8; 16];
         rand::rng().fill_bytes(&mut token);
-        let state: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        let state = format!("{STATE_PREFIX}{hex}");
         let key = "input-1".to_owned();
         let request = serde_json::json!({
             "method": question.method(),
@@ -87,6 +92,9 @@ impl Retry {
     pub fn from_request(message: &Message) -> Option<Retry> {
         let params: Map<String, Value> = message.params_as().ok()?;
         let state = params.get("requestState")?.as_str()?.to_owned();
+        if !state.starts_with(STATE_PREFIX) {
+            return None;
+        }
         let responses = params
             .get("inputResponses")
             .and_then(Value::as_object)
