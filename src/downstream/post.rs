@@ -303,6 +303,7 @@ pub async fn request(
         cancel,
         cacheable: crate::protocol::stateless::is_cacheable(&method),
         log_floor: crate::protocol::stateless::requested_log_rank(&routed.message),
+        client_capabilities: crate::protocol::stateless::declared_capabilities(&routed.message),
         parked,
     };
     match server.call(src, routed.member, routed.message).await {

@@ -36,6 +36,8 @@ pub struct Relay {
     pub log_floor: Option<u8>,
     /// For stateless clients: where calls wait while the client answers a server request.
     pub parked: Option<Arc<ParkedCalls>>,
+    /// For stateless clients: the capabilities this request declared in `_meta`.
+    pub client_capabilities: serde_json::Value,
 }
 
 impl Relay {
@@ -79,7 +81,7 @@ impl Relay {
                     .to_bytes(),
                 )
             }
-            Some(Frame::Request { message, route }) if self.can_park() => {
+            Some(Frame::Request { message, route }) if self.can_park(&message) => {
                 let bytes = self.park(stream, message, route);
                 json(StatusCode::OK, bytes)
             }
@@ -87,9 +89,19 @@ impl Relay {
         }
     }
 
-    /// Whether server→client requests become an InputRequiredResult (stateless clients).
-    fn can_park(&self) -> bool {
-        self.session.is_none() && self.parked.is_some()
+    /// Whether this server→client request becomes an InputRequiredResult: only for stateless
+    /// clients, and only if the request declared the capability it needs (otherwise the
+    /// upstream is told the client cannot answer, and the call goes on).
+    fn can_park(&self, question: &Message) -> bool {
+        let needed = match question.method() {
+            "sampling/createMessage" => "sampling",
+            "elicitation/create" => "elicitation",
+            "roots/list" => "roots",
+            _ => return false,
+        };
+        self.session.is_none()
+            && self.parked.is_some()
+            && self.client_capabilities.get(needed).is_some()
     }
 
     /// Parks the call and answers this request with the upstream's question.
@@ -127,7 +139,7 @@ impl Relay {
                         return None;
                     };
                     let frame = match frame {
-                        Frame::Request { message, route } if relay.can_park() => {
+                        Frame::Request { message, route } if relay.can_park(&message) => {
                             let bytes = relay.park(open, message, route);
                             relay.finish();
                             return Some((

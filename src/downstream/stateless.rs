@@ -222,6 +222,7 @@ async fn resume(
         cancel: Default::default(),
         cacheable: crate::protocol::stateless::is_cacheable(&method),
         log_floor: crate::protocol::stateless::requested_log_rank(&message),
+        client_capabilities: crate::protocol::stateless::declared_capabilities(&message),
         parked: Some(parked),
     };
     Ok(relay.respond(call.stream).await)

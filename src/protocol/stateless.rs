@@ -222,3 +222,11 @@ pub fn log_allowed(notification: &Message, floor: Option<u8>) -> bool {
         .and_then(|p| p.get("level").and_then(Value::as_str).and_then(log_rank));
     level.is_none_or(|l| l >= floor)
 }
+
+/// The client capabilities a 2026-07-28 request declares in `_meta` (`Null` when absent).
+pub fn declared_capabilities(msg: &Message) -> Value {
+    msg.params_as::<Value>()
+        .ok()
+        .and_then(|p| p.get("_meta")?.get(CAPABILITIES_META_KEY).cloned())
+        .unwrap_or(Value::Null)
+}

@@ -21,10 +21,11 @@ impl ClientIdentity {
         ClientIdentity {
             version: ProtocolVersion::LATEST_SESSION,
             client_info: serde_json::json!({ "name": "gatehouse", "version": env!("CARGO_PKG_VERSION") }),
+            // No roots: the gateway has no workspace of its own, and declaring them makes some
+            // servers ask for roots as soon as the session starts.
             capabilities: serde_json::json!({
                 "sampling": {},
-                "elicitation": { "form": {}, "url": {} },
-                "roots": { "listChanged": true }
+                "elicitation": { "form": {}, "url": {} }
             }),
         }
     }
