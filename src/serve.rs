@@ -3,6 +3,7 @@
 use crate::config::Config;
 use crate::downstream::{AppState, router};
 use crate::gateway::Gateway;
+use axum::serve::ListenerExt;
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,10 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server = tokio::spawn(async move {
         let mut stop_rx = stop_rx;
+        // Small SSE events and JSON answers must leave at once, not wait for Nagle's algorithm.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = stop_rx.wait_for(|s| *s).await;

@@ -29,6 +29,9 @@ pub struct SseParser {
     has_data: bool,
     max_event: usize,
     pending_bytes: usize,
+    /// How much of `buf` is known to hold no line end, so a long line arriving in many chunks
+    /// is scanned once, not once per chunk.
+    scanned: usize,
 }
 
 impl SseParser {
@@ -40,6 +43,7 @@ impl SseParser {
             has_data: false,
             max_event,
             pending_bytes: 0,
+            scanned: 0,
         }
     }
 
@@ -47,7 +51,17 @@ impl SseParser {
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, EventTooLarge> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
-        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(found) = self.buf[self.scanned..]
+            .iter()
+            .position(|&b| b == b'\n' || b == b'\r')
+        {
+            let pos = self.scanned + found;
+            if self.buf[pos] == b'\r' && pos + 1 == self.buf.len() {
+                // A "\r" at the end may be the first half of "\r\n": wait for the next byte.
+                self.scanned = pos;
+                return self.check_size(out);
+            }
+            self.scanned = 0;
             let line = self.buf.split_to(pos);
             // Swallow the terminator; "\r\n" counts as one.
             let term = self.buf.split_to(1);
@@ -72,6 +86,11 @@ impl SseParser {
             }
             self.field(&line);
         }
+        self.scanned = self.buf.len();
+        self.check_size(out)
+    }
+
+    fn check_size(&self, out: Vec<SseEvent>) -> Result<Vec<SseEvent>, EventTooLarge> {
         if self.pending_bytes + self.buf.len() > self.max_event {
             return Err(EventTooLarge {
                 limit: self.max_event,
@@ -148,6 +167,27 @@ mod tests {
         assert_eq!(events[0].id.as_deref(), Some("1"));
         assert_eq!(events[0].data, "{\"a\":1}");
         assert_eq!(events[1].data, "x\ny");
+    }
+
+    #[test]
+    fn a_crlf_split_across_chunks_is_one_line_end() {
+        let mut p = SseParser::new(1024);
+        assert!(p.feed(b"data: a\r").unwrap().is_empty());
+        assert!(p.feed(b"\ndata: b\r").unwrap().is_empty());
+        let events = p.feed(b"\n\r\n").unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].data, "a\nb");
+    }
+
+    #[test]
+    fn a_long_line_in_many_chunks_is_found() {
+        let mut p = SseParser::new(1 << 20);
+        assert!(p.feed(b"data: ").unwrap().is_empty());
+        for _ in 0..100 {
+            assert!(p.feed(&[b'x'; 1000]).unwrap().is_empty());
+        }
+        let events = p.feed(b"\n\n").unwrap();
+        assert_eq!(events[0].data.len(), 100_000);
     }
 
     #[test]

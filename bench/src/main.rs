@@ -1,0 +1,441 @@
+//! `gatehouse-bench`: the same MCP workload direct to a fast upstream and through Gatehouse,
+//! measured in one run, printed as a table of absolute figures and ratios (and JSON).
+//!
+//!     cargo build --release --workspace && target/release/gatehouse-bench
+//!     target/release/gatehouse-bench --smoke      # seconds, for CI: checks it runs and prints
+
+mod load;
+mod procs;
+
+use clap::Parser;
+use load::{Stats, Target};
+use procs::{Proc, sibling};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "gatehouse-bench")]
+struct Args {
+    /// A short run that checks the benchmark works (used by CI).
+    #[arg(long)]
+    smoke: bool,
+    /// Seconds per measured cell.
+    #[arg(long, default_value_t = 4.0)]
+    seconds: f64,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Idle sessions to open for the memory figure.
+    #[arg(long, default_value_t = 10_000)]
+    idle_sessions: usize,
+    /// The gateway binary (default: next to this one).
+    #[arg(long)]
+    gateway: Option<PathBuf>,
+    /// The fixture binary (default: next to this one).
+    #[arg(long)]
+    fixture: Option<PathBuf>,
+}
+
+const SMALL: u64 = 100;
+const LARGE: u64 = 1 << 20;
+
+fn call_body(bytes: u64, stateless: bool) -> Vec<u8> {
+    let mut params = json!({"name": "big", "arguments": {"bytes": bytes}});
+    if stateless {
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {}
+        });
+    }
+    serde_json::to_vec(
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}),
+    )
+    .unwrap()
+}
+
+/// Opens a 2025-11-25 session and returns its id.
+async fn initialize(client: &reqwest::Client, url: &str) -> String {
+    let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}});
+    let resp = client
+        .post(url)
+        .headers(load::headers(&[]))
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("initialize");
+    let sid = resp
+        .headers()
+        .get("mcp-session-id")
+        .expect("session id")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = resp.bytes().await;
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let h = load::headers(&[
+        ("mcp-session-id", &sid),
+        ("mcp-protocol-version", "2025-11-25"),
+    ]);
+    let _ = client
+        .post(url)
+        .headers(h)
+        .body(note.to_string())
+        .send()
+        .await;
+    sid
+}
+
+async fn target(client: &reqwest::Client, url: &str, bytes: u64, stateless: bool) -> Target {
+    let headers = if stateless {
+        load::headers(&[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "big"),
+        ])
+    } else {
+        let sid = initialize(client, url).await;
+        load::headers(&[
+            ("mcp-session-id", &sid),
+            ("mcp-protocol-version", "2025-11-25"),
+        ])
+    };
+    Target {
+        url: url.to_owned(),
+        headers,
+        body: Arc::new(call_body(bytes, stateless)),
+    }
+}
+
+struct Row {
+    name: String,
+    concurrency: usize,
+    direct: Stats,
+    gateway: Stats,
+    cpu_per_10k: f64,
+}
+
+fn gateway_config(
+    fixture_json: &str,
+    fixture_sse: &str,
+    fed: &[String],
+    fixture_bin: &str,
+) -> String {
+    let mut y =
+        String::from("listen: 127.0.0.1:0\nwatch_config: false\nlog: { level: warn }\nservers:\n");
+    y.push_str("  - { name: json, path: /json, upstreams: [fxj] }\n");
+    y.push_str("  - { name: sse, path: /sse, upstreams: [fxs] }\n");
+    y.push_str("  - { name: stdio, path: /stdio, upstreams: [fxstdio] }\n");
+    let names: Vec<String> = (0..fed.len()).map(|i| format!("f{i}")).collect();
+    y.push_str(&format!(
+        "  - {{ name: fed, path: /fed, upstreams: [{}], prefix: always }}\n",
+        names.join(", ")
+    ));
+    y.push_str("upstreams:\n");
+    y.push_str(&format!(
+        "  fxj: {{ kind: http, url: \"{fixture_json}\", protocol: \"2025-11-25\" }}\n"
+    ));
+    y.push_str(&format!(
+        "  fxs: {{ kind: http, url: \"{fixture_sse}\", protocol: \"2025-11-25\" }}\n"
+    ));
+    y.push_str(&format!(
+        "  fxstdio: {{ kind: stdio, command: \"{fixture_bin}\", args: [stdio] }}\n"
+    ));
+    for (i, url) in fed.iter().enumerate() {
+        y.push_str(&format!(
+            "  f{i}: {{ kind: http, url: \"{url}\", protocol: \"2025-11-25\" }}\n"
+        ));
+    }
+    y
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let seconds = if args.smoke { 0.5 } else { args.seconds };
+    let cell = Duration::from_secs_f64(seconds);
+    let fixture_bin = sibling("gatehouse-fixture", args.fixture.as_deref());
+    let gateway_bin = sibling("gatehouse", args.gateway.as_deref());
+    let fixture = |extra: &[&str]| {
+        let mut c = Command::new(&fixture_bin);
+        c.args(["http", "--port", "0"]).args(extra);
+        Proc::start(c, "READY ")
+    };
+    let fx_json = fixture(&["--json-response"]);
+    let fx_sse = fixture(&[]);
+    let fed: Vec<Proc> = (0..10).map(|_| fixture(&["--json-response"])).collect();
+    let fed_urls: Vec<String> = fed.iter().map(|p| p.ready_line.clone()).collect();
+
+    let dir = std::env::temp_dir().join(format!("gatehouse-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("bench.yaml");
+    std::fs::write(
+        &config,
+        gateway_config(
+            &fx_json.ready_line,
+            &fx_sse.ready_line,
+            &fed_urls,
+            &fixture_bin.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(&gateway_bin);
+    cmd.arg("serve").arg("--config").arg(&config);
+    let t0 = Instant::now();
+    let gw = Proc::start(cmd, "gatehouse listening on ");
+    let base = gw.ready_line.clone();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
+    while !client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
+
+    let concurrencies: &[usize] = if args.smoke { &[16] } else { &[1, 16, 64] };
+    let mut rows = Vec::new();
+    let mut cases = vec![("small", SMALL), ("large", LARGE)];
+    if args.smoke {
+        cases.truncate(1);
+    }
+    for (size_name, bytes) in &cases {
+        for (mode, direct_url, path) in [
+            ("json", &fx_json.ready_line, "/json"),
+            ("sse", &fx_sse.ready_line, "/sse"),
+        ] {
+            for (proto, stateless) in [("2025-11-25", false), ("2026-07-28", true)] {
+                for &c in concurrencies {
+                    if *bytes == LARGE && c == 64 {
+                        continue; // 64 × 1 MiB in flight measures the loopback, not the gateway
+                    }
+                    let d = target(&client, direct_url, *bytes, stateless).await;
+                    let g = target(&client, &format!("{base}{path}"), *bytes, stateless).await;
+                    let direct = load::run(&client, &d, c, cell).await;
+                    let cpu0 = gw.cpu_seconds();
+                    let gateway = load::run(&client, &g, c, cell).await;
+                    let cpu = gw.cpu_seconds() - cpu0;
+                    rows.push(Row {
+                        name: format!("{size_name} {mode} {proto}"),
+                        concurrency: c,
+                        cpu_per_10k: cpu / gateway.requests.max(1) as f64 * 10_000.0,
+                        direct,
+                        gateway,
+                    });
+                }
+            }
+        }
+    }
+
+    // Latency at half of the direct maximum load (small JSON, 16 clients).
+    let half = if let Some(max) = rows
+        .iter()
+        .find(|r| r.name == "small json 2025-11-25" && r.concurrency == 16)
+    {
+        let rate = max.direct.rps() / 2.0;
+        let d = target(&client, &fx_json.ready_line, SMALL, false).await;
+        let g = target(&client, &format!("{base}/json"), SMALL, false).await;
+        let direct = load::run_paced(&client, &d, 16, cell, rate).await;
+        let gateway = load::run_paced(&client, &g, 16, cell, rate).await;
+        Some((rate, direct, gateway))
+    } else {
+        None
+    };
+
+    // tools/list over a virtual server federating 10 upstreams, one client.
+    let list = |url: String, sid: String| Target {
+        url,
+        headers: load::headers(&[
+            ("mcp-session-id", &sid),
+            ("mcp-protocol-version", "2025-11-25"),
+        ]),
+        body: Arc::new(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.to_vec()),
+    };
+    let fed_direct = {
+        let sid = initialize(&client, &fed_urls[0]).await;
+        load::run(&client, &list(fed_urls[0].clone(), sid), 1, cell).await
+    };
+    let fed_gw = {
+        let url = format!("{base}/fed");
+        let sid = initialize(&client, &url).await;
+        load::run(&client, &list(url, sid), 1, cell).await
+    };
+
+    // stdio upstream: one client, small result.
+    let stdio = {
+        let t = target(&client, &format!("{base}/stdio"), SMALL, false).await;
+        load::run(&client, &t, 1, cell).await
+    };
+
+    // Idle sessions: RSS growth per open session.
+    let idle = if args.smoke { 200 } else { args.idle_sessions };
+    let rss_before = gw.status_kib("VmRSS");
+    let url = format!("{base}/json");
+    let mut opened = 0;
+    let mut batch = Vec::new();
+    for _ in 0..idle {
+        let (client, url) = (client.clone(), url.clone());
+        batch.push(tokio::spawn(async move { initialize(&client, &url).await }));
+        if batch.len() == 64 {
+            for b in batch.drain(..) {
+                if b.await.is_ok() {
+                    opened += 1;
+                }
+            }
+        }
+    }
+    for b in batch {
+        if b.await.is_ok() {
+            opened += 1;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_after = gw.status_kib("VmRSS");
+    let per_session_kib = (rss_after.saturating_sub(rss_before)) as f64 / opened.max(1) as f64;
+    let peak_rss_mib = gw.status_kib("VmHWM") as f64 / 1024.0;
+
+    print_report(
+        &rows,
+        &half,
+        &fed_direct,
+        &fed_gw,
+        &stdio,
+        ready_ms,
+        opened,
+        per_session_kib,
+        peak_rss_mib,
+    );
+    if let Some(path) = &args.json {
+        let v = to_json(
+            &rows,
+            &half,
+            &fed_direct,
+            &fed_gw,
+            &stdio,
+            ready_ms,
+            opened,
+            per_session_kib,
+            peak_rss_mib,
+        );
+        std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        println!("\nJSON written to {}", path.display());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let errors: u64 = rows
+        .iter()
+        .map(|r| r.direct.errors + r.gateway.errors)
+        .sum();
+    if rows.iter().any(|r| r.gateway.requests == 0) || errors > 0 {
+        eprintln!("gatehouse-bench: {errors} errors, or a cell completed no request");
+        std::process::exit(1);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn print_report(
+    rows: &[Row],
+    half: &Option<(f64, Stats, Stats)>,
+    fed_d: &Stats,
+    fed_g: &Stats,
+    stdio: &Stats,
+    ready_ms: f64,
+    sessions: usize,
+    per_session_kib: f64,
+    peak_rss_mib: f64,
+) {
+    println!(
+        "\nGatehouse benchmark — same workload direct to the fixture upstream and through the gateway"
+    );
+    println!(
+        "{:<26} {:>4} {:>10} {:>10} {:>6} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9}",
+        "workload",
+        "c",
+        "direct/s",
+        "gw/s",
+        "ratio",
+        "d p50ms",
+        "gw p50ms",
+        "+p50 ms",
+        "+p99 ms",
+        "+p99.9 ms",
+        "+ttfb ms",
+        "cpu s/10k"
+    );
+    for r in rows {
+        println!(
+            "{:<26} {:>4} {:>10.0} {:>10.0} {:>6.2} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.3} {:>9.3} {:>9.3}",
+            r.name,
+            r.concurrency,
+            r.direct.rps(),
+            r.gateway.rps(),
+            r.gateway.rps() / r.direct.rps(),
+            r.direct.pct(50.0),
+            r.gateway.pct(50.0),
+            r.gateway.pct(50.0) - r.direct.pct(50.0),
+            r.gateway.pct(99.0) - r.direct.pct(99.0),
+            r.gateway.pct(99.9) - r.direct.pct(99.9),
+            r.gateway.ttfb(50.0) - r.direct.ttfb(50.0),
+            r.cpu_per_10k
+        );
+    }
+    if let Some((rate, d, g)) = half {
+        println!(
+            "\nat half the direct maximum ({rate:.0} req/s, small json, 16 clients): direct p50 {:.3} ms p99 {:.3} ms; gateway p50 {:.3} ms p99 {:.3} ms; added p50 {:.3} ms, added p99 {:.3} ms",
+            d.pct(50.0),
+            d.pct(99.0),
+            g.pct(50.0),
+            g.pct(99.0),
+            g.pct(50.0) - d.pct(50.0),
+            g.pct(99.0) - d.pct(99.0)
+        );
+    }
+    println!(
+        "tools/list, 10 federated upstreams vs one upstream direct: p50 {:.3} ms vs {:.3} ms, p99 {:.3} ms vs {:.3} ms",
+        fed_g.pct(50.0),
+        fed_d.pct(50.0),
+        fed_g.pct(99.0),
+        fed_d.pct(99.0)
+    );
+    println!(
+        "stdio upstream through the gateway, one client, small result: p50 {:.3} ms, p99 {:.3} ms, {:.0} req/s",
+        stdio.pct(50.0),
+        stdio.pct(99.0),
+        stdio.rps()
+    );
+    println!(
+        "ready after start: {ready_ms:.1} ms; idle sessions: {sessions} at {per_session_kib:.1} KiB each; gateway peak RSS {peak_rss_mib:.1} MiB"
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn to_json(
+    rows: &[Row],
+    half: &Option<(f64, Stats, Stats)>,
+    fed_d: &Stats,
+    fed_g: &Stats,
+    stdio: &Stats,
+    ready_ms: f64,
+    sessions: usize,
+    per_session_kib: f64,
+    peak_rss_mib: f64,
+) -> Value {
+    let s = |s: &Stats| json!({"rps": s.rps(), "p50_ms": s.pct(50.0), "p90_ms": s.pct(90.0), "p99_ms": s.pct(99.0), "p999_ms": s.pct(99.9), "ttfb_p50_ms": s.ttfb(50.0), "requests": s.requests, "errors": s.errors});
+    json!({
+        "rows": rows.iter().map(|r| json!({"workload": r.name, "concurrency": r.concurrency, "direct": s(&r.direct), "gateway": s(&r.gateway), "throughput_ratio": r.gateway.rps() / r.direct.rps(), "gateway_cpu_seconds_per_10k": r.cpu_per_10k})).collect::<Vec<_>>(),
+        "half_load": half.as_ref().map(|(rate, d, g)| json!({"rate": rate, "direct": s(d), "gateway": s(g)})),
+        "federated_tools_list": {"direct_one_upstream": s(fed_d), "gateway_ten_upstreams": s(fed_g)},
+        "stdio": s(stdio),
+        "ready_ms": ready_ms,
+        "idle_sessions": {"count": sessions, "kib_per_session": per_session_kib},
+        "peak_rss_mib": peak_rss_mib,
+    })
+}
