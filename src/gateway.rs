@@ -1,11 +1,13 @@
 //! The running gateway: the current configuration's runtime (swapped atomically on reload),
 //! the session registry and the sealing keys.
 
+use crate::auth::{Authenticator, ServerGuard};
 use crate::config::{self, Config};
 use crate::downstream::rules::OriginPolicy;
 use crate::downstream::seal::{Sealer, SealingKey};
 use crate::downstream::session::SessionRegistry;
 use crate::federation::VirtualServer;
+use crate::store::Store;
 use crate::upstream::UpstreamClient;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -23,12 +25,16 @@ pub struct Runtime {
     pub upstreams: HashMap<String, Arc<UpstreamClient>>,
     /// DNS-rebinding protection.
     pub origins: OriginPolicy,
+    /// Credential verification shared by every virtual server.
+    pub auth: Arc<Authenticator>,
+    /// Authentication requirements by virtual server path (absent: open server).
+    pub guards: HashMap<String, Arc<ServerGuard>>,
 }
 
 impl Runtime {
     /// Builds a runtime, reusing the upstream clients of `previous` whose configuration did not
     /// change, so that a reload neither restarts their processes nor drops their pools.
-    pub fn build(config: Config, previous: Option<&Runtime>) -> Result<Runtime, String> {
+    pub fn build(config: Config, previous: Option<&Runtime>, store: Option<&Store>) -> Result<Runtime, String> {
         let mut upstreams = HashMap::new();
         for (name, cfg) in &config.upstreams {
             let reused = previous.and_then(|p| {
@@ -68,11 +74,23 @@ impl Runtime {
                 .collect(),
             loopback_listener,
         };
+        let auth = Arc::new(Authenticator::new(
+            &config.auth,
+            store.cloned(),
+            previous.map(|p| &*p.auth),
+        ));
+        let guards = config
+            .servers
+            .iter()
+            .filter_map(|s| Some((s.path.clone(), Arc::new(ServerGuard::new(&config, s, auth.clone())?))))
+            .collect();
         Ok(Runtime {
             config,
             servers,
             upstreams,
             origins,
+            auth,
+            guards,
         })
     }
 }
@@ -102,20 +120,23 @@ pub struct Gateway {
     pub parked: Arc<crate::downstream::input_required::ParkedCalls>,
     /// The file to reload from, if any.
     pub config_path: Option<PathBuf>,
+    /// Durable state, opened once at start (a changed `store` takes effect after a restart).
+    pub store: Option<Store>,
 }
 
 impl Gateway {
     /// A gateway serving `config`.
-    pub fn new(config: Config, config_path: Option<PathBuf>) -> Result<Arc<Gateway>, String> {
+    pub fn new(config: Config, config_path: Option<PathBuf>, store: Option<Store>) -> Result<Arc<Gateway>, String> {
         let sealer = sealer_from(&config)?;
         let sessions = SessionRegistry::new(config.sessions.max_lifetime.0);
-        let runtime = Runtime::build(config, None)?;
+        let runtime = Runtime::build(config, None, store.as_ref())?;
         Ok(Arc::new(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             sealer: ArcSwap::from_pointee(sealer),
             sessions,
             parked: Default::default(),
             config_path,
+            store,
         }))
     }
 
@@ -142,7 +163,10 @@ impl Gateway {
             .iter()
             .map(|k| (&k.id, &k.secret))
             .ne(old.config.sessions.keys.iter().map(|k| (&k.id, &k.secret)));
-        let runtime = Runtime::build(config, Some(&old))?;
+        if config.store != old.config.store {
+            tracing::warn!("`store` changed; it takes effect only after a restart");
+        }
+        let runtime = Runtime::build(config, Some(&old), self.store.as_ref())?;
         self.runtime.store(Arc::new(runtime));
         if keys_changed {
             self.sealer.store(Arc::new(sealer));

@@ -4,11 +4,14 @@
 //! [`federation`] (virtual servers) → [`upstream`] (MCP servers). [`protocol`] holds the wire
 //! format, [`config`] the YAML model, [`gateway`] ties a configuration to a running state.
 
+pub mod auth;
+pub mod commands;
 pub mod config;
 pub mod downstream;
 pub mod federation;
 pub mod gateway;
 pub mod protocol;
 pub mod serve;
+pub mod store;
 pub mod telemetry;
 pub mod upstream;

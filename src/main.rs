@@ -32,6 +32,50 @@ enum Command {
     },
     /// Print a new random session-sealing key (base64, 32 bytes).
     SessionKey,
+    /// Manage API keys for headless agents (stored in the configured store).
+    Keys {
+        /// The YAML configuration file (for the store and the servers).
+        #[arg(long, short, env = "GATEHOUSE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a key and print it once; only its digest is stored.
+    Create {
+        /// Who the key acts as (the principal's subject).
+        #[arg(long)]
+        subject: String,
+        /// Granted scopes (repeat, or separate with commas or spaces).
+        #[arg(long)]
+        scopes: Vec<String>,
+        /// Groups, for policy (repeat, or separate with commas).
+        #[arg(long)]
+        groups: Vec<String>,
+        /// Virtual server path the key is limited to (repeat; default: any that accepts keys).
+        #[arg(long = "server")]
+        servers: Vec<String>,
+        /// Lifetime such as 90d or 12h, or `never`.
+        #[arg(long, default_value = "90d")]
+        expires: String,
+        /// Free text shown by `keys list`.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id; gateways stop accepting it within `auth.cache_max_ttl`.
+    Revoke {
+        /// The key's id (the part after `ghk_`, as `keys list` shows it).
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +106,33 @@ fn main() -> ExitCode {
             println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
             ExitCode::SUCCESS
         }
+        Command::Keys { config, action } => {
+            let Some(path) = config else {
+                eprintln!("gatehouse keys: --config FILE (or GATEHOUSE_CONFIG) is required");
+                return ExitCode::from(2);
+            };
+            let config = match Config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match rt.block_on(keys(&config, &path, action)) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("gatehouse keys: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve { config: path } => {
             let config = match Config::load(&path) {
                 Ok(c) => c,
@@ -85,4 +156,31 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+async fn keys(config: &Config, path: &std::path::Path, action: KeysAction) -> Result<String, String> {
+    use gatehouse::commands::keys;
+    let store = gatehouse::serve::open_store(config, path).await.map_err(|e| format!("{e:#}"))?;
+    let out = match action {
+        KeysAction::Create { subject, scopes, groups, servers, expires, description } => {
+            let req = keys::CreateKey {
+                subject,
+                scopes: keys::split_list(&scopes),
+                groups: keys::split_list(&groups),
+                servers: keys::split_list(&servers),
+                expires,
+                description,
+            };
+            let key = keys::create(config, &store, &req).await?;
+            eprintln!("Store this key now; it cannot be shown again. Send it as `Authorization: Bearer <key>`.");
+            format!("{key}\n")
+        }
+        KeysAction::List { json } => keys::list(&store, json).await?,
+        KeysAction::Revoke { id } => {
+            keys::revoke(&store, id.trim_start_matches("ghk_")).await?;
+            format!("revoked {id}\n")
+        }
+    };
+    store.close().await;
+    Ok(out)
 }

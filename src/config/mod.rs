@@ -1,10 +1,12 @@
 //! Configuration: the YAML model, loading, and validation with precise messages.
 
+mod auth;
 mod duration;
 mod model;
 mod secret;
 mod validate;
 
+pub use auth::*;
 pub use duration::HumanDuration;
 pub use model::*;
 pub use secret::{Secret, SourceSpec, ValueSource};

@@ -1,5 +1,6 @@
 //! The YAML configuration model. Every field is documented in `docs/configuration.md`.
 
+use super::auth::{Auth, ServerAuth, Store};
 use super::duration::HumanDuration;
 use super::secret::ValueSource;
 use serde::Deserialize;
@@ -26,6 +27,16 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: Log,
+    /// The gateway's external base URL (scheme, host, port), from which each virtual server's
+    /// canonical resource URI is formed; by default `http://` followed by `listen`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Inbound token verification: trusted issuers, caches, clock skew.
+    #[serde(default)]
+    pub auth: Auth,
+    /// Durable state (API keys): SQLite by default, PostgreSQL for several replicas.
+    #[serde(default)]
+    pub store: Store,
     /// Reload the configuration when the file changes (SIGHUP always reloads).
     #[serde(default = "default_true")]
     pub watch_config: bool,
@@ -146,6 +157,9 @@ pub struct VirtualServer {
     /// Instructions returned to clients (defaults to the upstreams' own, joined).
     #[serde(default)]
     pub instructions: Option<String>,
+    /// Who may call this server; absent means anyone who can reach it.
+    #[serde(default)]
+    pub auth: Option<ServerAuth>,
 }
 
 fn default_separator() -> String {
@@ -274,5 +288,24 @@ impl Default for Restart {
             initial_backoff: HumanDuration(Duration::from_millis(250)),
             max_backoff: HumanDuration(Duration::from_secs(30)),
         }
+    }
+}
+
+impl Config {
+    /// The base URL resource URIs are formed from, without a trailing `/`.
+    pub fn public_base(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// The canonical resource URI of a virtual server (RFC 8707, RFC 9728 `resource`).
+    pub fn resource_uri(&self, server: &VirtualServer) -> String {
+        server
+            .auth
+            .as_ref()
+            .and_then(|a| a.resource.clone())
+            .unwrap_or_else(|| format!("{}{}", self.public_base(), server.path))
     }
 }

@@ -66,6 +66,7 @@ pub fn validate(c: &Config) -> Vec<Issue> {
     for (name, u) in &c.upstreams {
         check_upstream(name, u, &mut prefixes, &mut issues);
     }
+    super::auth::check(c, &mut |field, message| issues.add(field, message));
     issues.0
 }
 

@@ -1,5 +1,6 @@
 //! The one place where failures become HTTP statuses and JSON-RPC error bodies.
 
+use crate::auth::AuthError;
 use crate::federation::FederationError;
 use crate::protocol::{ErrorCode, Message, RequestId, version};
 use crate::upstream::UpstreamError;
@@ -65,6 +66,14 @@ pub enum HttpError {
     /// 2026-07-28: a method that does not exist in this protocol (or at all).
     #[error("Method not found: {0}")]
     UnknownMethod(String),
+    /// Authentication or authorization failed (401, 403 or 503).
+    #[error("{error}")]
+    Auth {
+        /// Why.
+        error: crate::auth::AuthError,
+        /// The `WWW-Authenticate` value, when the client can do something about it.
+        challenge: Option<String>,
+    },
     /// Any of the above, answering a request whose id is known.
     #[error("{inner}")]
     Identified {
@@ -90,6 +99,11 @@ impl HttpError {
     fn status(&self) -> StatusCode {
         match self {
             HttpError::Identified { inner, .. } => inner.status(),
+            HttpError::Auth { error, .. } => match error {
+                AuthError::Missing | AuthError::Invalid(_) => StatusCode::UNAUTHORIZED,
+                AuthError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+                AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            },
             HttpError::UnknownMethod(_) => StatusCode::NOT_FOUND,
             HttpError::InvalidMeta(_) => StatusCode::BAD_REQUEST,
             HttpError::NotAcceptable { .. } => StatusCode::NOT_ACCEPTABLE,
@@ -111,6 +125,11 @@ impl HttpError {
     fn code(&self) -> ErrorCode {
         match self {
             HttpError::Identified { inner, .. } => inner.code(),
+            HttpError::Auth { error, .. } => match error {
+                AuthError::Missing | AuthError::Invalid(_) => ErrorCode::UNAUTHENTICATED,
+                AuthError::InsufficientScope { .. } => ErrorCode::INSUFFICIENT_SCOPE,
+                AuthError::Unavailable(_) => ErrorCode::UPSTREAM_UNAVAILABLE,
+            },
             HttpError::UnknownMethod(_) => ErrorCode::METHOD_NOT_FOUND,
             HttpError::InvalidMeta(_) => ErrorCode::INVALID_PARAMS,
             HttpError::UnsupportedVersion(_) => ErrorCode::UNSUPPORTED_VERSION,
@@ -135,6 +154,9 @@ impl IntoResponse for HttpError {
                 "requested": requested,
                 "supported": crate::protocol::ProtocolVersion::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
             })),
+            HttpError::Auth { error: AuthError::InsufficientScope { required }, .. } => {
+                Some(serde_json::json!({ "requiredScopes": required }))
+            }
             _ => None,
         };
         let body = Message::error_response(id, self.code(), &self.to_string(), data).to_bytes();
@@ -142,6 +164,11 @@ impl IntoResponse for HttpError {
         if let HttpError::MethodNotAllowed(_) = bare {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        if let HttpError::Auth { challenge: Some(c), .. } = bare
+            && let Ok(v) = HeaderValue::from_str(c)
+        {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
         resp
     }

@@ -34,6 +34,7 @@ pub async fn get(
     gw: Arc<Gateway>,
     server: Arc<VirtualServer>,
     headers: HeaderMap,
+    caller: Option<super::Caller>,
 ) -> Result<Response, HttpError> {
     if rules::version_header(&headers)?.is_some_and(|v| v.is_stateless()) {
         return Err(HttpError::MethodNotAllowed(
@@ -41,7 +42,7 @@ pub async fn get(
         ));
     }
     rules::check_get_accept(&headers)?;
-    let session = find_session(&gw, &server, &headers)?;
+    let session = find_session(&gw, &server, &headers, caller.as_ref())?;
     let stop = session.replace_listener();
     let body = merged(server, Some(session.clone()), &*session, stop, None).await;
     Ok(sse_response(body))

@@ -2,6 +2,7 @@
 //! both protocol generations, sealed session ids, and the operational endpoints.
 
 pub mod error;
+mod metadata;
 pub mod input_required;
 mod listen;
 mod post;
@@ -11,6 +12,7 @@ pub mod seal;
 pub mod session;
 mod stateless;
 
+use crate::auth::{METADATA_PREFIX, Principal, ServerGuard};
 use crate::gateway::Gateway;
 use axum::Router;
 use axum::body::Body;
@@ -21,6 +23,22 @@ use error::HttpError;
 use http::{Method, StatusCode};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// An authenticated caller of a protected virtual server.
+#[derive(Clone)]
+pub struct Caller {
+    /// The server's requirements.
+    pub guard: Arc<ServerGuard>,
+    /// Who is calling.
+    pub principal: Arc<Principal>,
+}
+
+impl Caller {
+    /// What a session is bound to, for an optional caller.
+    pub fn binding(caller: Option<&Caller>) -> Option<String> {
+        caller.map(|c| c.principal.binding())
+    }
+}
 
 /// Shared state of the HTTP server.
 #[derive(Clone)]
@@ -36,6 +54,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route(METADATA_PREFIX, get(metadata::root))
+        .route(&format!("{METADATA_PREFIX}/{{*path}}"), get(metadata::for_path))
         .fallback(mcp_endpoint)
         .with_state(state)
 }
@@ -59,10 +79,21 @@ async fn mcp_endpoint(State(state): State<AppState>, req: Request) -> Response {
         tracing::warn!(error = %e, "refused by DNS-rebinding protection");
         return e.into_response();
     }
+    let caller = match rt.guards.get(&server.path) {
+        None => None,
+        Some(guard) => match guard.authenticate(&parts.headers).await {
+            Ok(principal) => Some(Caller { guard: guard.clone(), principal }),
+            Err(error) => {
+                tracing::info!(server = %server.name, reason = %error, "request refused: not authenticated");
+                let challenge = guard.challenge(&error);
+                return HttpError::Auth { error, challenge }.into_response();
+            }
+        },
+    };
     let result = match parts.method {
-        Method::POST => post::handle(gw.clone(), rt.clone(), server, parts.headers, body).await,
-        Method::GET => listen::get(gw.clone(), server, parts.headers).await,
-        Method::DELETE => delete(&gw, &server, &parts.headers).await,
+        Method::POST => post::handle(gw.clone(), rt.clone(), server, parts.headers, body, caller).await,
+        Method::GET => listen::get(gw.clone(), server, parts.headers, caller).await,
+        Method::DELETE => delete(&gw, &server, &parts.headers, caller.as_ref()).await,
         _ => Err(HttpError::MethodNotAllowed(
             "use POST (or GET/DELETE with a session)",
         )),
@@ -74,13 +105,14 @@ async fn delete(
     gw: &Gateway,
     server: &crate::federation::VirtualServer,
     headers: &http::HeaderMap,
+    caller: Option<&Caller>,
 ) -> Result<Response, HttpError> {
     if rules::version_header(headers)?.is_some_and(|v| v.is_stateless()) {
         return Err(HttpError::MethodNotAllowed(
             "the 2026-07-28 protocol has no sessions to delete",
         ));
     }
-    let session = post::find_session(gw, server, headers)?;
+    let session = post::find_session(gw, server, headers, caller)?;
     let links = session.links().await;
     gw.sessions.end(&session.id);
     for (name, upstream_session) in links {

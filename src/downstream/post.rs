@@ -7,6 +7,7 @@ use super::rules::{self, SESSION_HEADER};
 use super::seal::SessionClaims;
 use super::session::{Session, SessionLookup};
 use super::stateless;
+use super::Caller;
 use crate::federation::{FederationError, ListKind, SessionSource, VirtualServer};
 use crate::gateway::{Gateway, Runtime};
 use crate::protocol::jsonrpc::to_raw;
@@ -27,6 +28,7 @@ pub async fn handle(
     server: Arc<VirtualServer>,
     headers: HeaderMap,
     body: Body,
+    caller: Option<Caller>,
 ) -> Result<Response, HttpError> {
     rules::check_post_accept(&headers)?;
     rules::check_content_type(&headers)?;
@@ -36,9 +38,36 @@ pub async fn handle(
         message: e.to_string(),
     })?;
     let id = message.id.clone();
-    dispatch(gw, server, headers, message)
+    if let Some(c) = &caller
+        && message.kind == MessageKind::Request
+    {
+        // Step-up is decided here, before any stream opens, so the client sees a plain 403.
+        let target = call_target(&message);
+        if let Err(error) = c.guard.check_scopes(&c.principal, message.method(), target.as_deref()) {
+            tracing::info!(server = %server.name, method = message.method(), reason = %error, "request refused: scope");
+            let challenge = c.guard.challenge(&error);
+            return Err(HttpError::Auth { error, challenge }.with_id(id));
+        }
+    }
+    dispatch(gw, server, headers, message, caller)
         .await
         .map_err(|e| e.with_id(id))
+}
+
+/// The tool or prompt name or resource URI a request acts on, for scope rules.
+fn call_target(message: &Message) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Target {
+        name: Option<String>,
+        uri: Option<String>,
+    }
+    let key_is_uri = match message.method() {
+        "tools/call" | "prompts/get" => false,
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => true,
+        _ => return None,
+    };
+    let t: Target = message.params_as().ok()?;
+    if key_is_uri { t.uri } else { t.name }
 }
 
 async fn dispatch(
@@ -46,11 +75,12 @@ async fn dispatch(
     server: Arc<VirtualServer>,
     headers: HeaderMap,
     message: Message,
+    caller: Option<Caller>,
 ) -> Result<Response, HttpError> {
     let header_version = rules::version_header(&headers)?;
     let stateless = header_version.is_some_and(ProtocolVersion::is_stateless);
     if message.method() == "initialize" && message.kind == MessageKind::Request && !stateless {
-        return initialize(&gw, &server, message).await;
+        return initialize(&gw, &server, message, caller.as_ref()).await;
     }
     if stateless {
         return stateless::handle(server, &headers, message, gw.parked.clone()).await;
@@ -64,7 +94,7 @@ async fn dispatch(
                 .into(),
         ));
     }
-    let session = find_session(&gw, &server, &headers)?;
+    let session = find_session(&gw, &server, &headers, caller.as_ref())?;
     // A supported version other than the negotiated one is accepted: clients such as the
     // TypeScript SDK send their own default on some requests, and the spec only requires
     // rejecting unsupported versions.
@@ -106,14 +136,22 @@ pub fn find_session(
     gw: &Gateway,
     server: &VirtualServer,
     headers: &HeaderMap,
+    caller: Option<&Caller>,
 ) -> Result<Arc<Session>, HttpError> {
     let id = rules::header_str(headers, SESSION_HEADER).ok_or(HttpError::SessionRequired)?;
-    gw.sessions
+    let session = gw
+        .sessions
         .find(&gw.sealer(), id, &server.path)
         .map_err(|e| match e {
             SessionLookup::Unknown => HttpError::SessionNotFound,
             SessionLookup::Ended => HttpError::SessionEnded,
-        })
+        })?;
+    // A session belongs to the principal that started it; to anyone else it does not exist.
+    if session.claims.principal != Caller::binding(caller) {
+        tracing::warn!(server = %server.name, "a session id was presented by another principal");
+        return Err(HttpError::SessionNotFound);
+    }
+    Ok(session)
 }
 
 #[derive(Deserialize)]
@@ -130,6 +168,7 @@ async fn initialize(
     gw: &Gateway,
     server: &Arc<VirtualServer>,
     message: Message,
+    caller: Option<&Caller>,
 ) -> Result<Response, HttpError> {
     let id = message.id.clone();
     let params: InitializeParams = match message.params_as() {
@@ -182,6 +221,7 @@ async fn initialize(
         capabilities: identity.capabilities.clone(),
         upstreams: links,
         issued_at: 0,
+        principal: Caller::binding(caller),
     };
     let session = gw.sessions.create(&gw.sealer(), claims);
     let mut result = server.server_description(&infos);

@@ -30,6 +30,10 @@ pub struct SessionClaims {
     /// Issued at, seconds since the epoch.
     #[serde(rename = "t")]
     pub issued_at: u64,
+    /// The authenticated principal's binding ([`crate::auth::Principal::binding`]): only the
+    /// same principal may continue the session.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
 }
 
 /// A key that seals and opens session ids.
@@ -130,6 +134,7 @@ mod tests {
             server_path: "/mcp".into(),
             version: "2025-11-25".into(),
             client_info: serde_json::json!({"name": "c"}),
+            principal: Some("0a1b2c".into()),
             capabilities: serde_json::json!({}),
             upstreams: vec![(
                 "a".into(),

@@ -33,6 +33,10 @@ impl ErrorCode {
     pub const HEADER_MISMATCH: ErrorCode = ErrorCode(-32020);
     /// MCP 2026-07-28: the requested protocol version is not supported.
     pub const UNSUPPORTED_VERSION: ErrorCode = ErrorCode(-32022);
+    /// The request carries no acceptable credential (HTTP 401).
+    pub const UNAUTHENTICATED: ErrorCode = ErrorCode(-32004);
+    /// The credential lacks a scope the request needs (HTTP 403).
+    pub const INSUFFICIENT_SCOPE: ErrorCode = ErrorCode(-32005);
     /// MCP 2025-11-25: the user must complete a flow at a URL first.
     pub const URL_ELICITATION_REQUIRED: ErrorCode = ErrorCode(-32042);
 }

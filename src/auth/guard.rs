@@ -1,0 +1,272 @@
+//! What one virtual server requires: whose tokens, for which audience, with which scopes; and
+//! how it says so (RFC 9728 metadata and RFC 6750 challenges).
+
+use super::{AuthError, Authenticator, CredentialKind, Principal};
+use crate::config::{Config, ScopeRule, VirtualServer};
+use bytes::Bytes;
+use http::HeaderMap;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Longest credential looked at; anything longer is refused before hashing or parsing.
+const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
+
+/// The path prefix of protected resource metadata (RFC 9728 §3).
+pub const METADATA_PREFIX: &str = "/.well-known/oauth-protected-resource";
+
+/// The authentication requirements of one virtual server.
+pub struct ServerGuard {
+    auth: Arc<Authenticator>,
+    server_path: String,
+    resource: String,
+    metadata_url: String,
+    /// Accepted `iss` values, each with the audiences accepted from it.
+    accepted: HashMap<String, Vec<String>>,
+    scopes: Vec<String>,
+    rules: Vec<ScopeRule>,
+    api_keys: bool,
+    metadata: Bytes,
+}
+
+impl ServerGuard {
+    /// The guard of `server`, or `None` when it does not require authentication.
+    pub fn new(config: &Config, server: &VirtualServer, auth: Arc<Authenticator>) -> Option<ServerGuard> {
+        let sa = server.auth.as_ref()?;
+        let resource = config.resource_uri(server);
+        let names: Vec<&String> = if sa.issuers.is_empty() {
+            config.auth.issuers.keys().collect()
+        } else {
+            sa.issuers.iter().collect()
+        };
+        let mut accepted = HashMap::new();
+        let mut authorization_servers = Vec::new();
+        for name in names {
+            let Some(issuer) = auth.issuer(name) else { continue };
+            let mut audiences = vec![resource.clone()];
+            audiences.extend(issuer.config.audiences.iter().cloned());
+            accepted.insert(issuer.config.issuer.clone(), audiences);
+            authorization_servers.push(issuer.config.issuer.clone());
+        }
+        let mut supported = sa.scopes.clone();
+        for s in sa.require.iter().flat_map(|r| &r.scopes) {
+            if !supported.contains(s) {
+                supported.push(s.clone());
+            }
+        }
+        let metadata = serde_json::json!({
+            "resource": resource,
+            "authorization_servers": authorization_servers,
+            "scopes_supported": supported,
+            "bearer_methods_supported": ["header"],
+            "resource_name": server.name,
+        });
+        Some(ServerGuard {
+            auth,
+            server_path: server.path.clone(),
+            metadata_url: format!("{}{METADATA_PREFIX}{}", config.public_base(), server.path),
+            resource,
+            accepted,
+            scopes: sa.scopes.clone(),
+            rules: sa.require.clone(),
+            api_keys: sa.api_keys,
+            metadata: Bytes::from(serde_json::to_vec(&metadata).expect("metadata serializes")),
+        })
+    }
+
+    /// The canonical resource URI.
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// The protected resource metadata document (JSON).
+    pub fn metadata_document(&self) -> Bytes {
+        self.metadata.clone()
+    }
+
+    /// Authenticates a request from its `Authorization` header.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Principal>, AuthError> {
+        let credential = bearer_credential(headers)?;
+        let verified = self.auth.verify(credential).await?;
+        let p = verified.principal;
+        if p.kind() == CredentialKind::ApiKey {
+            if !self.api_keys {
+                return Err(AuthError::Invalid("this server does not accept API keys".into()));
+            }
+            if !verified.servers.is_empty() && !verified.servers.contains(&self.server_path) {
+                return Err(AuthError::Invalid(format!("this API key is not valid for {}", self.server_path)));
+            }
+            return Ok(p);
+        }
+        let Some(audiences) = self.accepted.get(p.issuer()) else {
+            return Err(AuthError::Invalid(format!(
+                "tokens from issuer {:?} are not accepted by this server",
+                p.issuer()
+            )));
+        };
+        // RFC 8707: the token must have been issued for this resource (or a configured alias).
+        if !p.audiences().iter().any(|a| audiences.iter().any(|ok| same_resource(a, ok))) {
+            return Err(AuthError::Invalid(format!(
+                "the token's audience {:?} is not this server ({})",
+                p.audiences(),
+                self.resource
+            )));
+        }
+        Ok(p)
+    }
+
+    /// Checks that `principal` holds every scope a call needs (the server's scopes plus those
+    /// of matching `require` rules); `target` is the tool or prompt name or resource URI.
+    pub fn check_scopes(&self, principal: &Principal, method: &str, target: Option<&str>) -> Result<(), AuthError> {
+        let mut required = self.scopes.clone();
+        if let Some(target) = target {
+            for rule in &self.rules {
+                let pattern = match method {
+                    "tools/call" => &rule.tools,
+                    "prompts/get" => &rule.prompts,
+                    "resources/read" | "resources/subscribe" | "resources/unsubscribe" => &rule.resources,
+                    _ => &None,
+                };
+                if pattern.as_deref().is_some_and(|p| glob_match(p, target)) {
+                    for s in &rule.scopes {
+                        if !required.contains(s) {
+                            required.push(s.clone());
+                        }
+                    }
+                }
+            }
+        }
+        if principal.has_scopes(&required) {
+            Ok(())
+        } else {
+            Err(AuthError::InsufficientScope { required })
+        }
+    }
+
+    /// The `WWW-Authenticate` value for a refusal (RFC 6750 §3, RFC 9728 §5.1); `None` for
+    /// failures that are not the client's to fix.
+    pub fn challenge(&self, err: &AuthError) -> Option<String> {
+        let mut parts = Vec::new();
+        match err {
+            AuthError::Missing => {}
+            AuthError::Invalid(why) => {
+                parts.push(r#"error="invalid_token""#.to_owned());
+                parts.push(format!(r#"error_description="{}""#, quotable(why)));
+            }
+            AuthError::InsufficientScope { .. } => {
+                parts.push(r#"error="insufficient_scope""#.to_owned());
+                parts.push(format!(r#"error_description="{}""#, quotable(&err.to_string())));
+            }
+            AuthError::Unavailable(_) => return None,
+        }
+        parts.push(format!(r#"resource_metadata="{}""#, self.metadata_url));
+        let scopes = match err {
+            AuthError::InsufficientScope { required } => required,
+            _ => &self.scopes,
+        };
+        if !scopes.is_empty() {
+            parts.push(format!(r#"scope="{}""#, scopes.join(" ")));
+        }
+        Some(format!("Bearer {}", parts.join(", ")))
+    }
+}
+
+/// The credential of an `Authorization: Bearer` header.
+fn bearer_credential(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(AuthError::Missing);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::Invalid("send exactly one Authorization header".into()));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::Invalid("the Authorization header is not visible ASCII".into()))?;
+    let (scheme, credential) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Invalid(format!(
+            "use the Bearer scheme (Authorization: Bearer <token>), not {scheme:?}"
+        )));
+    }
+    let credential = credential.trim();
+    if credential.is_empty() {
+        return Err(AuthError::Invalid("the Bearer credential is empty".into()));
+    }
+    if credential.len() > MAX_CREDENTIAL_BYTES {
+        return Err(AuthError::Invalid(format!("the credential is longer than {MAX_CREDENTIAL_BYTES} bytes")));
+    }
+    // RFC 6750 b64token characters only.
+    let token68 = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b);
+    if !credential.bytes().all(token68) {
+        return Err(AuthError::Invalid("the Bearer credential has characters a token cannot have".into()));
+    }
+    Ok(credential)
+}
+
+/// Resource URIs are compared exactly, except for one trailing `/`.
+fn same_resource(a: &str, b: &str) -> bool {
+    a == b || a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// Text safe inside a quoted-string of a challenge (RFC 6750 §3: no `"` or `\`).
+fn quotable(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            c if c.is_ascii_graphic() || c == ' ' => c,
+            _ => '?',
+        })
+        .collect()
+}
+
+/// `*` matches any run of characters (including none); everything else matches itself.
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(i) => rest = &rest[i + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("crm__*", "crm__delete"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "aXbYc"));
+        assert!(glob_match("a*b*c", "abc"));
+        assert!(!glob_match("a*b*c", "acb"));
+        assert!(!glob_match("crm__*", "xcrm__a"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn bearer_header_rules() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer_credential(&h), Err(AuthError::Missing));
+        h.insert("authorization", "bearer abc.def-ghi".parse().unwrap());
+        assert_eq!(bearer_credential(&h), Ok("abc.def-ghi"));
+        h.insert("authorization", "Basic dXNlcjpwdw==".parse().unwrap());
+        assert!(matches!(bearer_credential(&h), Err(AuthError::Invalid(m)) if m.contains("Bearer")));
+        h.insert("authorization", "Bearer a\"b".parse().unwrap());
+        assert!(bearer_credential(&h).is_err());
+        h.append("authorization", "Bearer x".parse().unwrap());
+        assert!(matches!(bearer_credential(&h), Err(AuthError::Invalid(m)) if m.contains("exactly one")));
+    }
+}
