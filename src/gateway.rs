@@ -34,7 +34,11 @@ pub struct Runtime {
 impl Runtime {
     /// Builds a runtime, reusing the upstream clients of `previous` whose configuration did not
     /// change, so that a reload neither restarts their processes nor drops their pools.
-    pub fn build(config: Config, previous: Option<&Runtime>, store: Option<&Store>) -> Result<Runtime, String> {
+    pub fn build(
+        config: Config,
+        previous: Option<&Runtime>,
+        store: Option<&Store>,
+    ) -> Result<Runtime, String> {
         let mut upstreams = HashMap::new();
         for (name, cfg) in &config.upstreams {
             let reused = previous.and_then(|p| {
@@ -82,7 +86,12 @@ impl Runtime {
         let guards = config
             .servers
             .iter()
-            .filter_map(|s| Some((s.path.clone(), Arc::new(ServerGuard::new(&config, s, auth.clone())?))))
+            .filter_map(|s| {
+                Some((
+                    s.path.clone(),
+                    Arc::new(ServerGuard::new(&config, s, auth.clone())?),
+                ))
+            })
             .collect();
         Ok(Runtime {
             config,
@@ -122,11 +131,17 @@ pub struct Gateway {
     pub config_path: Option<PathBuf>,
     /// Durable state, opened once at start (a changed `store` takes effect after a restart).
     pub store: Option<Store>,
+    /// The base URL used when the configuration sets no `public_url`: the bound address.
+    default_public_url: Option<String>,
 }
 
 impl Gateway {
     /// A gateway serving `config`.
-    pub fn new(config: Config, config_path: Option<PathBuf>, store: Option<Store>) -> Result<Arc<Gateway>, String> {
+    pub fn new(
+        config: Config,
+        config_path: Option<PathBuf>,
+        store: Option<Store>,
+    ) -> Result<Arc<Gateway>, String> {
         let sealer = sealer_from(&config)?;
         let sessions = SessionRegistry::new(config.sessions.max_lifetime.0);
         let runtime = Runtime::build(config, None, store.as_ref())?;
@@ -137,7 +152,19 @@ impl Gateway {
             parked: Default::default(),
             config_path,
             store,
+            default_public_url: None,
         }))
+    }
+
+    /// Sets the base URL of resource URIs when the configuration has no `public_url` (the
+    /// listener's real address, known only once it is bound), and rebuilds the runtime.
+    pub fn with_default_public_url(self: Arc<Self>, url: String) -> Result<Arc<Self>, String> {
+        let mut gw =
+            Arc::try_unwrap(self).map_err(|_| "the gateway is already shared".to_owned())?;
+        gw.default_public_url = Some(url);
+        let config = gw.runtime().config.clone();
+        gw.apply(config)?;
+        Ok(Arc::new(gw))
     }
 
     /// The runtime requests should use now. Requests keep the one they started with.
@@ -151,7 +178,10 @@ impl Gateway {
     }
 
     /// Replaces the configuration. On error the old one stays in force.
-    pub fn apply(&self, config: Config) -> Result<(), String> {
+    pub fn apply(&self, mut config: Config) -> Result<(), String> {
+        if config.public_url.is_none() {
+            config.public_url.clone_from(&self.default_public_url);
+        }
         let old = self.runtime();
         if config.listen != old.config.listen {
             tracing::warn!("`listen` changed; it takes effect only after a restart");

@@ -158,11 +158,24 @@ fn main() -> ExitCode {
     }
 }
 
-async fn keys(config: &Config, path: &std::path::Path, action: KeysAction) -> Result<String, String> {
+async fn keys(
+    config: &Config,
+    path: &std::path::Path,
+    action: KeysAction,
+) -> Result<String, String> {
     use gatehouse::commands::keys;
-    let store = gatehouse::serve::open_store(config, path).await.map_err(|e| format!("{e:#}"))?;
+    let store = gatehouse::serve::open_store(config, path)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
     let out = match action {
-        KeysAction::Create { subject, scopes, groups, servers, expires, description } => {
+        KeysAction::Create {
+            subject,
+            scopes,
+            groups,
+            servers,
+            expires,
+            description,
+        } => {
             let req = keys::CreateKey {
                 subject,
                 scopes: keys::split_list(&scopes),
@@ -172,7 +185,9 @@ async fn keys(config: &Config, path: &std::path::Path, action: KeysAction) -> Re
                 description,
             };
             let key = keys::create(config, &store, &req).await?;
-            eprintln!("Store this key now; it cannot be shown again. Send it as `Authorization: Bearer <key>`.");
+            eprintln!(
+                "Store this key now; it cannot be shown again. Send it as `Authorization: Bearer <key>`."
+            );
             format!("{key}\n")
         }
         KeysAction::List { json } => keys::list(&store, json).await?,

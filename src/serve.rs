@@ -24,12 +24,15 @@ const SESSION_CACHE_IDLE: Duration = Duration::from_secs(15 * 60);
 pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let listen = config.listen.clone();
     let watch = config.watch_config;
-    let store = open_store(&config, &path).await?;
-    let gateway = Gateway::new(config, Some(path.clone()), Some(store)).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
+    let store = open_store(&config, &path).await?;
+    let gateway = Gateway::new(config, Some(path.clone()), Some(store))
+        .map_err(anyhow::Error::msg)?
+        .with_default_public_url(format!("http://{addr}"))
+        .map_err(anyhow::Error::msg)?;
     let ready = Arc::new(AtomicBool::new(true));
     let app = router(AppState {
         gateway: gateway.clone(),
@@ -80,8 +83,15 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
 }
 
 /// Opens the configured store; a relative SQLite path is relative to the configuration file.
-pub async fn open_store(config: &Config, config_path: &Path) -> anyhow::Result<crate::store::Store> {
-    let url = config.store.url.resolve().map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
+pub async fn open_store(
+    config: &Config,
+    config_path: &Path,
+) -> anyhow::Result<crate::store::Store> {
+    let url = config
+        .store
+        .url
+        .resolve()
+        .map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
     let base = config_path.parent().unwrap_or(Path::new("."));
     let store = crate::store::Store::open(url.expose(), base, config.store.max_connections).await?;
     tracing::info!(kind = store.kind(), "store opened");

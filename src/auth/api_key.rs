@@ -35,7 +35,11 @@ pub fn generate_api_key() -> GeneratedKey {
     let mut secret = [0u8; 32];
     rng.fill_bytes(&mut secret);
     let key = format!("{PREFIX}{id}_{}", URL_SAFE_NO_PAD.encode(secret));
-    GeneratedKey { digest: digest(&key), key, id }
+    GeneratedKey {
+        digest: digest(&key),
+        key,
+        id,
+    }
 }
 
 /// Whether a credential claims to be a gateway API key.
@@ -44,7 +48,10 @@ pub(super) fn looks_like_api_key(credential: &str) -> bool {
 }
 
 fn digest(key: &str) -> String {
-    Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The id part of a well-formed key.
@@ -52,14 +59,21 @@ fn key_id(key: &str) -> Option<&str> {
     let rest = key.strip_prefix(PREFIX)?;
     let (id, secret) = rest.split_once('_')?;
     let well_formed = id.len() == ID_LEN
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && secret.len() == SECRET_LEN
-        && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     well_formed.then_some(id)
 }
 
 /// Looks a key up and checks it; the record is returned for the principal and its limits.
-pub(super) async fn verify_api_key(store: &Store, key: &str) -> Result<(Principal, ApiKeyRecord), AuthError> {
+pub(super) async fn verify_api_key(
+    store: &Store,
+    key: &str,
+) -> Result<(Principal, ApiKeyRecord), AuthError> {
     let id = key_id(key).ok_or_else(|| AuthError::Invalid("malformed API key".into()))?;
     let record = store
         .find_api_key(id)
@@ -73,7 +87,10 @@ pub(super) async fn verify_api_key(store: &Store, key: &str) -> Result<(Principa
     if record.revoked_at.is_some() {
         return Err(AuthError::Invalid(format!("API key {id} has been revoked")));
     }
-    if record.expires_at.is_some_and(|e| e <= crate::store::now_secs()) {
+    if record
+        .expires_at
+        .is_some_and(|e| e <= crate::store::now_secs())
+    {
         return Err(AuthError::Invalid(format!("API key {id} has expired")));
     }
     Ok((Principal::for_api_key(&record), record))

@@ -98,8 +98,15 @@ mod tests {
     use std::time::Duration;
 
     fn principal(sub: &str) -> Verified {
-        let p = Principal::from_claims(serde_json::json!({"sub": sub}), &Default::default(), CredentialKind::Jwt);
-        Verified { principal: std::sync::Arc::new(p.unwrap()), servers: Vec::new().into() }
+        let p = Principal::from_claims(
+            serde_json::json!({"sub": sub}),
+            &Default::default(),
+            CredentialKind::Jwt,
+        );
+        Verified {
+            principal: std::sync::Arc::new(p.unwrap()),
+            servers: Vec::new().into(),
+        }
     }
 
     #[test]
@@ -107,14 +114,22 @@ mod tests {
         let cache = VerifiedCache::new(64);
         let later = Instant::now() + Duration::from_secs(60);
         for i in 0..1000 {
-            cache.insert(CredentialDigest::of(&format!("t{i}")), principal("a"), later);
+            cache.insert(
+                CredentialDigest::of(&format!("t{i}")),
+                principal("a"),
+                later,
+            );
         }
         assert!(cache.len() <= 64 + SHARDS, "{} entries", cache.len());
         let d = CredentialDigest::of("fresh");
         cache.insert(d, principal("b"), later);
         assert_eq!(cache.get(&d).unwrap().principal.subject(), "b");
         let gone = CredentialDigest::of("expired");
-        cache.insert(gone, principal("c"), Instant::now() + Duration::from_millis(1));
+        cache.insert(
+            gone,
+            principal("c"),
+            Instant::now() + Duration::from_millis(1),
+        );
         std::thread::sleep(Duration::from_millis(5));
         assert!(cache.get(&gone).is_none());
     }

@@ -30,7 +30,11 @@ pub struct ServerGuard {
 
 impl ServerGuard {
     /// The guard of `server`, or `None` when it does not require authentication.
-    pub fn new(config: &Config, server: &VirtualServer, auth: Arc<Authenticator>) -> Option<ServerGuard> {
+    pub fn new(
+        config: &Config,
+        server: &VirtualServer,
+        auth: Arc<Authenticator>,
+    ) -> Option<ServerGuard> {
         let sa = server.auth.as_ref()?;
         let resource = config.resource_uri(server);
         let names: Vec<&String> = if sa.issuers.is_empty() {
@@ -41,7 +45,9 @@ impl ServerGuard {
         let mut accepted = HashMap::new();
         let mut authorization_servers = Vec::new();
         for name in names {
-            let Some(issuer) = auth.issuer(name) else { continue };
+            let Some(issuer) = auth.issuer(name) else {
+                continue;
+            };
             let mut audiences = vec![resource.clone()];
             audiences.extend(issuer.config.audiences.iter().cloned());
             accepted.insert(issuer.config.issuer.clone(), audiences);
@@ -90,10 +96,15 @@ impl ServerGuard {
         let p = verified.principal;
         if p.kind() == CredentialKind::ApiKey {
             if !self.api_keys {
-                return Err(AuthError::Invalid("this server does not accept API keys".into()));
+                return Err(AuthError::Invalid(
+                    "this server does not accept API keys".into(),
+                ));
             }
             if !verified.servers.is_empty() && !verified.servers.contains(&self.server_path) {
-                return Err(AuthError::Invalid(format!("this API key is not valid for {}", self.server_path)));
+                return Err(AuthError::Invalid(format!(
+                    "this API key is not valid for {}",
+                    self.server_path
+                )));
             }
             return Ok(p);
         }
@@ -104,7 +115,11 @@ impl ServerGuard {
             )));
         };
         // RFC 8707: the token must have been issued for this resource (or a configured alias).
-        if !p.audiences().iter().any(|a| audiences.iter().any(|ok| same_resource(a, ok))) {
+        if !p
+            .audiences()
+            .iter()
+            .any(|a| audiences.iter().any(|ok| same_resource(a, ok)))
+        {
             return Err(AuthError::Invalid(format!(
                 "the token's audience {:?} is not this server ({})",
                 p.audiences(),
@@ -116,14 +131,21 @@ impl ServerGuard {
 
     /// Checks that `principal` holds every scope a call needs (the server's scopes plus those
     /// of matching `require` rules); `target` is the tool or prompt name or resource URI.
-    pub fn check_scopes(&self, principal: &Principal, method: &str, target: Option<&str>) -> Result<(), AuthError> {
+    pub fn check_scopes(
+        &self,
+        principal: &Principal,
+        method: &str,
+        target: Option<&str>,
+    ) -> Result<(), AuthError> {
         let mut required = self.scopes.clone();
         if let Some(target) = target {
             for rule in &self.rules {
                 let pattern = match method {
                     "tools/call" => &rule.tools,
                     "prompts/get" => &rule.prompts,
-                    "resources/read" | "resources/subscribe" | "resources/unsubscribe" => &rule.resources,
+                    "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                        &rule.resources
+                    }
                     _ => &None,
                 };
                 if pattern.as_deref().is_some_and(|p| glob_match(p, target)) {
@@ -154,7 +176,10 @@ impl ServerGuard {
             }
             AuthError::InsufficientScope { .. } => {
                 parts.push(r#"error="insufficient_scope""#.to_owned());
-                parts.push(format!(r#"error_description="{}""#, quotable(&err.to_string())));
+                parts.push(format!(
+                    r#"error_description="{}""#,
+                    quotable(&err.to_string())
+                ));
             }
             AuthError::Unavailable(_) => return None,
         }
@@ -177,7 +202,9 @@ fn bearer_credential(headers: &HeaderMap) -> Result<&str, AuthError> {
         return Err(AuthError::Missing);
     };
     if values.next().is_some() {
-        return Err(AuthError::Invalid("send exactly one Authorization header".into()));
+        return Err(AuthError::Invalid(
+            "send exactly one Authorization header".into(),
+        ));
     }
     let value = value
         .to_str()
@@ -193,12 +220,16 @@ fn bearer_credential(headers: &HeaderMap) -> Result<&str, AuthError> {
         return Err(AuthError::Invalid("the Bearer credential is empty".into()));
     }
     if credential.len() > MAX_CREDENTIAL_BYTES {
-        return Err(AuthError::Invalid(format!("the credential is longer than {MAX_CREDENTIAL_BYTES} bytes")));
+        return Err(AuthError::Invalid(format!(
+            "the credential is longer than {MAX_CREDENTIAL_BYTES} bytes"
+        )));
     }
     // RFC 6750 b64token characters only.
     let token68 = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b);
     if !credential.bytes().all(token68) {
-        return Err(AuthError::Invalid("the Bearer credential has characters a token cannot have".into()));
+        return Err(AuthError::Invalid(
+            "the Bearer credential has characters a token cannot have".into(),
+        ));
     }
     Ok(credential)
 }
@@ -263,10 +294,14 @@ mod tests {
         h.insert("authorization", "bearer abc.def-ghi".parse().unwrap());
         assert_eq!(bearer_credential(&h), Ok("abc.def-ghi"));
         h.insert("authorization", "Basic dXNlcjpwdw==".parse().unwrap());
-        assert!(matches!(bearer_credential(&h), Err(AuthError::Invalid(m)) if m.contains("Bearer")));
+        assert!(
+            matches!(bearer_credential(&h), Err(AuthError::Invalid(m)) if m.contains("Bearer"))
+        );
         h.insert("authorization", "Bearer a\"b".parse().unwrap());
         assert!(bearer_credential(&h).is_err());
         h.append("authorization", "Bearer x".parse().unwrap());
-        assert!(matches!(bearer_credential(&h), Err(AuthError::Invalid(m)) if m.contains("exactly one")));
+        assert!(
+            matches!(bearer_credential(&h), Err(AuthError::Invalid(m)) if m.contains("exactly one"))
+        );
     }
 }

@@ -84,9 +84,15 @@ impl IssuerState {
 
     /// The key that verifies a token signed with `alg` under `kid`, fetching or re-fetching
     /// the key set when needed.
-    pub(super) async fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<(Jwk, DecodingKey), AuthError> {
+    pub(super) async fn key_for(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<(Jwk, DecodingKey), AuthError> {
         let mut state = self.fetched.lock().await;
-        let stale = state.keys_fetched.is_none_or(|t| t.elapsed() >= self.max_age);
+        let stale = state
+            .keys_fetched
+            .is_none_or(|t| t.elapsed() >= self.max_age);
         if stale {
             self.refresh_keys(&mut state).await?;
         }
@@ -94,7 +100,9 @@ impl IssuerState {
             return Ok(found);
         }
         // An unknown kid may mean the issuer rotated its keys; look again, but not too often.
-        let may_refetch = state.last_refetch.is_none_or(|t| t.elapsed() >= self.refetch_interval);
+        let may_refetch = state
+            .last_refetch
+            .is_none_or(|t| t.elapsed() >= self.refetch_interval);
         if !stale && may_refetch {
             state.last_refetch = Some(Instant::now());
             self.refresh_keys(&mut state).await?;
@@ -103,7 +111,10 @@ impl IssuerState {
             }
         }
         Err(AuthError::Invalid(match kid {
-            Some(k) => format!("the signing key {k:?} is not in the key set of issuer {:?}", self.config.issuer),
+            Some(k) => format!(
+                "the signing key {k:?} is not in the key set of issuer {:?}",
+                self.config.issuer
+            ),
             None => format!(
                 "the token names no key (kid) and issuer {:?} has no single {alg:?} key",
                 self.config.issuer
@@ -113,7 +124,12 @@ impl IssuerState {
 
     /// The introspection endpoint: configured, or from the metadata.
     pub(super) async fn introspection_endpoint(&self) -> Result<String, AuthError> {
-        if let Some(e) = self.config.introspection.as_ref().and_then(|i| i.endpoint.clone()) {
+        if let Some(e) = self
+            .config
+            .introspection
+            .as_ref()
+            .and_then(|i| i.endpoint.clone())
+        {
             return Ok(e);
         }
         let mut state = self.fetched.lock().await;
@@ -129,12 +145,23 @@ impl IssuerState {
     async fn refresh_keys(&self, state: &mut Fetched) -> Result<(), AuthError> {
         let uri = match &self.config.jwks_uri {
             Some(u) => u.clone(),
-            None => self.metadata(state).await?.jwks_uri.clone().ok_or_else(|| {
-                AuthError::Unavailable(format!("issuer {:?} publishes no jwks_uri", self.config.issuer))
-            })?,
+            None => self
+                .metadata(state)
+                .await?
+                .jwks_uri
+                .clone()
+                .ok_or_else(|| {
+                    AuthError::Unavailable(format!(
+                        "issuer {:?} publishes no jwks_uri",
+                        self.config.issuer
+                    ))
+                })?,
         };
         let set: RawKeySet = fetch_json(&self.http, &uri, None).await.map_err(|e| {
-            AuthError::Unavailable(format!("cannot read the key set of issuer {:?}: {e}", self.config.issuer))
+            AuthError::Unavailable(format!(
+                "cannot read the key set of issuer {:?}: {e}",
+                self.config.issuer
+            ))
         })?;
         // Keys this gateway cannot use (encryption keys, unknown types) are skipped one by one
         // rather than failing the whole set.
@@ -143,10 +170,16 @@ impl IssuerState {
             .into_iter()
             .filter_map(|k| serde_json::from_value::<Jwk>(k).ok())
             .filter(|k| !matches!(k.algorithm, AlgorithmParameters::OctetKey(_)))
-            .filter(|k| !matches!(&k.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature))
+            .filter(
+                |k| !matches!(&k.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature),
+            )
             .filter_map(|jwk| {
                 let key = DecodingKey::from_jwk(&jwk).ok()?;
-                Some(VerifyingKey { kid: jwk.common.key_id.clone(), jwk, key })
+                Some(VerifyingKey {
+                    kid: jwk.common.key_id.clone(),
+                    jwk,
+                    key,
+                })
             })
             .collect();
         tracing::info!(issuer = %self.name, keys = keys.len(), "fetched the issuer's signing keys");
@@ -157,7 +190,9 @@ impl IssuerState {
 
     async fn metadata(&self, state: &mut Fetched) -> Result<Arc<Metadata>, AuthError> {
         if let Some(m) = &state.metadata
-            && state.keys_fetched.is_none_or(|t| t.elapsed() < self.max_age)
+            && state
+                .keys_fetched
+                .is_none_or(|t| t.elapsed() < self.max_age)
         {
             return Ok(m.clone());
         }
@@ -188,7 +223,11 @@ impl IssuerState {
 
 /// The key for `kid` (or the only suitable one when the token names none) whose type fits
 /// `alg`; a key of another type under that kid is an error, not a fallback.
-fn pick(keys: &[VerifyingKey], kid: Option<&str>, alg: Algorithm) -> Result<Option<(Jwk, DecodingKey)>, AuthError> {
+fn pick(
+    keys: &[VerifyingKey],
+    kid: Option<&str>,
+    alg: Algorithm,
+) -> Result<Option<(Jwk, DecodingKey)>, AuthError> {
     let found = match kid {
         Some(kid) => match keys.iter().find(|k| k.kid.as_deref() == Some(kid)) {
             Some(k) => k,
@@ -222,11 +261,18 @@ fn fits(jwk: &Jwk, alg: Algorithm) -> bool {
     match (&jwk.algorithm, alg) {
         (
             AlgorithmParameters::RSA(_),
-            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512,
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512,
         ) => true,
         (AlgorithmParameters::EllipticCurve(p), Algorithm::ES256) => p.curve == EllipticCurve::P256,
         (AlgorithmParameters::EllipticCurve(p), Algorithm::ES384) => p.curve == EllipticCurve::P384,
-        (AlgorithmParameters::OctetKeyPair(p), Algorithm::EdDSA) => p.curve == EllipticCurve::Ed25519,
+        (AlgorithmParameters::OctetKeyPair(p), Algorithm::EdDSA) => {
+            p.curve == EllipticCurve::Ed25519
+        }
         _ => false,
     }
 }
@@ -270,7 +316,10 @@ pub(super) async fn fetch_json<T: serde::de::DeserializeOwned>(
     if !status.is_success() {
         return Err(format!("HTTP {status}"));
     }
-    if resp.content_length().is_some_and(|l| l > MAX_DOCUMENT_BYTES as u64) {
+    if resp
+        .content_length()
+        .is_some_and(|l| l > MAX_DOCUMENT_BYTES as u64)
+    {
         return Err(format!("larger than {MAX_DOCUMENT_BYTES} bytes"));
     }
     let mut body = Vec::new();

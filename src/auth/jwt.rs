@@ -14,11 +14,16 @@ pub(super) fn looks_like_jwt(token: &str) -> bool {
 }
 
 /// Verifies a JWT access token; the audience is checked later, per virtual server.
-pub(super) async fn verify_jwt(auth: &Authenticator, token: &str) -> Result<(Principal, Arc<IssuerState>), AuthError> {
+pub(super) async fn verify_jwt(
+    auth: &Authenticator,
+    token: &str,
+) -> Result<(Principal, Arc<IssuerState>), AuthError> {
     let header = decode_header(token).map_err(|e| {
         // `alg: none` and HMAC names fail here or below; say so rather than "malformed".
         AuthError::Invalid(match raw_alg(token) {
-            Some(alg) if alg.eq_ignore_ascii_case("none") => "unsigned tokens (alg none) are not accepted".into(),
+            Some(alg) if alg.eq_ignore_ascii_case("none") => {
+                "unsigned tokens (alg none) are not accepted".into()
+            }
             _ => format!("malformed token header: {e}"),
         })
     })?;
@@ -51,15 +56,18 @@ pub(super) async fn verify_jwt(auth: &Authenticator, token: &str) -> Result<(Pri
     validation.validate_aud = false;
     validation.set_issuer(&[&issuer.config.issuer]);
     validation.set_required_spec_claims(&["exp", "iss"]);
-    let data = decode::<Value>(token, &key, &validation).map_err(|e| AuthError::Invalid(explain(&e)))?;
+    let data =
+        decode::<Value>(token, &key, &validation).map_err(|e| AuthError::Invalid(explain(&e)))?;
     let claims = data.claims;
     if let Some(iat) = claims.get("iat").and_then(Value::as_f64)
         && iat > (crate::store::now_secs() as u64 + skew) as f64
     {
-        return Err(AuthError::Invalid("the token was issued in the future (iat); check the clocks".into()));
+        return Err(AuthError::Invalid(
+            "the token was issued in the future (iat); check the clocks".into(),
+        ));
     }
-    let principal =
-        Principal::from_claims(claims, &issuer.config.claims, CredentialKind::Jwt).map_err(AuthError::Invalid)?;
+    let principal = Principal::from_claims(claims, &issuer.config.claims, CredentialKind::Jwt)
+        .map_err(AuthError::Invalid)?;
     Ok((principal, issuer))
 }
 

@@ -69,8 +69,14 @@ pub struct Authenticator {
 impl Authenticator {
     /// Builds the verifier for `settings`, reusing from `previous` the issuers whose
     /// configuration is unchanged (their fetched keys) and the cache when nothing changed.
-    pub fn new(settings: &Auth, store: Option<Store>, previous: Option<&Authenticator>) -> Authenticator {
-        let http = previous.map(|p| p.http.clone()).unwrap_or_else(issuer_client);
+    pub fn new(
+        settings: &Auth,
+        store: Option<Store>,
+        previous: Option<&Authenticator>,
+    ) -> Authenticator {
+        let http = previous
+            .map(|p| p.http.clone())
+            .unwrap_or_else(issuer_client);
         let issuers: BTreeMap<String, Arc<IssuerState>> = settings
             .issuers
             .iter()
@@ -81,17 +87,29 @@ impl Authenticator {
                     .and_then(|p| p.issuers.get(name))
                     .filter(|i| i.config == *cfg)
                     .cloned();
-                let state = reused.unwrap_or_else(|| Arc::new(IssuerState::new(name, cfg, settings, http.clone())));
+                let state = reused.unwrap_or_else(|| {
+                    Arc::new(IssuerState::new(name, cfg, settings, http.clone()))
+                });
                 (name.clone(), state)
             })
             .collect();
-        let by_iss = issuers.values().map(|i| (i.config.issuer.clone(), i.clone())).collect();
+        let by_iss = issuers
+            .values()
+            .map(|i| (i.config.issuer.clone(), i.clone()))
+            .collect();
         // A changed trust setting must not leave principals verified under the old one.
         let cache = match previous {
             Some(p) if p.settings == *settings => p.cache.clone(),
             _ => Arc::new(VerifiedCache::new(settings.cache_max_entries)),
         };
-        Authenticator { settings: settings.clone(), issuers, by_iss, cache, store, http }
+        Authenticator {
+            settings: settings.clone(),
+            issuers,
+            by_iss,
+            cache,
+            store,
+            http,
+        }
     }
 
     /// The issuer configured under `name`.
@@ -126,12 +144,16 @@ impl Authenticator {
             (principal, Vec::new(), Duration::MAX)
         } else {
             let issuers: Vec<_> = self.issuers.values().cloned().collect();
-            let (principal, _) = introspect::introspect(&self.http, &issuers, credential, skew).await?;
+            let (principal, _) =
+                introspect::introspect(&self.http, &issuers, credential, skew).await?;
             // Introspection can report a revocation, so its answer is trusted only briefly.
             (principal, Vec::new(), max_ttl)
         };
         let until = expiry_instant(principal.expires_at(), now, ttl);
-        let verified = Verified { principal: Arc::new(principal), servers: servers.into() };
+        let verified = Verified {
+            principal: Arc::new(principal),
+            servers: servers.into(),
+        };
         if let Some(until) = until {
             self.cache.insert(digest, verified.clone(), until);
         }
@@ -155,7 +177,9 @@ fn expiry_instant(expires_at: Option<u64>, now: Instant, ttl: Duration) -> Optio
     };
     match (by_ttl, by_exp) {
         (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b).or_else(|| now.checked_add(Duration::from_secs(300))),
+        (a, b) => a
+            .or(b)
+            .or_else(|| now.checked_add(Duration::from_secs(300))),
     }
 }
 

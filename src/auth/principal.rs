@@ -38,12 +38,24 @@ pub struct Principal {
 
 impl Principal {
     /// Builds a principal from verified claims.
-    pub(super) fn from_claims(claims: Value, paths: &ClaimPaths, kind: CredentialKind) -> Result<Principal, String> {
+    pub(super) fn from_claims(
+        claims: Value,
+        paths: &ClaimPaths,
+        kind: CredentialKind,
+    ) -> Result<Principal, String> {
         let subject = string_at(&claims, &paths.subject)
             .ok_or_else(|| format!("the token has no subject claim {:?}", paths.subject))?;
-        let issuer = claims.get("iss").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let issuer = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let first_string = |list: &[String]| list.iter().find_map(|p| string_at(&claims, p));
-        let first_list = |list: &[String]| list.iter().find_map(|p| strings_at(&claims, p)).unwrap_or_default();
+        let first_list = |list: &[String]| {
+            list.iter()
+                .find_map(|p| strings_at(&claims, p))
+                .unwrap_or_default()
+        };
         Ok(Principal {
             subject,
             issuer,
@@ -157,8 +169,18 @@ fn string_at(claims: &Value, path: &str) -> Option<String> {
 /// A list at a path: a JSON array of strings, or a space-separated string (OAuth `scope`).
 fn strings_at(claims: &Value, path: &str) -> Option<Vec<String>> {
     match value_at(claims, path)? {
-        Value::String(s) => Some(s.split(' ').filter(|p| !p.is_empty()).map(str::to_owned).collect()),
-        Value::Array(items) => Some(items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect()),
+        Value::String(s) => Some(
+            s.split(' ')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_owned))
+                .collect(),
+        ),
         _ => None,
     }
 }
@@ -175,7 +197,8 @@ mod tests {
             "scope": "mcp:tools  crm:read", "realm_access": {"roles": ["admin"]},
             "tid": "t-9", "aud": "https://gw.example/mcp", "exp": 99
         });
-        let p = Principal::from_claims(claims, &ClaimPaths::default(), CredentialKind::Jwt).unwrap();
+        let p =
+            Principal::from_claims(claims, &ClaimPaths::default(), CredentialKind::Jwt).unwrap();
         assert_eq!(p.subject(), "u1");
         assert_eq!(p.client_id(), Some("cli"));
         assert_eq!(p.scopes(), ["mcp:tools", "crm:read"]);
@@ -189,10 +212,22 @@ mod tests {
 
     #[test]
     fn entra_style_scp_and_missing_subject() {
-        let paths = ClaimPaths { subject: "oid".into(), ..ClaimPaths::default() };
-        let p = Principal::from_claims(json!({"oid": "o-1", "scp": "a b", "roles": ["r"]}), &paths, CredentialKind::Jwt).unwrap();
-        assert_eq!((p.subject(), p.scopes().len(), p.roles()), ("o-1", 2, &["r".to_string()][..]));
-        let err = Principal::from_claims(json!({"sub": "x"}), &paths, CredentialKind::Jwt).unwrap_err();
+        let paths = ClaimPaths {
+            subject: "oid".into(),
+            ..ClaimPaths::default()
+        };
+        let p = Principal::from_claims(
+            json!({"oid": "o-1", "scp": "a b", "roles": ["r"]}),
+            &paths,
+            CredentialKind::Jwt,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.subject(), p.scopes().len(), p.roles()),
+            ("o-1", 2, &["r".to_string()][..])
+        );
+        let err =
+            Principal::from_claims(json!({"sub": "x"}), &paths, CredentialKind::Jwt).unwrap_err();
         assert!(err.contains("oid"), "{err}");
     }
 }

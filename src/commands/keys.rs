@@ -41,7 +41,10 @@ pub async fn create(config: &Config, store: &Store, req: &CreateKey) -> Result<S
         match config.servers.iter().find(|s| &s.path == path) {
             None => {
                 let known: Vec<_> = config.servers.iter().map(|s| s.path.as_str()).collect();
-                return Err(format!("--server {path}: no virtual server has this path (known: {})", known.join(", ")));
+                return Err(format!(
+                    "--server {path}: no virtual server has this path (known: {})",
+                    known.join(", ")
+                ));
             }
             Some(s) if !s.auth.as_ref().is_some_and(|a| a.api_keys) => {
                 return Err(format!(
@@ -69,7 +72,10 @@ pub async fn create(config: &Config, store: &Store, req: &CreateKey) -> Result<S
         description: req.description.clone(),
         expires_at,
     };
-    store.insert_api_key(&key).await.map_err(|e| e.to_string())?;
+    store
+        .insert_api_key(&key)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(generated.key)
 }
 
@@ -80,14 +86,20 @@ pub async fn list(store: &Store, as_json: bool) -> Result<String, String> {
         return serde_json::to_string_pretty(&keys).map_err(|e| e.to_string());
     }
     let now = now_secs();
-    let mut out = format!("{:<14} {:<20} {:<9} {:<20} {}\n", "ID", "SUBJECT", "STATE", "EXPIRES", "SCOPES");
+    let mut out = format!(
+        "{:<14} {:<20} {:<9} {:<20} {}\n",
+        "ID", "SUBJECT", "STATE", "EXPIRES", "SCOPES"
+    );
     for k in keys {
         let state = match (k.revoked_at, k.expires_at) {
             (Some(_), _) => "revoked",
             (None, Some(e)) if e <= now => "expired",
             _ => "active",
         };
-        let expires = k.expires_at.map(format_time).unwrap_or_else(|| "never".into());
+        let expires = k
+            .expires_at
+            .map(format_time)
+            .unwrap_or_else(|| "never".into());
         out.push_str(&format!(
             "{:<14} {:<20} {:<9} {:<20} {}\n",
             k.id,
@@ -105,7 +117,9 @@ pub async fn revoke(store: &Store, id: &str) -> Result<(), String> {
     if store.revoke_api_key(id).await.map_err(|e| e.to_string())? {
         Ok(())
     } else {
-        Err(format!("no active key with id {id:?} (see `gatehouse keys list`)"))
+        Err(format!(
+            "no active key with id {id:?} (see `gatehouse keys list`)"
+        ))
     }
 }
 
@@ -123,7 +137,11 @@ fn format_time(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
 }
 
 #[cfg(test)]
@@ -139,6 +157,9 @@ mod tests {
 
     #[test]
     fn lists_split_on_commas_and_spaces() {
-        assert_eq!(split_list(&["a,b".into(), "c d".into()]), ["a", "b", "c", "d"]);
+        assert_eq!(
+            split_list(&["a,b".into(), "c d".into()]),
+            ["a", "b", "c", "d"]
+        );
     }
 }

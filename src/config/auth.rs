@@ -31,7 +31,7 @@ impl Default for Auth {
             issuers: BTreeMap::new(),
             clock_skew: HumanDuration(Duration::from_secs(60)),
             cache_max_entries: 100_000,
-            cache_max_ttl: HumanDuration(Duration::from_secs(300)),
+            cache_max_ttl: HumanDuration(Duration::from_secs(60)),
             jwks_refetch_interval: HumanDuration(Duration::from_secs(30)),
             jwks_max_age: HumanDuration(Duration::from_secs(3600)),
         }
@@ -220,7 +220,10 @@ pub(super) fn check(c: &super::Config, add: &mut dyn FnMut(String, String)) {
         Err(e) => add("store.url".into(), e),
         Ok(url) => {
             let u = url.expose();
-            if !(u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+            if !(u.starts_with("sqlite:")
+                || u.starts_with("postgres://")
+                || u.starts_with("postgresql://"))
+            {
                 add(
                     "store.url".into(),
                     "expected sqlite://PATH, sqlite::memory: or postgres://USER@HOST/DB".into(),
@@ -238,7 +241,10 @@ fn check_issuer(name: &str, issuer: &Issuer, add: &mut dyn FnMut(String, String)
     if let Err(e) = check_url(&issuer.issuer, true) {
         add(format!("{field}.issuer"), e);
     }
-    for (key, value) in [("metadata_url", &issuer.metadata_url), ("jwks_uri", &issuer.jwks_uri)] {
+    for (key, value) in [
+        ("metadata_url", &issuer.metadata_url),
+        ("jwks_uri", &issuer.jwks_uri),
+    ] {
         if let Some(u) = value
             && let Err(e) = check_url(u, true)
         {
@@ -246,7 +252,10 @@ fn check_issuer(name: &str, issuer: &Issuer, add: &mut dyn FnMut(String, String)
         }
     }
     if issuer.algorithms.is_empty() {
-        add(format!("{field}.algorithms"), "at least one algorithm is required".into());
+        add(
+            format!("{field}.algorithms"),
+            "at least one algorithm is required".into(),
+        );
     }
     for (i, alg) in issuer.algorithms.iter().enumerate() {
         if !SUPPORTED_ALGORITHMS.contains(&alg.as_str()) {
@@ -266,14 +275,20 @@ fn check_issuer(name: &str, issuer: &Issuer, add: &mut dyn FnMut(String, String)
             add(format!("{field}.introspection.endpoint"), msg);
         }
         if intro.client_id.is_empty() {
-            add(format!("{field}.introspection.client_id"), "must not be empty".into());
+            add(
+                format!("{field}.introspection.client_id"),
+                "must not be empty".into(),
+            );
         }
         if let Err(e) = intro.client_secret.resolve() {
             add(format!("{field}.introspection.client_secret"), e);
         }
     }
     if issuer.claims.subject.is_empty() {
-        add(format!("{field}.claims.subject"), "must not be empty".into());
+        add(
+            format!("{field}.claims.subject"),
+            "must not be empty".into(),
+        );
     }
 }
 
@@ -283,7 +298,10 @@ fn check_server_auth(field: &str, sa: &ServerAuth, a: &Auth, add: &mut dyn FnMut
             let known: Vec<_> = a.issuers.keys().map(String::as_str).collect();
             add(
                 format!("{field}.issuers[{j}]"),
-                format!("unknown issuer {name:?}; defined under auth.issuers: {}", known.join(", ")),
+                format!(
+                    "unknown issuer {name:?}; defined under auth.issuers: {}",
+                    known.join(", ")
+                ),
             );
         }
     }
@@ -298,7 +316,11 @@ fn check_server_auth(field: &str, sa: &ServerAuth, a: &Auth, add: &mut dyn FnMut
     {
         add(format!("{field}.resource"), e);
     }
-    let scope_fields = sa.scopes.iter().enumerate().map(|(j, s)| (format!("{field}.scopes[{j}]"), s));
+    let scope_fields = sa
+        .scopes
+        .iter()
+        .enumerate()
+        .map(|(j, s)| (format!("{field}.scopes[{j}]"), s));
     let rule_scopes = sa.require.iter().enumerate().flat_map(|(j, r)| {
         r.scopes
             .iter()
@@ -307,7 +329,12 @@ fn check_server_auth(field: &str, sa: &ServerAuth, a: &Auth, add: &mut dyn FnMut
     });
     for (f, s) in scope_fields.chain(rule_scopes) {
         if !is_scope_token(s) {
-            add(f, format!("{s:?} is not a scope (RFC 6749: visible ASCII except space, '\"' and '\\\\')"));
+            add(
+                f,
+                format!(
+                    "{s:?} is not a scope (RFC 6749: visible ASCII except space, '\"' and '\\\\')"
+                ),
+            );
         }
     }
     for (j, r) in sa.require.iter().enumerate() {
@@ -318,14 +345,19 @@ fn check_server_auth(field: &str, sa: &ServerAuth, a: &Auth, add: &mut dyn FnMut
             );
         }
         if r.scopes.is_empty() {
-            add(format!("{field}.require[{j}].scopes"), "at least one scope is required".into());
+            add(
+                format!("{field}.require[{j}].scopes"),
+                "at least one scope is required".into(),
+            );
         }
     }
 }
 
 /// A scope token as RFC 6749 §3.3 defines it.
 fn is_scope_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }
 
 /// An absolute http(s) URL without fragment; `https` unless the host is loopback when
@@ -340,7 +372,9 @@ fn check_url(u: &str, secure: bool) -> Result<(), String> {
     }
     let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
     if secure && parsed.scheme() == "http" && !loopback {
-        return Err(format!("{u:?}: expected https (plain http only for a loopback host)"));
+        return Err(format!(
+            "{u:?}: expected https (plain http only for a loopback host)"
+        ));
     }
     Ok(())
 }

@@ -154,9 +154,10 @@ impl IntoResponse for HttpError {
                 "requested": requested,
                 "supported": crate::protocol::ProtocolVersion::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
             })),
-            HttpError::Auth { error: AuthError::InsufficientScope { required }, .. } => {
-                Some(serde_json::json!({ "requiredScopes": required }))
-            }
+            HttpError::Auth {
+                error: AuthError::InsufficientScope { required },
+                ..
+            } => Some(serde_json::json!({ "requiredScopes": required })),
             _ => None,
         };
         let body = Message::error_response(id, self.code(), &self.to_string(), data).to_bytes();
@@ -165,7 +166,9 @@ impl IntoResponse for HttpError {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
-        if let HttpError::Auth { challenge: Some(c), .. } = bare
+        if let HttpError::Auth {
+            challenge: Some(c), ..
+        } = bare
             && let Ok(v) = HeaderValue::from_str(c)
         {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);

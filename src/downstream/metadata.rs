@@ -30,7 +30,13 @@ fn document(body: bytes::Bytes) -> Response {
     let mut resp = json(StatusCode::OK, body.to_vec());
     let h = resp.headers_mut();
     // Public information that browser-based clients must be able to read.
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
     resp
 }

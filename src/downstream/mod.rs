@@ -2,9 +2,9 @@
 //! both protocol generations, sealed session ids, and the operational endpoints.
 
 pub mod error;
-mod metadata;
 pub mod input_required;
 mod listen;
+mod metadata;
 mod post;
 mod relay;
 pub mod rules;
@@ -55,7 +55,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route(METADATA_PREFIX, get(metadata::root))
-        .route(&format!("{METADATA_PREFIX}/{{*path}}"), get(metadata::for_path))
+        .route(
+            &format!("{METADATA_PREFIX}/{{*path}}"),
+            get(metadata::for_path),
+        )
         .fallback(mcp_endpoint)
         .with_state(state)
 }
@@ -82,7 +85,10 @@ async fn mcp_endpoint(State(state): State<AppState>, req: Request) -> Response {
     let caller = match rt.guards.get(&server.path) {
         None => None,
         Some(guard) => match guard.authenticate(&parts.headers).await {
-            Ok(principal) => Some(Caller { guard: guard.clone(), principal }),
+            Ok(principal) => Some(Caller {
+                guard: guard.clone(),
+                principal,
+            }),
             Err(error) => {
                 tracing::info!(server = %server.name, reason = %error, "request refused: not authenticated");
                 let challenge = guard.challenge(&error);
@@ -91,7 +97,9 @@ async fn mcp_endpoint(State(state): State<AppState>, req: Request) -> Response {
         },
     };
     let result = match parts.method {
-        Method::POST => post::handle(gw.clone(), rt.clone(), server, parts.headers, body, caller).await,
+        Method::POST => {
+            post::handle(gw.clone(), rt.clone(), server, parts.headers, body, caller).await
+        }
         Method::GET => listen::get(gw.clone(), server, parts.headers, caller).await,
         Method::DELETE => delete(&gw, &server, &parts.headers, caller.as_ref()).await,
         _ => Err(HttpError::MethodNotAllowed(

@@ -1,5 +1,6 @@
 //! POST: one JSON-RPC message from the client, dispatched by protocol generation and kind.
 
+use super::Caller;
 use super::error::{HttpError, json, rpc_error};
 use super::input_required::ParkedCalls;
 use super::relay::Relay;
@@ -7,7 +8,6 @@ use super::rules::{self, SESSION_HEADER};
 use super::seal::SessionClaims;
 use super::session::{Session, SessionLookup};
 use super::stateless;
-use super::Caller;
 use crate::federation::{FederationError, ListKind, SessionSource, VirtualServer};
 use crate::gateway::{Gateway, Runtime};
 use crate::protocol::jsonrpc::to_raw;
@@ -43,7 +43,10 @@ pub async fn handle(
     {
         // Step-up is decided here, before any stream opens, so the client sees a plain 403.
         let target = call_target(&message);
-        if let Err(error) = c.guard.check_scopes(&c.principal, message.method(), target.as_deref()) {
+        if let Err(error) = c
+            .guard
+            .check_scopes(&c.principal, message.method(), target.as_deref())
+        {
             tracing::info!(server = %server.name, method = message.method(), reason = %error, "request refused: scope");
             let challenge = c.guard.challenge(&error);
             return Err(HttpError::Auth { error, challenge }.with_id(id));

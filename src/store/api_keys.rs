@@ -57,7 +57,10 @@ macro_rules! columns {
 }
 
 fn split(s: String) -> Vec<String> {
-    s.split(' ').filter(|p| !p.is_empty()).map(str::to_owned).collect()
+    s.split(' ')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 macro_rules! record_from_row {
@@ -113,7 +116,11 @@ impl Store {
 
     /// Every key, newest first.
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let sql = concat!("SELECT ", columns!(), " FROM api_keys ORDER BY created_at DESC, id");
+        let sql = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM api_keys ORDER BY created_at DESC, id"
+        );
         on_pool!(self, pool => {
             let rows = sqlx::query(sql).fetch_all(pool).await?;
             let mut out = Vec::with_capacity(rows.len());

@@ -62,11 +62,16 @@ pub(crate) use on_pool;
 impl Store {
     /// Opens (creating if needed) and migrates the store at `url`; a relative SQLite path is
     /// taken relative to `base_dir` (the configuration file's folder).
-    pub async fn open(url: &str, base_dir: &Path, max_connections: u32) -> Result<Store, StoreError> {
+    pub async fn open(
+        url: &str,
+        base_dir: &Path,
+        max_connections: u32,
+    ) -> Result<Store, StoreError> {
         if let Some(rest) = url.strip_prefix("sqlite:") {
             let rest = rest.trim_start_matches("//");
             let options = if rest == ":memory:" {
-                SqliteConnectOptions::from_str("sqlite::memory:").map_err(|e| StoreError::BadUrl(e.to_string()))?
+                SqliteConnectOptions::from_str("sqlite::memory:")
+                    .map_err(|e| StoreError::BadUrl(e.to_string()))?
             } else {
                 let path = base_dir.join(rest);
                 SqliteConnectOptions::new()
@@ -76,19 +81,30 @@ impl Store {
             };
             let options = options.busy_timeout(Duration::from_secs(5));
             // An in-memory database exists per connection, so it gets exactly one.
-            let max = if rest == ":memory:" { 1 } else { max_connections };
+            let max = if rest == ":memory:" {
+                1
+            } else {
+                max_connections
+            };
             let pool = SqlitePoolOptions::new()
                 .max_connections(max)
                 .connect_with(options)
                 .await
-                .map_err(|source| StoreError::Open { target: redact(url), source })?;
+                .map_err(|source| StoreError::Open {
+                    target: redact(url),
+                    source,
+                })?;
             sqlx::migrate!("./migrations/sqlite")
                 .run(&pool)
                 .await
-                .map_err(|source| StoreError::Migrate { target: redact(url), source })?;
+                .map_err(|source| StoreError::Migrate {
+                    target: redact(url),
+                    source,
+                })?;
             Ok(Store::Sqlite(pool))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl(e.to_string()))?;
+            let options =
+                PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl(e.to_string()))?;
             Self::open_postgres(options, max_connections, &redact(url)).await
         } else {
             Err(StoreError::BadUrl(format!(
@@ -99,17 +115,27 @@ impl Store {
     }
 
     /// Opens and migrates a PostgreSQL store with explicit options (tests use a schema each).
-    pub async fn open_postgres(options: PgConnectOptions, max_connections: u32, target: &str) -> Result<Store, StoreError> {
+    pub async fn open_postgres(
+        options: PgConnectOptions,
+        max_connections: u32,
+        target: &str,
+    ) -> Result<Store, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
-            .map_err(|source| StoreError::Open { target: target.into(), source })?;
+            .map_err(|source| StoreError::Open {
+                target: target.into(),
+                source,
+            })?;
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)
             .await
-            .map_err(|source| StoreError::Migrate { target: target.into(), source })?;
+            .map_err(|source| StoreError::Migrate {
+                target: target.into(),
+                source,
+            })?;
         Ok(Store::Postgres(pool))
     }
 

@@ -255,6 +255,8 @@ pub struct Client {
     pub url: String,
     pub session: Option<String>,
     pub version: String,
+    /// Headers sent with every request (e.g. `authorization`).
+    pub always: Vec<(String, String)>,
     next_id: i64,
 }
 
@@ -269,8 +271,17 @@ impl Client {
             url: url.to_owned(),
             session: None,
             version: "2025-11-25".into(),
+            always: Vec::new(),
             next_id: 1,
         }
+    }
+
+    /// The same client sending `Authorization: Bearer <token>` with every request.
+    pub fn with_bearer(mut self, token: &str) -> Client {
+        self.always.retain(|(k, _)| k != "authorization");
+        self.always
+            .push(("authorization".into(), format!("Bearer {token}")));
+        self
     }
 
     /// A fresh request id.
@@ -289,6 +300,9 @@ impl Client {
         if let Some(s) = &self.session {
             req = req.header("mcp-session-id", s);
             req = req.header("mcp-protocol-version", &self.version);
+        }
+        for (k, v) in &self.always {
+            req = req.header(k.as_str(), v.as_str());
         }
         for (k, v) in extra {
             req = req.header(*k, *v);
