@@ -280,7 +280,17 @@ fn check_issuer(name: &str, issuer: &Issuer, add: &mut dyn FnMut(String, String)
                 "must not be empty".into(),
             );
         }
-        if let Err(e) = intro.client_secret.resolve() {
+        let written_in_yaml = match &intro.client_secret {
+            ValueSource::Literal(_) => true,
+            ValueSource::From(spec) => spec.value.is_some(),
+        };
+        if written_in_yaml {
+            add(
+                format!("{field}.introspection.client_secret"),
+                "a secret must not be written in the YAML; use { env: VAR } or { file: PATH }"
+                    .into(),
+            );
+        } else if let Err(e) = intro.client_secret.resolve() {
             add(format!("{field}.introspection.client_secret"), e);
         }
     }
@@ -377,4 +387,70 @@ fn check_url(u: &str, secure: bool) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+    use std::path::Path;
+
+    fn issues(yaml: &str) -> Vec<String> {
+        match Config::from_yaml(yaml, Path::new("t.yaml")) {
+            Ok(_) => vec![],
+            Err(ConfigError::Invalid { issues, .. }) => {
+                issues.iter().map(|i| i.to_string()).collect()
+            }
+            Err(e) => vec![e.to_string()],
+        }
+    }
+
+    #[test]
+    fn every_auth_mistake_is_reported_with_its_field() {
+        let yaml = r#"
+public_url: "ftp://gw"
+auth:
+  clock_skew: 1h
+  issuers:
+    corp:
+      issuer: "http://idp.example.com"
+      algorithms: [HS256, none, ES256]
+      introspection: { client_id: gw, client_secret: "plain-text-secret" }
+servers:
+  - name: main
+    path: /mcp
+    upstreams: [a]
+    auth:
+      issuers: [corp, nobody]
+      scopes: ["bad scope"]
+      require: [{ scopes: [] }]
+upstreams:
+  a: { kind: http, url: "http://127.0.0.1:9/mcp" }
+store: { url: "mysql://x" }
+"#;
+        let got = issues(yaml).join("\n");
+        for expected in [
+            "public_url: \"ftp://gw\": expected an absolute http(s) URL",
+            "auth.clock_skew: at most 10m",
+            "auth.issuers.corp.issuer: \"http://idp.example.com\": expected https",
+            "auth.issuers.corp.algorithms[0]: \"HS256\" is not accepted",
+            "auth.issuers.corp.algorithms[1]: \"none\" is not accepted",
+            "auth.issuers.corp.introspection.client_secret: a secret must not be written in the YAML",
+            "servers[0].auth.issuers[1]: unknown issuer \"nobody\"",
+            "servers[0].auth.scopes[0]: \"bad scope\" is not a scope",
+            "servers[0].auth.require[0]: name what it applies to",
+            "servers[0].auth.require[0].scopes: at least one scope",
+            "store.url: expected sqlite://PATH",
+        ] {
+            assert!(got.contains(expected), "missing {expected:?} in:\n{got}");
+        }
+        assert!(!got.contains("plain-text-secret"), "{got}");
+    }
+
+    #[test]
+    fn a_protected_server_needs_a_way_in() {
+        let yaml = "servers:\n  - { name: m, path: /mcp, upstreams: [a], auth: { scopes: [x] } }\nupstreams:\n  a: { kind: http, url: \"http://127.0.0.1:9/mcp\" }\n";
+        assert!(issues(yaml).join("\n").contains("no way in"));
+        let ok = yaml.replace("scopes: [x]", "api_keys: true");
+        assert_eq!(issues(&ok), Vec::<String>::new());
+    }
 }
