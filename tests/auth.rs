@@ -807,3 +807,76 @@ async fn api_keys_are_created_listed_used_and_revoked() {
     let (ok, _, err) = keys_cli(&s.gw, &["create", "--subject", "x", "--expires", "soon"]);
     assert!(!ok && err.contains("--expires"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateless_clients_authenticate_per_request_and_only_the_caller_resumes_its_call() {
+    let s = setup().await;
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": { "elicitation": {} }
+    });
+    let call = |client: Client, id: i64, params: Value| async move {
+        let name = params["name"].as_str().unwrap().to_owned();
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+        client
+            .post_raw(
+                serde_json::to_vec(&body).unwrap(),
+                &[
+                    ("mcp-protocol-version", "2026-07-28"),
+                    ("mcp-method", "tools/call"),
+                    ("mcp-name", &name),
+                ],
+            )
+            .await
+    };
+    let alice = s.client(&s.good_token());
+    let bob = s.client(&s.issuer.token(&s.resource(), json!({"sub": "bob"})));
+    let anonymous = Client::new(&s.gw.url("/mcp"));
+    let r = call(
+        anonymous,
+        1,
+        json!({"name": "echo", "arguments": {"text": "x"}, "_meta": meta}),
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.raw);
+    // Step-up applies to stateless requests too.
+    let r = call(
+        s.client(&s.good_token()),
+        1,
+        json!({"name": "slow", "arguments": {"ms": 1}, "_meta": meta}),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.raw);
+
+    let first = call(
+        s.client(&s.good_token()),
+        1,
+        json!({"name": "elicit", "arguments": {}, "_meta": meta}),
+    )
+    .await;
+    let result = &first.last()["result"];
+    assert_eq!(result["resultType"], "input_required", "{}", first.raw);
+    let state = result["requestState"].as_str().unwrap().to_owned();
+    let key = result["inputRequests"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
+    let answer = json!({"action": "accept", "content": {"name": "Mallory"}});
+    let retry = json!({"name": "elicit", "arguments": {}, "_meta": meta, "requestState": state, "inputResponses": {key.as_str(): answer}});
+    let stolen = call(bob, 2, retry.clone()).await;
+    assert_eq!(
+        stolen.status, 400,
+        "another principal cannot resume alice's call: {}",
+        stolen.raw
+    );
+    let done = call(alice, 3, retry).await;
+    assert_eq!(done.status, 200, "{}", done.raw);
+    assert!(
+        done.raw.contains("Mallory"),
+        "alice's call still resumes: {}",
+        done.raw
+    );
+}

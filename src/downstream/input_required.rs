@@ -21,6 +21,17 @@ pub struct Parked {
     /// Where each answer goes, by input-request key.
     pub routes: HashMap<String, ReplyRoute>,
     parked_at: Instant,
+    /// The binding of the principal whose call this is; only it may resume the call.
+    owner: Option<String>,
+}
+
+/// Where a stateless client's calls are parked, and on whose behalf.
+#[derive(Clone)]
+pub struct ParkingLot {
+    /// The process's parked calls.
+    pub calls: std::sync::Arc<ParkedCalls>,
+    /// The caller's principal binding (`None` on an open server).
+    pub owner: Option<String>,
 }
 
 /// Calls parked in this process.
@@ -44,6 +55,7 @@ impl ParkedCalls {
         member: usize,
         question: Message,
         route: ReplyRoute,
+        owner: Option<String>,
     ) -> Box<serde_json::value::RawValue> {
         let mut token = [0u8; 16];
         rand::rng().fill_bytes(&mut token);
@@ -68,14 +80,20 @@ impl ParkedCalls {
                 member,
                 routes: HashMap::from([(key, route)]),
                 parked_at: Instant::now(),
+                owner,
             },
         );
         to_raw(&result)
     }
 
-    /// Takes the call a retry refers to.
-    pub fn resume(&self, state: &str) -> Option<Parked> {
-        self.calls.lock().expect("lock").remove(state)
+    /// Takes the call a retry refers to, if `owner` is the principal that started it; to
+    /// anyone else the state is unknown (and stays parked for its owner).
+    pub fn resume(&self, state: &str, owner: Option<&str>) -> Option<Parked> {
+        let mut calls = self.calls.lock().expect("lock");
+        if calls.get(state)?.owner.as_deref() != owner {
+            return None;
+        }
+        calls.remove(state)
     }
 }
 

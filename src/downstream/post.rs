@@ -2,7 +2,7 @@
 
 use super::Caller;
 use super::error::{HttpError, json, rpc_error};
-use super::input_required::ParkedCalls;
+use super::input_required::ParkingLot;
 use super::relay::Relay;
 use super::rules::{self, SESSION_HEADER};
 use super::seal::SessionClaims;
@@ -86,7 +86,11 @@ async fn dispatch(
         return initialize(&gw, &server, message, caller.as_ref()).await;
     }
     if stateless {
-        return stateless::handle(server, &headers, message, gw.parked.clone()).await;
+        let lot = ParkingLot {
+            calls: gw.parked.clone(),
+            owner: Caller::binding(caller.as_ref()),
+        };
+        return stateless::handle(server, &headers, message, lot).await;
     }
     if header_version.is_none()
         && crate::protocol::stateless::declared_version(&message)
@@ -301,7 +305,7 @@ pub async fn request(
     session: Option<Arc<Session>>,
     src: &dyn SessionSource,
     message: Message,
-    parked: Option<Arc<ParkedCalls>>,
+    parked: Option<ParkingLot>,
 ) -> Response {
     let id = message.id.clone();
     let method = message.method().to_owned();

@@ -2,7 +2,7 @@
 //! once, otherwise an SSE stream that passes each message on as it arrives.
 
 use super::error::{json, upstream_error};
-use super::input_required::ParkedCalls;
+use super::input_required::ParkingLot;
 use super::session::Session;
 use crate::federation::VirtualServer;
 use crate::protocol::sse::encode_event;
@@ -35,7 +35,7 @@ pub struct Relay {
     /// For stateless clients, the log level the request opted in to (`None`: no log messages).
     pub log_floor: Option<u8>,
     /// For stateless clients: where calls wait while the client answers a server request.
-    pub parked: Option<Arc<ParkedCalls>>,
+    pub parked: Option<ParkingLot>,
     /// For stateless clients: the capabilities this request declared in `_meta`.
     pub client_capabilities: serde_json::Value,
 }
@@ -106,8 +106,10 @@ impl Relay {
 
     /// Parks the call and answers this request with the upstream's question.
     fn park(&self, stream: CallStream, question: Message, route: ReplyRoute) -> Vec<u8> {
-        let parked = self.parked.as_ref().expect("can_park checked");
-        let result = parked.park(stream, self.member, question, route);
+        let lot = self.parked.as_ref().expect("can_park checked");
+        let result = lot
+            .calls
+            .park(stream, self.member, question, route, lot.owner.clone());
         Message::response(
             self.request_id.clone().unwrap_or(RequestId::Number(0)),
             result,

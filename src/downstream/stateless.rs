@@ -2,7 +2,7 @@
 //! sessions shared on the clients' behalf.
 
 use super::error::{HttpError, json};
-use super::input_required::{ParkedCalls, Retry};
+use super::input_required::{ParkingLot, Retry};
 use super::listen;
 use super::post;
 use super::relay::Relay;
@@ -143,7 +143,7 @@ pub async fn handle(
     server: Arc<VirtualServer>,
     headers: &HeaderMap,
     message: Message,
-    parked: Arc<ParkedCalls>,
+    parked: ParkingLot,
 ) -> Result<Response, HttpError> {
     check_headers(headers, &message)?;
     if message.kind != MessageKind::Request {
@@ -196,9 +196,9 @@ async fn resume(
     server: Arc<VirtualServer>,
     message: Message,
     retry: Retry,
-    parked: Arc<ParkedCalls>,
+    parked: ParkingLot,
 ) -> Result<Response, HttpError> {
-    let Some(call) = parked.resume(&retry.state) else {
+    let Some(call) = parked.calls.resume(&retry.state, parked.owner.as_deref()) else {
         return Err(HttpError::InvalidMeta(
             "requestState is unknown or expired; send the request again without it".into(),
         ));
