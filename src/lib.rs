@@ -10,6 +10,7 @@ pub mod config;
 pub mod downstream;
 pub mod federation;
 pub mod gateway;
+pub mod policy;
 pub mod protocol;
 pub mod serve;
 pub mod store;

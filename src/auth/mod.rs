@@ -12,6 +12,7 @@ mod principal;
 
 pub use api_key::{GeneratedKey, generate_api_key};
 pub use cache::{CredentialDigest, VerifiedCache};
+pub(crate) use guard::glob_match;
 pub use guard::{METADATA_PREFIX, ServerGuard};
 pub use issuer::IssuerState;
 pub use principal::{CredentialKind, Principal};

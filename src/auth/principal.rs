@@ -14,6 +14,9 @@ pub enum CredentialKind {
     Introspected,
     /// A gateway API key.
     ApiKey,
+    /// Claims supplied by an operator to `gatehouse policy explain`; never verified, never
+    /// used for a request.
+    Hypothetical,
 }
 
 /// An authenticated caller.
@@ -69,6 +72,12 @@ impl Principal {
             kind,
             claims,
         })
+    }
+
+    /// A principal built from claims nobody verified, for explaining policy decisions offline
+    /// (`gatehouse policy explain`). Request handling never builds one.
+    pub fn hypothetical(claims: Value, paths: &ClaimPaths) -> Result<Principal, String> {
+        Principal::from_claims(claims, paths, CredentialKind::Hypothetical)
     }
 
     /// A principal for a gateway API key.

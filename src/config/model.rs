@@ -160,6 +160,9 @@ pub struct VirtualServer {
     /// Who may call this server; absent means anyone who can reach it.
     #[serde(default)]
     pub auth: Option<ServerAuth>,
+    /// Which principal may see and use which function; absent means everything is allowed.
+    #[serde(default)]
+    pub policy: Option<super::Policy>,
 }
 
 fn default_separator() -> String {

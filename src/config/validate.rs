@@ -67,6 +67,13 @@ pub fn validate(c: &Config) -> Vec<Issue> {
         check_upstream(name, u, &mut prefixes, &mut issues);
     }
     super::auth::check(c, &mut |field, message| issues.add(field, message));
+    for (i, s) in c.servers.iter().enumerate() {
+        if let Some(p) = &s.policy {
+            super::policy::check(&format!("servers[{i}].policy"), p, &s.upstreams, &mut |field, message| {
+                issues.add(field, message)
+            });
+        }
+    }
     issues.0
 }
 

@@ -188,3 +188,28 @@ def stdio_fixture_yaml(name: str) -> str:
     command: "{fixture_bin()}"
     args: ["stdio"]
 """
+
+
+# ---------------------------------------------------------------- OAuth: the test authorization server
+
+OIDC_AS_JS = ROOT / "tests" / "node" / "oidc-as.mjs"
+
+
+class AuthServer:
+    """A running tests/node/oidc-as.mjs: `issuer` is its URL, `proc` the conftest Proc."""
+
+    def __init__(self, issuer: str, proc: Proc):
+        self.issuer = issuer
+        self.proc = proc
+
+    def log(self) -> str:
+        return self.proc.stderr()
+
+
+@pytest.fixture
+def oidc_as(processes) -> AuthServer:
+    """Starts the oidc-provider authorization server (tests/node/oidc-as.mjs) on a free loopback
+    port for one test; stopped (SIGTERM) at teardown, its stderr printed if the test failed."""
+    _require(NODE_MODULES / "oidc-provider" / "package.json", "run `bash scripts/setup-node.sh`")
+    p = processes([node22(), _require(OIDC_AS_JS, "it is part of the repository"), "--port", "0"])
+    return AuthServer(p.read_line_starting("ready "), p)
