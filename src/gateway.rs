@@ -7,6 +7,7 @@ use crate::downstream::rules::OriginPolicy;
 use crate::downstream::seal::{Sealer, SealingKey};
 use crate::downstream::session::SessionRegistry;
 use crate::federation::VirtualServer;
+use crate::policy::CompiledPolicy;
 use crate::store::Store;
 use crate::upstream::UpstreamClient;
 use arc_swap::ArcSwap;
@@ -29,6 +30,8 @@ pub struct Runtime {
     pub auth: Arc<Authenticator>,
     /// Authentication requirements by virtual server path (absent: open server).
     pub guards: HashMap<String, Arc<ServerGuard>>,
+    /// Compiled policies by virtual server path.
+    pub policies: HashMap<String, Arc<CompiledPolicy>>,
 }
 
 impl Runtime {
@@ -93,6 +96,15 @@ impl Runtime {
                 ))
             })
             .collect();
+        let mut policies = HashMap::new();
+        for s in &config.servers {
+            let compiled = match &s.policy {
+                Some(p) => CompiledPolicy::compile(p)
+                    .map_err(|e| format!("servers {:?}: policy.{e}", s.name))?,
+                None => CompiledPolicy::open(),
+            };
+            policies.insert(s.path.clone(), Arc::new(compiled));
+        }
         Ok(Runtime {
             config,
             servers,
@@ -100,6 +112,7 @@ impl Runtime {
             origins,
             auth,
             guards,
+            policies,
         })
     }
 }

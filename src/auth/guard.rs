@@ -84,6 +84,11 @@ impl ServerGuard {
         &self.resource
     }
 
+    /// Scopes every request to this server needs.
+    pub fn base_scopes(&self) -> &[String] {
+        &self.scopes
+    }
+
     /// The protected resource metadata document (JSON).
     pub fn metadata_document(&self) -> Bytes {
         self.metadata.clone()

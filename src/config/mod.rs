@@ -1,16 +1,16 @@
 //! Configuration: the YAML model, loading, and validation with precise messages.
 
 mod auth;
-mod policy;
 mod duration;
 mod model;
+mod policy;
 mod secret;
 mod validate;
 
 pub use auth::*;
-pub use policy::{Effect, Globs, Policy, PolicyRule};
 pub use duration::HumanDuration;
 pub use model::*;
+pub use policy::{Effect, Globs, Policy, PolicyRule};
 pub use secret::{Secret, SourceSpec, ValueSource};
 pub use validate::decode_key;
 

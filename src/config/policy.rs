@@ -108,26 +108,39 @@ fn allow() -> Effect {
 impl PolicyRule {
     /// The rule's name for explanations.
     pub fn label(&self, index: usize) -> String {
-        self.name.clone().unwrap_or_else(|| format!("rules[{index}]"))
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("rules[{index}]"))
     }
 }
 
 /// Checks of one server's policy; CEL expressions are compiled here so that a bad one is a
 /// configuration error with its position.
-pub(super) fn check(field: &str, policy: &Policy, upstreams: &[String], add: &mut dyn FnMut(String, String)) {
+pub(super) fn check(
+    field: &str,
+    policy: &Policy,
+    upstreams: &[String],
+    add: &mut dyn FnMut(String, String),
+) {
     let mut names = std::collections::HashSet::new();
     for (i, rule) in policy.rules.iter().enumerate() {
         let f = format!("{field}.rules[{i}]");
         if let Some(n) = &rule.name
             && !names.insert(n.clone())
         {
-            add(format!("{f}.name"), format!("{n:?} is used by another rule; names must be unique"));
+            add(
+                format!("{f}.name"),
+                format!("{n:?} is used by another rule; names must be unique"),
+            );
         }
         for u in &rule.upstreams {
             if !upstreams.contains(u) {
                 add(
                     format!("{f}.upstreams"),
-                    format!("{u:?} is not an upstream of this server (it has: {})", upstreams.join(", ")),
+                    format!(
+                        "{u:?} is not an upstream of this server (it has: {})",
+                        upstreams.join(", ")
+                    ),
                 );
             }
         }
@@ -139,13 +152,23 @@ pub(super) fn check(field: &str, policy: &Policy, upstreams: &[String], add: &mu
             }
         }
         if rule.effect == Effect::Deny && !rule.require_scopes.is_empty() {
-            add(format!("{f}.require_scopes"), "only an `allow` rule can require scopes".into());
+            add(
+                format!("{f}.require_scopes"),
+                "only an `allow` rule can require scopes".into(),
+            );
         }
-        for (key, globs) in [("tools", &rule.tools), ("prompts", &rule.prompts), ("resources", &rule.resources)] {
+        for (key, globs) in [
+            ("tools", &rule.tools),
+            ("prompts", &rule.prompts),
+            ("resources", &rule.resources),
+        ] {
             if let Some(g) = globs
                 && g.patterns().iter().any(String::is_empty)
             {
-                add(format!("{f}.{key}"), "an empty pattern matches nothing; use \"*\" for everything".into());
+                add(
+                    format!("{f}.{key}"),
+                    "an empty pattern matches nothing; use \"*\" for everything".into(),
+                );
             }
         }
     }

@@ -68,10 +68,22 @@ pub fn validate(c: &Config) -> Vec<Issue> {
     }
     super::auth::check(c, &mut |field, message| issues.add(field, message));
     for (i, s) in c.servers.iter().enumerate() {
+        if let Some(p) = &s.policy
+            && s.auth.is_none()
+            && let Some(j) = p.rules.iter().position(|r| !r.require_scopes.is_empty())
+        {
+            issues.add(
+                format!("servers[{i}].policy.rules[{j}].require_scopes"),
+                "scopes can only be required on a server with `auth`",
+            );
+        }
         if let Some(p) = &s.policy {
-            super::policy::check(&format!("servers[{i}].policy"), p, &s.upstreams, &mut |field, message| {
-                issues.add(field, message)
-            });
+            super::policy::check(
+                &format!("servers[{i}].policy"),
+                p,
+                &s.upstreams,
+                &mut |field, message| issues.add(field, message),
+            );
         }
     }
     issues.0

@@ -1,6 +1,7 @@
 //! The Streamable HTTP endpoint for MCP clients: POST/GET/DELETE on each virtual server's path,
 //! both protocol generations, sealed session ids, and the operational endpoints.
 
+pub mod access;
 pub mod error;
 pub mod input_required;
 mod listen;
@@ -14,6 +15,7 @@ mod stateless;
 
 use crate::auth::{METADATA_PREFIX, Principal, ServerGuard};
 use crate::gateway::Gateway;
+use crate::policy::CompiledPolicy;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -96,12 +98,20 @@ async fn mcp_endpoint(State(state): State<AppState>, req: Request) -> Response {
             }
         },
     };
+    let access = access::Access {
+        caller,
+        policy: rt
+            .policies
+            .get(&server.path)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(CompiledPolicy::open())),
+    };
     let result = match parts.method {
         Method::POST => {
-            post::handle(gw.clone(), rt.clone(), server, parts.headers, body, caller).await
+            post::handle(gw.clone(), rt.clone(), server, parts.headers, body, access).await
         }
-        Method::GET => listen::get(gw.clone(), server, parts.headers, caller).await,
-        Method::DELETE => delete(&gw, &server, &parts.headers, caller.as_ref()).await,
+        Method::GET => listen::get(gw.clone(), server, parts.headers, access.caller).await,
+        Method::DELETE => delete(&gw, &server, &parts.headers, access.caller.as_ref()).await,
         _ => Err(HttpError::MethodNotAllowed(
             "use POST (or GET/DELETE with a session)",
         )),

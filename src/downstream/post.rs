@@ -1,6 +1,7 @@
 //! POST: one JSON-RPC message from the client, dispatched by protocol generation and kind.
 
 use super::Caller;
+use super::access::{Access, CallTarget, Refusal};
 use super::error::{HttpError, json, rpc_error};
 use super::input_required::ParkingLot;
 use super::relay::Relay;
@@ -8,7 +9,7 @@ use super::rules::{self, SESSION_HEADER};
 use super::seal::SessionClaims;
 use super::session::{Session, SessionLookup};
 use super::stateless;
-use crate::federation::{FederationError, ListKind, SessionSource, VirtualServer};
+use crate::federation::{FederationError, ListKind, SessionSource, VirtualServer, Visibility};
 use crate::gateway::{Gateway, Runtime};
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::{ErrorCode, Message, MessageKind, ProtocolVersion, RequestId};
@@ -28,7 +29,7 @@ pub async fn handle(
     server: Arc<VirtualServer>,
     headers: HeaderMap,
     body: Body,
-    caller: Option<Caller>,
+    access: Access,
 ) -> Result<Response, HttpError> {
     rules::check_post_accept(&headers)?;
     rules::check_content_type(&headers)?;
@@ -38,11 +39,11 @@ pub async fn handle(
         message: e.to_string(),
     })?;
     let id = message.id.clone();
-    if let Some(c) = &caller
+    if let Some(c) = &access.caller
         && message.kind == MessageKind::Request
     {
         // Step-up is decided here, before any stream opens, so the client sees a plain 403.
-        let target = call_target(&message);
+        let target = CallTarget::of(&message).name;
         if let Err(error) = c
             .guard
             .check_scopes(&c.principal, message.method(), target.as_deref())
@@ -52,25 +53,9 @@ pub async fn handle(
             return Err(HttpError::Auth { error, challenge }.with_id(id));
         }
     }
-    dispatch(gw, server, headers, message, caller)
+    dispatch(gw, server, headers, message, access)
         .await
         .map_err(|e| e.with_id(id))
-}
-
-/// The tool or prompt name or resource URI a request acts on, for scope rules.
-fn call_target(message: &Message) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Target {
-        name: Option<String>,
-        uri: Option<String>,
-    }
-    let key_is_uri = match message.method() {
-        "tools/call" | "prompts/get" => false,
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => true,
-        _ => return None,
-    };
-    let t: Target = message.params_as().ok()?;
-    if key_is_uri { t.uri } else { t.name }
 }
 
 async fn dispatch(
@@ -78,19 +63,19 @@ async fn dispatch(
     server: Arc<VirtualServer>,
     headers: HeaderMap,
     message: Message,
-    caller: Option<Caller>,
+    access: Access,
 ) -> Result<Response, HttpError> {
     let header_version = rules::version_header(&headers)?;
     let stateless = header_version.is_some_and(ProtocolVersion::is_stateless);
     if message.method() == "initialize" && message.kind == MessageKind::Request && !stateless {
-        return initialize(&gw, &server, message, caller.as_ref()).await;
+        return initialize(&gw, &server, message, access.caller.as_ref()).await;
     }
     if stateless {
         let lot = ParkingLot {
             calls: gw.parked.clone(),
-            owner: Caller::binding(caller.as_ref()),
+            owner: Caller::binding(access.caller.as_ref()),
         };
-        return stateless::handle(server, &headers, message, lot).await;
+        return stateless::handle(server, &headers, message, lot, &access).await;
     }
     if header_version.is_none()
         && crate::protocol::stateless::declared_version(&message)
@@ -101,11 +86,11 @@ async fn dispatch(
                 .into(),
         ));
     }
-    let session = find_session(&gw, &server, &headers, caller.as_ref())?;
+    let session = find_session(&gw, &server, &headers, access.caller.as_ref())?;
     // A supported version other than the negotiated one is accepted: clients such as the
     // TypeScript SDK send their own default on some requests, and the spec only requires
     // rejecting unsupported versions.
-    Ok(in_session(server, session, message).await)
+    Ok(in_session(server, session, message, &access).await)
 }
 
 async fn read_body(
@@ -251,6 +236,7 @@ async fn in_session(
     server: Arc<VirtualServer>,
     session: Arc<Session>,
     message: Message,
+    access: &Access,
 ) -> Response {
     match message.kind {
         MessageKind::Notification => {
@@ -262,7 +248,15 @@ async fn in_session(
             accepted()
         }
         MessageKind::Request => {
-            request(server, Some(session.clone()), &*session, message, None).await
+            request(
+                server,
+                Some(session.clone()),
+                &*session,
+                message,
+                None,
+                access,
+            )
+            .await
         }
     }
 }
@@ -306,12 +300,21 @@ pub async fn request(
     src: &dyn SessionSource,
     message: Message,
     parked: Option<ParkingLot>,
+    access: &Access,
 ) -> Response {
     let id = message.id.clone();
     let method = message.method().to_owned();
     let stateless = session.is_none();
     if let Some(kind) = ListKind::from_method(&method) {
-        let result = server.list(src, kind, message.params.as_deref()).await;
+        let visible = |member: usize, name: &str| access.visible(&server, kind, member, name);
+        let filter: Option<&Visibility<'_>> = if access.filters() {
+            Some(&visible)
+        } else {
+            None
+        };
+        let result = server
+            .list(src, kind, message.params.as_deref(), filter)
+            .await;
         return answer_cacheable(id, result, stateless, true);
     }
     match method.as_str() {
@@ -334,10 +337,16 @@ pub async fn request(
         }
         _ => {}
     }
+    let target = CallTarget::of(&message);
     let routed = match server.route(src, message).await {
         Ok(r) => r,
         Err(e) => return json(StatusCode::OK, rpc_error(id, &e).to_bytes()),
     };
+    match access.check_call(&server, &method, routed.member, &target, &id) {
+        Ok(_) => {}
+        Err(Refusal::Rpc(m)) => return json(StatusCode::OK, m.to_bytes()),
+        Err(Refusal::Http(e)) => return e.into_response(),
+    }
     let cancel = match (&session, &id) {
         (Some(s), Some(id)) => s.track(id),
         _ => Default::default(),

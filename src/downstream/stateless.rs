@@ -1,6 +1,7 @@
 //! The stateless 2026-07-28 protocol: header/body agreement, `server/discover`, and upstream
 //! sessions shared on the clients' behalf.
 
+use super::access::Access;
 use super::error::{HttpError, json};
 use super::input_required::{ParkingLot, Retry};
 use super::listen;
@@ -144,6 +145,7 @@ pub async fn handle(
     headers: &HeaderMap,
     message: Message,
     parked: ParkingLot,
+    access: &Access,
 ) -> Result<Response, HttpError> {
     check_headers(headers, &message)?;
     if message.kind != MessageKind::Request {
@@ -163,7 +165,7 @@ pub async fn handle(
             if let Some(retry) = Retry::from_request(&message) {
                 return resume(server, message, retry, parked).await;
             }
-            Ok(post::request(server, None, &SharedSessions, message, Some(parked)).await)
+            Ok(post::request(server, None, &SharedSessions, message, Some(parked), access).await)
         }
     }
 }

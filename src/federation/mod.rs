@@ -43,6 +43,9 @@ pub trait SessionSource: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<mpsc::Receiver<Frame>>, UpstreamError>>;
 }
 
+/// Whether a listed item (by member index and outward name) is shown to the caller.
+pub type Visibility<'a> = dyn Fn(usize, &str) -> bool + Sync + 'a;
+
 /// Why federation could not serve a request.
 #[derive(Debug, thiserror::Error)]
 pub enum FederationError {
@@ -283,6 +286,7 @@ impl VirtualServer {
         src: &dyn SessionSource,
         kind: ListKind,
         params: Option<&RawValue>,
+        visible: Option<&Visibility<'_>>,
     ) -> Result<Box<RawValue>, FederationError> {
         let cursor_in = params
             .map(|p| serde_json::from_str::<Map<String, Value>>(p.get()))
@@ -355,6 +359,10 @@ impl VirtualServer {
                 }
                 seen.insert(outward.clone(), *i);
                 learned.insert(id.clone(), *i);
+                // Hidden items are still learned for routing; policy refuses calls to them.
+                if visible.is_some_and(|v| !v(*i, &outward)) {
+                    continue;
+                }
                 item[kind.id_key()] = Value::String(outward);
                 items.push(item);
             }
@@ -541,7 +549,7 @@ impl VirtualServer {
                 }
             }
             if attempt == 0 {
-                self.list(src, kind, None).await?;
+                self.list(src, kind, None, None).await?;
             }
         }
         Err(FederationError::Unknown {

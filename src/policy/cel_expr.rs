@@ -36,7 +36,11 @@ impl CelProgram {
     /// deny rule and not for an allow rule (`fails_closed`): a broken rule never opens access.
     pub(super) fn holds(&self, inputs: &Inputs, fails_closed: bool, rule: &str) -> bool {
         let mut ctx = Context::default();
-        for (name, value) in [("principal", &inputs.principal), ("request", &inputs.request), ("args", &inputs.args)] {
+        for (name, value) in [
+            ("principal", &inputs.principal),
+            ("request", &inputs.request),
+            ("args", &inputs.args),
+        ] {
             if let Ok(v) = cel::to_value(value) {
                 ctx.add_variable_from_value(name, v);
             }
@@ -63,7 +67,11 @@ pub(super) struct Inputs {
 }
 
 impl Inputs {
-    pub(super) fn new(principal: Option<&Principal>, facts: &Facts<'_>, args: Option<&Value>) -> Inputs {
+    pub(super) fn new(
+        principal: Option<&Principal>,
+        facts: &Facts<'_>,
+        args: Option<&Value>,
+    ) -> Inputs {
         let principal = match principal {
             Some(p) => json!({
                 "sub": p.subject(), "iss": p.issuer(), "client_id": p.client_id().unwrap_or_default(),

@@ -31,7 +31,9 @@ impl FunctionKind {
         match method {
             "tools/call" => Some(FunctionKind::Tool),
             "prompts/get" => Some(FunctionKind::Prompt),
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Some(FunctionKind::Resource),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                Some(FunctionKind::Resource)
+            }
             _ => None,
         }
     }
@@ -98,7 +100,11 @@ pub struct CompiledPolicy {
 impl CompiledPolicy {
     /// Everything allowed: a server without a `policy` block.
     pub fn open() -> CompiledPolicy {
-        CompiledPolicy { default: Effect::Allow, default_label: "open".into(), rules: Vec::new() }
+        CompiledPolicy {
+            default: Effect::Allow,
+            default_label: "open".into(),
+            rules: Vec::new(),
+        }
     }
 
     /// Compiles a configured policy (CEL programs are compiled once, here).
@@ -109,7 +115,11 @@ impl CompiledPolicy {
             .enumerate()
             .map(|(i, r)| compile_rule(i, r))
             .collect::<Result<_, _>>()?;
-        Ok(CompiledPolicy { default: policy.default, default_label: "default".into(), rules })
+        Ok(CompiledPolicy {
+            default: policy.default,
+            default_label: "default".into(),
+            rules,
+        })
     }
 
     /// Whether the policy lets everything through (no evaluation needed).
@@ -118,7 +128,12 @@ impl CompiledPolicy {
     }
 
     /// Decides whether `principal` may see (`args: None`) or call (`args: Some`) a function.
-    pub fn decide(&self, principal: Option<&Principal>, facts: &Facts<'_>, args: Option<&Value>) -> Decision {
+    pub fn decide(
+        &self,
+        principal: Option<&Principal>,
+        facts: &Facts<'_>,
+        args: Option<&Value>,
+    ) -> Decision {
         let mut cel_context = None;
         for rule in &self.rules {
             if rule.arguments.is_some() && args.is_none() {
@@ -129,7 +144,8 @@ impl CompiledPolicy {
             }
             let fails_closed = rule.effect == Effect::Deny;
             let holds = |program: &CelProgram, ctx: &mut Option<cel_expr::Inputs>| {
-                let inputs = ctx.get_or_insert_with(|| cel_expr::Inputs::new(principal, facts, args));
+                let inputs =
+                    ctx.get_or_insert_with(|| cel_expr::Inputs::new(principal, facts, args));
                 program.holds(inputs, fails_closed, &rule.label)
             };
             if let Some(p) = &rule.when
@@ -145,10 +161,18 @@ impl CompiledPolicy {
             return Decision {
                 effect: rule.effect,
                 rule: rule.label.clone(),
-                require_scopes: if rule.effect == Effect::Allow { rule.require_scopes.clone() } else { Vec::new() },
+                require_scopes: if rule.effect == Effect::Allow {
+                    rule.require_scopes.clone()
+                } else {
+                    Vec::new()
+                },
             };
         }
-        Decision { effect: self.default, rule: self.default_label.clone(), require_scopes: Vec::new() }
+        Decision {
+            effect: self.default,
+            rule: self.default_label.clone(),
+            require_scopes: Vec::new(),
+        }
     }
 }
 
@@ -192,12 +216,21 @@ impl CompiledRule {
             FunctionKind::Prompt => &self.prompts,
             FunctionKind::Resource => &self.resources,
         };
-        patterns.as_ref().is_some_and(|ps| ps.iter().any(|p| glob_match(p, facts.name)))
+        patterns
+            .as_ref()
+            .is_some_and(|ps| ps.iter().any(|p| glob_match(p, facts.name)))
     }
 
     /// Whether the principal has one of the listed attributes (none listed: everyone).
     fn matches_principal(&self, principal: Option<&Principal>) -> bool {
-        let lists = [&self.subjects, &self.clients, &self.groups, &self.roles, &self.tenants, &self.scopes];
+        let lists = [
+            &self.subjects,
+            &self.clients,
+            &self.groups,
+            &self.roles,
+            &self.tenants,
+            &self.scopes,
+        ];
         if lists.iter().all(|l| l.is_empty()) {
             return true;
         }

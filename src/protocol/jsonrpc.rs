@@ -37,6 +37,8 @@ impl ErrorCode {
     pub const UNAUTHENTICATED: ErrorCode = ErrorCode(-32004);
     /// The credential lacks a scope the request needs (HTTP 403).
     pub const INSUFFICIENT_SCOPE: ErrorCode = ErrorCode(-32005);
+    /// A policy rule refused this call (of a function the caller may see).
+    pub const POLICY_DENIED: ErrorCode = ErrorCode(-32006);
     /// MCP 2025-11-25: the user must complete a flow at a URL first.
     pub const URL_ELICITATION_REQUIRED: ErrorCode = ErrorCode(-32042);
 }

