@@ -146,6 +146,8 @@ pub struct Gateway {
     pub store: Option<Store>,
     /// The base URL used when the configuration sets no `public_url`: the bound address.
     default_public_url: Option<String>,
+    /// The audit queue (`None` when auditing is disabled). Its settings apply from start.
+    pub auditor: Option<Arc<crate::audit::Auditor>>,
 }
 
 impl Gateway {
@@ -157,6 +159,7 @@ impl Gateway {
     ) -> Result<Arc<Gateway>, String> {
         let sealer = sealer_from(&config)?;
         let sessions = SessionRegistry::new(config.sessions.max_lifetime.0);
+        let auditor = crate::audit::Auditor::start(&config.audit, store.clone());
         let runtime = Runtime::build(config, None, store.as_ref())?;
         Ok(Arc::new(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
@@ -166,6 +169,7 @@ impl Gateway {
             config_path,
             store,
             default_public_url: None,
+            auditor,
         }))
     }
 
@@ -206,6 +210,9 @@ impl Gateway {
             .iter()
             .map(|k| (&k.id, &k.secret))
             .ne(old.config.sessions.keys.iter().map(|k| (&k.id, &k.secret)));
+        if config.audit != old.config.audit {
+            tracing::warn!("`audit` changed; it takes effect only after a restart");
+        }
         if config.store != old.config.store {
             tracing::warn!("`store` changed; it takes effect only after a restart");
         }
@@ -230,5 +237,8 @@ impl Gateway {
     pub async fn shutdown(&self) {
         let rt = self.runtime();
         futures_util::future::join_all(rt.upstreams.values().map(|u| u.shutdown())).await;
+        if let Some(a) = &self.auditor {
+            a.close().await;
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Configuration: the YAML model, loading, and validation with precise messages.
 
+mod audit;
 mod auth;
 mod duration;
 mod model;
@@ -7,6 +8,7 @@ mod policy;
 mod secret;
 mod validate;
 
+pub use audit::{Audit, OnFull, Redact};
 pub use auth::*;
 pub use duration::HumanDuration;
 pub use model::*;

@@ -37,6 +37,9 @@ pub struct Config {
     /// Durable state (API keys): SQLite by default, PostgreSQL for several replicas.
     #[serde(default)]
     pub store: Store,
+    /// The audit trail of decisions and calls.
+    #[serde(default)]
+    pub audit: super::Audit,
     /// Reload the configuration when the file changes (SIGHUP always reloads).
     #[serde(default = "default_true")]
     pub watch_config: bool,

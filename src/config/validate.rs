@@ -67,6 +67,7 @@ pub fn validate(c: &Config) -> Vec<Issue> {
         check_upstream(name, u, &mut prefixes, &mut issues);
     }
     super::auth::check(c, &mut |field, message| issues.add(field, message));
+    super::audit::check(&c.audit, &mut |field, message| issues.add(field, message));
     for (i, s) in c.servers.iter().enumerate() {
         if let Some(p) = &s.policy
             && s.auth.is_none()

@@ -65,10 +65,11 @@ impl CallTarget {
 
 /// Why a call may not proceed, as the client must see it.
 pub enum Refusal {
-    /// A JSON-RPC error answered with HTTP 200 (hidden function, argument rule).
-    Rpc(Message),
-    /// An HTTP-level refusal (403 insufficient_scope).
-    Http(HttpError),
+    /// A JSON-RPC error answered with HTTP 200 (hidden function, argument rule), and the
+    /// rule that decided.
+    Rpc(Message, Arc<str>),
+    /// An HTTP-level refusal (403 insufficient_scope), and the rule that required the scopes.
+    Http(HttpError, Arc<str>),
 }
 
 impl Access {
@@ -165,7 +166,7 @@ impl Access {
                 };
                 Message::error_response(id.clone(), e.code(), &e.to_string(), None)
             };
-            return Err(Refusal::Rpc(message));
+            return Err(Refusal::Rpc(message, decision.rule));
         }
         if !decision.require_scopes.is_empty()
             && let Some(c) = &self.caller
@@ -181,6 +182,7 @@ impl Access {
                 let challenge = c.guard.challenge(&error);
                 return Err(Refusal::Http(
                     HttpError::Auth { error, challenge }.with_id(id.clone()),
+                    decision.rule,
                 ));
             }
         }

@@ -96,7 +96,8 @@ impl HttpError {
         }
     }
 
-    fn status(&self) -> StatusCode {
+    /// The HTTP status this refusal is answered with.
+    pub fn status(&self) -> StatusCode {
         match self {
             HttpError::Identified { inner, .. } => inner.status(),
             HttpError::Auth { error, .. } => match error {

@@ -13,9 +13,12 @@ pub mod seal;
 pub mod session;
 mod stateless;
 
+use crate::audit::{Outcome, Ticket, Who};
+use crate::auth::AuthError;
 use crate::auth::{METADATA_PREFIX, Principal, ServerGuard};
 use crate::gateway::Gateway;
 use crate::policy::CompiledPolicy;
+use crate::telemetry::metrics::METRICS;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -56,6 +59,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route(METADATA_PREFIX, get(metadata::root))
         .route(
             &format!("{METADATA_PREFIX}/{{*path}}"),
@@ -63,6 +67,17 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(mcp_endpoint)
         .with_state(state)
+}
+
+async fn metrics() -> Response {
+    let mut resp = METRICS.render().into_response();
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    resp
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -78,11 +93,11 @@ async fn mcp_endpoint(State(state): State<AppState>, req: Request) -> Response {
     let rt = gw.runtime();
     let (parts, body): (_, Body) = req.into_parts();
     let Some(server) = rt.servers.get(parts.uri.path()).cloned() else {
-        return HttpError::NoSuchEndpoint.into_response();
+        return refuse(HttpError::NoSuchEndpoint, body).await;
     };
     if let Err(e) = rt.origins.check(&parts.headers) {
         tracing::warn!(error = %e, "refused by DNS-rebinding protection");
-        return e.into_response();
+        return refuse(e, body).await;
     }
     let caller = match rt.guards.get(&server.path) {
         None => None,
@@ -93,8 +108,9 @@ async fn mcp_endpoint(State(state): State<AppState>, req: Request) -> Response {
             }),
             Err(error) => {
                 tracing::info!(server = %server.name, reason = %error, "request refused: not authenticated");
+                record_auth_refusal(&gw, &server.name, "http", None, &error);
                 let challenge = guard.challenge(&error);
-                return HttpError::Auth { error, challenge }.into_response();
+                return refuse(HttpError::Auth { error, challenge }, body).await;
             }
         },
     };
@@ -117,6 +133,59 @@ async fn mcp_endpoint(State(state): State<AppState>, req: Request) -> Response {
         )),
     };
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Most body bytes read from a refused request so that its connection can be reused.
+const DISCARD_LIMIT: usize = 64 * 1024;
+/// Longest wait for a refused request's body.
+const DISCARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Answers a request refused before its body was read. The body is read and discarded (up to
+/// a small bound) first: answering while the client is still sending would leave the
+/// connection in a state the client cannot reuse. A larger or slower body gets
+/// `Connection: close` instead.
+pub async fn refuse(error: HttpError, body: Body) -> Response {
+    let mut resp = error.into_response();
+    let limited = http_body_util::Limited::new(body, DISCARD_LIMIT);
+    let drained = matches!(
+        tokio::time::timeout(DISCARD_TIMEOUT, http_body_util::BodyExt::collect(limited)).await,
+        Ok(Ok(_))
+    );
+    if !drained {
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    resp
+}
+
+/// Counts and audits a request refused by authentication.
+pub fn record_auth_refusal(
+    gw: &Gateway,
+    server: &str,
+    method: &str,
+    target: Option<&str>,
+    error: &AuthError,
+) {
+    let (reason, decision, status) = match error {
+        AuthError::Missing => ("missing", "unauthenticated", 401),
+        AuthError::Invalid(_) => ("invalid", "unauthenticated", 401),
+        AuthError::InsufficientScope { .. } => ("insufficient_scope", "insufficient_scope", 403),
+        AuthError::Unavailable(_) => ("unavailable", "unavailable", 503),
+    };
+    METRICS.auth_failure(server, reason);
+    let ticket = Ticket::new(
+        gw.auditor.clone(),
+        server,
+        method,
+        Who { principal: None },
+        0,
+    );
+    ticket.target(target, None, false);
+    // The reason is the gateway's own words (never the credential).
+    ticket.decision(decision, Some(&error.to_string()));
+    ticket.complete(Outcome::Refused(status));
 }
 
 async fn delete(

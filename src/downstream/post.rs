@@ -9,10 +9,12 @@ use super::rules::{self, SESSION_HEADER};
 use super::seal::SessionClaims;
 use super::session::{Session, SessionLookup};
 use super::stateless;
+use crate::audit::{Outcome, Ticket, Who};
 use crate::federation::{FederationError, ListKind, SessionSource, VirtualServer, Visibility};
 use crate::gateway::{Gateway, Runtime};
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::{ErrorCode, Message, MessageKind, ProtocolVersion, RequestId};
+use crate::telemetry::metrics::METRICS;
 use crate::upstream::ClientIdentity;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -31,16 +33,37 @@ pub async fn handle(
     body: Body,
     access: Access,
 ) -> Result<Response, HttpError> {
-    rules::check_post_accept(&headers)?;
-    rules::check_content_type(&headers)?;
+    if let Err(e) =
+        rules::check_post_accept(&headers).and_then(|_| rules::check_content_type(&headers))
+    {
+        return Ok(super::refuse(e, body).await);
+    }
     let bytes = read_body(&rt, &headers, body).await?;
     let message = Message::parse(&bytes).map_err(|e| HttpError::BadMessage {
         code: e.code(),
         message: e.to_string(),
     })?;
     let id = message.id.clone();
+    let ticket = (message.kind == MessageKind::Request).then(|| {
+        let t = Ticket::new(
+            gw.auditor.clone(),
+            &server.name,
+            message.method(),
+            Who {
+                principal: access.principal(),
+            },
+            bytes.len(),
+        );
+        let target = CallTarget::of(&message);
+        t.target(
+            target.name.as_deref(),
+            target.arguments.as_ref(),
+            message.method() == "tools/call",
+        );
+        Arc::new(t)
+    });
     if let Some(c) = &access.caller
-        && message.kind == MessageKind::Request
+        && let Some(t) = &ticket
     {
         // Step-up is decided here, before any stream opens, so the client sees a plain 403.
         let target = CallTarget::of(&message).name;
@@ -49,13 +72,24 @@ pub async fn handle(
             .check_scopes(&c.principal, message.method(), target.as_deref())
         {
             tracing::info!(server = %server.name, method = message.method(), reason = %error, "request refused: scope");
+            METRICS.auth_failure(&server.name, "insufficient_scope");
+            t.decision("insufficient_scope", Some(&error.to_string()));
+            t.complete(Outcome::Refused(403));
             let challenge = c.guard.challenge(&error);
             return Err(HttpError::Auth { error, challenge }.with_id(id));
         }
     }
-    dispatch(gw, server, headers, message, access)
-        .await
-        .map_err(|e| e.with_id(id))
+    let result = dispatch(gw, server, headers, message, access, ticket.clone()).await;
+    if let Some(t) = ticket {
+        match &result {
+            Err(e) => t.complete(Outcome::Refused(i64::from(e.status().as_u16()))),
+            // Nobody else holds the ticket, so no stream will complete it: the answer (e.g.
+            // server/discover, a listen stream's opening) is what happened.
+            Ok(_) if Arc::strong_count(&t) == 1 => t.complete(Outcome::Ok),
+            Ok(_) => {}
+        }
+    }
+    result.map_err(|e| e.with_id(id))
 }
 
 async fn dispatch(
@@ -64,18 +98,23 @@ async fn dispatch(
     headers: HeaderMap,
     message: Message,
     access: Access,
+    ticket: Option<Arc<Ticket>>,
 ) -> Result<Response, HttpError> {
     let header_version = rules::version_header(&headers)?;
     let stateless = header_version.is_some_and(ProtocolVersion::is_stateless);
     if message.method() == "initialize" && message.kind == MessageKind::Request && !stateless {
-        return initialize(&gw, &server, message, access.caller.as_ref()).await;
+        let r = initialize(&gw, &server, message, access.caller.as_ref()).await;
+        if let (Ok(_), Some(t)) = (&r, &ticket) {
+            t.complete(Outcome::Ok);
+        }
+        return r;
     }
     if stateless {
         let lot = ParkingLot {
             calls: gw.parked.clone(),
             owner: Caller::binding(access.caller.as_ref()),
         };
-        return stateless::handle(server, &headers, message, lot, &access).await;
+        return stateless::handle(server, &headers, message, lot, &access, ticket).await;
     }
     if header_version.is_none()
         && crate::protocol::stateless::declared_version(&message)
@@ -90,7 +129,7 @@ async fn dispatch(
     // A supported version other than the negotiated one is accepted: clients such as the
     // TypeScript SDK send their own default on some requests, and the spec only requires
     // rejecting unsupported versions.
-    Ok(in_session(server, session, message, &access).await)
+    Ok(in_session(server, session, message, &access, ticket).await)
 }
 
 async fn read_body(
@@ -237,6 +276,7 @@ async fn in_session(
     session: Arc<Session>,
     message: Message,
     access: &Access,
+    ticket: Option<Arc<Ticket>>,
 ) -> Response {
     match message.kind {
         MessageKind::Notification => {
@@ -255,6 +295,7 @@ async fn in_session(
                 message,
                 None,
                 access,
+                ticket,
             )
             .await
         }
@@ -301,6 +342,7 @@ pub async fn request(
     message: Message,
     parked: Option<ParkingLot>,
     access: &Access,
+    ticket: Option<Arc<Ticket>>,
 ) -> Response {
     let id = message.id.clone();
     let method = message.method().to_owned();
@@ -315,16 +357,16 @@ pub async fn request(
         let result = server
             .list(src, kind, message.params.as_deref(), filter)
             .await;
-        return answer_cacheable(id, result, stateless, true);
+        return answer_cacheable(id, result, stateless, true, &ticket);
     }
     match method.as_str() {
-        "ping" => return answer(id, Ok(to_raw(&serde_json::json!({}))), stateless),
+        "ping" => return answer(id, Ok(to_raw(&serde_json::json!({}))), stateless, &ticket),
         "logging/setLevel" => {
             let r = server
                 .request_all(src, &message)
                 .await
                 .map(|_| to_raw(&serde_json::json!({})));
-            return answer(id, r, stateless);
+            return answer(id, r, stateless, &ticket);
         }
         "initialize" => {
             let err = Message::error_response(
@@ -333,19 +375,41 @@ pub async fn request(
                 "the session is already initialized",
                 None,
             );
-            return json(StatusCode::OK, err.to_bytes());
+            return answered(&ticket, err);
         }
         _ => {}
     }
     let target = CallTarget::of(&message);
     let routed = match server.route(src, message).await {
         Ok(r) => r,
-        Err(e) => return json(StatusCode::OK, rpc_error(id, &e).to_bytes()),
+        Err(e) => return answered(&ticket, rpc_error(id, &e)),
     };
+    let upstream = &server.members[routed.member].upstream;
     match access.check_call(&server, &method, routed.member, &target, &id) {
-        Ok(_) => {}
-        Err(Refusal::Rpc(m)) => return json(StatusCode::OK, m.to_bytes()),
-        Err(Refusal::Http(e)) => return e.into_response(),
+        Ok(decision) => {
+            if let (Some(t), Some(d)) = (&ticket, decision) {
+                t.decision("allow", Some(&d.rule));
+            }
+        }
+        Err(Refusal::Rpc(m, rule)) => {
+            METRICS.policy_denial(&server.name, &rule);
+            if let Some(t) = &ticket {
+                t.decision("deny", Some(&rule));
+                t.complete(Outcome::Refused(m.error_code().unwrap_or_default()));
+            }
+            return json(StatusCode::OK, m.to_bytes());
+        }
+        Err(Refusal::Http(e, rule)) => {
+            METRICS.auth_failure(&server.name, "insufficient_scope");
+            if let Some(t) = &ticket {
+                t.decision("insufficient_scope", Some(&rule));
+                t.complete(Outcome::Refused(403));
+            }
+            return e.into_response();
+        }
+    }
+    if let Some(t) = &ticket {
+        t.upstream(upstream);
     }
     let cancel = match (&session, &id) {
         (Some(s), Some(id)) => s.track(id),
@@ -361,6 +425,7 @@ pub async fn request(
         log_floor: crate::protocol::stateless::requested_log_rank(&routed.message),
         client_capabilities: crate::protocol::stateless::declared_capabilities(&routed.message),
         parked,
+        ticket: ticket.clone(),
     };
     match server.call(src, routed.member, routed.message).await {
         Ok(stream) => relay.respond(stream).await,
@@ -368,17 +433,28 @@ pub async fn request(
             if let (Some(s), Some(id)) = (&session, &id) {
                 s.untrack(id);
             }
-            json(StatusCode::OK, rpc_error(id, &e).to_bytes())
+            answered(&ticket, rpc_error(id, &e))
         }
     }
+}
+
+/// Answers with `msg` as JSON and records the outcome.
+fn answered(ticket: &Option<Arc<Ticket>>, msg: Message) -> Response {
+    let bytes = msg.to_bytes();
+    if let Some(t) = ticket {
+        t.sent(bytes.len());
+        t.complete(Outcome::of_message(&msg));
+    }
+    json(StatusCode::OK, bytes)
 }
 
 fn answer(
     id: Option<RequestId>,
     result: Result<Box<serde_json::value::RawValue>, FederationError>,
     stateless: bool,
+    ticket: &Option<Arc<Ticket>>,
 ) -> Response {
-    answer_cacheable(id, result, stateless, false)
+    answer_cacheable(id, result, stateless, false, ticket)
 }
 
 fn answer_cacheable(
@@ -386,6 +462,7 @@ fn answer_cacheable(
     result: Result<Box<serde_json::value::RawValue>, FederationError>,
     stateless: bool,
     cacheable: bool,
+    ticket: &Option<Arc<Ticket>>,
 ) -> Response {
     let msg = match result {
         Ok(r) if stateless => Message::response(
@@ -395,5 +472,5 @@ fn answer_cacheable(
         Ok(r) => Message::response(id.unwrap_or(RequestId::Number(0)), r),
         Err(e) => rpc_error(id, &e),
     };
-    json(StatusCode::OK, msg.to_bytes())
+    answered(ticket, msg)
 }

@@ -4,6 +4,7 @@
 use super::error::{json, upstream_error};
 use super::input_required::ParkingLot;
 use super::session::Session;
+use crate::audit::{Outcome, Ticket};
 use crate::federation::VirtualServer;
 use crate::protocol::sse::encode_event;
 use crate::protocol::stateless::{log_allowed, with_result_type};
@@ -38,6 +39,8 @@ pub struct Relay {
     pub parked: Option<ParkingLot>,
     /// For stateless clients: the capabilities this request declared in `_meta`.
     pub client_capabilities: serde_json::Value,
+    /// The audit record of this call, completed when the answer has been sent.
+    pub ticket: Option<Arc<Ticket>>,
 }
 
 impl Relay {
@@ -47,6 +50,7 @@ impl Relay {
             f = stream.next() => f,
             _ = self.cancel.cancelled() => {
                 self.finish();
+                self.outcome(Outcome::Cancelled, 0);
                 return cancelled(self.request_id.clone());
             }
         };
@@ -59,17 +63,19 @@ impl Relay {
                 if self.session.is_none() {
                     m.result = m.result.map(|r| with_result_type(r, self.cacheable));
                 }
-                json(StatusCode::OK, m.to_bytes())
+                let bytes = m.to_bytes();
+                self.outcome(Outcome::of_message(&m), bytes.len());
+                json(StatusCode::OK, bytes)
             }
             Some(Frame::Failed(e)) => {
                 self.finish();
-                json(
-                    StatusCode::OK,
-                    upstream_error(self.request_id.clone(), &e).to_bytes(),
-                )
+                let bytes = upstream_error(self.request_id.clone(), &e).to_bytes();
+                self.outcome(failure(&e), bytes.len());
+                json(StatusCode::OK, bytes)
             }
             None => {
                 self.finish();
+                self.outcome(Outcome::Error(ErrorCode::INTERNAL_ERROR.0), 0);
                 json(
                     StatusCode::OK,
                     Message::error_response(
@@ -83,6 +89,7 @@ impl Relay {
             }
             Some(Frame::Request { message, route }) if self.can_park(&message) => {
                 let bytes = self.park(stream, message, route);
+                self.outcome(Outcome::Ok, bytes.len());
                 json(StatusCode::OK, bytes)
             }
             Some(frame) => sse_response(self.into_body(frame, stream)),
@@ -123,6 +130,14 @@ impl Relay {
         }
     }
 
+    /// Records how the call ended and the last bytes sent.
+    fn outcome(&self, outcome: Outcome, bytes: usize) {
+        if let Some(t) = &self.ticket {
+            t.sent(bytes);
+            t.complete(outcome);
+        }
+    }
+
     fn into_body(self, first: Frame, stream: CallStream) -> Body {
         let state = (self, Some(stream), Some(first));
         let events =
@@ -144,6 +159,7 @@ impl Relay {
                         Frame::Request { message, route } if relay.can_park(&message) => {
                             let bytes = relay.park(open, message, route);
                             relay.finish();
+                            relay.outcome(Outcome::Ok, bytes.len());
                             return Some((
                                 Ok::<Bytes, Infallible>(encode_event(&bytes, None)),
                                 (relay, None, None),
@@ -152,9 +168,22 @@ impl Relay {
                         other => other,
                     };
                     let last = frame.is_final();
+                    let ending = match &frame {
+                        Frame::Response(m) if last => Some(Outcome::of_message(m)),
+                        Frame::Failed(e) if last => Some(failure(e)),
+                        _ => None,
+                    };
                     if let Some(bytes) = relay.translate(frame).await {
                         if last {
                             relay.finish();
+                        }
+                        match ending {
+                            Some(o) => relay.outcome(o, bytes.len()),
+                            None => {
+                                if let Some(t) = &relay.ticket {
+                                    t.sent(bytes.len());
+                                }
+                            }
                         }
                         let next = if last { None } else { Some(open) };
                         return Some((
@@ -184,6 +213,15 @@ impl Relay {
             self.cacheable,
         )
         .await
+    }
+}
+
+/// The outcome of an upstream failure.
+fn failure(e: &crate::upstream::UpstreamError) -> Outcome {
+    if e.is_timeout() {
+        Outcome::Timeout
+    } else {
+        Outcome::UpstreamFailure
     }
 }
 

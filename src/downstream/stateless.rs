@@ -8,6 +8,7 @@ use super::listen;
 use super::post;
 use super::relay::Relay;
 use super::rules::header_str;
+use crate::audit::Ticket;
 use crate::federation::{Member, SessionSource, VirtualServer};
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::stateless::{
@@ -146,6 +147,7 @@ pub async fn handle(
     message: Message,
     parked: ParkingLot,
     access: &Access,
+    ticket: Option<Arc<Ticket>>,
 ) -> Result<Response, HttpError> {
     check_headers(headers, &message)?;
     if message.kind != MessageKind::Request {
@@ -163,9 +165,18 @@ pub async fn handle(
         "subscriptions/listen" => Ok(listen::subscriptions(server, message).await),
         _ => {
             if let Some(retry) = Retry::from_request(&message) {
-                return resume(server, message, retry, parked).await;
+                return resume(server, message, retry, parked, ticket).await;
             }
-            Ok(post::request(server, None, &SharedSessions, message, Some(parked), access).await)
+            Ok(post::request(
+                server,
+                None,
+                &SharedSessions,
+                message,
+                Some(parked),
+                access,
+                ticket,
+            )
+            .await)
         }
     }
 }
@@ -199,6 +210,7 @@ async fn resume(
     message: Message,
     retry: Retry,
     parked: ParkingLot,
+    ticket: Option<Arc<Ticket>>,
 ) -> Result<Response, HttpError> {
     let Some(call) = parked.calls.resume(&retry.state, parked.owner.as_deref()) else {
         return Err(HttpError::InvalidMeta(
@@ -226,6 +238,7 @@ async fn resume(
         log_floor: crate::protocol::stateless::requested_log_rank(&message),
         client_capabilities: crate::protocol::stateless::declared_capabilities(&message),
         parked: Some(parked),
+        ticket,
     };
     Ok(relay.respond(call.stream).await)
 }

@@ -2,8 +2,10 @@
 //! schema is created and upgraded by embedded migrations when the store opens.
 
 mod api_keys;
+mod audit;
 
 pub use api_keys::{ApiKeyRecord, NewApiKey};
+pub use audit::{AuditFilter, AuditRecord};
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};

@@ -1,4 +1,6 @@
-//! Logging setup.
+//! Logging setup and metrics.
+
+pub mod metrics;
 
 use crate::config::{Log, LogFormat};
 use tracing_subscriber::EnvFilter;

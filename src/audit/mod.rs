@@ -1,0 +1,295 @@
+//! The audit trail: one record per decision and per call, handed to a bounded queue so that the
+//! request path never waits on disk, and written in batches by [`writer`].
+
+mod redact;
+mod writer;
+
+pub use crate::store::AuditRecord;
+pub use redact::Redactor;
+
+use crate::config::{Audit, OnFull};
+use crate::store::Store;
+use crate::telemetry::metrics::{METRICS, RequestLabels};
+use rand::RngCore;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A result.
+    Ok,
+    /// A JSON-RPC error (from the upstream or the gateway).
+    Error(i64),
+    /// The upstream failed or could not be reached.
+    UpstreamFailure,
+    /// The upstream did not answer in time.
+    Timeout,
+    /// Refused by authentication or policy (HTTP status or JSON-RPC code).
+    Refused(i64),
+    /// The client went away or cancelled.
+    Cancelled,
+}
+
+impl Outcome {
+    /// The outcome a JSON-RPC answer represents.
+    pub fn of_message(m: &crate::protocol::Message) -> Outcome {
+        match m.error_code() {
+            None => Outcome::Ok,
+            Some(c) if c == crate::protocol::ErrorCode::REQUEST_TIMEOUT.0 => Outcome::Timeout,
+            Some(c) if c == crate::protocol::ErrorCode::UPSTREAM_UNAVAILABLE.0 => {
+                Outcome::UpstreamFailure
+            }
+            Some(c) => Outcome::Error(c),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error(_) => "error",
+            Outcome::UpstreamFailure => "upstream_failure",
+            Outcome::Timeout => "timeout",
+            Outcome::Refused(_) => "refused",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+
+    fn code(self) -> Option<i64> {
+        match self {
+            Outcome::Error(c) | Outcome::Refused(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// The process's audit queue.
+pub struct Auditor {
+    tx: mpsc::Sender<AuditRecord>,
+    on_full: OnFull,
+    redactor: Redactor,
+    record_arguments: bool,
+    stop: tokio::sync::Notify,
+    stopped: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Auditor {
+    /// Starts the writer; `None` when auditing is disabled.
+    pub fn start(config: &Audit, store: Option<Store>) -> Option<Arc<Auditor>> {
+        if !config.enabled {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let store = if config.store { store } else { None };
+        let auditor = Arc::new(Auditor {
+            tx,
+            on_full: config.on_full,
+            redactor: Redactor::new(&config.redact),
+            record_arguments: config.record_arguments,
+            stop: tokio::sync::Notify::new(),
+            stopped: tokio::sync::Mutex::new(None),
+        });
+        let task = tokio::spawn(writer::run(
+            writer::Settings::from(config),
+            store,
+            rx,
+            auditor.clone(),
+        ));
+        *auditor.stopped.try_lock().expect("new mutex") = Some(task);
+        Some(auditor)
+    }
+
+    /// Queues a record without waiting; a full queue drops it (`drop`) or lets it wait in a
+    /// task for room (`block`).
+    pub fn submit(&self, record: AuditRecord) {
+        METRICS
+            .audit_queue_depth
+            .set((self.tx.max_capacity() - self.tx.capacity()) as i64);
+        match self.tx.try_send(record) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(record)) => match self.on_full {
+                OnFull::Drop => {
+                    METRICS.audit_dropped.inc();
+                }
+                OnFull::Block => {
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        let _ = tx.send(record).await;
+                    });
+                }
+            },
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                METRICS.audit_dropped.inc();
+            }
+        }
+    }
+
+    /// Writes everything queued and stops the writer (at shutdown).
+    pub async fn close(&self) {
+        self.stop.notify_one();
+        if let Some(task) = self.stopped.lock().await.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+
+    /// The arguments as they may be recorded.
+    pub fn arguments(
+        &self,
+        tool: Option<&str>,
+        args: Option<&serde_json::Value>,
+    ) -> Option<String> {
+        if !self.record_arguments {
+            return None;
+        }
+        args.map(|a| self.redactor.apply(tool, a))
+    }
+}
+
+/// A request being audited: filled in as the request proceeds, written once when it ends
+/// (or, if it is dropped unfinished, as cancelled).
+pub struct Ticket {
+    auditor: Option<Arc<Auditor>>,
+    started: Instant,
+    upstream_started: Mutex<Option<Instant>>,
+    record: Mutex<AuditRecord>,
+    bytes_out: AtomicU64,
+    done: AtomicBool,
+}
+
+/// Who a record is about.
+pub struct Who<'a> {
+    /// Subject, issuer and client of the principal, if authenticated.
+    pub principal: Option<&'a crate::auth::Principal>,
+}
+
+impl Ticket {
+    /// A ticket for a request to `server`.
+    pub fn new(
+        auditor: Option<Arc<Auditor>>,
+        server: &str,
+        method: &str,
+        who: Who<'_>,
+        bytes_in: usize,
+    ) -> Ticket {
+        let p = who.principal;
+        let mut id = [0u8; 8];
+        rand::rng().fill_bytes(&mut id);
+        Ticket {
+            auditor,
+            started: Instant::now(),
+            upstream_started: Mutex::new(None),
+            record: Mutex::new(AuditRecord {
+                at_ms: now_ms(),
+                request_id: id.iter().map(|b| format!("{b:02x}")).collect(),
+                server: server.into(),
+                upstream: None,
+                method: method.into(),
+                target: None,
+                subject: p.map(|p| p.subject().to_owned()),
+                issuer: p.map(|p| p.issuer().to_owned()),
+                client_id: p.and_then(|p| p.client_id().map(str::to_owned)),
+                decision: "allow".into(),
+                rule: None,
+                outcome: String::new(),
+                error_code: None,
+                latency_us: 0,
+                bytes_in: bytes_in as i64,
+                bytes_out: 0,
+                arguments: None,
+            }),
+            bytes_out: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+        }
+    }
+
+    fn edit(&self, f: impl FnOnce(&mut AuditRecord)) {
+        f(&mut self.record.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// The function called and its arguments (redacted as configured).
+    pub fn target(&self, name: Option<&str>, args: Option<&serde_json::Value>, is_tool: bool) {
+        let arguments = self
+            .auditor
+            .as_ref()
+            .and_then(|a| a.arguments(if is_tool { name } else { None }, args));
+        self.edit(|r| {
+            r.target = name.map(str::to_owned);
+            r.arguments = arguments;
+        });
+    }
+
+    /// The upstream serving the call; starts its clock.
+    pub fn upstream(&self, name: &str) {
+        self.edit(|r| r.upstream = Some(name.to_owned()));
+        *self
+            .upstream_started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// The policy decision: `decision` is allow/deny/…, `rule` what decided.
+    pub fn decision(&self, decision: &str, rule: Option<&str>) {
+        self.edit(|r| {
+            r.decision = decision.into();
+            r.rule = rule.map(str::to_owned);
+        });
+    }
+
+    /// Counts response bytes.
+    pub fn sent(&self, bytes: usize) {
+        self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Ends the ticket; only the first call counts.
+    pub fn complete(&self, outcome: Outcome) {
+        if self.done.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let total = self.started.elapsed();
+        let upstream = self
+            .upstream_started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|t| t.elapsed());
+        let mut record = self
+            .record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        record.outcome = outcome.label().into();
+        record.error_code = outcome.code();
+        record.latency_us = total.as_micros() as i64;
+        record.bytes_out = self.bytes_out.load(Ordering::Relaxed) as i64;
+        let labels = RequestLabels {
+            server: record.server.clone(),
+            upstream: record.upstream.clone().unwrap_or_default(),
+            method: record.method.clone(),
+            // Resource URIs are unbounded; only tool and prompt names (from configuration) label.
+            tool: match record.method.as_str() {
+                "tools/call" | "prompts/get" => record.target.clone().unwrap_or_default(),
+                _ => String::new(),
+            },
+            outcome: record.outcome.clone(),
+        };
+        METRICS.request_done(labels, total, upstream);
+        if let Some(a) = &self.auditor {
+            a.submit(record);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.complete(Outcome::Cancelled);
+    }
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,167 @@
+//! The audit trail in the store: batched inserts, filtered queries, retention.
+
+use super::{Store, StoreError, on_pool};
+use sqlx::Row;
+
+/// One audit record: a decision, and for calls what happened.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditRecord {
+    /// Milliseconds since the epoch.
+    pub at_ms: i64,
+    /// The gateway's id for the request.
+    pub request_id: String,
+    /// The virtual server.
+    pub server: String,
+    /// The upstream that served the call, if any.
+    pub upstream: Option<String>,
+    /// The JSON-RPC method (or `http` for a refusal before the body was read).
+    pub method: String,
+    /// Tool or prompt name or resource URI.
+    pub target: Option<String>,
+    /// The principal's subject.
+    pub subject: Option<String>,
+    /// The principal's issuer.
+    pub issuer: Option<String>,
+    /// The principal's OAuth client.
+    pub client_id: Option<String>,
+    /// `allow`, `deny`, `unauthenticated`, `insufficient_scope` or `unavailable`.
+    pub decision: String,
+    /// The policy rule that decided, or why authentication failed.
+    pub rule: Option<String>,
+    /// `ok`, `error`, `upstream_failure`, `timeout`, `refused` or `cancelled`.
+    pub outcome: String,
+    /// The JSON-RPC error code, when the outcome is an error.
+    pub error_code: Option<i64>,
+    /// Time from request to last byte, in microseconds.
+    pub latency_us: i64,
+    /// Request body bytes.
+    pub bytes_in: i64,
+    /// Response bytes.
+    pub bytes_out: i64,
+    /// The arguments, redacted (JSON), or `sha256:…` when only a digest is kept.
+    pub arguments: Option<String>,
+}
+
+/// Which records a query wants.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// At or after this time (ms since the epoch).
+    pub since_ms: i64,
+    /// Exactly this subject.
+    pub subject: Option<String>,
+    /// Exactly this tool/prompt/resource.
+    pub target: Option<String>,
+    /// Exactly this outcome.
+    pub outcome: Option<String>,
+    /// Exactly this server.
+    pub server: Option<String>,
+    /// At most this many, newest first.
+    pub limit: i64,
+}
+
+macro_rules! audit_columns {
+    () => {
+        "at_ms, request_id, server, upstream, method, target, subject, issuer, client_id, decision, rule, outcome, error_code, latency_us, bytes_in, bytes_out, arguments"
+    };
+}
+
+macro_rules! audit_from_row {
+    ($row:expr) => {{
+        let row = $row;
+        AuditRecord {
+            at_ms: row.try_get("at_ms")?,
+            request_id: row.try_get("request_id")?,
+            server: row.try_get("server")?,
+            upstream: row.try_get("upstream")?,
+            method: row.try_get("method")?,
+            target: row.try_get("target")?,
+            subject: row.try_get("subject")?,
+            issuer: row.try_get("issuer")?,
+            client_id: row.try_get("client_id")?,
+            decision: row.try_get("decision")?,
+            rule: row.try_get("rule")?,
+            outcome: row.try_get("outcome")?,
+            error_code: row.try_get("error_code")?,
+            latency_us: row.try_get("latency_us")?,
+            bytes_in: row.try_get("bytes_in")?,
+            bytes_out: row.try_get("bytes_out")?,
+            arguments: row.try_get("arguments")?,
+        }
+    }};
+}
+
+impl Store {
+    /// Writes records in one transaction.
+    pub async fn insert_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        let sql = concat!(
+            "INSERT INTO audit_records (",
+            audit_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+        );
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for r in records {
+                sqlx::query(sql)
+                    .bind(r.at_ms)
+                    .bind(&r.request_id)
+                    .bind(&r.server)
+                    .bind(&r.upstream)
+                    .bind(&r.method)
+                    .bind(&r.target)
+                    .bind(&r.subject)
+                    .bind(&r.issuer)
+                    .bind(&r.client_id)
+                    .bind(&r.decision)
+                    .bind(&r.rule)
+                    .bind(&r.outcome)
+                    .bind(r.error_code)
+                    .bind(r.latency_us)
+                    .bind(r.bytes_in)
+                    .bind(r.bytes_out)
+                    .bind(&r.arguments)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Records matching `filter`, newest first.
+    pub async fn query_audit(&self, f: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM audit_records WHERE at_ms >= $1",
+            " AND (CAST($2 AS TEXT) IS NULL OR subject = $2)",
+            " AND (CAST($3 AS TEXT) IS NULL OR target = $3)",
+            " AND (CAST($4 AS TEXT) IS NULL OR outcome = $4)",
+            " AND (CAST($5 AS TEXT) IS NULL OR server = $5)",
+            " ORDER BY at_ms DESC, id DESC LIMIT $6"
+        );
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql)
+                .bind(f.since_ms)
+                .bind(&f.subject)
+                .bind(&f.target)
+                .bind(&f.outcome)
+                .bind(&f.server)
+                .bind(f.limit)
+                .fetch_all(pool)
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                out.push(audit_from_row!(row));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Deletes records older than `before_ms`; returns how many.
+    pub async fn delete_audit_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let sql = "DELETE FROM audit_records WHERE at_ms < $1";
+        Ok(on_pool!(self, pool => {
+            sqlx::query(sql).bind(before_ms).execute(pool).await?.rows_affected()
+        }))
+    }
+}

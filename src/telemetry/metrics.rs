@@ -1,0 +1,225 @@
+//! Prometheus metrics, served at `/metrics`. One registry per process: every label set is
+//! bounded by the configuration (servers, upstreams, tools, rules), never by callers.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// Labels of a handled request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Virtual server.
+    pub server: String,
+    /// Upstream (empty when none was involved).
+    pub upstream: String,
+    /// JSON-RPC method.
+    pub method: String,
+    /// Tool, prompt or resource (empty for other methods).
+    pub tool: String,
+    /// `ok`, `error`, `upstream_failure`, `timeout`, `refused`, `cancelled`.
+    pub outcome: String,
+}
+
+/// Labels of a latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    /// Virtual server.
+    pub server: String,
+    /// JSON-RPC method.
+    pub method: String,
+}
+
+/// Labels naming one upstream.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    /// Upstream name.
+    pub upstream: String,
+}
+
+/// Labels of an authentication failure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthFailureLabels {
+    /// Virtual server.
+    pub server: String,
+    /// `missing`, `invalid`, `insufficient_scope` or `unavailable`.
+    pub reason: String,
+}
+
+/// Labels of a policy denial.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DenialLabels {
+    /// Virtual server.
+    pub server: String,
+    /// The rule that denied.
+    pub rule: String,
+}
+
+fn latency_buckets() -> Histogram {
+    // 50 µs to ~26 s: the gateway's own share is sub-millisecond, upstream calls take seconds.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.00005, 2.0, 20,
+    ))
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by server, upstream, method, tool and outcome.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time from request to last byte.
+    pub request_seconds: Family<LatencyLabels, Histogram, fn() -> Histogram>,
+    /// Time spent waiting for upstreams.
+    pub upstream_seconds: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    /// Time the gateway itself added (total minus upstream).
+    pub added_seconds: Family<LatencyLabels, Histogram, fn() -> Histogram>,
+    /// Refused credentials by reason.
+    pub auth_failures: Family<AuthFailureLabels, Counter>,
+    /// Calls refused or hidden by policy, by rule.
+    pub policy_denials: Family<DenialLabels, Counter>,
+    /// 1 when the upstream's last call succeeded, 0 when it failed.
+    pub upstream_up: Family<UpstreamLabels, Gauge>,
+    /// Records waiting to be written.
+    pub audit_queue_depth: Gauge,
+    /// Records lost because the queue was full (`on_full: drop`) or the store failed.
+    pub audit_dropped: Counter,
+    /// Records written.
+    pub audit_written: Counter,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("gatehouse");
+        let requests = Family::default();
+        let request_seconds = Family::new_with_constructor(latency_buckets as fn() -> Histogram);
+        let upstream_seconds = Family::new_with_constructor(latency_buckets as fn() -> Histogram);
+        let added_seconds = Family::new_with_constructor(latency_buckets as fn() -> Histogram);
+        let auth_failures = Family::default();
+        let policy_denials = Family::default();
+        let upstream_up = Family::default();
+        let audit_queue_depth = Gauge::default();
+        let audit_dropped = Counter::default();
+        let audit_written = Counter::default();
+        registry.register("requests", "MCP requests handled", requests.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to last byte",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time spent waiting for upstreams",
+            upstream_seconds.clone(),
+        );
+        registry.register(
+            "added_latency_seconds",
+            "Time the gateway added to a request",
+            added_seconds.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Requests refused by authentication",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "policy_denials",
+            "Calls refused by policy",
+            policy_denials.clone(),
+        );
+        registry.register(
+            "upstream_up",
+            "Whether the upstream's last call succeeded",
+            upstream_up.clone(),
+        );
+        registry.register(
+            "audit_queue_depth",
+            "Audit records waiting to be written",
+            audit_queue_depth.clone(),
+        );
+        registry.register("audit_dropped", "Audit records lost", audit_dropped.clone());
+        registry.register(
+            "audit_written",
+            "Audit records written",
+            audit_written.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            upstream_seconds,
+            added_seconds,
+            auth_failures,
+            policy_denials,
+            upstream_up,
+            audit_queue_depth,
+            audit_dropped,
+            audit_written,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+
+    /// Counts a refused credential.
+    pub fn auth_failure(&self, server: &str, reason: &str) {
+        self.auth_failures
+            .get_or_create(&AuthFailureLabels {
+                server: server.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a policy denial.
+    pub fn policy_denial(&self, server: &str, rule: &str) {
+        self.policy_denials
+            .get_or_create(&DenialLabels {
+                server: server.into(),
+                rule: rule.into(),
+            })
+            .inc();
+    }
+
+    /// Records a finished request.
+    pub fn request_done(&self, labels: RequestLabels, total: Duration, upstream: Option<Duration>) {
+        let latency = LatencyLabels {
+            server: labels.server.clone(),
+            method: labels.method.clone(),
+        };
+        self.request_seconds
+            .get_or_create(&latency)
+            .observe(total.as_secs_f64());
+        if let Some(up) = upstream {
+            self.upstream_seconds
+                .get_or_create(&UpstreamLabels {
+                    upstream: labels.upstream.clone(),
+                })
+                .observe(up.as_secs_f64());
+            self.added_seconds
+                .get_or_create(&latency)
+                .observe(total.saturating_sub(up).as_secs_f64());
+            let up_value = i64::from(!matches!(
+                labels.outcome.as_str(),
+                "upstream_failure" | "timeout"
+            ));
+            self.upstream_up
+                .get_or_create(&UpstreamLabels {
+                    upstream: labels.upstream.clone(),
+                })
+                .set(up_value);
+        }
+        self.requests.get_or_create(&labels).inc();
+    }
+}
+
+/// The process's metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
