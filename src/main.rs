@@ -32,6 +32,41 @@ enum Command {
     },
     /// Print a new random session-sealing key (base64, 32 bytes).
     SessionKey,
+    /// Query the audit trail (newest first).
+    Audit {
+        /// The YAML configuration file (for the store).
+        #[arg(long, short, env = "GATEHOUSE_CONFIG")]
+        config: PathBuf,
+        /// How far back: 15m, 1h, 7d, or `all`.
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// Only this subject.
+        #[arg(long)]
+        subject: Option<String>,
+        /// Only this tool, prompt or resource.
+        #[arg(long)]
+        tool: Option<String>,
+        /// Only this outcome: ok, error, upstream_failure, timeout, refused, cancelled.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Only this virtual server (by name).
+        #[arg(long)]
+        server: Option<String>,
+        /// At most this many records.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work with the configured policies.
+    Policy {
+        /// The YAML configuration file.
+        #[arg(long, short, env = "GATEHOUSE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
     /// Manage API keys for headless agents (stored in the configured store).
     Keys {
         /// The YAML configuration file (for the store and the servers).
@@ -39,6 +74,34 @@ enum Command {
         config: Option<PathBuf>,
         #[command(subcommand)]
         action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyAction {
+    /// Explain whether a principal (given as token claims) may call a function, and by which rule.
+    Explain {
+        /// A JSON file with the token's claims (`-` for standard input).
+        #[arg(long)]
+        token_claims: PathBuf,
+        /// The virtual server's path or name (default: the first).
+        #[arg(long)]
+        server: Option<String>,
+        /// A tool name, as clients see it.
+        #[arg(long, group = "target")]
+        tool: Option<String>,
+        /// A prompt name.
+        #[arg(long, group = "target")]
+        prompt: Option<String>,
+        /// A resource URI.
+        #[arg(long, group = "target")]
+        resource: Option<String>,
+        /// The upstream, when the name does not tell.
+        #[arg(long)]
+        upstream: Option<String>,
+        /// The call's arguments as JSON, for argument rules.
+        #[arg(long)]
+        arguments: Option<String>,
     },
 }
 
@@ -105,6 +168,91 @@ fn main() -> ExitCode {
             rand::rng().fill_bytes(&mut key);
             println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
             ExitCode::SUCCESS
+        }
+        Command::Audit {
+            config: path,
+            since,
+            subject,
+            tool,
+            outcome,
+            server,
+            limit,
+            json,
+        } => {
+            let config = match Config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let q = gatehouse::commands::audit::AuditQuery {
+                since,
+                subject,
+                tool,
+                outcome,
+                server,
+                limit,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let result = rt.block_on(async {
+                let store = gatehouse::serve::open_store(&config, &path)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                let out = gatehouse::commands::audit::query(&store, &q, json).await;
+                store.close().await;
+                out
+            });
+            match result {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("gatehouse audit: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Policy {
+            config,
+            action:
+                PolicyAction::Explain {
+                    token_claims,
+                    server,
+                    tool,
+                    prompt,
+                    resource,
+                    upstream,
+                    arguments,
+                },
+        } => {
+            match explain(
+                config,
+                token_claims,
+                server,
+                tool,
+                prompt,
+                resource,
+                upstream,
+                arguments,
+            ) {
+                Ok(e) => {
+                    print!("{}", e.text);
+                    if e.allowed {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("gatehouse policy explain: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Keys { config, action } => {
             let Some(path) = config else {
@@ -198,4 +346,48 @@ async fn keys(
     };
     store.close().await;
     Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn explain(
+    config: Option<PathBuf>,
+    claims: PathBuf,
+    server: Option<String>,
+    tool: Option<String>,
+    prompt: Option<String>,
+    resource: Option<String>,
+    upstream: Option<String>,
+    arguments: Option<String>,
+) -> Result<gatehouse::commands::policy::Explanation, String> {
+    use gatehouse::policy::FunctionKind;
+    let path = config.ok_or("--config FILE (or GATEHOUSE_CONFIG) is required")?;
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    let text = if claims.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| e.to_string())?
+    } else {
+        std::fs::read_to_string(&claims).map_err(|e| format!("{}: {e}", claims.display()))?
+    };
+    let claims: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("--token-claims: not JSON: {e}"))?;
+    if !claims.is_object() {
+        return Err("--token-claims: expected a JSON object of claims".into());
+    }
+    let (kind, name) = match (tool, prompt, resource) {
+        (Some(t), None, None) => (FunctionKind::Tool, t),
+        (None, Some(p), None) => (FunctionKind::Prompt, p),
+        (None, None, Some(r)) => (FunctionKind::Resource, r),
+        _ => return Err("name what to explain with one of --tool, --prompt or --resource".into()),
+    };
+    let arguments = arguments
+        .map(|a| serde_json::from_str(&a).map_err(|e| format!("--arguments: not JSON: {e}")))
+        .transpose()?;
+    let req = gatehouse::commands::policy::ExplainRequest {
+        server,
+        claims,
+        kind,
+        name,
+        upstream,
+        arguments,
+    };
+    gatehouse::commands::policy::explain(&config, &req)
 }

@@ -123,6 +123,17 @@ pub async fn revoke(store: &Store, id: &str) -> Result<(), String> {
     }
 }
 
+/// `YYYY-MM-DD HH:MM:SS.mmm` UTC, from milliseconds since the epoch.
+pub fn format_time_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    format!(
+        "{}:{:02}.{:03}",
+        format_time(secs),
+        secs.rem_euclid(60),
+        ms.rem_euclid(1000)
+    )
+}
+
 /// `YYYY-MM-DD HH:MM` UTC, from seconds since the epoch.
 fn format_time(secs: i64) -> String {
     let days = secs.div_euclid(86_400);

@@ -1,3 +1,5 @@
 //! Administrative commands that work on the store rather than on live traffic.
 
+pub mod audit;
 pub mod keys;
+pub mod policy;

@@ -6,7 +6,7 @@ mod names;
 
 pub use names::{ListKind, Naming};
 
-use crate::config::{self, OnUpstreamError, PrefixMode};
+use crate::config::{self, OnUpstreamError};
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::{ErrorCode, Message, RequestId};
 use crate::upstream::{
@@ -134,11 +134,6 @@ impl VirtualServer {
         upstreams: &BTreeMap<String, config::Upstream>,
         clients: &HashMap<String, Arc<UpstreamClient>>,
     ) -> Self {
-        let prefixing = match cfg.prefix {
-            PrefixMode::Always => true,
-            PrefixMode::Auto => cfg.upstreams.len() > 1,
-            PrefixMode::Never => false,
-        };
         let members: Vec<Member> = cfg
             .upstreams
             .iter()
@@ -147,19 +142,11 @@ impl VirtualServer {
                 client: clients[u].clone(),
             })
             .collect();
-        let prefixes = cfg
-            .upstreams
-            .iter()
-            .map(|u| prefixing.then(|| upstreams[u].prefix.clone().unwrap_or_else(|| u.clone())))
-            .collect();
         VirtualServer {
             name: cfg.name.clone(),
             path: cfg.path.clone(),
             members,
-            naming: Naming {
-                prefixes,
-                separator: cfg.separator.clone(),
-            },
+            naming: Naming::for_server(cfg, upstreams),
             on_error: cfg.on_upstream_error,
             instructions: cfg.instructions.clone(),
             routes: RwLock::new(Routes::default()),

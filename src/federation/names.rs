@@ -70,6 +70,28 @@ pub struct Naming {
 }
 
 impl Naming {
+    /// The naming scheme a configured virtual server uses.
+    pub fn for_server(
+        cfg: &crate::config::VirtualServer,
+        upstreams: &std::collections::BTreeMap<String, crate::config::Upstream>,
+    ) -> Naming {
+        use crate::config::PrefixMode;
+        let prefixing = match cfg.prefix {
+            PrefixMode::Always => true,
+            PrefixMode::Auto => cfg.upstreams.len() > 1,
+            PrefixMode::Never => false,
+        };
+        let prefixes = cfg
+            .upstreams
+            .iter()
+            .map(|u| prefixing.then(|| upstreams[u].prefix.clone().unwrap_or_else(|| u.clone())))
+            .collect();
+        Naming {
+            prefixes,
+            separator: cfg.separator.clone(),
+        }
+    }
+
     /// The name clients see for `name` of member `i`.
     pub fn outward_name(&self, i: usize, name: &str) -> String {
         match &self.prefixes[i] {

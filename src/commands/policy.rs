@@ -1,0 +1,188 @@
+//! `gatehouse policy explain`: would this principal be allowed this call, and by which rule?
+
+use crate::auth::Principal;
+use crate::config::{ClaimPaths, Config, Effect};
+use crate::federation::Naming;
+use crate::policy::{CompiledPolicy, Facts, FunctionKind};
+use serde_json::Value;
+
+/// What to explain.
+pub struct ExplainRequest {
+    /// The virtual server's path (default: the only or first server).
+    pub server: Option<String>,
+    /// The token's claims (JSON object), as an IdP would issue them.
+    pub claims: Value,
+    /// The function's kind and name (as clients see it).
+    pub kind: FunctionKind,
+    /// Its name or URI.
+    pub name: String,
+    /// The upstream, when the name does not tell.
+    pub upstream: Option<String>,
+    /// The call's arguments, for argument rules.
+    pub arguments: Option<Value>,
+}
+
+/// The explanation, and whether the call would be allowed.
+pub struct Explanation {
+    /// Human-readable lines.
+    pub text: String,
+    /// Whether the call would go through.
+    pub allowed: bool,
+}
+
+/// Evaluates the configured policy for a hypothetical principal.
+pub fn explain(config: &Config, req: &ExplainRequest) -> Result<Explanation, String> {
+    let server = match &req.server {
+        Some(path) => config
+            .servers
+            .iter()
+            .find(|s| &s.path == path || &s.name == path)
+            .ok_or_else(|| format!("--server {path}: no virtual server has this path or name"))?,
+        None => config
+            .servers
+            .first()
+            .ok_or("the configuration has no servers")?,
+    };
+    let naming = Naming::for_server(server, &config.upstreams);
+    let upstream = match &req.upstream {
+        Some(u) if server.upstreams.contains(u) => u.clone(),
+        Some(u) => {
+            return Err(format!(
+                "--upstream {u}: not an upstream of {}",
+                server.path
+            ));
+        }
+        None if server.upstreams.len() == 1 => server.upstreams[0].clone(),
+        None => {
+            let inward = match req.kind {
+                FunctionKind::Resource => naming.inward_uri(&req.name),
+                _ => naming.inward_name(&req.name),
+            };
+            match inward {
+                Some((i, _)) => server.upstreams[i].clone(),
+                None => {
+                    return Err(
+                        "cannot tell which upstream offers this name; pass --upstream".into(),
+                    );
+                }
+            }
+        }
+    };
+    // Claims are mapped the way the issuer that would have signed them maps them.
+    let iss = req
+        .claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let paths = config
+        .auth
+        .issuers
+        .values()
+        .find(|i| i.issuer == iss)
+        .map(|i| i.claims.clone())
+        .unwrap_or_else(ClaimPaths::default);
+    let principal = Principal::hypothetical(req.claims.clone(), &paths)?;
+    let policy = match &server.policy {
+        Some(p) => CompiledPolicy::compile(p)?,
+        None => CompiledPolicy::open(),
+    };
+    let method = match req.kind {
+        FunctionKind::Tool => "tools/call",
+        FunctionKind::Prompt => "prompts/get",
+        FunctionKind::Resource => "resources/read",
+    };
+    let facts = Facts {
+        server: &server.name,
+        method,
+        kind: req.kind,
+        name: &req.name,
+        upstream: &upstream,
+    };
+    let listing = policy.decide(Some(&principal), &facts, None);
+    let empty = Value::Object(Default::default());
+    let call = policy.decide(
+        Some(&principal),
+        &facts,
+        Some(req.arguments.as_ref().unwrap_or(&empty)),
+    );
+    let mut lines = vec![
+        format!("server     {} ({})", server.name, server.path),
+        format!(
+            "principal  sub={} groups={:?} roles={:?} scopes={:?}",
+            principal.subject(),
+            principal.groups(),
+            principal.roles(),
+            principal.scopes()
+        ),
+        format!("target     {method} {} (upstream {upstream})", req.name),
+        format!(
+            "listing    {} by rule {:?}",
+            word(listing.effect),
+            &*listing.rule
+        ),
+        format!("call       {} by rule {:?}", word(call.effect), &*call.rule),
+    ];
+    let mut allowed = call.allowed();
+    if allowed {
+        let mut needed: Vec<String> = server
+            .auth
+            .as_ref()
+            .map(|a| a.scopes.clone())
+            .unwrap_or_default();
+        if let Some(a) = &server.auth {
+            for r in &a.require {
+                let pattern = match req.kind {
+                    FunctionKind::Tool => &r.tools,
+                    FunctionKind::Prompt => &r.prompts,
+                    FunctionKind::Resource => &r.resources,
+                };
+                if pattern
+                    .as_deref()
+                    .is_some_and(|p| crate::auth::glob_match(p, &req.name))
+                {
+                    needed.extend(r.scopes.iter().cloned());
+                }
+            }
+        }
+        needed.extend(call.require_scopes.iter().cloned());
+        needed.dedup();
+        if !needed.is_empty() {
+            let missing: Vec<_> = needed
+                .iter()
+                .filter(|s| !principal.scopes().contains(s))
+                .cloned()
+                .collect();
+            if missing.is_empty() {
+                lines.push(format!("scopes     needs {} — present", needed.join(" ")));
+            } else {
+                allowed = false;
+                lines.push(format!(
+                    "scopes     needs {} — missing {} (the client would get 403 insufficient_scope and step up)",
+                    needed.join(" "),
+                    missing.join(" ")
+                ));
+            }
+        }
+    } else if listing.allowed() {
+        lines.push("result     visible, but this call is refused (-32006)".into());
+    } else {
+        lines.push(
+            "result     hidden: the call is answered as if the function did not exist".into(),
+        );
+    }
+    lines.push(format!(
+        "verdict    {}",
+        if allowed { "ALLOWED" } else { "DENIED" }
+    ));
+    Ok(Explanation {
+        text: lines.join("\n") + "\n",
+        allowed,
+    })
+}
+
+fn word(e: Effect) -> &'static str {
+    match e {
+        Effect::Allow => "allowed",
+        Effect::Deny => "denied",
+    }
+}
