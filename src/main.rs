@@ -289,12 +289,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            gatehouse::telemetry::init_logging(&config.log);
+            let telemetry = gatehouse::telemetry::init(&config.log, &config.traces);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            match rt.block_on(gatehouse::serve::run(config, path)) {
+            let result = rt.block_on(gatehouse::serve::run(config, path));
+            drop(rt);
+            telemetry.shutdown();
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

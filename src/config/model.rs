@@ -40,6 +40,9 @@ pub struct Config {
     /// The audit trail of decisions and calls.
     #[serde(default)]
     pub audit: super::Audit,
+    /// OpenTelemetry traces.
+    #[serde(default)]
+    pub traces: Traces,
     /// Reload the configuration when the file changes (SIGHUP always reloads).
     #[serde(default = "default_true")]
     pub watch_config: bool,
@@ -117,6 +120,31 @@ pub struct Log {
     pub format: LogFormat,
     /// A `tracing` filter such as `info` or `gatehouse=debug,info`; `RUST_LOG` overrides it.
     pub level: String,
+}
+
+/// OpenTelemetry trace export (OTLP over HTTP).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Traces {
+    /// The OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`; none: no export.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Fraction of new traces sampled (a sampled parent from the client is always followed).
+    pub sample_ratio: f64,
+    /// Longest a finished span waits before it is exported.
+    pub export_interval: HumanDuration,
+}
+
+impl Default for Traces {
+    fn default() -> Self {
+        Traces {
+            otlp_endpoint: None,
+            service_name: "gatehouse".into(),
+            sample_ratio: 1.0,
+            export_interval: HumanDuration(std::time::Duration::from_secs(5)),
+        }
+    }
 }
 
 impl Default for Log {

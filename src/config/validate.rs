@@ -68,6 +68,17 @@ pub fn validate(c: &Config) -> Vec<Issue> {
     }
     super::auth::check(c, &mut |field, message| issues.add(field, message));
     super::audit::check(&c.audit, &mut |field, message| issues.add(field, message));
+    if let Some(e) = &c.traces.otlp_endpoint
+        && !reqwest::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+    {
+        issues.add(
+            "traces.otlp_endpoint",
+            format!("{e:?}: expected an http(s) URL such as http://127.0.0.1:4318/v1/traces"),
+        );
+    }
+    if !(0.0..=1.0).contains(&c.traces.sample_ratio) {
+        issues.add("traces.sample_ratio", "expected a number from 0 to 1");
+    }
     for (i, s) in c.servers.iter().enumerate() {
         if let Some(p) = &s.policy
             && s.auth.is_none()

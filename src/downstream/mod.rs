@@ -28,6 +28,7 @@ use error::HttpError;
 use http::{Method, StatusCode};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use tracing::Instrument;
 
 /// An authenticated caller of a protected virtual server.
 #[derive(Clone)]
@@ -89,6 +90,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn mcp_endpoint(State(state): State<AppState>, req: Request) -> Response {
+    let span = tracing::debug_span!("gatehouse.request", path = %req.uri().path(), http.method = %req.method());
+    crate::telemetry::set_remote_parent(&span, req.headers());
+    serve_mcp(state, req).instrument(span).await
+}
+
+async fn serve_mcp(state: AppState, req: Request) -> Response {
     let gw = state.gateway;
     let rt = gw.runtime();
     let (parts, body): (_, Body) = req.into_parts();
@@ -101,7 +108,11 @@ async fn mcp_endpoint(State(state): State<AppState>, req: Request) -> Response {
     }
     let caller = match rt.guards.get(&server.path) {
         None => None,
-        Some(guard) => match guard.authenticate(&parts.headers).await {
+        Some(guard) => match guard
+            .authenticate(&parts.headers)
+            .instrument(tracing::debug_span!("gatehouse.auth"))
+            .await
+        {
             Ok(principal) => Some(Caller {
                 guard: guard.clone(),
                 principal,

@@ -23,6 +23,7 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// Handles a POST to a virtual server's endpoint.
 pub async fn handle(
@@ -385,7 +386,9 @@ pub async fn request(
         Err(e) => return answered(&ticket, rpc_error(id, &e)),
     };
     let upstream = &server.members[routed.member].upstream;
-    match access.check_call(&server, &method, routed.member, &target, &id) {
+    let policy_span = tracing::debug_span!("gatehouse.policy");
+    match policy_span.in_scope(|| access.check_call(&server, &method, routed.member, &target, &id))
+    {
         Ok(decision) => {
             if let (Some(t), Some(d)) = (&ticket, decision) {
                 t.decision("allow", Some(&d.rule));
@@ -427,7 +430,12 @@ pub async fn request(
         parked,
         ticket: ticket.clone(),
     };
-    match server.call(src, routed.member, routed.message).await {
+    let upstream_span = tracing::debug_span!("gatehouse.upstream", upstream = %upstream);
+    match server
+        .call(src, routed.member, routed.message)
+        .instrument(upstream_span)
+        .await
+    {
         Ok(stream) => relay.respond(stream).await,
         Err(e) => {
             if let (Some(s), Some(id)) = (&session, &id) {

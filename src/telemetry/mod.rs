@@ -1,19 +1,34 @@
-//! Logging setup and metrics.
+//! Logging, metrics and traces.
 
 pub mod metrics;
+mod traces;
 
-use crate::config::{Log, LogFormat};
+pub use traces::{TelemetryGuard, inject_trace_context, set_remote_parent};
+
+use crate::config::{Log, LogFormat, Traces};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
-/// Installs the global subscriber; `RUST_LOG` overrides the configured level. Logs go to stderr
-/// so that stdout stays free for machine-readable output.
-pub fn init_logging(log: &Log) {
+/// Installs the global subscriber: logs to stderr (so that stdout stays free for
+/// machine-readable output; `RUST_LOG` overrides the configured level) and, when configured,
+/// the request path's spans exported over OTLP. Keep the guard until the process ends.
+pub fn init(log: &Log, traces: &Traces) -> TelemetryGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match log.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match log.format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Text => fmt.boxed(),
     };
+    let (otel, guard) = traces::layer(traces);
+    let mut layers = vec![fmt.with_filter(filter).boxed()];
+    layers.extend(otel);
+    let _ = tracing_subscriber::registry().with(layers).try_init();
+    guard
+}
+
+/// Logging only (commands other than `serve`).
+pub fn init_logging(log: &Log) {
+    let _ = init(log, &Traces::default());
 }

@@ -245,6 +245,7 @@ impl HttpUpstream {
                 HeaderValue::from_static(session.version.as_str()),
             );
         }
+        crate::telemetry::inject_trace_context(&mut h);
         if session.version.is_stateless() {
             if let Some(method) = msg
                 .method
