@@ -6,6 +6,7 @@
 
 mod load;
 mod procs;
+mod secured;
 
 use clap::Parser;
 use load::{Stats, Target};
@@ -58,11 +59,16 @@ fn call_body(bytes: u64, stateless: bool) -> Vec<u8> {
 
 /// Opens a 2025-11-25 session and returns its id.
 async fn initialize(client: &reqwest::Client, url: &str) -> String {
+    initialize_with(client, url, &[]).await
+}
+
+/// Opens a session sending `extra` headers (e.g. `authorization`) too.
+async fn initialize_with(client: &reqwest::Client, url: &str, extra: &[(&str, &str)]) -> String {
     let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}});
     let resp = client
         .post(url)
-        .headers(load::headers(&[]))
+        .headers(load::headers(extra))
         .body(body.to_string())
         .send()
         .await
@@ -76,10 +82,12 @@ async fn initialize(client: &reqwest::Client, url: &str) -> String {
         .to_owned();
     let _ = resp.bytes().await;
     let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let h = load::headers(&[
-        ("mcp-session-id", &sid),
+    let mut pairs = vec![
+        ("mcp-session-id", sid.as_str()),
         ("mcp-protocol-version", "2025-11-25"),
-    ]);
+    ];
+    pairs.extend_from_slice(extra);
+    let h = load::headers(&pairs);
     let _ = client
         .post(url)
         .headers(h)
@@ -124,8 +132,10 @@ fn gateway_config(
     fed: &[String],
     fixture_bin: &str,
 ) -> String {
-    let mut y =
-        String::from("listen: 127.0.0.1:0\nwatch_config: false\nlog: { level: warn }\nservers:\n");
+    // The plain configuration: no authentication, policy or audit.
+    let mut y = String::from(
+        "listen: 127.0.0.1:0\nwatch_config: false\nlog: { level: warn }\naudit: { enabled: false }\nservers:\n",
+    );
     y.push_str("  - { name: json, path: /json, upstreams: [fxj] }\n");
     y.push_str("  - { name: sse, path: /sse, upstreams: [fxs] }\n");
     y.push_str("  - { name: stdio, path: /stdio, upstreams: [fxstdio] }\n");
@@ -202,6 +212,36 @@ async fn main() {
     }
     let ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
 
+    // The secured configuration in its own process (audit is process-wide).
+    let issuer = secured::start_issuer().await;
+    let secure_config = dir.join("secure.yaml");
+    std::fs::write(
+        &secure_config,
+        secured::config(&issuer, &fx_json.ready_line),
+    )
+    .unwrap();
+    let mut cmd = Command::new(&gateway_bin);
+    cmd.arg("serve").arg("--config").arg(&secure_config);
+    let secure_gw = Proc::start(cmd, "gatehouse listening on ");
+    let secure_url = format!("{}/secure", secure_gw.ready_line);
+    secured::ready(&client, &secure_gw.ready_line).await;
+    let bearer = format!("Bearer {}", secured::token(&issuer, &secure_url));
+    let secured_target = || {
+        let (client, url, bearer) = (client.clone(), secure_url.clone(), bearer.clone());
+        async move {
+            let sid = initialize_with(&client, &url, &[("authorization", &bearer)]).await;
+            Target {
+                url,
+                headers: load::headers(&[
+                    ("mcp-session-id", &sid),
+                    ("mcp-protocol-version", "2025-11-25"),
+                    ("authorization", &bearer),
+                ]),
+                body: Arc::new(call_body(SMALL, false)),
+            }
+        }
+    };
+
     let concurrencies: &[usize] = if args.smoke { &[16] } else { &[1, 16, 64] };
     let mut rows = Vec::new();
     let mut cases = vec![("small", SMALL), ("large", LARGE)];
@@ -236,6 +276,23 @@ async fn main() {
         }
     }
 
+    // Authentication (ES256 JWT) + policy + audit, small JSON results.
+    for &c in concurrencies {
+        let d = target(&client, &fx_json.ready_line, SMALL, false).await;
+        let g = secured_target().await;
+        let direct = load::run(&client, &d, c, cell).await;
+        let cpu0 = secure_gw.cpu_seconds();
+        let gateway = load::run(&client, &g, c, cell).await;
+        let cpu = secure_gw.cpu_seconds() - cpu0;
+        rows.push(Row {
+            name: "small json auth+policy+audit".into(),
+            concurrency: c,
+            cpu_per_10k: cpu / gateway.requests.max(1) as f64 * 10_000.0,
+            direct,
+            gateway,
+        });
+    }
+
     // Latency at half of the direct maximum load (small JSON, 16 clients).
     let half = if let Some(max) = rows
         .iter()
@@ -246,7 +303,9 @@ async fn main() {
         let g = target(&client, &format!("{base}/json"), SMALL, false).await;
         let direct = load::run_paced(&client, &d, 16, cell, rate).await;
         let gateway = load::run_paced(&client, &g, 16, cell, rate).await;
-        Some((rate, direct, gateway))
+        let s = secured_target().await;
+        let secure = load::run_paced(&client, &s, 16, cell, rate).await;
+        Some((rate, direct, gateway, secure))
     } else {
         None
     };
@@ -303,6 +362,8 @@ async fn main() {
     let per_session_kib = (rss_after.saturating_sub(rss_before)) as f64 / opened.max(1) as f64;
     let peak_rss_mib = gw.status_kib("VmHWM") as f64 / 1024.0;
 
+    let (policy_simple_ns, policy_cel_ns) =
+        secured::policy_micro(if args.smoke { 10_000 } else { 1_000_000 });
     print_report(
         &rows,
         &half,
@@ -313,6 +374,9 @@ async fn main() {
         opened,
         per_session_kib,
         peak_rss_mib,
+    );
+    println!(
+        "policy decision (in process): {policy_simple_ns:.0} ns with declarative rules, {policy_cel_ns:.0} ns when a CEL rule decides"
     );
     if let Some(path) = &args.json {
         let v = to_json(
@@ -326,6 +390,8 @@ async fn main() {
             per_session_kib,
             peak_rss_mib,
         );
+        let mut v = v;
+        v["policy_decision_ns"] = json!({"declarative": policy_simple_ns, "cel": policy_cel_ns});
         std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
         println!("\nJSON written to {}", path.display());
     }
@@ -343,7 +409,7 @@ async fn main() {
 #[allow(clippy::too_many_arguments)]
 fn print_report(
     rows: &[Row],
-    half: &Option<(f64, Stats, Stats)>,
+    half: &Option<(f64, Stats, Stats, Stats)>,
     fed_d: &Stats,
     fed_g: &Stats,
     stdio: &Stats,
@@ -387,7 +453,7 @@ fn print_report(
             r.cpu_per_10k
         );
     }
-    if let Some((rate, d, g)) = half {
+    if let Some((rate, d, g, s)) = half {
         println!(
             "\nat half the direct maximum ({rate:.0} req/s, small json, 16 clients): direct p50 {:.3} ms p99 {:.3} ms; gateway p50 {:.3} ms p99 {:.3} ms; added p50 {:.3} ms, added p99 {:.3} ms",
             d.pct(50.0),
@@ -396,6 +462,13 @@ fn print_report(
             g.pct(99.0),
             g.pct(50.0) - d.pct(50.0),
             g.pct(99.0) - d.pct(99.0)
+        );
+        println!(
+            "  same with auth+policy+audit: gateway p50 {:.3} ms p99 {:.3} ms; added p50 {:.3} ms, added p99 {:.3} ms",
+            s.pct(50.0),
+            s.pct(99.0),
+            s.pct(50.0) - d.pct(50.0),
+            s.pct(99.0) - d.pct(99.0)
         );
     }
     println!(
@@ -419,7 +492,7 @@ fn print_report(
 #[allow(clippy::too_many_arguments)]
 fn to_json(
     rows: &[Row],
-    half: &Option<(f64, Stats, Stats)>,
+    half: &Option<(f64, Stats, Stats, Stats)>,
     fed_d: &Stats,
     fed_g: &Stats,
     stdio: &Stats,
@@ -431,7 +504,7 @@ fn to_json(
     let s = |s: &Stats| json!({"rps": s.rps(), "p50_ms": s.pct(50.0), "p90_ms": s.pct(90.0), "p99_ms": s.pct(99.0), "p999_ms": s.pct(99.9), "ttfb_p50_ms": s.ttfb(50.0), "requests": s.requests, "errors": s.errors});
     json!({
         "rows": rows.iter().map(|r| json!({"workload": r.name, "concurrency": r.concurrency, "direct": s(&r.direct), "gateway": s(&r.gateway), "throughput_ratio": r.gateway.rps() / r.direct.rps(), "gateway_cpu_seconds_per_10k": r.cpu_per_10k})).collect::<Vec<_>>(),
-        "half_load": half.as_ref().map(|(rate, d, g)| json!({"rate": rate, "direct": s(d), "gateway": s(g)})),
+        "half_load": half.as_ref().map(|(rate, d, g, sec)| json!({"rate": rate, "direct": s(d), "gateway": s(g), "gateway_auth_policy_audit": s(sec)})),
         "federated_tools_list": {"direct_one_upstream": s(fed_d), "gateway_ten_upstreams": s(fed_g)},
         "stdio": s(stdio),
         "ready_ms": ready_ms,
