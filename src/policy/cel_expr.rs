@@ -6,6 +6,11 @@ use crate::auth::Principal;
 use cel::{Context, Program};
 use serde_json::{Value, json};
 
+thread_local! {
+    /// The standard library, built once per thread: building it is most of an evaluation's cost.
+    static STDLIB: Context<'static, 'static> = Context::default();
+}
+
 /// A compiled CEL condition.
 pub(super) struct CelProgram {
     program: Program,
@@ -34,18 +39,17 @@ impl CelProgram {
 
     /// Whether the condition holds. An expression that fails or is not a boolean holds for a
     /// deny rule and not for an allow rule (`fails_closed`): a broken rule never opens access.
-    pub(super) fn holds(&self, inputs: &Inputs, fails_closed: bool, rule: &str) -> bool {
-        let mut ctx = Context::default();
-        for (name, value) in [
-            ("principal", &inputs.principal),
-            ("request", &inputs.request),
-            ("args", &inputs.args),
-        ] {
-            if let Ok(v) = cel::to_value(value) {
-                ctx.add_variable_from_value(name, v);
+        pub(super) fn holds(&self, inputs: &Inputs, fails_closed: bool, rule: &str) -> bool {
+        let result = STDLIB.with(|root| {
+            let mut ctx = root.new_inner_scope();
+            for (name, value) in [("principal", &inputs.principal), ("request", &inputs.request), ("args", &inputs.args)] {
+                if let Ok(v) = cel::to_value(value) {
+                    ctx.add_variable_from_value(name, v);
+                }
             }
-        }
-        match self.program.execute(&ctx) {
+            self.program.execute(&ctx)
+        });
+        match result {
             Ok(cel::Value::Bool(b)) => b,
             Ok(other) => {
                 tracing::warn!(rule, value = ?other, "policy condition is not a boolean; treated as failed");
