@@ -159,7 +159,11 @@ impl Gateway {
     ) -> Result<Arc<Gateway>, String> {
         let sealer = sealer_from(&config)?;
         let sessions = SessionRegistry::new(config.sessions.max_lifetime.0);
-        let auditor = crate::audit::Auditor::start(&config.audit, store.clone());
+        let base_dir = config_path
+            .as_deref()
+            .and_then(std::path::Path::parent)
+            .unwrap_or(std::path::Path::new("."));
+        let auditor = crate::audit::Auditor::start(&config.audit, store.clone(), base_dir);
         let runtime = Runtime::build(config, None, store.as_ref())?;
         Ok(Arc::new(Gateway {
             runtime: ArcSwap::from_pointee(runtime),

@@ -53,6 +53,7 @@ auth:
     test: {{ issuer: "{iss}", algorithms: [ES256] }}
 audit:
   flush_interval: 100ms
+  jsonl: audit.jsonl
   redact:
     digest_tools: ["crm__whoami"]
 store:
@@ -337,6 +338,22 @@ async fn policy_matrix_and_audit_trail_on_sqlite() {
         let sig = t.rsplit('.').next().unwrap().as_bytes();
         assert!(!bytes.windows(sig.len()).any(|w| w == sig));
     }
+    // The JSON-lines sink (next to the configuration) carries the same records.
+    let lines = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap();
+    let from_file: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        find(&from_file, "bob", "files__echo")
+            .iter()
+            .any(|r| r["rule"] == "no-long-echo")
+    );
+    assert_eq!(
+        from_file.len(),
+        audit_cli(&s.gw, &[]).len(),
+        "every stored record is also a line"
+    );
     // Metrics after the traffic.
     let metrics = reqwest::get(s.gw.url("/metrics"))
         .await

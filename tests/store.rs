@@ -1,7 +1,7 @@
 //! The same store tests on SQLite and on PostgreSQL (127.0.0.1:5432, database `test`, a fresh
 //! schema per test so that runs never see each other's rows).
 
-use gatehouse::store::{NewApiKey, Store, now_secs};
+use gatehouse::store::{AuditFilter, AuditRecord, NewApiKey, Store, now_secs};
 use sqlx::postgres::PgConnectOptions;
 use std::str::FromStr;
 
@@ -83,6 +83,68 @@ async fn exercise_api_keys(store: &Store) {
     );
     // Hostile input is data, not SQL.
     assert!(store.find_api_key("' OR '1'='1").await.unwrap().is_none());
+    exercise_audit(store).await;
+}
+
+/// Audit records: batch insert, filters, newest first, retention.
+async fn exercise_audit(store: &Store) {
+    let record = |at_ms: i64, subject: &str, outcome: &str| AuditRecord {
+        at_ms,
+        request_id: format!("r{at_ms}"),
+        server: "main".into(),
+        upstream: Some("crm".into()),
+        method: "tools/call".into(),
+        target: Some("crm__echo".into()),
+        subject: Some(subject.into()),
+        issuer: Some("https://idp".into()),
+        client_id: None,
+        decision: "allow".into(),
+        rule: Some("r1".into()),
+        outcome: outcome.into(),
+        error_code: (outcome == "error").then_some(-32602),
+        latency_us: 1200,
+        bytes_in: 80,
+        bytes_out: 120,
+        arguments: Some(r#"{"text":"x"}"#.into()),
+    };
+    let now = gatehouse::audit::now_ms();
+    let batch = vec![
+        record(now - 10 * 86_400_000, "old", "ok"),
+        record(now - 2000, "alice", "ok"),
+        record(now - 1000, "bob", "error"),
+    ];
+    store.insert_audit(&batch).await.unwrap();
+    let all = AuditFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    let got = store.query_audit(&all).await.unwrap();
+    assert_eq!(
+        got.iter()
+            .map(|r| r.subject.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["bob", "alice", "old"]
+    );
+    assert_eq!(got[0], batch[2], "a record comes back exactly as written");
+    let errors = AuditFilter {
+        outcome: Some("error".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(store.query_audit(&errors).await.unwrap().len(), 1);
+    let recent = AuditFilter {
+        since_ms: now - 60_000,
+        subject: Some("alice".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(store.query_audit(&recent).await.unwrap().len(), 1);
+    assert_eq!(
+        store.delete_audit_before(now - 86_400_000).await.unwrap(),
+        1,
+        "retention removes only the old record"
+    );
+    assert_eq!(store.query_audit(&all).await.unwrap().len(), 2);
 }
 
 #[tokio::test]

@@ -77,7 +77,12 @@ pub struct Auditor {
 
 impl Auditor {
     /// Starts the writer; `None` when auditing is disabled.
-    pub fn start(config: &Audit, store: Option<Store>) -> Option<Arc<Auditor>> {
+    /// A relative `jsonl` path is taken relative to `base_dir` (the configuration's folder).
+    pub fn start(
+        config: &Audit,
+        store: Option<Store>,
+        base_dir: &std::path::Path,
+    ) -> Option<Arc<Auditor>> {
         if !config.enabled {
             return None;
         }
@@ -91,12 +96,9 @@ impl Auditor {
             stop: tokio::sync::Notify::new(),
             stopped: tokio::sync::Mutex::new(None),
         });
-        let task = tokio::spawn(writer::run(
-            writer::Settings::from(config),
-            store,
-            rx,
-            auditor.clone(),
-        ));
+        let mut settings = writer::Settings::from(config);
+        settings.resolve_paths(base_dir);
+        let task = tokio::spawn(writer::run(settings, store, rx, auditor.clone()));
         *auditor.stopped.try_lock().expect("new mutex") = Some(task);
         Some(auditor)
     }

@@ -22,6 +22,18 @@ pub(super) struct Settings {
     jsonl: Option<String>,
 }
 
+impl Settings {
+    /// Makes a relative JSON-lines path relative to `base`.
+    pub(super) fn resolve_paths(&mut self, base: &std::path::Path) {
+        if let Some(p) = &self.jsonl
+            && p != "stdout"
+            && std::path::Path::new(p).is_relative()
+        {
+            self.jsonl = Some(base.join(p).display().to_string());
+        }
+    }
+}
+
 impl From<&Audit> for Settings {
     fn from(a: &Audit) -> Self {
         Settings {

@@ -39,10 +39,14 @@ impl CelProgram {
 
     /// Whether the condition holds. An expression that fails or is not a boolean holds for a
     /// deny rule and not for an allow rule (`fails_closed`): a broken rule never opens access.
-        pub(super) fn holds(&self, inputs: &Inputs, fails_closed: bool, rule: &str) -> bool {
+    pub(super) fn holds(&self, inputs: &Inputs, fails_closed: bool, rule: &str) -> bool {
         let result = STDLIB.with(|root| {
             let mut ctx = root.new_inner_scope();
-            for (name, value) in [("principal", &inputs.principal), ("request", &inputs.request), ("args", &inputs.args)] {
+            for (name, value) in [
+                ("principal", &inputs.principal),
+                ("request", &inputs.request),
+                ("args", &inputs.args),
+            ] {
                 if let Ok(v) = cel::to_value(value) {
                     ctx.add_variable_from_value(name, v);
                 }
