@@ -38,6 +38,9 @@ struct Args {
     /// The fixture binary (default: next to this one).
     #[arg(long)]
     fixture: Option<PathBuf>,
+    /// Only table rows whose workload name contains this (e.g. `auth` while profiling).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 const SMALL: u64 = 100;
@@ -254,6 +257,10 @@ async fn main() {
             ("sse", &fx_sse.ready_line, "/sse"),
         ] {
             for (proto, stateless) in [("2025-11-25", false), ("2026-07-28", true)] {
+                let name = format!("{size_name} {mode} {proto}");
+                if args.only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+                    continue;
+                }
                 for &c in concurrencies {
                     if *bytes == LARGE && c == 64 {
                         continue; // 64 × 1 MiB in flight measures the loopback, not the gateway
@@ -277,7 +284,8 @@ async fn main() {
     }
 
     // Authentication (ES256 JWT) + policy + audit, small JSON results.
-    for &c in concurrencies {
+    let secured_rows = args.only.as_ref().is_none_or(|o| "small json auth+policy+audit".contains(o.as_str()));
+    for &c in concurrencies.iter().filter(|_| secured_rows) {
         let d = target(&client, &fx_json.ready_line, SMALL, false).await;
         let g = secured_target().await;
         let direct = load::run(&client, &d, c, cell).await;

@@ -14,7 +14,6 @@ use rand::RngCore;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,9 +64,44 @@ impl Outcome {
     }
 }
 
+/// Records waiting for the writer. A plain buffer rather than a channel: the writer is woken
+/// only when a batch is full (or by its timer), not once per record, so auditing costs the
+/// request path a lock and a push.
+pub(crate) struct Queue {
+    records: Mutex<Vec<AuditRecord>>,
+    capacity: usize,
+    batch_size: usize,
+    batch_ready: tokio::sync::Notify,
+}
+
+impl Queue {
+    /// Adds a record; gives it back when the queue is full.
+    fn push(&self, record: AuditRecord) -> Result<(), AuditRecord> {
+        let mut q = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= self.capacity {
+            return Err(record);
+        }
+        q.push(record);
+        let len = q.len();
+        drop(q);
+        METRICS.audit_queue_depth.set(len as i64);
+        if len == self.batch_size {
+            self.batch_ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Everything queued so far.
+    pub(crate) fn take(&self) -> Vec<AuditRecord> {
+        let taken = std::mem::take(&mut *self.records.lock().unwrap_or_else(|e| e.into_inner()));
+        METRICS.audit_queue_depth.set(0);
+        taken
+    }
+}
+
 /// The process's audit queue.
 pub struct Auditor {
-    tx: mpsc::Sender<AuditRecord>,
+    queue: Arc<Queue>,
     on_full: OnFull,
     redactor: Redactor,
     record_arguments: bool,
@@ -86,10 +120,15 @@ impl Auditor {
         if !config.enabled {
             return None;
         }
-        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let queue = Arc::new(Queue {
+            records: Mutex::new(Vec::new()),
+            capacity: config.queue_capacity,
+            batch_size: config.batch_size,
+            batch_ready: tokio::sync::Notify::new(),
+        });
         let store = if config.store { store } else { None };
         let auditor = Arc::new(Auditor {
-            tx,
+            queue: queue.clone(),
             on_full: config.on_full,
             redactor: Redactor::new(&config.redact),
             record_arguments: config.record_arguments,
@@ -98,7 +137,7 @@ impl Auditor {
         });
         let mut settings = writer::Settings::from(config);
         settings.resolve_paths(base_dir);
-        let task = tokio::spawn(writer::run(settings, store, rx, auditor.clone()));
+        let task = tokio::spawn(writer::run(settings, store, queue, auditor.clone()));
         *auditor.stopped.try_lock().expect("new mutex") = Some(task);
         Some(auditor)
     }
@@ -106,24 +145,26 @@ impl Auditor {
     /// Queues a record without waiting; a full queue drops it (`drop`) or lets it wait in a
     /// task for room (`block`).
     pub fn submit(&self, record: AuditRecord) {
-        METRICS
-            .audit_queue_depth
-            .set((self.tx.max_capacity() - self.tx.capacity()) as i64);
-        match self.tx.try_send(record) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(record)) => match self.on_full {
-                OnFull::Drop => {
-                    METRICS.audit_dropped.inc();
-                }
-                OnFull::Block => {
-                    let tx = self.tx.clone();
-                    tokio::spawn(async move {
-                        let _ = tx.send(record).await;
-                    });
-                }
-            },
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+        let Err(record) = self.queue.push(record) else {
+            return;
+        };
+        match self.on_full {
+            OnFull::Drop => {
                 METRICS.audit_dropped.inc();
+            }
+            OnFull::Block => {
+                let queue = self.queue.clone();
+                queue.batch_ready.notify_one();
+                tokio::spawn(async move {
+                    let mut record = record;
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        match queue.push(record) {
+                            Ok(()) => return,
+                            Err(r) => record = r,
+                        }
+                    }
+                });
             }
         }
     }

@@ -2,14 +2,13 @@
 //! transaction and to the JSON-lines sink, and applies retention. A record waits at most
 //! `flush_interval` before it is written, which bounds what a crash can lose.
 
-use super::{AuditRecord, Auditor};
+use super::{AuditRecord, Auditor, Queue};
 use crate::config::Audit;
 use crate::store::Store;
 use crate::telemetry::metrics::METRICS;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// How often old records are deleted.
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
@@ -97,26 +96,17 @@ impl Sink {
 pub(super) async fn run(
     settings: Settings,
     store: Option<Store>,
-    mut rx: mpsc::Receiver<AuditRecord>,
+    queue: Arc<Queue>,
     auditor: Arc<Auditor>,
 ) {
     let mut sink = Sink::open(settings.jsonl.as_deref());
-    let mut batch = Vec::with_capacity(settings.batch_size);
     let mut tick = tokio::time::interval(settings.flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut retention = tokio::time::interval(RETENTION_EVERY);
     loop {
         tokio::select! {
-            r = rx.recv() => match r {
-                Some(record) => {
-                    batch.push(record);
-                    if batch.len() >= settings.batch_size {
-                        flush(&store, &mut sink, &mut batch).await;
-                    }
-                }
-                None => break,
-            },
-            _ = tick.tick() => flush(&store, &mut sink, &mut batch).await,
+            _ = queue.batch_ready.notified() => drain(&queue, settings.batch_size, &store, &mut sink).await,
+            _ = tick.tick() => drain(&queue, settings.batch_size, &store, &mut sink).await,
             _ = retention.tick() => {
                 if let Some(s) = &store {
                     let before = super::now_ms() - settings.retention.as_millis() as i64;
@@ -129,12 +119,18 @@ pub(super) async fn run(
             }
             _ = auditor.stop.notified() => break,
         }
-        METRICS.audit_queue_depth.set(rx.len() as i64);
     }
-    while let Ok(record) = rx.try_recv() {
-        batch.push(record);
+    drain(&queue, settings.batch_size, &store, &mut sink).await;
+}
+
+/// Writes everything queued, `batch_size` records per transaction.
+async fn drain(queue: &Queue, batch_size: usize, store: &Option<Store>, sink: &mut Sink) {
+    let mut records = queue.take();
+    while !records.is_empty() {
+        let rest = records.split_off(records.len().min(batch_size));
+        flush(store, sink, &mut records).await;
+        records = rest;
     }
-    flush(&store, &mut sink, &mut batch).await;
 }
 
 async fn flush(store: &Option<Store>, sink: &mut Sink, batch: &mut Vec<AuditRecord>) {

@@ -91,36 +91,34 @@ macro_rules! audit_from_row {
 }
 
 impl Store {
-    /// Writes records in one transaction.
+    /// Writes records with one multi-row statement per chunk, all in one transaction.
     pub async fn insert_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
-        let sql = concat!(
-            "INSERT INTO audit_records (",
-            audit_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
-        );
+        // 17 parameters a row; SQLite allows 32766 per statement, PostgreSQL 65535.
+        const ROWS_PER_STATEMENT: usize = 500;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            for r in records {
-                sqlx::query(sql)
-                    .bind(r.at_ms)
-                    .bind(&r.request_id)
-                    .bind(&r.server)
-                    .bind(&r.upstream)
-                    .bind(&r.method)
-                    .bind(&r.target)
-                    .bind(&r.subject)
-                    .bind(&r.issuer)
-                    .bind(&r.client_id)
-                    .bind(&r.decision)
-                    .bind(&r.rule)
-                    .bind(&r.outcome)
-                    .bind(r.error_code)
-                    .bind(r.latency_us)
-                    .bind(r.bytes_in)
-                    .bind(r.bytes_out)
-                    .bind(&r.arguments)
-                    .execute(&mut *tx)
-                    .await?;
+            for chunk in records.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::QueryBuilder::new(concat!("INSERT INTO audit_records (", audit_columns!(), ") "));
+                q.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.at_ms)
+                        .push_bind(&r.request_id)
+                        .push_bind(&r.server)
+                        .push_bind(&r.upstream)
+                        .push_bind(&r.method)
+                        .push_bind(&r.target)
+                        .push_bind(&r.subject)
+                        .push_bind(&r.issuer)
+                        .push_bind(&r.client_id)
+                        .push_bind(&r.decision)
+                        .push_bind(&r.rule)
+                        .push_bind(&r.outcome)
+                        .push_bind(r.error_code)
+                        .push_bind(r.latency_us)
+                        .push_bind(r.bytes_in)
+                        .push_bind(r.bytes_out)
+                        .push_bind(&r.arguments);
+                });
+                q.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
