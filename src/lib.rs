@@ -11,6 +11,7 @@ pub mod config;
 pub mod downstream;
 pub mod federation;
 pub mod gateway;
+pub mod hex;
 pub mod policy;
 pub mod protocol;
 pub mod serve;

@@ -258,7 +258,11 @@ async fn main() {
         ] {
             for (proto, stateless) in [("2025-11-25", false), ("2026-07-28", true)] {
                 let name = format!("{size_name} {mode} {proto}");
-                if args.only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+                if args
+                    .only
+                    .as_ref()
+                    .is_some_and(|o| !name.contains(o.as_str()))
+                {
                     continue;
                 }
                 for &c in concurrencies {
@@ -284,7 +288,10 @@ async fn main() {
     }
 
     // Authentication (ES256 JWT) + policy + audit, small JSON results.
-    let secured_rows = args.only.as_ref().is_none_or(|o| "small json auth+policy+audit".contains(o.as_str()));
+    let secured_rows = args
+        .only
+        .as_ref()
+        .is_none_or(|o| "small json auth+policy+audit".contains(o.as_str()));
     for &c in concurrencies.iter().filter(|_| secured_rows) {
         let d = target(&client, &fx_json.ready_line, SMALL, false).await;
         let g = secured_target().await;

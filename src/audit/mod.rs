@@ -225,7 +225,7 @@ impl Ticket {
             upstream_started: Mutex::new(None),
             record: Mutex::new(AuditRecord {
                 at_ms: now_ms(),
-                request_id: id.iter().map(|b| format!("{b:02x}")).collect(),
+                request_id: crate::hex::encode(&id),
                 server: server.into(),
                 upstream: None,
                 method: method.into(),

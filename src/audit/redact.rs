@@ -34,10 +34,7 @@ impl Redactor {
                 .any(|p| crate::auth::glob_match(p, t))
         {
             let d = Sha256::digest(canonical.as_bytes());
-            return format!(
-                "sha256:{}",
-                d.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            );
+            return format!("sha256:{}", crate::hex::encode(&d));
         }
         let mut copy = args.clone();
         self.mask(&mut copy);

@@ -48,10 +48,7 @@ pub(super) fn looks_like_api_key(credential: &str) -> bool {
 }
 
 fn digest(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::encode(&Sha256::digest(key.as_bytes()))
 }
 
 /// The id part of a well-formed key.

@@ -37,6 +37,12 @@ pub struct Principal {
     kind: CredentialKind,
     #[serde(skip)]
     claims: Value,
+    #[serde(skip)]
+    binding: String,
+    /// The principal as policy conditions see it, built on first use (principals are cached
+    /// with their credential, so this happens once per token).
+    #[serde(skip)]
+    policy_view: std::sync::OnceLock<cel::Value>,
 }
 
 impl Principal {
@@ -60,6 +66,8 @@ impl Principal {
                 .unwrap_or_default()
         };
         Ok(Principal {
+            binding: binding_of(&issuer, &subject),
+            policy_view: Default::default(),
             subject,
             issuer,
             client_id: first_string(&paths.client_id),
@@ -83,6 +91,8 @@ impl Principal {
     /// A principal for a gateway API key.
     pub(super) fn for_api_key(key: &crate::store::ApiKeyRecord) -> Principal {
         Principal {
+            binding: binding_of(super::API_KEY_ISSUER, &key.subject),
+            policy_view: Default::default(),
             subject: key.subject.clone(),
             issuer: super::API_KEY_ISSUER.into(),
             client_id: Some(key.id.clone()),
@@ -147,15 +157,24 @@ impl Principal {
     }
     /// A short stable digest of issuer and subject, to bind sessions to their principal
     /// without putting the identity into the session id.
-    pub fn binding(&self) -> String {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        h.update(self.issuer.as_bytes());
-        h.update([0]);
-        h.update(self.subject.as_bytes());
-        let d = h.finalize();
-        d[..12].iter().map(|b| format!("{b:02x}")).collect()
+    pub(crate) fn policy_view(&self, build: impl FnOnce(&Principal) -> cel::Value) -> cel::Value {
+        self.policy_view.get_or_init(|| build(self)).clone()
     }
+
+    /// A short stable digest of issuer and subject (see [`Principal::binding`]'s callers).
+    pub fn binding(&self) -> &str {
+        &self.binding
+    }
+}
+
+/// The digest a session is bound to, computed once per principal (principals are cached).
+fn binding_of(issuer: &str, subject: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(issuer.as_bytes());
+    h.update([0]);
+    h.update(subject.as_bytes());
+    crate::hex::encode(&h.finalize()[..12])
 }
 
 /// The value at a dotted path.

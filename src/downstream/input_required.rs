@@ -59,7 +59,7 @@ impl ParkedCalls {
     ) -> Box<serde_json::value::RawValue> {
         let mut token = [0u8; 16];
         rand::rng().fill_bytes(&mut token);
-        let hex: String = token.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::hex::encode(&token);
         let state = format!("{STATE_PREFIX}{hex}");
         let key = "input-1".to_owned();
         let request = serde_json::json!({

@@ -42,7 +42,7 @@ pub struct Caller {
 impl Caller {
     /// What a session is bound to, for an optional caller.
     pub fn binding(caller: Option<&Caller>) -> Option<String> {
-        caller.map(|c| c.principal.binding())
+        caller.map(|c| c.principal.binding().to_owned())
     }
 }
 

@@ -179,7 +179,7 @@ pub fn find_session(
             SessionLookup::Ended => HttpError::SessionEnded,
         })?;
     // A session belongs to the principal that started it; to anyone else it does not exist.
-    if session.claims.principal != Caller::binding(caller) {
+    if session.claims.principal.as_deref() != caller.map(|c| c.principal.binding()) {
         tracing::warn!(server = %server.name, "a session id was presented by another principal");
         return Err(HttpError::SessionNotFound);
     }

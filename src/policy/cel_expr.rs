@@ -42,15 +42,9 @@ impl CelProgram {
     pub(super) fn holds(&self, inputs: &Inputs, fails_closed: bool, rule: &str) -> bool {
         let result = STDLIB.with(|root| {
             let mut ctx = root.new_inner_scope();
-            for (name, value) in [
-                ("principal", &inputs.principal),
-                ("request", &inputs.request),
-                ("args", &inputs.args),
-            ] {
-                if let Ok(v) = cel::to_value(value) {
-                    ctx.add_variable_from_value(name, v);
-                }
-            }
+            ctx.add_variable_from_value("principal", inputs.principal.clone());
+            ctx.add_variable_from_value("request", inputs.request.clone());
+            ctx.add_variable_from_value("args", inputs.args.clone());
             self.program.execute(&ctx)
         });
         match result {
@@ -69,9 +63,13 @@ impl CelProgram {
 
 /// The variables a condition sees, built once per decision.
 pub(super) struct Inputs {
-    principal: Value,
-    request: Value,
-    args: Value,
+    principal: cel::Value,
+    request: cel::Value,
+    args: cel::Value,
+}
+
+fn to_cel(v: &Value) -> cel::Value {
+    cel::to_value(v).unwrap_or(cel::Value::Null)
 }
 
 impl Inputs {
@@ -81,24 +79,36 @@ impl Inputs {
         args: Option<&Value>,
     ) -> Inputs {
         let principal = match principal {
-            Some(p) => json!({
-                "sub": p.subject(), "iss": p.issuer(), "client_id": p.client_id().unwrap_or_default(),
-                "scopes": p.scopes(), "groups": p.groups(), "roles": p.roles(),
-                "tenant": p.tenant().unwrap_or_default(), "claims": p.claims(),
-                "authenticated": true,
+            Some(p) => p.policy_view(|p| {
+                to_cel(&json!({
+                    "sub": p.subject(), "iss": p.issuer(), "client_id": p.client_id().unwrap_or_default(),
+                    "scopes": p.scopes(), "groups": p.groups(), "roles": p.roles(),
+                    "tenant": p.tenant().unwrap_or_default(), "claims": p.claims(),
+                    "authenticated": true,
+                }))
             }),
-            None => json!({
+            None => to_cel(&json!({
                 "sub": "", "iss": "", "client_id": "", "scopes": [], "groups": [], "roles": [],
                 "tenant": "", "claims": {}, "authenticated": false,
-            }),
+            })),
         };
+        let kind = match facts.kind {
+            super::FunctionKind::Tool => "tool",
+            super::FunctionKind::Prompt => "prompt",
+            super::FunctionKind::Resource => "resource",
+        };
+        let request: std::collections::HashMap<&str, &str> = [
+            ("server", facts.server),
+            ("method", facts.method),
+            ("kind", kind),
+            ("name", facts.name),
+            ("upstream", facts.upstream),
+        ]
+        .into();
         Inputs {
             principal,
-            request: json!({
-                "server": facts.server, "method": facts.method, "kind": facts.kind,
-                "name": facts.name, "upstream": facts.upstream,
-            }),
-            args: args.cloned().unwrap_or_else(|| json!({})),
+            request: request.into(),
+            args: args.map(to_cel).unwrap_or_else(|| to_cel(&json!({}))),
         }
     }
 }
