@@ -76,10 +76,10 @@ pub(crate) struct Queue {
 
 impl Queue {
     /// Adds a record; gives it back when the queue is full.
-    fn push(&self, record: AuditRecord) -> Result<(), AuditRecord> {
+    fn push(&self, record: AuditRecord) -> Option<AuditRecord> {
         let mut q = self.records.lock().unwrap_or_else(|e| e.into_inner());
         if q.len() >= self.capacity {
-            return Err(record);
+            return Some(record);
         }
         q.push(record);
         let len = q.len();
@@ -88,7 +88,7 @@ impl Queue {
         if len == self.batch_size {
             self.batch_ready.notify_one();
         }
-        Ok(())
+        None
     }
 
     /// Everything queued so far.
@@ -145,7 +145,7 @@ impl Auditor {
     /// Queues a record without waiting; a full queue drops it (`drop`) or lets it wait in a
     /// task for room (`block`).
     pub fn submit(&self, record: AuditRecord) {
-        let Err(record) = self.queue.push(record) else {
+        let Some(record) = self.queue.push(record) else {
             return;
         };
         match self.on_full {
@@ -160,8 +160,8 @@ impl Auditor {
                     loop {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                         match queue.push(record) {
-                            Ok(()) => return,
-                            Err(r) => record = r,
+                            None => return,
+                            Some(r) => record = r,
                         }
                     }
                 });
