@@ -551,3 +551,83 @@ fn policy_explain_names_the_deciding_rule() {
     );
     assert_eq!(code, Some(2), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_and_scope_changes_apply_on_reload_and_a_bad_rule_is_refused() {
+    let s = stack("sqlite://gatehouse.db").await;
+    let mut bob = s.client("bob", &["engineering"], "mcp:tools").await;
+    assert!(
+        bob.tool_names()
+            .await
+            .iter()
+            .all(|n| n.starts_with("files__"))
+    );
+    let original = std::fs::read_to_string(&s.gw.config_path).unwrap();
+    // A CEL syntax error: the reload is refused and the running policy stays.
+    std::fs::write(
+        &s.gw.config_path,
+        original.replace("size(args.text) > 10", "size(args.text >"),
+    )
+    .unwrap();
+    s.gw.proc.signal(libc::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        s.gw.proc.stderr().contains("NOT reloaded"),
+        "{}",
+        s.gw.proc.stderr()
+    );
+    assert!(
+        bob.tool_names()
+            .await
+            .iter()
+            .all(|n| n.starts_with("files__"))
+    );
+    // Engineers get the CRM tools too: the new policy applies to the same session.
+    std::fs::write(
+        &s.gw.config_path,
+        original.replace("groups: [sales]", "groups: [sales, engineering]"),
+    )
+    .unwrap();
+    s.gw.proc.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !bob
+        .tool_names()
+        .await
+        .iter()
+        .any(|n| n.starts_with("crm__"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the reloaded policy did not apply"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A new server scope applies to tokens already verified and cached.
+    std::fs::write(
+        &s.gw.config_path,
+        original.replace(
+            "auth: { scopes: [mcp:tools] }",
+            "auth: { scopes: [mcp:tools, mcp:v2] }",
+        ),
+    )
+    .unwrap();
+    s.gw.proc.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = bob.request("tools/list", json!({})).await;
+        if r.status == 403 {
+            assert!(
+                r.headers["www-authenticate"]
+                    .to_str()
+                    .unwrap()
+                    .contains("mcp:tools mcp:v2")
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new scope requirement did not apply"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
