@@ -175,6 +175,25 @@ async fn scripted_session(s: &Stack) -> Vec<String> {
             missing.error_message().replace("nobody__tool", "X")
         );
     }
+    // Completions of a hidden prompt are refused like the prompt itself.
+    let complete = |name: &str| json!({"ref": {"type": "ref/prompt", "name": name}, "argument": {"name": "name", "value": "a"}});
+    let r = carol
+        .request("completion/complete", complete("files__greet"))
+        .await;
+    assert_eq!(r.error_code(), Some(-32602), "{}", r.raw);
+    let r = alice
+        .request("completion/complete", complete("files__greet"))
+        .await;
+    assert_eq!(
+        r.error_code(),
+        Some(-32602),
+        "alice's rules name only tools: {}",
+        r.raw
+    );
+    let r = bob
+        .request("completion/complete", complete("files__greet"))
+        .await;
+    assert!(r.last()["result"]["completion"].is_object(), "{}", r.raw);
     // An argument rule refuses a visible tool and names itself.
     let r = bob
         .call_tool("files__echo", json!({"text": "far too long for the rule"}))

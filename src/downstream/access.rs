@@ -35,6 +35,9 @@ pub struct CallTarget {
 impl CallTarget {
     /// Reads the target of a request (nothing for methods that target no function).
     pub fn of(message: &Message) -> CallTarget {
+        if message.method() == "completion/complete" {
+            return Self::of_completion(message);
+        }
         let Some(kind) = FunctionKind::of_method(message.method()) else {
             return CallTarget::default();
         };
@@ -59,6 +62,39 @@ impl CallTarget {
             kind: Some(kind),
             name,
             arguments: p.arguments,
+        }
+    }
+}
+
+impl CallTarget {
+    /// A completion asks about a prompt's or resource template's arguments: the same policy
+    /// applies as to the prompt or resource itself.
+    fn of_completion(message: &Message) -> CallTarget {
+        #[derive(Deserialize)]
+        struct Params {
+            #[serde(rename = "ref")]
+            reference: Option<Reference>,
+        }
+        #[derive(Deserialize)]
+        struct Reference {
+            name: Option<String>,
+            uri: Option<String>,
+        }
+        let Some(r) = message.params_as::<Params>().ok().and_then(|p| p.reference) else {
+            return CallTarget::default();
+        };
+        match (r.name, r.uri) {
+            (Some(name), _) => CallTarget {
+                kind: Some(FunctionKind::Prompt),
+                name: Some(name),
+                arguments: None,
+            },
+            (None, Some(uri)) => CallTarget {
+                kind: Some(FunctionKind::Resource),
+                name: Some(uri),
+                arguments: None,
+            },
+            _ => CallTarget::default(),
         }
     }
 }
@@ -139,11 +175,10 @@ impl Access {
         };
         let principal = self.principal();
         let empty = Value::Object(Default::default());
-        let decision = self.policy.decide(
-            principal,
-            &facts,
-            Some(target.arguments.as_ref().unwrap_or(&empty)),
-        );
+        // A completion carries no call arguments: it is decided like a listing.
+        let args =
+            (method != "completion/complete").then(|| target.arguments.as_ref().unwrap_or(&empty));
+        let decision = self.policy.decide(principal, &facts, args);
         if decision.effect == Effect::Deny {
             let visible = self.policy.decide(principal, &facts, None).allowed();
             tracing::info!(server = %server.name, name, rule = %decision.rule, visible, "call denied by policy");
