@@ -708,6 +708,26 @@ async fn opaque_tokens_are_introspected_once_and_trusted_no_longer_than_the_cach
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let r = c.call_tool("echo", json!({"text": "x"})).await;
     assert_eq!(r.status, 401, "{}", r.raw);
+    // A refused token replayed does not reach the issuer again for a while.
+    let before = s
+        .issuer
+        .shared
+        .introspections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..10 {
+        let r = c.call_tool("echo", json!({"text": "x"})).await;
+        assert_eq!(r.status, 401);
+        assert!(header(&r, "www-authenticate").contains("not active"));
+    }
+    let after = s
+        .issuer
+        .shared
+        .introspections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        after, before,
+        "replays of a refused token are answered from memory"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@ mod introspect;
 mod issuer;
 mod jwt;
 mod principal;
+mod rejected;
 
 pub use api_key::{GeneratedKey, generate_api_key};
 pub use cache::{CredentialDigest, VerifiedCache};
@@ -25,6 +26,11 @@ use std::time::{Duration, Instant};
 
 /// The issuer of principals that gateway API keys prove.
 pub const API_KEY_ISSUER: &str = "gatehouse:api-key";
+
+/// Most introspection calls in flight at once (all issuers together).
+const MAX_CONCURRENT_INTROSPECTIONS: usize = 32;
+/// Longest a request waits for an introspection slot before it is answered 503.
+const INTROSPECTION_QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 /// How long the gateway waits for an issuer (metadata, keys, introspection).
 const ISSUER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,6 +69,10 @@ pub struct Authenticator {
     issuers: BTreeMap<String, Arc<IssuerState>>,
     by_iss: HashMap<String, Arc<IssuerState>>,
     cache: Arc<VerifiedCache>,
+    rejected: Arc<rejected::RejectedCache>,
+    /// Bounds concurrent introspection calls, so a flood of unknown tokens cannot become a
+    /// flood of requests to the IdP.
+    introspections: Arc<tokio::sync::Semaphore>,
     store: Option<Store>,
     http: reqwest::Client,
 }
@@ -103,7 +113,18 @@ impl Authenticator {
             Some(p) if p.settings == *settings => p.cache.clone(),
             _ => Arc::new(VerifiedCache::new(settings.cache_max_entries)),
         };
+        let rejected = match previous {
+            Some(p) if p.settings == *settings => p.rejected.clone(),
+            _ => Default::default(),
+        };
+        let introspections = previous
+            .map(|p| p.introspections.clone())
+            .unwrap_or_else(|| {
+                Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_INTROSPECTIONS))
+            });
         Authenticator {
+            rejected,
+            introspections,
             settings: settings.clone(),
             issuers,
             by_iss,
@@ -144,9 +165,24 @@ impl Authenticator {
             // A signed token stays valid until it expires; re-verifying it would prove nothing new.
             (principal, Vec::new(), Duration::MAX)
         } else {
+            if let Some(why) = self.rejected.get(&digest) {
+                return Err(AuthError::Invalid(why));
+            }
+            let permit =
+                tokio::time::timeout(INTROSPECTION_QUEUE_WAIT, self.introspections.acquire())
+                    .await
+                    .map_err(|_| {
+                        AuthError::Unavailable("too many introspections in progress".into())
+                    })?
+                    .map_err(|_| AuthError::Unavailable("introspection is shutting down".into()))?;
             let issuers: Vec<_> = self.issuers.values().cloned().collect();
-            let (principal, _) =
-                introspect::introspect(&self.http, &issuers, credential, skew).await?;
+            let result = introspect::introspect(&self.http, &issuers, credential, skew).await;
+            drop(permit);
+            let (principal, _) = result.inspect_err(|e| {
+                if let AuthError::Invalid(why) = e {
+                    self.rejected.insert(digest, why);
+                }
+            })?;
             // Introspection can report a revocation, so its answer is trusted only briefly.
             (principal, Vec::new(), max_ttl)
         };
