@@ -20,6 +20,8 @@ pub struct Stats {
     pub seconds: f64,
     pub latencies_us: Vec<u64>,
     pub first_byte_us: Vec<u64>,
+    /// HTTP statuses of failed requests (0: no response), to tell overload from refusal.
+    pub error_statuses: std::collections::BTreeMap<u16, u64>,
 }
 
 impl Stats {
@@ -71,8 +73,10 @@ pub async fn run(
                     .await;
                 let Ok(mut resp) = sent else {
                     s.errors += 1;
+                    *s.error_statuses.entry(0).or_default() += 1;
                     continue;
                 };
+                let status = resp.status().as_u16();
                 let ok = resp.status().is_success();
                 let mut first = None;
                 let mut bytes = 0usize;
@@ -84,6 +88,7 @@ pub async fn run(
                 }
                 if !ok || bytes == 0 {
                     s.errors += 1;
+                    *s.error_statuses.entry(status).or_default() += 1;
                     continue;
                 }
                 s.requests += 1;
@@ -99,6 +104,9 @@ pub async fn run(
         let s = w.await.expect("worker");
         total.requests += s.requests;
         total.errors += s.errors;
+        for (k, v) in s.error_statuses {
+            *total.error_statuses.entry(k).or_default() += v;
+        }
         total.latencies_us.extend(s.latencies_us);
         total.first_byte_us.extend(s.first_byte_us);
     }

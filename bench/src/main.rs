@@ -41,13 +41,30 @@ struct Args {
     /// Only table rows whose workload name contains this (e.g. `auth` while profiling).
     #[arg(long)]
     only: Option<String>,
+    /// Another gateway's MCP endpoint serving the same fixture (see bench/contextforge.sh):
+    /// adds rows for it, same workload, same direct baseline.
+    #[arg(long)]
+    compare_url: Option<String>,
+    /// Bearer token for `--compare-url`.
+    #[arg(long, env = "COMPARE_TOKEN")]
+    compare_token: Option<String>,
+    /// The fixture's `big` tool as the other gateway names it.
+    #[arg(long, default_value = "big")]
+    compare_tool: String,
+    /// A label for the other gateway's rows.
+    #[arg(long, default_value = "other gateway")]
+    compare_name: String,
 }
 
 const SMALL: u64 = 100;
 const LARGE: u64 = 1 << 20;
 
 fn call_body(bytes: u64, stateless: bool) -> Vec<u8> {
-    let mut params = json!({"name": "big", "arguments": {"bytes": bytes}});
+    call_body_named("big", bytes, stateless)
+}
+
+fn call_body_named(tool: &str, bytes: u64, stateless: bool) -> Vec<u8> {
+    let mut params = json!({"name": tool, "arguments": {"bytes": bytes}});
     if stateless {
         params["_meta"] = json!({
             "io.modelcontextprotocol/protocolVersion": "2026-07-28",
@@ -63,6 +80,35 @@ fn call_body(bytes: u64, stateless: bool) -> Vec<u8> {
 /// Opens a 2025-11-25 session and returns its id.
 async fn initialize(client: &reqwest::Client, url: &str) -> String {
     initialize_with(client, url, &[]).await
+}
+
+/// Initializes against a server that may or may not use sessions; returns its session id.
+async fn initialize_optional(
+    client: &reqwest::Client,
+    url: &str,
+    extra: &[(&str, &str)],
+) -> Option<String> {
+    let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}});
+    let resp = client
+        .post(url)
+        .headers(load::headers(extra))
+        .body(body.to_string())
+        .send()
+        .await
+        .ok()?;
+    assert!(
+        resp.status().is_success(),
+        "initialize at {url}: HTTP {}",
+        resp.status()
+    );
+    let sid = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let _ = resp.bytes().await;
+    sid
 }
 
 /// Opens a session sending `extra` headers (e.g. `authorization`) too.
@@ -308,6 +354,36 @@ async fn main() {
         });
     }
 
+    // The same small-JSON workload through another gateway, when one is given.
+    if let Some(url) = &args.compare_url {
+        let bearer = args.compare_token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut pairs = vec![("mcp-protocol-version", "2025-11-25")];
+        if let Some(b) = &bearer {
+            pairs.push(("authorization", b.as_str()));
+        }
+        let sid = initialize_optional(&client, url, &pairs).await;
+        if let Some(s) = &sid {
+            pairs.push(("mcp-session-id", s.as_str()));
+        }
+        let other = Target {
+            url: url.clone(),
+            headers: load::headers(&pairs),
+            body: Arc::new(call_body_named(&args.compare_tool, SMALL, false)),
+        };
+        for &c in concurrencies {
+            let d = target(&client, &fx_json.ready_line, SMALL, false).await;
+            let direct = load::run(&client, &d, c, cell).await;
+            let gateway = load::run(&client, &other, c, cell).await;
+            rows.push(Row {
+                name: format!("small json via {}", args.compare_name),
+                concurrency: c,
+                cpu_per_10k: f64::NAN,
+                direct,
+                gateway,
+            });
+        }
+    }
+
     // Latency at half of the direct maximum load (small JSON, 16 clients).
     let half = if let Some(max) = rows
         .iter()
@@ -411,11 +487,23 @@ async fn main() {
         println!("\nJSON written to {}", path.display());
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let errors: u64 = rows
+    // Another gateway's failures are results to report, not a broken benchmark.
+    let (other, ours): (Vec<&Row>, Vec<&Row>) = rows
+        .iter()
+        .partition(|r| r.name.starts_with("small json via "));
+    for r in &other {
+        if r.gateway.errors > 0 {
+            println!(
+                "{} at {} clients: {} failed requests by HTTP status (0 = no response): {:?}",
+                r.name, r.concurrency, r.gateway.errors, r.gateway.error_statuses
+            );
+        }
+    }
+    let errors: u64 = ours
         .iter()
         .map(|r| r.direct.errors + r.gateway.errors)
         .sum();
-    if rows.iter().any(|r| r.gateway.requests == 0) || errors > 0 {
+    if ours.iter().any(|r| r.gateway.requests == 0) || errors > 0 {
         eprintln!("gatehouse-bench: {errors} errors, or a cell completed no request");
         std::process::exit(1);
     }
