@@ -151,12 +151,17 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway serving `config`.
+    /// A gateway serving `config`. `default_public_url` is the base of resource URIs when the
+    /// configuration sets no `public_url` (the listener's real address, known once it is bound).
     pub fn new(
-        config: Config,
+        mut config: Config,
         config_path: Option<PathBuf>,
         store: Option<Store>,
+        default_public_url: Option<String>,
     ) -> Result<Arc<Gateway>, String> {
+        if config.public_url.is_none() {
+            config.public_url.clone_from(&default_public_url);
+        }
         let sealer = sealer_from(&config)?;
         let sessions = SessionRegistry::new(config.sessions.max_lifetime.0);
         let base_dir = config_path
@@ -172,20 +177,9 @@ impl Gateway {
             parked: Default::default(),
             config_path,
             store,
-            default_public_url: None,
+            default_public_url,
             auditor,
         }))
-    }
-
-    /// Sets the base URL of resource URIs when the configuration has no `public_url` (the
-    /// listener's real address, known only once it is bound), and rebuilds the runtime.
-    pub fn with_default_public_url(self: Arc<Self>, url: String) -> Result<Arc<Self>, String> {
-        let mut gw =
-            Arc::try_unwrap(self).map_err(|_| "the gateway is already shared".to_owned())?;
-        gw.default_public_url = Some(url);
-        let config = gw.runtime().config.clone();
-        gw.apply(config)?;
-        Ok(Arc::new(gw))
     }
 
     /// The runtime requests should use now. Requests keep the one they started with.

@@ -29,10 +29,13 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
     let store = open_store(&config, &path).await?;
-    let gateway = Gateway::new(config, Some(path.clone()), Some(store))
-        .map_err(anyhow::Error::msg)?
-        .with_default_public_url(format!("http://{addr}"))
-        .map_err(anyhow::Error::msg)?;
+    let gateway = Gateway::new(
+        config,
+        Some(path.clone()),
+        Some(store),
+        Some(format!("http://{addr}")),
+    )
+    .map_err(anyhow::Error::msg)?;
     let ready = Arc::new(AtomicBool::new(true));
     let app = router(AppState {
         gateway: gateway.clone(),
