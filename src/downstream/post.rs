@@ -45,7 +45,13 @@ pub async fn handle(
         message: e.to_string(),
     })?;
     let id = message.id.clone();
-    let ticket = (message.kind == MessageKind::Request).then(|| {
+    let is_request = message.kind == MessageKind::Request;
+    let target = if is_request {
+        CallTarget::of(&message)
+    } else {
+        CallTarget::default()
+    };
+    let ticket = is_request.then(|| {
         let t = Ticket::new(
             gw.auditor.clone(),
             &server.name,
@@ -55,7 +61,6 @@ pub async fn handle(
             },
             bytes.len(),
         );
-        let target = CallTarget::of(&message);
         t.target(
             target.name.as_deref(),
             target.arguments.as_ref(),
@@ -67,10 +72,9 @@ pub async fn handle(
         && let Some(t) = &ticket
     {
         // Step-up is decided here, before any stream opens, so the client sees a plain 403.
-        let target = CallTarget::of(&message).name;
-        if let Err(error) = c
-            .guard
-            .check_scopes(&c.principal, message.method(), target.as_deref())
+        if let Err(error) =
+            c.guard
+                .check_scopes(&c.principal, message.method(), target.name.as_deref())
         {
             tracing::info!(server = %server.name, method = message.method(), reason = %error, "request refused: scope");
             METRICS.auth_failure(&server.name, "insufficient_scope");
