@@ -54,10 +54,8 @@ impl ServerGuard {
             authorization_servers.push(issuer.config.issuer.clone());
         }
         let mut supported = sa.scopes.clone();
-        for s in sa.require.iter().flat_map(|r| &r.scopes) {
-            if !supported.contains(s) {
-                supported.push(s.clone());
-            }
+        for r in &sa.require {
+            add_scopes(&mut supported, &r.scopes);
         }
         let metadata = serde_json::json!({
             "resource": resource,
@@ -142,26 +140,7 @@ impl ServerGuard {
         method: &str,
         target: Option<&str>,
     ) -> Result<(), AuthError> {
-        let mut required = self.scopes.clone();
-        if let Some(target) = target {
-            for rule in &self.rules {
-                let pattern = match method {
-                    "tools/call" => &rule.tools,
-                    "prompts/get" => &rule.prompts,
-                    "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                        &rule.resources
-                    }
-                    _ => &None,
-                };
-                if pattern.as_deref().is_some_and(|p| glob_match(p, target)) {
-                    for s in &rule.scopes {
-                        if !required.contains(s) {
-                            required.push(s.clone());
-                        }
-                    }
-                }
-            }
-        }
+        let required = required_scopes(&self.scopes, &self.rules, method, target);
         if principal.has_scopes(&required) {
             Ok(())
         } else {
@@ -197,6 +176,41 @@ impl ServerGuard {
             parts.push(format!(r#"scope="{}""#, scopes.join(" ")));
         }
         Some(format!("Bearer {}", parts.join(", ")))
+    }
+}
+
+/// Every scope a call needs: `base`, then the scopes of each rule whose pattern matches the
+/// call's target (the tool or prompt name or resource URI), without repeats.
+pub fn required_scopes(
+    base: &[String],
+    rules: &[ScopeRule],
+    method: &str,
+    target: Option<&str>,
+) -> Vec<String> {
+    let mut required = base.to_vec();
+    let Some(target) = target else {
+        return required;
+    };
+    for rule in rules {
+        let pattern = match method {
+            "tools/call" => &rule.tools,
+            "prompts/get" => &rule.prompts,
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => &rule.resources,
+            _ => &None,
+        };
+        if pattern.as_deref().is_some_and(|p| glob_match(p, target)) {
+            add_scopes(&mut required, &rule.scopes);
+        }
+    }
+    required
+}
+
+/// Appends the scopes of `more` that `scopes` does not hold yet.
+pub fn add_scopes(scopes: &mut Vec<String>, more: &[String]) {
+    for s in more {
+        if !scopes.contains(s) {
+            scopes.push(s.clone());
+        }
     }
 }
 

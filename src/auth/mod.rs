@@ -14,7 +14,7 @@ mod rejected;
 pub use api_key::{GeneratedKey, generate_api_key};
 pub use cache::{CredentialDigest, VerifiedCache};
 pub(crate) use guard::glob_match;
-pub use guard::{METADATA_PREFIX, ServerGuard};
+pub use guard::{METADATA_PREFIX, ServerGuard, add_scopes, required_scopes};
 pub use issuer::IssuerState;
 pub use principal::{CredentialKind, Principal};
 

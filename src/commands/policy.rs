@@ -124,28 +124,11 @@ pub fn explain(config: &Config, req: &ExplainRequest) -> Result<Explanation, Str
     ];
     let mut allowed = call.allowed();
     if allowed {
-        let mut needed: Vec<String> = server
-            .auth
-            .as_ref()
-            .map(|a| a.scopes.clone())
-            .unwrap_or_default();
-        if let Some(a) = &server.auth {
-            for r in &a.require {
-                let pattern = match req.kind {
-                    FunctionKind::Tool => &r.tools,
-                    FunctionKind::Prompt => &r.prompts,
-                    FunctionKind::Resource => &r.resources,
-                };
-                if pattern
-                    .as_deref()
-                    .is_some_and(|p| crate::auth::glob_match(p, &req.name))
-                {
-                    needed.extend(r.scopes.iter().cloned());
-                }
-            }
-        }
-        needed.extend(call.require_scopes.iter().cloned());
-        needed.dedup();
+        let mut needed = match &server.auth {
+            Some(a) => crate::auth::required_scopes(&a.scopes, &a.require, method, Some(&req.name)),
+            None => Vec::new(),
+        };
+        crate::auth::add_scopes(&mut needed, &call.require_scopes);
         if !needed.is_empty() {
             let missing: Vec<_> = needed
                 .iter()

@@ -207,11 +207,7 @@ impl Access {
             && let Some(c) = &self.caller
         {
             let mut required = c.guard.base_scopes().to_vec();
-            for s in &decision.require_scopes {
-                if !required.contains(s) {
-                    required.push(s.clone());
-                }
-            }
+            crate::auth::add_scopes(&mut required, &decision.require_scopes);
             if !c.principal.has_scopes(&required) {
                 let error = AuthError::InsufficientScope { required };
                 let challenge = c.guard.challenge(&error);
