@@ -113,23 +113,9 @@ async fn initialize_optional(
 
 /// Opens a session sending `extra` headers (e.g. `authorization`) too.
 async fn initialize_with(client: &reqwest::Client, url: &str, extra: &[(&str, &str)]) -> String {
-    let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}});
-    let resp = client
-        .post(url)
-        .headers(load::headers(extra))
-        .body(body.to_string())
-        .send()
+    let sid = initialize_optional(client, url, extra)
         .await
-        .expect("initialize");
-    let sid = resp
-        .headers()
-        .get("mcp-session-id")
-        .expect("session id")
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let _ = resp.bytes().await;
+        .expect("initialize: no session id");
     let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     let mut pairs = vec![
         ("mcp-session-id", sid.as_str()),
