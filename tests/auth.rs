@@ -108,6 +108,10 @@ fn initialize_body() -> Value {
         "clientInfo": {"name": "auth-tests", "version": "1"}}})
 }
 
+async fn get_json(url: &str) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
 fn header(r: &Reply, name: &str) -> String {
     r.headers
         .get(name)
@@ -142,14 +146,7 @@ fn keys_cli(gw: &Gateway, args: &[&str]) -> (bool, String, String) {
 async fn metadata_and_the_first_challenge_tell_a_client_where_to_log_in() {
     let s = setup().await;
     let http = reqwest::Client::new();
-    let meta: Value = http
-        .get(s.gw.url("/.well-known/oauth-protected-resource/mcp"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta = get_json(&s.gw.url("/.well-known/oauth-protected-resource/mcp")).await;
     assert_eq!(meta["resource"], s.resource());
     let mut servers: Vec<String> =
         serde_json::from_value(meta["authorization_servers"].clone()).unwrap();
@@ -161,14 +158,7 @@ async fn metadata_and_the_first_challenge_tell_a_client_where_to_log_in() {
     );
     assert_eq!(meta["scopes_supported"], json!(["mcp:tools", "admin:slow"]));
     assert_eq!(meta["bearer_methods_supported"], json!(["header"]));
-    let other: Value = http
-        .get(s.gw.url("/.well-known/oauth-protected-resource/other"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let other = get_json(&s.gw.url("/.well-known/oauth-protected-resource/other")).await;
     assert_eq!(other["resource"], s.gw.url("/other"));
     // Two protected servers: the root document would be ambiguous, and the open server has none.
     for path in [
@@ -222,12 +212,7 @@ async fn single_protected_server_also_publishes_metadata_at_the_root() {
         fixture.url
     );
     let gw = Gateway::start(&yaml);
-    let meta: Value = reqwest::get(gw.url("/.well-known/oauth-protected-resource"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta = get_json(&gw.url("/.well-known/oauth-protected-resource")).await;
     assert_eq!(meta["resource"], gw.url("/mcp"));
     assert_eq!(meta["authorization_servers"], json!([issuer.issuer()]));
 }
@@ -835,45 +820,30 @@ async fn stateless_clients_authenticate_per_request_and_only_the_caller_resumes_
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientCapabilities": { "elicitation": {} }
     });
-    let call = |client: Client, id: i64, params: Value| async move {
-        let name = params["name"].as_str().unwrap().to_owned();
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
-        client
-            .post_raw(
-                serde_json::to_vec(&body).unwrap(),
-                &[
-                    ("mcp-protocol-version", "2026-07-28"),
-                    ("mcp-method", "tools/call"),
-                    ("mcp-name", &name),
-                ],
-            )
-            .await
-    };
     let alice = s.client(&s.good_token());
     let bob = s.client(&s.issuer.token(&s.resource(), json!({"sub": "bob"})));
     let anonymous = Client::new(&s.gw.url("/mcp"));
-    let r = call(
-        anonymous,
-        1,
-        json!({"name": "echo", "arguments": {"text": "x"}, "_meta": meta}),
-    )
-    .await;
+    let r = anonymous
+        .stateless_call(
+            1,
+            json!({"name": "echo", "arguments": {"text": "x"}, "_meta": meta}),
+        )
+        .await;
     assert_eq!(r.status, 401, "{}", r.raw);
     // Step-up applies to stateless requests too.
-    let r = call(
-        s.client(&s.good_token()),
-        1,
-        json!({"name": "slow", "arguments": {"ms": 1}, "_meta": meta}),
-    )
-    .await;
+    let r = s
+        .client(&s.good_token())
+        .stateless_call(
+            1,
+            json!({"name": "slow", "arguments": {"ms": 1}, "_meta": meta}),
+        )
+        .await;
     assert_eq!(r.status, 403, "{}", r.raw);
 
-    let first = call(
-        s.client(&s.good_token()),
-        1,
-        json!({"name": "elicit", "arguments": {}, "_meta": meta}),
-    )
-    .await;
+    let first = s
+        .client(&s.good_token())
+        .stateless_call(1, json!({"name": "elicit", "arguments": {}, "_meta": meta}))
+        .await;
     let result = &first.last()["result"];
     assert_eq!(result["resultType"], "input_required", "{}", first.raw);
     let state = result["requestState"].as_str().unwrap().to_owned();
@@ -886,13 +856,13 @@ async fn stateless_clients_authenticate_per_request_and_only_the_caller_resumes_
         .clone();
     let answer = json!({"action": "accept", "content": {"name": "Mallory"}});
     let retry = json!({"name": "elicit", "arguments": {}, "_meta": meta, "requestState": state, "inputResponses": {key.as_str(): answer}});
-    let stolen = call(bob, 2, retry.clone()).await;
+    let stolen = bob.stateless_call(2, retry.clone()).await;
     assert_eq!(
         stolen.status, 400,
         "another principal cannot resume alice's call: {}",
         stolen.raw
     );
-    let done = call(alice, 3, retry).await;
+    let done = alice.stateless_call(3, retry).await;
     assert_eq!(done.status, 200, "{}", done.raw);
     assert!(
         done.raw.contains("Mallory"),

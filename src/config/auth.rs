@@ -391,18 +391,7 @@ fn check_url(u: &str, secure: bool) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{Config, ConfigError};
-    use std::path::Path;
-
-    fn issues(yaml: &str) -> Vec<String> {
-        match Config::from_yaml(yaml, Path::new("t.yaml")) {
-            Ok(_) => vec![],
-            Err(ConfigError::Invalid { issues, .. }) => {
-                issues.iter().map(|i| i.to_string()).collect()
-            }
-            Err(e) => vec![e.to_string()],
-        }
-    }
+    use crate::config::validate::tests::issues;
 
     #[test]
     fn every_auth_mistake_is_reported_with_its_field() {

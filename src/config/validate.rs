@@ -384,11 +384,12 @@ fn is_origin(s: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use crate::config::{Config, ConfigError};
     use std::path::Path;
 
-    fn issues(yaml: &str) -> Vec<String> {
+    /// Every problem `check` reports for `yaml`, as text.
+    pub(in crate::config) fn issues(yaml: &str) -> Vec<String> {
         match Config::from_yaml(yaml, Path::new("t.yaml")) {
             Ok(_) => vec![],
             Err(ConfigError::Invalid { issues, .. }) => {

@@ -367,6 +367,21 @@ impl Client {
             .await
     }
 
+    /// A 2026-07-28 `tools/call` (no session; the name echoed in `Mcp-Name`).
+    pub async fn stateless_call(&self, id: i64, params: Value) -> Reply {
+        let name = params["name"].as_str().unwrap().to_owned();
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params});
+        self.post_raw(
+            serde_json::to_vec(&body).unwrap(),
+            &[
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", &name),
+            ],
+        )
+        .await
+    }
+
     /// Calls a tool.
     pub async fn call_tool(&mut self, name: &str, arguments: Value) -> Reply {
         self.request("tools/call", json!({"name": name, "arguments": arguments}))
