@@ -109,14 +109,6 @@ pub enum Refusal {
 }
 
 impl Access {
-    /// Access for an open server without policy.
-    pub fn open() -> Access {
-        Access {
-            caller: None,
-            policy: Arc::new(CompiledPolicy::open()),
-        }
-    }
-
     /// The caller's principal, if authenticated.
     pub fn principal(&self) -> Option<&Principal> {
         self.caller.as_ref().map(|c| &*c.principal)
