@@ -296,11 +296,9 @@ impl Ticket {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .map(|t| t.elapsed());
-        let mut record = self
-            .record
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        // Completed once (see `done`), so the record can be moved out rather than copied.
+        let mut record =
+            std::mem::take(&mut *self.record.lock().unwrap_or_else(|e| e.into_inner()));
         record.outcome = outcome.label().into();
         record.error_code = outcome.code();
         record.latency_us = total.as_micros() as i64;

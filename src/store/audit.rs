@@ -4,7 +4,7 @@ use super::{Store, StoreError, on_pool};
 use sqlx::Row;
 
 /// One audit record: a decision, and for calls what happened.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditRecord {
     /// Milliseconds since the epoch.
     pub at_ms: i64,
