@@ -15,7 +15,7 @@ use crate::gateway::{Gateway, Runtime};
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::{ErrorCode, Message, MessageKind, ProtocolVersion, RequestId};
 use crate::telemetry::metrics::METRICS;
-use crate::upstream::ClientIdentity;
+use crate::upstream::{ClientIdentity, Delivery};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -435,8 +435,16 @@ pub async fn request(
         ticket: ticket.clone(),
     };
     let upstream_span = tracing::debug_span!("gatehouse.upstream", upstream = %upstream);
+    // Results the gateway only relays may stream through; cacheable ones gain fields.
+    let delivery = if relay.cacheable {
+        Delivery::Whole
+    } else {
+        Delivery::Streamed {
+            stateless_client: session.is_none(),
+        }
+    };
     match server
-        .call(src, routed.member, routed.message)
+        .call_with(src, routed.member, routed.message, delivery)
         .instrument(upstream_span)
         .await
     {

@@ -9,12 +9,13 @@ use crate::federation::VirtualServer;
 use crate::protocol::sse::encode_event;
 use crate::protocol::stateless::{log_allowed, with_result_type};
 use crate::protocol::{ErrorCode, Message, RequestId};
-use crate::upstream::{CallStream, Frame, ReplyRoute};
+use crate::upstream::{CallStream, Frame, ReplyRoute, StreamedResponse, UpstreamError};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use http::{HeaderValue, StatusCode, header};
-use std::convert::Infallible;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +67,10 @@ impl Relay {
                 let bytes = m.to_bytes();
                 self.outcome(Outcome::of_message(&m), bytes.len());
                 json(StatusCode::OK, bytes)
+            }
+            Some(Frame::Streamed(body)) => {
+                self.finish();
+                json_stream(self.streamed_body(body, false))
             }
             Some(Frame::Failed(e)) => {
                 self.finish();
@@ -156,14 +161,16 @@ impl Relay {
                         return None;
                     };
                     let frame = match frame {
+                        Frame::Streamed(body) => {
+                            relay.finish();
+                            let pieces = relay.streamed_body(body, true);
+                            return Some((pieces, (relay, None, None)));
+                        }
                         Frame::Request { message, route } if relay.can_park(&message) => {
                             let bytes = relay.park(open, message, route);
                             relay.finish();
                             relay.outcome(Outcome::Ok, bytes.len());
-                            return Some((
-                                Ok::<Bytes, Infallible>(encode_event(&bytes, None)),
-                                (relay, None, None),
-                            ));
+                            return Some((one(encode_event(&bytes, None)), (relay, None, None)));
                         }
                         other => other,
                     };
@@ -186,14 +193,48 @@ impl Relay {
                             }
                         }
                         let next = if last { None } else { Some(open) };
-                        return Some((
-                            Ok::<Bytes, Infallible>(encode_event(&bytes, None)),
-                            (relay, next, None),
-                        ));
+                        return Some((one(encode_event(&bytes, None)), (relay, next, None)));
                     }
                 }
             });
-        Body::from_stream(events)
+        Body::from_stream(events.flatten())
+    }
+
+    /// The pieces of a streamed final response, as the whole JSON body or as one SSE event.
+    /// The audit record completes when the last piece is out; an upstream failure midway
+    /// aborts the body, since the client has already seen part of the answer.
+    fn streamed_body(&self, body: StreamedResponse, sse: bool) -> Pieces {
+        let state = Some((body, self.ticket.clone()));
+        let pieces = futures_util::stream::unfold(state, |state| async move {
+            let (mut body, ticket) = state?;
+            match body.next().await {
+                Some(Ok(b)) => {
+                    if let Some(t) = &ticket {
+                        t.sent(b.len());
+                    }
+                    Some((Ok(b), Some((body, ticket))))
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "a streamed response broke off");
+                    if let Some(t) = &ticket {
+                        t.complete(failure(&e));
+                    }
+                    Some((Err(e), None))
+                }
+                None => {
+                    if let Some(t) = &ticket {
+                        t.complete(Outcome::Ok);
+                    }
+                    None
+                }
+            }
+        });
+        if !sse {
+            return pieces.boxed();
+        }
+        let head = Bytes::from_static(b"event: message\ndata: ");
+        let tail = Bytes::from_static(b"\n\n");
+        one(head).chain(pieces).chain(one(tail)).boxed()
     }
 
     /// Turns a frame into the bytes the client should see (or `None` to send nothing).
@@ -246,6 +287,7 @@ pub async fn translate(
             Some(m.to_bytes())
         }
         Frame::Failed(e) => Some(upstream_error(request_id.clone(), &e).to_bytes()),
+        Frame::Streamed(_) => unreachable!("streamed answers are relayed, not translated"),
         Frame::Notification(m) => Some(server.outward(member, m).to_bytes()),
         Frame::Request { mut message, route } => match session {
             Some(s) => {
@@ -288,6 +330,23 @@ fn cancelled(id: Option<RequestId>) -> Response {
         )
         .to_bytes(),
     )
+}
+
+/// Bytes on their way to the client; an error aborts the response.
+type Pieces = BoxStream<'static, Result<Bytes, UpstreamError>>;
+
+fn one(bytes: Bytes) -> Pieces {
+    futures_util::stream::once(std::future::ready(Ok(bytes))).boxed()
+}
+
+/// A JSON response whose body is relayed in pieces.
+fn json_stream(pieces: Pieces) -> Response {
+    let mut resp = Response::new(Body::from_stream(pieces));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// Wraps an SSE body with the headers every stream needs.

@@ -217,6 +217,8 @@ async fn resume(
             "requestState is unknown or expired; send the request again without it".into(),
         ));
     };
+    // The answer goes to the retry; say so before the upstream can answer.
+    call.stream.answer_as(message.id.clone());
     for (key, route) in &call.routes {
         let answer = retry.answer(key, &route.id);
         if let Err(e) = server.members[call.member]

@@ -10,7 +10,7 @@ use crate::config::{self, OnUpstreamError};
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::{ErrorCode, Message, RequestId};
 use crate::upstream::{
-    CallStream, Frame, InitInfo, UpstreamClient, UpstreamError, UpstreamSession,
+    CallStream, Delivery, Frame, InitInfo, UpstreamClient, UpstreamError, UpstreamSession,
 };
 use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
@@ -202,13 +202,24 @@ impl VirtualServer {
         member: usize,
         message: Message,
     ) -> Result<CallStream, FederationError> {
+        self.call_with(src, member, message, Delivery::Whole).await
+    }
+
+    /// Like [`call`](Self::call), choosing how the final response is delivered.
+    pub async fn call_with(
+        &self,
+        src: &dyn SessionSource,
+        member: usize,
+        message: Message,
+        delivery: Delivery,
+    ) -> Result<CallStream, FederationError> {
         let m = &self.members[member];
         let session = src.session(m).await?;
-        match m.client.call(&session, message.clone()).await {
+        match m.client.call(&session, message.clone(), delivery).await {
             Err(UpstreamError::SessionExpired { .. }) => {
                 src.expired(m, &session);
                 let session = src.session(m).await?;
-                Ok(m.client.call(&session, message).await?)
+                Ok(m.client.call(&session, message, delivery).await?)
             }
             other => Ok(other?),
         }

@@ -2,15 +2,16 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// One dispatched SSE event.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SseEvent {
-    /// The `id:` field, if any.
-    pub id: Option<String>,
-    /// The `event:` field (empty means "message").
-    pub event: String,
-    /// The `data:` lines joined with `\n`.
-    pub data: String,
+/// What an SSE stream carries, as soon as it arrives: pieces of an event's data (the `data:`
+/// lines joined with `\n`, in as many pieces as the network delivered) and the end of an event.
+/// Other fields (`id`, `event`, `retry`) and comments are skipped: the gateway relays messages,
+/// not upstream event ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SsePiece {
+    /// The next bytes of the current event's data.
+    Data(Bytes),
+    /// The current event is complete (only sent for events that had data).
+    Dispatch,
 }
 
 /// An upstream event larger than the configured limit.
@@ -21,107 +22,158 @@ pub struct EventTooLarge {
     pub limit: usize,
 }
 
-/// Incremental SSE parser: feed it chunks as they arrive, take events as they complete.
+#[derive(Debug)]
+enum Line {
+    Start,
+    Name(BytesMut),
+    Data { skip_space: bool },
+    Skip,
+}
+
+/// Field names longer than this are not `data` and are skipped, not buffered.
+const MAX_FIELD_NAME: usize = 16;
+
+/// Incremental SSE parser: feed it chunks as they arrive; a long `data:` line is handed on in
+/// pieces, never buffered here.
 #[derive(Debug)]
 pub struct SseParser {
-    buf: BytesMut,
-    current: SseEvent,
+    line: Line,
+    after_cr: bool,
     has_data: bool,
+    event_bytes: usize,
     max_event: usize,
-    pending_bytes: usize,
-    /// How much of `buf` is known to hold no line end, so a long line arriving in many chunks
-    /// is scanned once, not once per chunk.
-    scanned: usize,
 }
 
 impl SseParser {
-    /// A parser that refuses events larger than `max_event` bytes.
+    /// A parser that refuses events whose data exceeds `max_event` bytes.
     pub fn new(max_event: usize) -> Self {
         SseParser {
-            buf: BytesMut::new(),
-            current: SseEvent::default(),
+            line: Line::Start,
+            after_cr: false,
             has_data: false,
+            event_bytes: 0,
             max_event,
-            pending_bytes: 0,
-            scanned: 0,
         }
     }
 
-    /// Adds bytes and returns the events they complete.
-    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, EventTooLarge> {
-        self.buf.extend_from_slice(chunk);
+    /// Adds bytes and returns the pieces they make.
+    pub fn feed(&mut self, chunk: &Bytes) -> Result<Vec<SsePiece>, EventTooLarge> {
         let mut out = Vec::new();
-        while let Some(found) = self.buf[self.scanned..]
-            .iter()
-            .position(|&b| b == b'\n' || b == b'\r')
-        {
-            let pos = self.scanned + found;
-            if self.buf[pos] == b'\r' && pos + 1 == self.buf.len() {
-                // A "\r" at the end may be the first half of "\r\n": wait for the next byte.
-                self.scanned = pos;
-                return self.check_size(out);
-            }
-            self.scanned = 0;
-            let line = self.buf.split_to(pos);
-            // Swallow the terminator; "\r\n" counts as one.
-            let term = self.buf.split_to(1);
-            if term[0] == b'\r' && self.buf.first() == Some(&b'\n') {
-                let _ = self.buf.split_to(1);
-            }
-            self.pending_bytes += line.len() + 1;
-            if self.pending_bytes > self.max_event {
-                return Err(EventTooLarge {
-                    limit: self.max_event,
-                });
-            }
-            if line.is_empty() {
-                if self.has_data {
-                    out.push(std::mem::take(&mut self.current));
-                } else {
-                    self.current = SseEvent::default();
-                }
-                self.has_data = false;
-                self.pending_bytes = 0;
+        let mut i = 0;
+        while i < chunk.len() {
+            let b = chunk[i];
+            if std::mem::take(&mut self.after_cr) && b == b'\n' {
+                i += 1;
                 continue;
             }
-            self.field(&line);
-        }
-        self.scanned = self.buf.len();
-        self.check_size(out)
-    }
-
-    fn check_size(&self, out: Vec<SseEvent>) -> Result<Vec<SseEvent>, EventTooLarge> {
-        if self.pending_bytes + self.buf.len() > self.max_event {
-            return Err(EventTooLarge {
-                limit: self.max_event,
-            });
+            match &mut self.line {
+                Line::Start if b == b'\n' || b == b'\r' => {
+                    self.after_cr = b == b'\r';
+                    if std::mem::take(&mut self.has_data) {
+                        out.push(SsePiece::Dispatch);
+                    }
+                    self.event_bytes = 0;
+                }
+                Line::Start => {
+                    self.line = Line::Name(BytesMut::new());
+                    continue;
+                }
+                Line::Name(name) => match b {
+                    b':' if name.is_empty() => self.line = Line::Skip,
+                    b':' if &name[..] == b"data" => {
+                        self.start_data(&mut out);
+                        self.line = Line::Data { skip_space: true };
+                    }
+                    b':' => self.line = Line::Skip,
+                    b'\n' | b'\r' => {
+                        if &name[..] == b"data" {
+                            self.start_data(&mut out);
+                        }
+                        self.end_line(b);
+                    }
+                    _ if name.len() >= MAX_FIELD_NAME => self.line = Line::Skip,
+                    _ => name.put_u8(b),
+                },
+                Line::Skip => {
+                    let rest = &chunk[i..];
+                    match memchr::memchr2(b'\n', b'\r', rest) {
+                        Some(n) => {
+                            i += n;
+                            self.end_line(chunk[i]);
+                        }
+                        None => i = chunk.len(),
+                    }
+                    i += 1;
+                    continue;
+                }
+                Line::Data { skip_space } => {
+                    if std::mem::take(skip_space) && b == b' ' {
+                        i += 1;
+                        continue;
+                    }
+                    let rest = &chunk[i..];
+                    let n = memchr::memchr2(b'\n', b'\r', rest).unwrap_or(rest.len());
+                    if n > 0 {
+                        self.event_bytes += n;
+                        if self.event_bytes > self.max_event {
+                            return Err(EventTooLarge {
+                                limit: self.max_event,
+                            });
+                        }
+                        out.push(SsePiece::Data(chunk.slice(i..i + n)));
+                    }
+                    i += n;
+                    if let Some(&end) = chunk.get(i) {
+                        self.end_line(end);
+                        i += 1;
+                    }
+                    continue;
+                }
+            }
+            i += 1;
         }
         Ok(out)
     }
 
-    fn field(&mut self, line: &[u8]) {
-        if line[0] == b':' {
-            return;
+    /// Adds bytes and returns the data of the events they complete, gathered in `events`.
+    pub fn feed_whole(
+        &mut self,
+        chunk: &Bytes,
+        events: &mut EventBuffer,
+    ) -> Result<Vec<Vec<u8>>, EventTooLarge> {
+        let pieces = self.feed(chunk)?;
+        Ok(pieces.into_iter().filter_map(|p| events.push(p)).collect())
+    }
+
+    fn start_data(&mut self, out: &mut Vec<SsePiece>) {
+        if self.has_data {
+            self.event_bytes += 1;
+            out.push(SsePiece::Data(Bytes::from_static(b"\n")));
         }
-        let (name, value) = match line.iter().position(|&b| b == b':') {
-            Some(i) => {
-                let v = &line[i + 1..];
-                (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
+        self.has_data = true;
+    }
+
+    fn end_line(&mut self, terminator: u8) {
+        self.after_cr = terminator == b'\r';
+        self.line = Line::Start;
+    }
+}
+
+/// Collects whole events from pieces (for callers that want complete messages).
+#[derive(Debug, Default)]
+pub struct EventBuffer {
+    data: Vec<u8>,
+}
+
+impl EventBuffer {
+    /// Adds a piece; returns the event's data when it completes.
+    pub fn push(&mut self, piece: SsePiece) -> Option<Vec<u8>> {
+        match piece {
+            SsePiece::Data(b) => {
+                self.data.extend_from_slice(&b);
+                None
             }
-            None => (line, &b""[..]),
-        };
-        let value = String::from_utf8_lossy(value);
-        match name {
-            b"data" => {
-                if self.has_data {
-                    self.current.data.push('\n');
-                }
-                self.current.data.push_str(&value);
-                self.has_data = true;
-            }
-            b"event" => self.current.event = value.into_owned(),
-            b"id" if !value.contains('\0') => self.current.id = Some(value.into_owned()),
-            _ => {}
+            SsePiece::Dispatch => Some(std::mem::take(&mut self.data)),
         }
     }
 }
@@ -154,63 +206,79 @@ pub fn keep_alive() -> Bytes {
 mod tests {
     use super::*;
 
+    /// Feeds `chunks` and returns the completed events' data.
+    fn events(p: &mut SseParser, chunks: &[&[u8]]) -> Result<Vec<String>, EventTooLarge> {
+        let mut buf = EventBuffer::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            for data in p.feed_whole(&Bytes::copy_from_slice(c), &mut buf)? {
+                out.push(String::from_utf8(data).unwrap());
+            }
+        }
+        Ok(out)
+    }
+
     #[test]
     fn parses_events_split_across_chunks_and_line_endings() {
         let mut p = SseParser::new(1 << 20);
-        let mut events = p.feed(b"id: 1\r\nevent: message\r\ndata: {\"a\"").unwrap();
-        assert!(events.is_empty());
-        events.extend(
-            p.feed(b":1}\r\n\r\n: comment\n\ndata: x\ndata: y\n\n")
-                .unwrap(),
-        );
-        assert_eq!(events.len(), 2);
-        assert_eq!(events[0].id.as_deref(), Some("1"));
-        assert_eq!(events[0].data, "{\"a\":1}");
-        assert_eq!(events[1].data, "x\ny");
+        let got = events(
+            &mut p,
+            &[
+                b"id: 1\r\nevent: message\r\ndata: {\"a\"",
+                b":1}\r\n\r\n: comment\n\ndata: x\ndata: y\n\ndata\ndata:z\n\n",
+            ],
+        )
+        .unwrap();
+        assert_eq!(got, ["{\"a\":1}", "x\ny", "\nz"]);
     }
 
     #[test]
-    fn a_crlf_split_across_chunks_is_one_line_end() {
-        let mut p = SseParser::new(1024);
-        assert!(p.feed(b"data: a\r").unwrap().is_empty());
-        assert!(p.feed(b"\ndata: b\r").unwrap().is_empty());
-        let events = p.feed(b"\n\r\n").unwrap();
-        assert_eq!(events.len(), 1);
-        assert_eq!(events[0].data, "a\nb");
-    }
-
-    #[test]
-    fn a_long_line_in_many_chunks_is_found() {
-        let mut p = SseParser::new(1 << 20);
-        assert!(p.feed(b"data: ").unwrap().is_empty());
-        for _ in 0..100 {
-            assert!(p.feed(&[b'x'; 1000]).unwrap().is_empty());
+    fn every_split_gives_the_same_events() {
+        let stream: &[u8] =
+            b"retry: 5\r\ndata: {\"a\":\r\ndata:  1}\r\n\r\n:c\rdata: b\r\r\nevent: x\n\n";
+        let whole = events(&mut SseParser::new(1024), &[stream]).unwrap();
+        assert_eq!(whole, ["{\"a\":\n 1}", "b"]);
+        for cut in 1..stream.len() {
+            let (a, b) = stream.split_at(cut);
+            assert_eq!(
+                events(&mut SseParser::new(1024), &[a, b]).unwrap(),
+                whole,
+                "cut {cut}"
+            );
         }
-        let events = p.feed(b"\n\n").unwrap();
-        assert_eq!(events[0].data.len(), 100_000);
     }
 
     #[test]
-    fn a_lone_cr_ends_a_line() {
-        let mut p = SseParser::new(1024);
-        let events = p.feed(b"data: a\r\rdata: b\n\n").unwrap();
+    fn a_long_line_is_handed_on_in_pieces() {
+        let mut p = SseParser::new(1 << 20);
+        assert!(p.feed(&Bytes::from_static(b"data: ")).unwrap().is_empty());
+        for _ in 0..100 {
+            let pieces = p.feed(&Bytes::from(vec![b'x'; 1000])).unwrap();
+            assert_eq!(pieces, [SsePiece::Data(Bytes::from(vec![b'x'; 1000]))]);
+        }
         assert_eq!(
-            events.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
-            ["a", "b"]
+            p.feed(&Bytes::from_static(b"\n\n")).unwrap(),
+            [SsePiece::Dispatch]
         );
     }
 
     #[test]
     fn refuses_oversized_events() {
         let mut p = SseParser::new(16);
-        assert!(p.feed(b"data: 0123456789012345678901234567890").is_err());
+        assert!(
+            p.feed(&Bytes::from_static(
+                b"data: 0123456789012345678901234567890"
+            ))
+            .is_err()
+        );
     }
 
     #[test]
     fn encoded_events_parse_back() {
-        let mut p = SseParser::new(1024);
-        let e = p.feed(&encode_event(br#"{"x":1}"#, Some("7"))).unwrap();
-        assert_eq!(e[0].data, r#"{"x":1}"#);
-        assert_eq!(e[0].id.as_deref(), Some("7"));
+        let got = events(
+            &mut SseParser::new(1024),
+            &[&encode_event(br#"{"x":1}"#, Some("7"))],
+        );
+        assert_eq!(got.unwrap(), [r#"{"x":1}"#]);
     }
 }

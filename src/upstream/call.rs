@@ -2,7 +2,8 @@
 
 use super::{UpstreamClient, UpstreamError, UpstreamSession};
 use crate::protocol::{Message, RequestId};
-use std::sync::Arc;
+use bytes::Bytes;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -21,6 +22,9 @@ pub enum Frame {
     },
     /// The final answer, already carrying the downstream id.
     Response(Message),
+    /// The final answer as it arrives, already carrying the downstream id (a result relayed
+    /// without being held whole; see [`Delivery::Streamed`]).
+    Streamed(StreamedResponse),
     /// The call failed before an answer arrived.
     Failed(UpstreamError),
 }
@@ -28,7 +32,80 @@ pub enum Frame {
 impl Frame {
     /// Whether this frame ends the call.
     pub fn is_final(&self) -> bool {
-        matches!(self, Frame::Response(_) | Frame::Failed(_))
+        matches!(
+            self,
+            Frame::Response(_) | Frame::Streamed(_) | Frame::Failed(_)
+        )
+    }
+}
+
+/// How the final response of a call is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// As one parsed message (the gateway reads or rewrites the result).
+    Whole,
+    /// As bytes while they arrive, when the upstream can (results the gateway only relays).
+    Streamed {
+        /// The client speaks 2026-07-28, so a result from an older upstream gains `resultType`.
+        stateless_client: bool,
+    },
+}
+
+/// The id the final response must carry downstream. It is shared with the task reading the
+/// upstream because a resumed 2026-07-28 call is answered under the retry's id, known only
+/// after the call started.
+#[derive(Debug, Clone, Default)]
+pub struct AnswerId(Arc<Mutex<Option<RequestId>>>);
+
+impl AnswerId {
+    /// Starts with the id of the request that opened the call.
+    pub fn new(id: Option<RequestId>) -> Self {
+        AnswerId(Arc::new(Mutex::new(id)))
+    }
+
+    /// The id to answer with now.
+    pub fn get(&self) -> Option<RequestId> {
+        self.0.lock().expect("answer id lock").clone()
+    }
+
+    fn set(&self, id: Option<RequestId>) {
+        *self.0.lock().expect("answer id lock") = id;
+    }
+}
+
+/// A final response relayed in pieces. Its bytes form one JSON-RPC message on one line.
+#[derive(Debug)]
+pub struct StreamedResponse {
+    rx: mpsc::Receiver<Result<Bytes, UpstreamError>>,
+    deadline: Option<(Instant, Duration)>,
+    upstream: String,
+}
+
+impl StreamedResponse {
+    /// A response whose pieces arrive on `rx`.
+    pub fn new(rx: mpsc::Receiver<Result<Bytes, UpstreamError>>, upstream: &str) -> Self {
+        StreamedResponse {
+            rx,
+            deadline: None,
+            upstream: upstream.to_owned(),
+        }
+    }
+
+    /// The next piece; `None` once the message is complete.
+    pub async fn next(&mut self) -> Option<Result<Bytes, UpstreamError>> {
+        let Some((deadline, after)) = self.deadline else {
+            return self.rx.recv().await;
+        };
+        match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            Ok(piece) => piece,
+            Err(_) => {
+                self.rx.close();
+                Some(Err(UpstreamError::Timeout {
+                    upstream: self.upstream.clone(),
+                    after,
+                }))
+            }
+        }
     }
 }
 
@@ -51,6 +128,7 @@ pub struct CallStream {
     timeout: Duration,
     done: bool,
     cancel: Option<(Arc<UpstreamClient>, UpstreamSession, RequestId)>,
+    answer_id: Option<AnswerId>,
 }
 
 impl CallStream {
@@ -68,6 +146,20 @@ impl CallStream {
             timeout,
             done: false,
             cancel: Some((client, session, upstream_id)),
+            answer_id: None,
+        }
+    }
+
+    /// Lets the final response be re-addressed after the call started (see [`AnswerId`]).
+    pub fn with_answer_id(mut self, id: AnswerId) -> Self {
+        self.answer_id = Some(id);
+        self
+    }
+
+    /// Makes the final response answer request `id` (a resumed call's retry).
+    pub fn answer_as(&self, id: Option<RequestId>) {
+        if let Some(a) = &self.answer_id {
+            a.set(id);
         }
     }
 
@@ -90,6 +182,10 @@ impl CallStream {
                 })
             }
         };
+        let mut frame = frame;
+        if let Frame::Streamed(s) = &mut frame {
+            s.deadline = Some((self.deadline, self.timeout));
+        }
         if frame.is_final() {
             self.done = true;
         }

@@ -1,12 +1,13 @@
 //! Streamable HTTP upstreams: a pooled client, per-downstream sessions, SSE relayed as it arrives.
 
+use super::reader::BodyReader;
 use super::{
-    CallStream, ClientIdentity, Frame, InitInfo, ReplyRoute, UpstreamClient, UpstreamError,
+    AnswerId, CallStream, ClientIdentity, Delivery, Frame, InitInfo, UpstreamClient, UpstreamError,
     UpstreamSession,
 };
 use crate::config::{self, UpstreamProtocol};
 use crate::protocol::jsonrpc::to_raw;
-use crate::protocol::sse::SseParser;
+use crate::protocol::sse::{EventBuffer, SseParser};
 use crate::protocol::{Message, MessageKind, ProtocolVersion, RequestId};
 use futures_util::StreamExt;
 use http::header::{ACCEPT, CONTENT_TYPE};
@@ -37,9 +38,15 @@ pub struct HttpUpstream {
 
 enum Body {
     Json(Message),
+    /// A JSON body too large (or of unknown length) to wait for when it can be streamed.
+    LargeJson(reqwest::Response),
     Stream(reqwest::Response),
     Accepted,
 }
+
+/// JSON bodies up to this size are read whole even when they could be streamed: waiting for
+/// them costs less than a relay task, and the client would not notice the difference.
+const STREAM_JSON_ABOVE: u64 = 64 * 1024;
 
 impl HttpUpstream {
     /// Builds the client; header secrets are resolved now.
@@ -298,7 +305,11 @@ impl HttpUpstream {
         }
     }
 
-    async fn classify(&self, resp: reqwest::Response) -> Result<Body, UpstreamError> {
+    async fn classify(
+        &self,
+        resp: reqwest::Response,
+        delivery: Delivery,
+    ) -> Result<Body, UpstreamError> {
         if resp.status() == StatusCode::ACCEPTED {
             return Ok(Body::Accepted);
         }
@@ -312,6 +323,11 @@ impl HttpUpstream {
             return Ok(Body::Stream(resp));
         }
         if ctype.starts_with("application/json") || ctype.is_empty() {
+            if delivery != Delivery::Whole
+                && resp.content_length().is_none_or(|n| n > STREAM_JSON_ABOVE)
+            {
+                return Ok(Body::LargeJson(resp));
+            }
             let bytes = self.read_limited(resp).await?;
             let msg = Message::parse(&bytes).map_err(|e| self.protocol_error(e.to_string()))?;
             return Ok(Body::Json(msg));
@@ -345,22 +361,24 @@ impl HttpUpstream {
         resp: reqwest::Response,
         msg: &Message,
     ) -> Result<Message, UpstreamError> {
-        match self.classify(resp).await? {
+        match self.classify(resp, Delivery::Whole).await? {
             Body::Json(m) => Ok(m),
             Body::Accepted => Err(self.protocol_error("a request was answered with 202")),
+            Body::LargeJson(_) => unreachable!("only streamed deliveries leave JSON unread"),
             Body::Stream(resp) => {
                 let mut stream = resp.bytes_stream();
                 let mut parser = SseParser::new(self.max_message);
+                let mut events = EventBuffer::default();
                 while let Some(chunk) = stream.next().await {
                     let chunk = chunk.map_err(|e| UpstreamError::Crashed {
                         upstream: self.name.clone(),
                         reason: describe(&e),
                     })?;
-                    for ev in parser
-                        .feed(&chunk)
-                        .map_err(|e| self.protocol_error(e.to_string()))?
-                    {
-                        if let Ok(m) = Message::parse(ev.data.as_bytes())
+                    let complete = parser
+                        .feed_whole(&chunk, &mut events)
+                        .map_err(|e| self.protocol_error(e.to_string()))?;
+                    for data in complete {
+                        if let Ok(m) = Message::parse(&data)
                             && matches!(m.kind, MessageKind::Response | MessageKind::Error)
                             && m.id == msg.id
                         {
@@ -391,6 +409,7 @@ impl HttpUpstream {
         me: &Arc<UpstreamClient>,
         session: &UpstreamSession,
         request: Message,
+        delivery: Delivery,
     ) -> Result<CallStream, UpstreamError> {
         let downstream_id = request.id.clone();
         let upstream_id = self.next_id();
@@ -403,30 +422,36 @@ impl HttpUpstream {
                 after: self.request_timeout,
             })??;
         let (tx, rx) = mpsc::channel(16);
+        let answer_id = AnswerId::new(downstream_id);
         let stream = CallStream::new(
             rx,
             self.request_timeout,
             me.clone(),
             session.clone(),
             upstream_id.clone(),
-        );
-        match self.classify(resp).await? {
+        )
+        .with_answer_id(answer_id.clone());
+        let reader = |expect| BodyReader {
+            upstream: self.name.clone(),
+            session: session.clone(),
+            max_message: self.max_message,
+            expect,
+            delivery,
+        };
+        match self.classify(resp, delivery).await? {
             Body::Json(mut m) => {
                 if m.id != Some(upstream_id) {
                     return Err(self.protocol_error("the response id does not match the request"));
                 }
-                m.id = downstream_id;
+                m.id = answer_id.get();
                 let _ = tx.try_send(Frame::Response(m));
             }
             Body::Accepted => return Err(self.protocol_error("a request was answered with 202")),
+            Body::LargeJson(resp) => {
+                tokio::spawn(reader(Some((upstream_id, answer_id))).run_json(resp, tx));
+            }
             Body::Stream(resp) => {
-                let relay = SseRelay {
-                    upstream: self.name.clone(),
-                    session: session.clone(),
-                    max_message: self.max_message,
-                    expect: Some((upstream_id, downstream_id)),
-                };
-                tokio::spawn(relay.run(resp, tx));
+                tokio::spawn(reader(Some((upstream_id, answer_id))).run_sse(resp, tx));
             }
         }
         Ok(stream)
@@ -477,13 +502,14 @@ impl HttpUpstream {
             return Ok(None);
         }
         let (tx, rx) = mpsc::channel(64);
-        let relay = SseRelay {
+        let reader = BodyReader {
             upstream: self.name.clone(),
             session: session.clone(),
             max_message: self.max_message,
             expect: None,
+            delivery: Delivery::Whole,
         };
-        tokio::spawn(relay.run(resp, tx));
+        tokio::spawn(reader.run_sse(resp, tx));
         Ok(Some(rx))
     }
 
@@ -550,97 +576,8 @@ impl HttpUpstream {
     }
 }
 
-/// Reads an upstream SSE stream and turns its events into frames.
-struct SseRelay {
-    upstream: String,
-    session: UpstreamSession,
-    max_message: usize,
-    /// For a call: (id used upstream, id to restore downstream).
-    expect: Option<(RequestId, Option<RequestId>)>,
-}
-
-impl SseRelay {
-    async fn run(self, resp: reqwest::Response, tx: mpsc::Sender<Frame>) {
-        let mut stream = resp.bytes_stream();
-        let mut parser = SseParser::new(self.max_message);
-        loop {
-            let chunk = tokio::select! {
-                c = stream.next() => c,
-                _ = tx.closed() => return,
-            };
-            let chunk = match chunk {
-                Some(Ok(c)) => c,
-                Some(Err(e)) => {
-                    let _ = tx
-                        .send(Frame::Failed(UpstreamError::Crashed {
-                            upstream: self.upstream.clone(),
-                            reason: describe(&e),
-                        }))
-                        .await;
-                    return;
-                }
-                None => return,
-            };
-            let events = match parser.feed(&chunk) {
-                Ok(ev) => ev,
-                Err(e) => {
-                    let _ = tx
-                        .send(Frame::Failed(UpstreamError::Protocol {
-                            upstream: self.upstream.clone(),
-                            reason: e.to_string(),
-                        }))
-                        .await;
-                    return;
-                }
-            };
-            for ev in events {
-                if ev.data.is_empty() {
-                    continue;
-                }
-                let msg = match Message::parse(ev.data.as_bytes()) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(upstream = %self.upstream, error = %e, "ignoring an invalid message on an SSE stream");
-                        continue;
-                    }
-                };
-                if self.forward(msg, &tx).await {
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Sends one message on; true when the call is complete.
-    async fn forward(&self, mut msg: Message, tx: &mpsc::Sender<Frame>) -> bool {
-        let frame = match msg.kind {
-            MessageKind::Response | MessageKind::Error => match &self.expect {
-                Some((up, down)) if msg.id.as_ref() == Some(up) => {
-                    msg.id = down.clone();
-                    let _ = tx.send(Frame::Response(msg)).await;
-                    return true;
-                }
-                _ => return false,
-            },
-            MessageKind::Notification => Frame::Notification(msg),
-            MessageKind::Request => {
-                let route = ReplyRoute {
-                    upstream: self.upstream.clone(),
-                    session: self.session.clone(),
-                    id: msg.id.clone().expect("requests have ids"),
-                };
-                Frame::Request {
-                    message: msg,
-                    route,
-                }
-            }
-        };
-        tx.send(frame).await.is_err()
-    }
-}
-
 /// A reqwest error described without its URL (which could carry credentials in userinfo).
-fn describe(e: &reqwest::Error) -> String {
+pub(super) fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_connect() {
         "connection failed"
     } else if e.is_timeout() {

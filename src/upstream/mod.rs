@@ -8,9 +8,10 @@ mod call;
 mod error;
 mod http;
 mod identity;
+mod reader;
 mod stdio;
 
-pub use call::{CallStream, Frame, ReplyRoute};
+pub use call::{AnswerId, CallStream, Delivery, Frame, ReplyRoute, StreamedResponse};
 pub use error::UpstreamError;
 pub use http::HttpUpstream;
 pub use identity::{ClientIdentity, InitInfo, UpstreamSession};
@@ -77,13 +78,15 @@ impl UpstreamClient {
     }
 
     /// Sends a request; `request.id` is the downstream id, restored on the final response.
+    /// `delivery` says whether the final response may arrive in pieces (HTTP upstreams only).
     pub async fn call(
         self: &Arc<Self>,
         session: &UpstreamSession,
         request: Message,
+        delivery: Delivery,
     ) -> Result<CallStream, UpstreamError> {
         match &**self {
-            UpstreamClient::Http(h) => h.call(self, session, request).await,
+            UpstreamClient::Http(h) => h.call(self, session, request, delivery).await,
             UpstreamClient::Stdio(s) => s.call(self, request).await,
         }
     }

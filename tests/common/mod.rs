@@ -2,7 +2,7 @@
 //! ports and talks to them over HTTP like an MCP client would.
 #![allow(dead_code)]
 
-use gatehouse::protocol::sse::SseParser;
+use gatehouse::protocol::sse::{EventBuffer, SseParser};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -236,11 +236,16 @@ impl Reply {
 pub fn parse_body(content_type: &str, body: &str) -> Vec<Value> {
     if content_type.starts_with("text/event-stream") {
         let mut p = SseParser::new(usize::MAX);
-        p.feed(body.as_bytes())
+        let chunk = bytes::Bytes::copy_from_slice(body.as_bytes());
+        p.feed_whole(&chunk, &mut EventBuffer::default())
             .unwrap()
             .into_iter()
-            .filter(|e| !e.data.is_empty())
-            .map(|e| serde_json::from_str(&e.data).unwrap())
+            .filter(|data| !data.is_empty())
+            .map(|data| {
+                serde_json::from_slice(&data).unwrap_or_else(|e| {
+                    panic!("not JSON ({e}): {}", String::from_utf8_lossy(&data))
+                })
+            })
             .collect()
     } else if body.trim().is_empty() {
         vec![]
