@@ -439,6 +439,27 @@ async fn main() {
     let per_session_kib = (rss_after.saturating_sub(rss_before)) as f64 / opened.max(1) as f64;
     let peak_rss_mib = gw.status_kib("VmHWM") as f64 / 1024.0;
 
+    // Memory under large results: a fresh gateway per size (its peak RSS untouched by the cells
+    // above), many clients pulling SSE results of 1 and then 4 MiB. A relay that held results
+    // whole would grow with clients × size; a streaming one with clients × its buffers only.
+    let large_clients = if args.smoke { 4 } else { 32 };
+    let mut large_memory = Vec::new();
+    if args.only.as_ref().is_none_or(|o| o.contains("large")) {
+        for mib in [1u64, 4] {
+            let mut cmd = Command::new(&gateway_bin);
+            cmd.arg("serve").arg("--config").arg(&config);
+            let fresh = Proc::start(cmd, "gatehouse listening on ");
+            let url = format!("{}/sse", fresh.ready_line);
+            let t = target(&client, &url, mib * LARGE, false).await;
+            load::run(&client, &t, 1, Duration::from_millis(200)).await;
+            let before = fresh.status_kib("VmRSS");
+            let stats = load::run(&client, &t, large_clients, cell).await;
+            let growth_mib = fresh.status_kib("VmHWM").saturating_sub(before) as f64 / 1024.0;
+            large_memory.push(json!({"result_mib": mib, "clients": large_clients,
+                "answered": stats.requests, "peak_rss_growth_mib": growth_mib}));
+        }
+    }
+
     let (policy_simple_ns, policy_cel_ns) =
         secured::policy_micro(if args.smoke { 10_000 } else { 1_000_000 });
     print_report(
@@ -455,6 +476,12 @@ async fn main() {
     println!(
         "policy decision (in process): {policy_simple_ns:.0} ns with declarative rules, {policy_cel_ns:.0} ns when a CEL rule decides"
     );
+    for m in &large_memory {
+        println!(
+            "large results in flight: {} clients pulling {} MiB SSE results ({} answered) grew the gateway's peak RSS by {:.1} MiB",
+            m["clients"], m["result_mib"], m["answered"], m["peak_rss_growth_mib"].as_f64().unwrap_or(0.0)
+        );
+    }
     if let Some(path) = &args.json {
         let v = to_json(
             &rows,
@@ -469,6 +496,7 @@ async fn main() {
         );
         let mut v = v;
         v["policy_decision_ns"] = json!({"declarative": policy_simple_ns, "cel": policy_cel_ns});
+        v["large_results_in_flight"] = json!(large_memory);
         std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
         println!("\nJSON written to {}", path.display());
     }
