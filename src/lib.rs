@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod commands;
 pub mod config;
+pub mod credentials;
 pub mod downstream;
 pub mod federation;
 pub mod gateway;

@@ -479,7 +479,10 @@ async fn main() {
     for m in &large_memory {
         println!(
             "large results in flight: {} clients pulling {} MiB SSE results ({} answered) grew the gateway's peak RSS by {:.1} MiB",
-            m["clients"], m["result_mib"], m["answered"], m["peak_rss_growth_mib"].as_f64().unwrap_or(0.0)
+            m["clients"],
+            m["result_mib"],
+            m["answered"],
+            m["peak_rss_growth_mib"].as_f64().unwrap_or(0.0)
         );
     }
     if let Some(path) = &args.json {

@@ -215,6 +215,11 @@ pub fn add_scopes(scopes: &mut Vec<String>, more: &[String]) {
 }
 
 /// The credential of an `Authorization: Bearer` header.
+/// The bearer credential of a request that authenticated already.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    bearer_credential(headers).ok()
+}
+
 fn bearer_credential(headers: &HeaderMap) -> Result<&str, AuthError> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {

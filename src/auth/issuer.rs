@@ -280,7 +280,7 @@ fn fits(jwk: &Jwk, alg: Algorithm) -> bool {
 /// Where an issuer's metadata may be, in the order the MCP specification gives: RFC 8414 and
 /// OpenID Connect with the issuer's path inserted after the well-known prefix, then OpenID
 /// Connect with it appended.
-pub(super) fn metadata_candidates(issuer: &str) -> Vec<String> {
+pub(crate) fn metadata_candidates(issuer: &str) -> Vec<String> {
     let Ok(url) = reqwest::Url::parse(issuer) else {
         return Vec::new();
     };
@@ -301,7 +301,7 @@ pub(super) fn metadata_candidates(issuer: &str) -> Vec<String> {
 }
 
 /// Fetches a JSON document of at most [`MAX_DOCUMENT_BYTES`]; `form` makes it a POST.
-pub(super) async fn fetch_json<T: serde::de::DeserializeOwned>(
+pub(crate) async fn fetch_json<T: serde::de::DeserializeOwned>(
     http: &reqwest::Client,
     url: &str,
     form: Option<reqwest::RequestBuilder>,

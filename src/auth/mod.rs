@@ -14,8 +14,9 @@ mod rejected;
 pub use api_key::{GeneratedKey, generate_api_key};
 pub use cache::{CredentialDigest, VerifiedCache};
 pub(crate) use guard::glob_match;
-pub use guard::{METADATA_PREFIX, ServerGuard, add_scopes, required_scopes};
+pub use guard::{METADATA_PREFIX, ServerGuard, add_scopes, bearer_token, required_scopes};
 pub use issuer::IssuerState;
+pub(crate) use issuer::{fetch_json, metadata_candidates};
 pub use principal::{CredentialKind, Principal};
 
 use crate::config::Auth;

@@ -280,11 +280,7 @@ fn check_issuer(name: &str, issuer: &Issuer, add: &mut dyn FnMut(String, String)
                 "must not be empty".into(),
             );
         }
-        let written_in_yaml = match &intro.client_secret {
-            ValueSource::Literal(_) => true,
-            ValueSource::From(spec) => spec.value.is_some(),
-        };
-        if written_in_yaml {
+        if intro.client_secret.is_written_in_yaml() {
             add(
                 format!("{field}.introspection.client_secret"),
                 "a secret must not be written in the YAML; use { env: VAR } or { file: PATH }"

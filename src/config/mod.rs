@@ -2,6 +2,7 @@
 
 mod audit;
 mod auth;
+mod credentials;
 mod duration;
 mod model;
 mod policy;
@@ -10,6 +11,7 @@ mod validate;
 
 pub use audit::{Audit, OnFull, Redact};
 pub use auth::*;
+pub use credentials::{OAuthClient, TokenClientAuth, UpstreamAuth};
 pub use duration::HumanDuration;
 pub use model::*;
 pub use policy::{Effect, Globs, Policy, PolicyRule};

@@ -260,6 +260,9 @@ pub struct Upstream {
     /// stdio: restart backoff after a crash.
     #[serde(default)]
     pub restart: Restart,
+    /// The credential the gateway presents to this upstream.
+    #[serde(default)]
+    pub auth: Option<super::credentials::UpstreamAuth>,
 }
 
 /// Upstream transport.

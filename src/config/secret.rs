@@ -32,6 +32,11 @@ pub struct SourceSpec {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a value obtained at run time (e.g. the token a client presented).
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
     /// The value, for the one place that sends it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -45,6 +50,15 @@ impl fmt::Debug for Secret {
 }
 
 impl ValueSource {
+    /// Whether the value itself is in the YAML (a literal or `{ value: … }`), which is not
+    /// acceptable for secrets.
+    pub fn is_written_in_yaml(&self) -> bool {
+        match self {
+            ValueSource::Literal(_) => true,
+            ValueSource::From(spec) => spec.value.is_some(),
+        }
+    }
+
     /// Resolves the value now; the error says what was missing without revealing any value.
     pub fn resolve(&self) -> Result<Secret, String> {
         match self {

@@ -283,6 +283,11 @@ fn check_upstream(name: &str, u: &Upstream, prefixes: &mut HashSet<String>, issu
             "must be greater than zero",
         );
     }
+    if let Some(auth) = &u.auth {
+        super::credentials::check(auth, u.kind == UpstreamKind::Http, &mut |f, m| {
+            issues.add(format!("{field}.{f}"), m)
+        });
+    }
     match u.kind {
         UpstreamKind::Http => {
             match &u.url {

@@ -195,10 +195,5 @@ pub fn rpc_error(id: Option<RequestId>, e: &FederationError) -> Message {
 
 /// The JSON-RPC error for an upstream failure mid-call.
 pub fn upstream_error(id: Option<RequestId>, e: &UpstreamError) -> Message {
-    let code = if e.is_timeout() {
-        ErrorCode::REQUEST_TIMEOUT
-    } else {
-        ErrorCode::UPSTREAM_UNAVAILABLE
-    };
-    Message::error_response(id, code, &e.to_string(), None)
+    Message::error_response(id, e.code(), &e.to_string(), None)
 }

@@ -44,6 +44,19 @@ impl Caller {
     pub fn binding(caller: Option<&Caller>) -> Option<String> {
         caller.map(|c| c.principal.binding().to_owned())
     }
+
+    /// The caller as upstream credentials see it: who, and the token an IdP could exchange
+    /// (an API key is the gateway's own and cannot be).
+    fn on_behalf_of(&self, headers: &http::HeaderMap) -> crate::credentials::OnBehalfOf {
+        let exchangeable = self.principal.kind() != crate::auth::CredentialKind::ApiKey;
+        let subject_token = crate::auth::bearer_token(headers)
+            .filter(|_| exchangeable)
+            .map(|t| crate::config::Secret::new(t.to_owned()));
+        crate::credentials::OnBehalfOf {
+            binding: self.principal.binding().to_owned(),
+            subject_token,
+        }
+    }
 }
 
 /// Shared state of the HTTP server.
@@ -133,17 +146,25 @@ async fn serve_mcp(state: AppState, req: Request) -> Response {
             .cloned()
             .unwrap_or_else(|| Arc::new(CompiledPolicy::open())),
     };
-    let result = match parts.method {
-        Method::POST => {
-            post::handle(gw.clone(), rt.clone(), server, parts.headers, body, access).await
+    let on_behalf_of = access
+        .caller
+        .as_ref()
+        .map(|c| c.on_behalf_of(&parts.headers));
+    let handled = async {
+        match parts.method {
+            Method::POST => {
+                post::handle(gw.clone(), rt.clone(), server, parts.headers, body, access).await
+            }
+            Method::GET => listen::get(gw.clone(), server, parts.headers, access.caller).await,
+            Method::DELETE => delete(&gw, &server, &parts.headers, access.caller.as_ref()).await,
+            _ => Err(HttpError::MethodNotAllowed(
+                "use POST (or GET/DELETE with a session)",
+            )),
         }
-        Method::GET => listen::get(gw.clone(), server, parts.headers, access.caller).await,
-        Method::DELETE => delete(&gw, &server, &parts.headers, access.caller.as_ref()).await,
-        _ => Err(HttpError::MethodNotAllowed(
-            "use POST (or GET/DELETE with a session)",
-        )),
     };
-    result.unwrap_or_else(IntoResponse::into_response)
+    crate::credentials::on_behalf_of(on_behalf_of, handled)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Most body bytes read from a refused request so that its connection can be reused.

@@ -89,10 +89,8 @@ impl FederationError {
                 ErrorCode::INVALID_PARAMS
             }
             FederationError::MethodNotFound(_) => ErrorCode::METHOD_NOT_FOUND,
-            FederationError::Upstream(e) if e.is_timeout() => ErrorCode::REQUEST_TIMEOUT,
-            FederationError::Upstream(_) | FederationError::Refused { .. } => {
-                ErrorCode::UPSTREAM_UNAVAILABLE
-            }
+            FederationError::Upstream(e) => e.code(),
+            FederationError::Refused { .. } => ErrorCode::UPSTREAM_UNAVAILABLE,
         }
     }
 }

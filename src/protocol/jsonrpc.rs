@@ -39,6 +39,8 @@ impl ErrorCode {
     pub const INSUFFICIENT_SCOPE: ErrorCode = ErrorCode(-32005);
     /// A policy rule refused this call (of a function the caller may see).
     pub const POLICY_DENIED: ErrorCode = ErrorCode(-32006);
+    /// The gateway could not obtain the upstream's own credential (token exchange refused…).
+    pub const UPSTREAM_CREDENTIALS: ErrorCode = ErrorCode(-32007);
     /// MCP 2025-11-25: the user must complete a flow at a URL first.
     pub const URL_ELICITATION_REQUIRED: ErrorCode = ErrorCode(-32042);
 }

@@ -129,6 +129,9 @@ pub struct CallStream {
     done: bool,
     cancel: Option<(Arc<UpstreamClient>, UpstreamSession, RequestId)>,
     answer_id: Option<AnswerId>,
+    /// The user the call is made for, so that a cancellation sent later carries the same
+    /// upstream credential.
+    on_behalf_of: Option<crate::credentials::OnBehalfOf>,
 }
 
 impl CallStream {
@@ -147,6 +150,7 @@ impl CallStream {
             done: false,
             cancel: Some((client, session, upstream_id)),
             answer_id: None,
+            on_behalf_of: crate::credentials::current(),
         }
     }
 
@@ -203,9 +207,10 @@ impl CallStream {
         if let Some((client, session, id)) = self.cancel.take()
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
-            handle.spawn(async move {
+            let who = self.on_behalf_of.clone();
+            handle.spawn(crate::credentials::on_behalf_of(who, async move {
                 client.cancel(&session, &id, reason).await;
-            });
+            }));
         }
     }
 }

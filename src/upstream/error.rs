@@ -46,6 +46,14 @@ pub enum UpstreamError {
         /// What was wrong.
         reason: String,
     },
+    /// The gateway could not obtain the credential this upstream needs.
+    #[error("upstream {upstream:?}: cannot obtain its credential: {reason}")]
+    Credentials {
+        /// The upstream's name.
+        upstream: String,
+        /// Why (never a token or secret).
+        reason: String,
+    },
     /// The upstream no longer knows our session (HTTP 404); the caller may re-open it.
     #[error("upstream {upstream:?} ended our session")]
     SessionExpired {
@@ -58,5 +66,15 @@ impl UpstreamError {
     /// Whether this is a timeout.
     pub fn is_timeout(&self) -> bool {
         matches!(self, UpstreamError::Timeout { .. })
+    }
+
+    /// The JSON-RPC error code that reports this failure to a client.
+    pub fn code(&self) -> crate::protocol::ErrorCode {
+        use crate::protocol::ErrorCode;
+        match self {
+            UpstreamError::Timeout { .. } => ErrorCode::REQUEST_TIMEOUT,
+            UpstreamError::Credentials { .. } => ErrorCode::UPSTREAM_CREDENTIALS,
+            _ => ErrorCode::UPSTREAM_UNAVAILABLE,
+        }
     }
 }

@@ -34,6 +34,8 @@ pub struct HttpUpstream {
     shared: tokio::sync::Mutex<Option<(UpstreamSession, Arc<InitInfo>)>>,
     shared_dropped: Mutex<Option<UpstreamSession>>,
     shared_hub: tokio::sync::Mutex<Option<broadcast::Sender<Message>>>,
+    /// What the gateway presents to this upstream (never the client's token).
+    credentials: Option<Arc<crate::credentials::UpstreamCredentials>>,
 }
 
 enum Body {
@@ -89,6 +91,7 @@ impl HttpUpstream {
             shared: tokio::sync::Mutex::new(None),
             shared_dropped: Mutex::new(None),
             shared_hub: tokio::sync::Mutex::new(None),
+            credentials: crate::credentials::UpstreamCredentials::for_http(cfg)?.map(Arc::new),
         })
     }
 
@@ -232,6 +235,21 @@ impl HttpUpstream {
         *self.shared_dropped.lock().expect("lock") = Some(session.clone());
     }
 
+    /// Adds this upstream's credential for the current request.
+    async fn authorize(&self, h: &mut HeaderMap) -> Result<(), UpstreamError> {
+        if let Some(c) = &self.credentials {
+            let (name, value) = c.header().await.map_err(|e| {
+                tracing::warn!(upstream = %self.name, error = %e, "no credential for the upstream");
+                UpstreamError::Credentials {
+                    upstream: self.name.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            h.insert(name, value);
+        }
+        Ok(())
+    }
+
     fn request_headers(&self, session: &UpstreamSession, msg: &Message) -> HeaderMap {
         let mut h = self.headers.clone();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -281,10 +299,12 @@ impl HttpUpstream {
         } else {
             msg.to_bytes()
         };
+        let mut headers = self.request_headers(session, msg);
+        self.authorize(&mut headers).await?;
         let mut req = self
             .client
             .post(self.url.clone())
-            .headers(self.request_headers(session, msg))
+            .headers(headers)
             .body(body);
         if !streaming {
             req = req.timeout(self.request_timeout);
@@ -491,6 +511,7 @@ impl HttpUpstream {
                 HeaderValue::from_static(session.version.as_str()),
             );
         }
+        self.authorize(&mut h).await?;
         let resp = self
             .client
             .get(self.url.clone())
@@ -562,10 +583,14 @@ impl HttpUpstream {
         let Some(id) = session.id.as_deref() else {
             return;
         };
+        let mut headers = self.headers.clone();
+        if let Err(e) = self.authorize(&mut headers).await {
+            tracing::debug!(upstream = %self.name, error = %e, "closing the upstream session without a credential");
+        }
         let mut req = self
             .client
             .delete(self.url.clone())
-            .headers(self.headers.clone())
+            .headers(headers)
             .header(SESSION_HEADER, id);
         if session.version >= ProtocolVersion::V2025_06_18 {
             req = req.header(VERSION_HEADER, session.version.as_str());

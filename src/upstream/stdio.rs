@@ -100,6 +100,9 @@ impl StdioUpstream {
         for (k, v) in &cfg.env {
             env.push((k.clone(), v.resolve()?));
         }
+        if let Some(var_and_secret) = crate::credentials::stdio_env(cfg)? {
+            env.push(var_and_secret);
+        }
         Ok(StdioUpstream {
             name: name.to_owned(),
             command: cfg.command.clone().ok_or("command missing")?,

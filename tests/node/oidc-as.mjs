@@ -8,18 +8,32 @@
 // exactly one line to stdout, `ready http://127.0.0.1:PORT`; that URL is the issuer (no path).
 // Everything else (oidc-provider notices included) goes to stderr. SIGTERM/SIGINT exit 0.
 //
+// Flags (each also accepted as --flag=value):
+//   --port N               listen port (default 0)
+//   --exchange-ttl SECONDS lifetime of the access tokens issued by token exchange and by the
+//                          jwt-bearer grant (default 300)
+//   --trust-idp ISSUER_URL second role: also accept RFC 7523 jwt-bearer grants whose assertion is
+//                          an ID-JAG issued by ISSUER_URL (another instance of this server), see
+//                          "JWT bearer" below. Without it that grant type is not offered at all
+//                          (400 unsupported_grant_type, not in grant_types_supported).
+//
 // Endpoints (issuer = http://127.0.0.1:PORT):
 //   GET  /.well-known/openid-configuration      discovery (OIDC)
 //   GET  /.well-known/oauth-authorization-server the same metadata (RFC 8414; served by oidc-provider)
 //   GET  /jwks                                  JWKS: one RS256 key (ID tokens) + one ES256 key (JWT access tokens)
 //   GET  /auth                                  authorization endpoint (PKCE S256 is required)
 //   GET  /interaction/:uid                      headless login+consent: no page, answers 303 back to /auth/:uid
-//   POST /token                                 authorization_code, refresh_token, client_credentials
+//   POST /token                                 authorization_code, refresh_token, client_credentials,
+//                                               urn:ietf:params:oauth:grant-type:token-exchange (RFC 8693),
+//                                               urn:ietf:params:oauth:grant-type:jwt-bearer (RFC 7523,
+//                                               only with --trust-idp)
 //   POST /token/introspection                   RFC 7662 (opaque tokens only; JWTs get 400 unsupported_token_type)
 //   POST /token/revocation                      RFC 7009
 //   POST /reg                                   open dynamic client registration (RFC 7591, no initial access token)
 //   GET  /me                                    userinfo
 //   POST /test/mint                             test-only token minting, see below
+//   GET  /test/counters                         test-only: how many tokens of each kind were issued
+//   POST /test/counters/reset                   test-only: zeroes the counters
 //
 // Authorization requests: a user agent that follows redirects (keeping cookies) from
 //   /auth?response_type=code&client_id=..&redirect_uri=..&code_challenge=..&code_challenge_method=S256
@@ -40,6 +54,13 @@
 //       client_credentials only, may introspect (and revoke) any token
 //   test-client / test-secret  authorization_code, refresh_token, client_credentials;
 //       redirect_uris ['http://127.0.0.1/callback']
+//   gatehouse-exchanger / exchanger-secret  client_secret_basic (post also works); grant types
+//       client_credentials, urn:ietf:params:oauth:grant-type:token-exchange and (only with
+//       --trust-idp) urn:ietf:params:oauth:grant-type:jwt-bearer
+//   gatehouse-pkjwt  private_key_jwt (ES256 client assertion, iss = sub = gatehouse-pkjwt,
+//       aud = the issuer or its token endpoint, exp and a unique jti required), client_credentials
+//       only; its registered jwks is the public key of tests/keys/es256-b.pem (read at start),
+//       kid "gatehouse-pkjwt-1", alg ES256
 //   DCR clients: public (token_endpoint_auth_method none) or confidential; http loopback redirect
 //       URIs (127.0.0.1 / localhost, any port) are accepted for application_type web and native
 //       (native clients also match a loopback redirect URI on any port, RFC 8252).
@@ -56,10 +77,95 @@
 //   saved — exactly what the token endpoint does — so a JWT is signed with the ES256 key and has
 //   aud = resource, and an opaque one is stored and answered by the introspection endpoint. An
 //   unknown sub is allowed (its tokens have no groups).
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+//
+// Client credentials (any client allowed the grant): grant_type=client_credentials[&scope=..]
+//   [&resource=<URI>]. With a resource the access token is a JWT (ES256, at+jwt; opaque when the
+//   URI contains "/opaque") with aud = resource, sub = client_id = the client, and scope = the
+//   requested scopes that are resource scopes (others are dropped). Without a resource it is an
+//   opaque token. Answer: { access_token, token_type: "Bearer", expires_in, scope? }.
+//
+// Token exchange (RFC 8693) — POST /token, client authentication required (a client with
+//   token_endpoint_auth_method none gets 400 unauthorized_client; a client without the grant type
+//   in its grant_types gets oidc-provider's 400 invalid_request "requested grant type is not
+//   allowed for this client"). Form parameters:
+//     grant_type=urn:ietf:params:oauth:grant-type:token-exchange
+//     subject_token         required: an access token issued by THIS server and still valid: a JWT
+//                           (typ at+jwt, ES256 with this server's key, iss = this issuer, exp in the
+//                           future) or an opaque one (found by provider.AccessToken.find, or
+//                           ClientCredentials.find). Else 400 invalid_grant "subject_token: ...".
+//     subject_token_type    required, must be urn:ietf:params:oauth:token-type:access_token
+//                           (else 400 invalid_request)
+//     requested_token_type  urn:ietf:params:oauth:token-type:access_token (default) or
+//                           urn:ietf:params:oauth:token-type:id-jag (else 400 invalid_request)
+//     resource              absolute URI without fragment (else 400 invalid_target); one value
+//     audience              any string for an access token; for an ID-JAG required and an absolute
+//                           URI: the issuer of the authorization server that will redeem it
+//     scope                 space-separated, each one of mcp:tools mcp:admin crm:read crm:write
+//                           (else 400 invalid_scope "scope X is not a resource scope ..."); when
+//                           absent, the subject token's resource scopes are kept
+//     actor_token, actor_token_type  optional; both or neither; the actor token is checked like
+//                           the subject token and its type must be ...:token-type:access_token
+//   Each parameter at most once (else 400 invalid_request from oidc-provider). Checks run in this
+//   order: parameters (invalid_request / invalid_target), scope (invalid_scope), subject token then
+//   actor token (invalid_grant), refusal policy.
+//   Refusal (counted as refused): a subject token whose sub is "mallory", or a resource or
+//   audience containing "/refuse" -> 400 { error: invalid_grant, error_description: "exchange
+//   refused by policy" }.
+//   a) requested_token_type access_token (or absent): resource or audience required (else 400
+//      invalid_request). A NEW JWT access token (AccessToken model + ResourceServer, so ES256 with
+//      this server's key, typ at+jwt) with sub = the subject token's sub, aud = resource (else
+//      audience), scope = the requested scope, client_id = the exchanging client, `groups` as for
+//      other tokens, act = { sub: <exchanging client id> } (with an actor_token: { sub: <actor
+//      token's sub, or its client_id> }); if the subject token already had an `act`, it is nested
+//      as act.act (RFC 8693 §4.1). ttl = --exchange-ttl. Always a JWT (even for "/opaque").
+//      Answer: { access_token, issued_token_type: "urn:ietf:params:oauth:token-type:access_token",
+//      token_type: "Bearer", expires_in, scope }.
+//   b) requested_token_type id-jag (Identity Assertion JWT Authorization Grant,
+//      draft-ietf-oauth-identity-assertion-authz-grant): a JWT signed ES256 with this server's key,
+//      header { alg: ES256, typ: "oauth-id-jag+jwt", kid }, claims { iss: this issuer, sub,
+//      aud: audience, client_id: the requesting client, resource (if given), scope (if any), jti
+//      (random), iat, exp: iat + 300 }. Answer: { access_token: <ID-JAG>, issued_token_type:
+//      "urn:ietf:params:oauth:token-type:id-jag", token_type: "N_A", expires_in: 300, scope }.
+//
+// JWT bearer (RFC 7523), only with --trust-idp ISSUER_URL — POST /token, client authentication
+//   required, grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<ID-JAG>
+//   [&resource=..][&scope=..]. The assertion is checked in this order, each failure a 400
+//   invalid_grant whose error_description starts with the failed check:
+//     "malformed assertion: ..." not a compact JWS with JSON header and payload
+//     "wrong typ: ..."     JOSE header typ must be exactly oauth-id-jag+jwt
+//     "signature: ..."     verified with ISSUER_URL/jwks (fetched once, cached, fetched again for an
+//                          unknown kid; ES256, RS256 or PS256; the key's alg must match)
+//     "wrong iss: ..."     iss must be ISSUER_URL (a trailing "/" of the flag value is dropped)
+//     "wrong aud: ..."     aud (string or array) must be THIS server's issuer
+//     "wrong client_id: ..." the client_id claim must be the authenticated client's id
+//     "expired: ..."       exp must be a number in the future
+//     "missing sub: ..."   sub must be a non-empty string
+//   Then the resource: the assertion's `resource` claim, else the request's resource (both given
+//   and different, or neither: 400 invalid_target). Scope: the assertion's scope (its resource
+//   scopes); a request scope must be a subset of it (else 400 invalid_scope) and then replaces it.
+//   The same refusal policy as token exchange applies (sub mallory, resource with "/refuse").
+//   Success: a JWT access token from THIS server (ES256, at+jwt) with sub = the assertion's sub,
+//   aud = the resource, scope, client_id = the client, groups, ttl = --exchange-ttl. Answer:
+//   { access_token, token_type: "Bearer", expires_in, scope }. No replay check on the assertion's jti.
+//
+// GET /test/counters -> 200 { "client_credentials": n, "token_exchange": n, "id_jag": n,
+//   "jwt_bearer": n, "refused": n }: successful client_credentials grants, token exchanges that
+//   issued an access token, token exchanges that issued an ID-JAG, successful jwt-bearer grants,
+//   and 4xx answers (of any cause, client authentication included) to token-exchange or
+//   jwt-bearer requests. POST /test/counters/reset zeroes them and answers the zeroed counters.
+import {
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  randomBytes,
+  sign as cryptoSign,
+  verify as cryptoVerify,
+  constants as cryptoConstants,
+} from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 // oidc-provider prints its notices with console.info (stdout): stdout is for the ready line only.
 console.log = console.error;
@@ -67,24 +173,45 @@ console.info = console.error;
 console.debug = console.error;
 
 function parseArgs(argv) {
-  let port = 0;
+  const flags = { port: '0', 'exchange-ttl': '300', 'trust-idp': undefined };
   for (let i = 0; i < argv.length; i += 1) {
     const arg = argv[i];
-    if (arg === '--port') {
-      port = Number(argv[i + 1]);
-      i += 1;
-    } else if (arg.startsWith('--port=')) {
-      port = Number(arg.slice('--port='.length));
-    } else {
+    const eq = arg.indexOf('=');
+    const name = arg.startsWith('--') ? arg.slice(2, eq === -1 ? undefined : eq) : undefined;
+    if (name === undefined || !Object.hasOwn(flags, name)) {
       console.error(`oidc-as: unknown argument ${arg}`);
       process.exit(2);
     }
+    if (eq !== -1) {
+      flags[name] = arg.slice(eq + 1);
+    } else {
+      if (i + 1 >= argv.length) {
+        console.error(`oidc-as: ${arg} needs a value`);
+        process.exit(2);
+      }
+      flags[name] = argv[i + 1];
+      i += 1;
+    }
   }
+  const port = Number(flags.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     console.error('oidc-as: --port must be an integer 0..65535');
     process.exit(2);
   }
-  return { port };
+  const exchangeTtl = Number(flags['exchange-ttl']);
+  if (!Number.isInteger(exchangeTtl) || exchangeTtl <= 0) {
+    console.error('oidc-as: --exchange-ttl must be a positive integer (seconds)');
+    process.exit(2);
+  }
+  let trustIdp = flags['trust-idp'];
+  if (trustIdp !== undefined) {
+    if (!/^https?:\/\//.test(trustIdp) || !URL.canParse(trustIdp)) {
+      console.error('oidc-as: --trust-idp must be an http(s) issuer URL');
+      process.exit(2);
+    }
+    trustIdp = trustIdp.replace(/\/+$/, '');
+  }
+  return { port, exchangeTtl, trustIdp };
 }
 
 const RESOURCE_SCOPES = ['mcp:tools', 'mcp:admin', 'crm:read', 'crm:write'];
@@ -97,6 +224,35 @@ const ACCOUNTS = {
 const DEFAULT_ACCOUNT = 'alice';
 const ACCESS_TOKEN_TTL = 300;
 
+const EXCHANGER = 'gatehouse-exchanger';
+const PKJWT = 'gatehouse-pkjwt';
+const PKJWT_KEY_FILE = new URL('../keys/es256-b.pem', import.meta.url);
+const GT_TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const GT_JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+const TT_ACCESS_TOKEN = 'urn:ietf:params:oauth:token-type:access_token';
+const TT_ID_JAG = 'urn:ietf:params:oauth:token-type:id-jag';
+const ID_JAG_TYP = 'oauth-id-jag+jwt';
+const ID_JAG_TTL = 300;
+const REFUSED_SUBJECT = 'mallory';
+const REFUSED_MARKER = '/refuse';
+
+// Mutable server state shared by the grant handlers and the /test endpoints (set in main()).
+const state = {
+  exchangeTtl: 300,
+  trustIdp: undefined,
+  signing: undefined, // { kid, privateKey, publicKey }: this server's ES256 key
+  trustedKeys: new Map(), // kid -> { alg, key } from the trusted IdP's JWKS
+  counters: undefined,
+};
+
+// Extra JWT claims (act) for access tokens issued here; merged by extraTokenClaims.
+const EXTRA_CLAIMS = new WeakMap();
+
+function zeroCounters() {
+  return { client_credentials: 0, token_exchange: 0, id_jag: 0, jwt_bearer: 0, refused: 0 };
+}
+state.counters = zeroCounters();
+
 function resourceServerInfo(resourceIndicator) {
   return {
     scope: RESOURCE_SCOPES.join(' '),
@@ -107,16 +263,29 @@ function resourceServerInfo(resourceIndicator) {
   };
 }
 
+// The provider's keys, plus this server's ES256 key as KeyObjects (state.signing) for the
+// ID-JAGs it signs and the subject tokens it verifies itself.
 function generateJwks() {
   const suffix = randomBytes(4).toString('hex');
   const { privateKey: rsa } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const { privateKey: ec } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const { privateKey: ec, publicKey: ecPublic } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const esKid = `es256-${suffix}`;
   return {
-    keys: [
-      { ...rsa.export({ format: 'jwk' }), kid: `rs256-${suffix}`, alg: 'RS256', use: 'sig' },
-      { ...ec.export({ format: 'jwk' }), kid: `es256-${suffix}`, alg: 'ES256', use: 'sig' },
-    ],
+    jwks: {
+      keys: [
+        { ...rsa.export({ format: 'jwk' }), kid: `rs256-${suffix}`, alg: 'RS256', use: 'sig' },
+        { ...ec.export({ format: 'jwk' }), kid: esKid, alg: 'ES256', use: 'sig' },
+      ],
+    },
+    signing: { kid: esKid, privateKey: ec, publicKey: ecPublic },
   };
+}
+
+// The public JWK of tests/keys/es256-b.pem: the registered key of the private_key_jwt client.
+function pkjwtPublicJwk() {
+  const privateKey = createPrivateKey(readFileSync(PKJWT_KEY_FILE));
+  const { kty, crv, x, y } = createPublicKey(privateKey).export({ format: 'jwk' });
+  return { kty, crv, x, y, kid: 'gatehouse-pkjwt-1', alg: 'ES256', use: 'sig' };
 }
 
 function groupsOf(accountId) {
@@ -127,7 +296,7 @@ function isOwnerOrIntrospector(client, token) {
   return client.clientId === INTROSPECTOR || token.clientId === client.clientId;
 }
 
-function configuration() {
+function configuration({ jwks, trustIdp }) {
   const day = 24 * 60 * 60;
   return {
     clients: [
@@ -146,8 +315,27 @@ function configuration() {
         response_types: ['code'],
         redirect_uris: ['http://127.0.0.1/callback'],
       },
+      {
+        client_id: EXCHANGER,
+        client_secret: 'exchanger-secret',
+        token_endpoint_auth_method: 'client_secret_basic',
+        // jwt-bearer only when that grant type exists (--trust-idp): a static client naming a
+        // grant type the provider does not support is invalid metadata and would not load.
+        grant_types: ['client_credentials', GT_TOKEN_EXCHANGE, ...(trustIdp ? [GT_JWT_BEARER] : [])],
+        response_types: [],
+        redirect_uris: [],
+      },
+      {
+        client_id: PKJWT,
+        token_endpoint_auth_method: 'private_key_jwt',
+        token_endpoint_auth_signing_alg: 'ES256',
+        jwks: { keys: [pkjwtPublicJwk()] },
+        grant_types: ['client_credentials'],
+        response_types: [],
+        redirect_uris: [],
+      },
     ],
-    jwks: generateJwks(),
+    jwks,
     cookies: { keys: [randomBytes(32).toString('base64url')] },
     scopes: SCOPES,
     responseTypes: ['code'],
@@ -164,7 +352,9 @@ function configuration() {
     },
     async extraTokenClaims(_ctx, token) {
       const groups = token.accountId ? groupsOf(token.accountId) : undefined;
-      return groups ? { groups: [...groups] } : undefined;
+      const extra = EXTRA_CLAIMS.get(token);
+      if (!groups && !extra) return undefined;
+      return { ...(groups ? { groups: [...groups] } : undefined), ...extra };
     },
     pkce: { required: () => true },
     clientBasedCORS: () => true,
@@ -345,8 +535,373 @@ async function mint(provider, req, res) {
   });
 }
 
+// ---------------------------------------------------------------- token exchange / jwt-bearer
+
+// An OAuth error answer with our own error_description (oidc-provider's InvalidGrant always says
+// "grant request is invalid" and keeps the reason in an unexposed error_detail).
+function oauthError(code, description) {
+  return new errors.CustomOIDCProviderError(code, description);
+}
+
+const epochNow = () => Math.floor(Date.now() / 1000);
+
+function encodeJwt(header, payload, privateKey) {
+  const part = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
+  const signingInput = `${part(header)}.${part(payload)}`;
+  const signature = cryptoSign('sha256', Buffer.from(signingInput), { key: privateKey, dsaEncoding: 'ieee-p1363' });
+  return `${signingInput}.${signature.toString('base64url')}`;
+}
+
+// Splits a compact JWS; throws a plain Error when it is not one.
+function decodeJwt(token) {
+  const parts = String(token).split('.');
+  if (parts.length !== 3 || parts.some((p) => !/^[A-Za-z0-9_-]*$/.test(p)) || !parts[2]) {
+    throw new Error('not a compact JWS (three base64url parts)');
+  }
+  const json = (p) => JSON.parse(Buffer.from(p, 'base64url').toString('utf8'));
+  const header = json(parts[0]);
+  const payload = json(parts[1]);
+  if (!header || typeof header !== 'object' || !payload || typeof payload !== 'object' || Array.isArray(payload)) {
+    throw new Error('header and payload must be JSON objects');
+  }
+  return {
+    header,
+    payload,
+    signingInput: Buffer.from(`${parts[0]}.${parts[1]}`),
+    signature: Buffer.from(parts[2], 'base64url'),
+  };
+}
+
+function verifySignature(alg, key, signingInput, signature) {
+  switch (alg) {
+    case 'ES256':
+      return cryptoVerify('sha256', signingInput, { key, dsaEncoding: 'ieee-p1363' }, signature);
+    case 'RS256':
+      return cryptoVerify('sha256', signingInput, key, signature);
+    case 'PS256':
+      return cryptoVerify('sha256', signingInput, {
+        key,
+        padding: cryptoConstants.RSA_PKCS1_PSS_PADDING,
+        saltLength: cryptoConstants.RSA_PSS_SALTLEN_DIGEST,
+      }, signature);
+    default:
+      throw new Error(`unsupported alg ${JSON.stringify(alg)}`);
+  }
+}
+
+const looksLikeJwt = (value) => /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(value);
+
+// An access token THIS server issued and that is still valid -> { sub, clientId, scope, act }.
+// `what` names the parameter in the error_description.
+async function verifyOwnAccessToken(provider, value, what) {
+  if (looksLikeJwt(value)) {
+    let jwt;
+    try {
+      jwt = decodeJwt(value);
+    } catch (err) {
+      throw oauthError('invalid_grant', `${what}: ${err.message}`);
+    }
+    const { header, payload } = jwt;
+    if (header.typ !== 'at+jwt') {
+      throw oauthError('invalid_grant', `${what}: not a JWT access token (typ ${JSON.stringify(header.typ)}, expected "at+jwt")`);
+    }
+    if (header.alg !== 'ES256' || header.kid !== state.signing.kid) {
+      throw oauthError('invalid_grant', `${what}: not signed with this server's ES256 key (alg ${JSON.stringify(header.alg)}, kid ${JSON.stringify(header.kid)})`);
+    }
+    if (!verifySignature('ES256', state.signing.publicKey, jwt.signingInput, jwt.signature)) {
+      throw oauthError('invalid_grant', `${what}: signature verification failed`);
+    }
+    if (payload.iss !== provider.issuer) {
+      throw oauthError('invalid_grant', `${what}: iss ${JSON.stringify(payload.iss)} is not this server (${provider.issuer})`);
+    }
+    if (typeof payload.exp !== 'number' || payload.exp <= epochNow()) {
+      throw oauthError('invalid_grant', `${what}: expired`);
+    }
+    if (typeof payload.sub !== 'string' || !payload.sub) {
+      throw oauthError('invalid_grant', `${what}: no sub claim`);
+    }
+    return { sub: payload.sub, clientId: payload.client_id, scope: payload.scope, act: payload.act };
+  }
+  const token = (await provider.AccessToken.find(value)) ?? (await provider.ClientCredentials.find(value));
+  if (!token || token.isExpired) {
+    throw oauthError('invalid_grant', `${what}: not an active access token issued by this server`);
+  }
+  return {
+    sub: token.accountId ?? token.clientId,
+    clientId: token.clientId,
+    scope: token.scope,
+    act: token.extra?.act,
+  };
+}
+
+function requireAuthenticatedClient(ctx, grantName) {
+  if (ctx.oidc.client.clientAuthMethod === 'none') {
+    throw new errors.UnauthorizedClient(`${grantName} requires an authenticated (confidential) client`);
+  }
+}
+
+// A requested scope string -> array of resource scopes, or 400 invalid_scope.
+function parseResourceScope(scope) {
+  const scopes = String(scope ?? '').split(' ').filter(Boolean);
+  for (const s of scopes) {
+    if (!RESOURCE_SCOPES.includes(s)) {
+      throw oauthError('invalid_scope', `scope ${JSON.stringify(s)} is not a resource scope (allowed: ${RESOURCE_SCOPES.join(' ')})`);
+    }
+  }
+  return [...new Set(scopes)];
+}
+
+const resourceScopesOf = (scope) => [...new Set(String(scope ?? '').split(' ').filter((s) => RESOURCE_SCOPES.includes(s)))];
+
+function checkResourceParam(resource) {
+  if (resource === undefined) return;
+  const href = URL.parse(resource)?.href;
+  if (!href) throw oauthError('invalid_target', 'resource must be an absolute URI');
+  if (href.includes('#')) throw oauthError('invalid_target', 'resource must not contain a fragment');
+}
+
+function refusedByPolicy(sub, ...targets) {
+  return sub === REFUSED_SUBJECT || targets.some((t) => typeof t === 'string' && t.includes(REFUSED_MARKER));
+}
+
+// A JWT access token from the provider's own AccessToken model (ES256, typ at+jwt, aud).
+async function issueJwtAccessToken(provider, ctx, {
+  sub, client, aud, scope, ttl, gty, extra,
+}) {
+  const grant = new provider.Grant({ accountId: sub, clientId: client.clientId });
+  if (scope) grant.addResourceScope(aud, scope);
+  const grantId = await grant.save();
+  const token = new provider.AccessToken({
+    accountId: sub,
+    client,
+    grantId,
+    gty,
+    scope: scope || undefined,
+    expiresIn: ttl,
+    resourceServer: new provider.ResourceServer(aud, {
+      ...resourceServerInfo(aud),
+      accessTokenFormat: 'jwt',
+      accessTokenTTL: ttl,
+    }),
+  });
+  if (extra) EXTRA_CLAIMS.set(token, extra);
+  ctx.oidc.entity('AccessToken', token);
+  const value = await token.save();
+  return { value, expiresIn: token.expiration };
+}
+
+async function tokenExchangeHandler(ctx) {
+  const { provider, client, params } = ctx.oidc;
+  requireAuthenticatedClient(ctx, 'token exchange');
+
+  const requestedType = params.requested_token_type || TT_ACCESS_TOKEN;
+  const { resource, audience } = params;
+  if (!params.subject_token) throw new errors.InvalidRequest('subject_token is required');
+  if (!params.subject_token_type) throw new errors.InvalidRequest('subject_token_type is required');
+  if (params.subject_token_type !== TT_ACCESS_TOKEN) {
+    throw new errors.InvalidRequest(`unsupported subject_token_type ${params.subject_token_type}: only ${TT_ACCESS_TOKEN} is accepted`);
+  }
+  if (![TT_ACCESS_TOKEN, TT_ID_JAG].includes(requestedType)) {
+    throw new errors.InvalidRequest(`unsupported requested_token_type ${requestedType}: use ${TT_ACCESS_TOKEN} or ${TT_ID_JAG}`);
+  }
+  if (params.actor_token && !params.actor_token_type) throw new errors.InvalidRequest('actor_token_type is required with actor_token');
+  if (!params.actor_token && params.actor_token_type) throw new errors.InvalidRequest('actor_token_type without actor_token');
+  if (params.actor_token && params.actor_token_type !== TT_ACCESS_TOKEN) {
+    throw new errors.InvalidRequest(`unsupported actor_token_type ${params.actor_token_type}: only ${TT_ACCESS_TOKEN} is accepted`);
+  }
+  checkResourceParam(resource);
+  if (requestedType === TT_ID_JAG) {
+    if (!audience) {
+      throw new errors.InvalidRequest('audience (the issuer URL of the authorization server that will redeem the ID-JAG) is required for an ID-JAG');
+    }
+    if (!URL.canParse(audience)) throw oauthError('invalid_target', 'audience must be an absolute URI (an issuer URL) for an ID-JAG');
+  } else if (!resource && !audience) {
+    throw new errors.InvalidRequest('resource or audience is required (the aud of the new access token)');
+  }
+  const requested = parseResourceScope(params.scope);
+
+  const subject = await verifyOwnAccessToken(provider, params.subject_token, 'subject_token');
+  const actor = params.actor_token ? await verifyOwnAccessToken(provider, params.actor_token, 'actor_token') : undefined;
+  if (refusedByPolicy(subject.sub, resource, audience)) {
+    throw oauthError('invalid_grant', 'exchange refused by policy');
+  }
+  const scope = (params.scope !== undefined ? requested : resourceScopesOf(subject.scope)).join(' ');
+
+  if (requestedType === TT_ID_JAG) {
+    const iat = epochNow();
+    const claims = {
+      iss: provider.issuer,
+      sub: subject.sub,
+      aud: audience,
+      client_id: client.clientId,
+      ...(resource ? { resource } : undefined),
+      ...(scope ? { scope } : undefined),
+      jti: randomBytes(16).toString('base64url'),
+      iat,
+      exp: iat + ID_JAG_TTL,
+    };
+    const idJag = encodeJwt({ alg: 'ES256', typ: ID_JAG_TYP, kid: state.signing.kid }, claims, state.signing.privateKey);
+    state.counters.id_jag += 1;
+    console.error(`oidc-as: token exchange -> ID-JAG sub=${subject.sub} client=${client.clientId} aud=${audience} resource=${resource ?? '-'} scope=${JSON.stringify(scope)}`);
+    ctx.body = {
+      access_token: idJag,
+      issued_token_type: TT_ID_JAG,
+      token_type: 'N_A',
+      expires_in: ID_JAG_TTL,
+      ...(scope ? { scope } : undefined),
+    };
+    return;
+  }
+
+  const aud = resource || audience;
+  const act = { sub: actor ? actor.sub ?? actor.clientId : client.clientId };
+  if (subject.act) act.act = subject.act;
+  const { value, expiresIn } = await issueJwtAccessToken(provider, ctx, {
+    sub: subject.sub, client, aud, scope, ttl: state.exchangeTtl, gty: 'token_exchange', extra: { act },
+  });
+  state.counters.token_exchange += 1;
+  console.error(`oidc-as: token exchange -> access token sub=${subject.sub} client=${client.clientId} aud=${aud} scope=${JSON.stringify(scope)} act=${JSON.stringify(act)}`);
+  ctx.body = {
+    access_token: value,
+    issued_token_type: TT_ACCESS_TOKEN,
+    token_type: 'Bearer',
+    expires_in: expiresIn,
+    ...(scope ? { scope } : undefined),
+  };
+}
+
+async function fetchTrustedJwks() {
+  const url = `${state.trustIdp}/jwks`;
+  const res = await fetch(url, { signal: AbortSignal.timeout(5000), headers: { accept: 'application/json' } });
+  if (!res.ok) throw new Error(`GET ${url}: HTTP ${res.status}`);
+  const { keys } = await res.json();
+  if (!Array.isArray(keys)) throw new Error(`GET ${url}: no "keys" array`);
+  const map = new Map();
+  for (const jwk of keys) {
+    if (typeof jwk?.kid !== 'string' || (jwk.use && jwk.use !== 'sig')) continue;
+    try {
+      map.set(jwk.kid, { alg: jwk.alg, key: createPublicKey({ key: jwk, format: 'jwk' }) });
+    } catch (err) {
+      console.error(`oidc-as: trusted JWKS key ${jwk.kid} unusable: ${err.message}`);
+    }
+  }
+  state.trustedKeys = map;
+}
+
+// The trusted IdP's key for `kid`: from the cache, else after fetching the JWKS again.
+async function trustedKey(kid) {
+  if (!state.trustedKeys.has(kid)) {
+    try {
+      await fetchTrustedJwks();
+    } catch (err) {
+      throw oauthError('invalid_grant', `signature: cannot fetch the trusted IdP's JWKS: ${err.message}`);
+    }
+  }
+  const entry = state.trustedKeys.get(kid);
+  if (!entry) throw oauthError('invalid_grant', `signature: no key with kid ${JSON.stringify(kid)} in ${state.trustIdp}/jwks`);
+  return entry;
+}
+
+async function jwtBearerHandler(ctx) {
+  const { provider, client, params } = ctx.oidc;
+  requireAuthenticatedClient(ctx, 'the jwt-bearer grant');
+  if (!params.assertion) throw new errors.InvalidRequest('assertion is required');
+  checkResourceParam(params.resource);
+
+  let jwt;
+  try {
+    jwt = decodeJwt(params.assertion);
+  } catch (err) {
+    throw oauthError('invalid_grant', `malformed assertion: ${err.message}`);
+  }
+  const { header, payload } = jwt;
+  if (header.typ !== ID_JAG_TYP) {
+    throw oauthError('invalid_grant', `wrong typ: the assertion's JOSE header typ is ${JSON.stringify(header.typ)}, expected "${ID_JAG_TYP}"`);
+  }
+  if (typeof header.kid !== 'string' || !header.kid) {
+    throw oauthError('invalid_grant', 'signature: the assertion has no kid');
+  }
+  const { alg, key } = await trustedKey(header.kid);
+  if (alg && header.alg !== alg) {
+    throw oauthError('invalid_grant', `signature: alg ${JSON.stringify(header.alg)} does not match key ${header.kid} (${alg})`);
+  }
+  let valid;
+  try {
+    valid = verifySignature(header.alg, key, jwt.signingInput, jwt.signature);
+  } catch (err) {
+    throw oauthError('invalid_grant', `signature: ${err.message}`);
+  }
+  if (!valid) throw oauthError('invalid_grant', `signature: verification failed with key ${header.kid} of ${state.trustIdp}`);
+  if (payload.iss !== state.trustIdp) {
+    throw oauthError('invalid_grant', `wrong iss: ${JSON.stringify(payload.iss)}, expected the trusted IdP ${state.trustIdp}`);
+  }
+  const auds = Array.isArray(payload.aud) ? payload.aud : [payload.aud];
+  if (!auds.includes(provider.issuer)) {
+    throw oauthError('invalid_grant', `wrong aud: ${JSON.stringify(payload.aud)}, expected this server's issuer ${provider.issuer}`);
+  }
+  if (payload.client_id !== client.clientId) {
+    throw oauthError('invalid_grant', `wrong client_id: the assertion is for ${JSON.stringify(payload.client_id)}, the authenticated client is ${client.clientId}`);
+  }
+  if (typeof payload.exp !== 'number') throw oauthError('invalid_grant', 'expired: the assertion has no numeric exp');
+  if (payload.exp <= epochNow()) {
+    throw oauthError('invalid_grant', `expired: exp ${payload.exp} is ${epochNow() - payload.exp} s in the past`);
+  }
+  if (typeof payload.sub !== 'string' || !payload.sub) throw oauthError('invalid_grant', 'missing sub: the assertion has no sub');
+
+  let claimResource = payload.resource;
+  if (Array.isArray(claimResource) && claimResource.length === 1) [claimResource] = claimResource;
+  if (claimResource !== undefined && typeof claimResource !== 'string') {
+    throw oauthError('invalid_target', 'the assertion\'s resource claim must be a single URI');
+  }
+  if (claimResource && params.resource && claimResource !== params.resource) {
+    throw oauthError('invalid_target', `resource ${params.resource} does not match the assertion's resource ${claimResource}`);
+  }
+  const resource = claimResource || params.resource;
+  if (!resource) throw oauthError('invalid_target', 'no resource: neither the assertion nor the request names one');
+  checkResourceParam(resource);
+
+  const granted = resourceScopesOf(payload.scope);
+  let scopes = granted;
+  if (params.scope !== undefined) {
+    scopes = String(params.scope).split(' ').filter(Boolean);
+    const extra = scopes.filter((s) => !granted.includes(s));
+    if (extra.length) {
+      throw oauthError('invalid_scope', `scope ${extra.join(' ')} is not granted by the assertion (its scope: ${granted.join(' ') || 'none'})`);
+    }
+  }
+  if (refusedByPolicy(payload.sub, resource)) {
+    throw oauthError('invalid_grant', 'exchange refused by policy');
+  }
+  const scope = [...new Set(scopes)].join(' ');
+  const { value, expiresIn } = await issueJwtAccessToken(provider, ctx, {
+    sub: payload.sub, client, aud: resource, scope, ttl: state.exchangeTtl, gty: 'jwt_bearer',
+  });
+  state.counters.jwt_bearer += 1;
+  console.error(`oidc-as: jwt-bearer (ID-JAG from ${payload.iss}) -> access token sub=${payload.sub} client=${client.clientId} aud=${resource} scope=${JSON.stringify(scope)}`);
+  ctx.body = {
+    access_token: value,
+    token_type: 'Bearer',
+    expires_in: expiresIn,
+    ...(scope ? { scope } : undefined),
+  };
+}
+
+// GET /test/counters, POST /test/counters/reset — see the header comment.
+function counters(req, res, pathname) {
+  if (pathname === '/test/counters' && req.method === 'GET') {
+    sendJson(res, 200, state.counters);
+  } else if (pathname === '/test/counters/reset' && req.method === 'POST') {
+    state.counters = zeroCounters();
+    sendJson(res, 200, state.counters);
+  } else {
+    sendJson(res, 405, { error: 'invalid_request', error_description: pathname === '/test/counters' ? 'use GET' : 'use POST' });
+  }
+}
+
 async function main() {
-  const { port } = parseArgs(process.argv.slice(2));
+  const { port, exchangeTtl, trustIdp } = parseArgs(process.argv.slice(2));
+  state.exchangeTtl = exchangeTtl;
+  state.trustIdp = trustIdp;
   let provider;
   let providerHandler;
 
@@ -363,6 +918,8 @@ async function main() {
       work = req.method === 'POST'
         ? mint(provider, req, res)
         : Promise.resolve(sendJson(res, 405, { error: 'invalid_request', error_description: 'use POST' }));
+    } else if (pathname === '/test/counters' || pathname === '/test/counters/reset') {
+      work = Promise.resolve(counters(req, res, pathname));
     } else {
       providerHandler(req, res);
       return;
@@ -380,12 +937,34 @@ async function main() {
   });
   const issuer = `http://127.0.0.1:${server.address().port}`;
 
-  provider = new Provider(issuer, configuration());
-  provider.on('server_error', (_ctx, err) => console.error('oidc-as: server_error', err));
-  for (const event of ['grant.error', 'introspection.error', 'registration_create.error', 'authorization.error', 'revocation.error']) {
-    provider.on(event, (_ctx, err) => console.error(`oidc-as: ${event}: ${err.name}: ${err.message}${err.error_description ? ` (${err.error_description})` : ''}`));
+  const { jwks, signing } = generateJwks();
+  state.signing = signing;
+  const p = new Provider(issuer, configuration({ jwks, trustIdp }));
+  // Registered after construction; static clients are validated lazily (on first use), so the
+  // exchanger's grant_types may name these. The handlers get ctx only (not provider/helpers).
+  p.registerGrantType(GT_TOKEN_EXCHANGE, tokenExchangeHandler, [
+    'subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'resource', 'scope',
+    'actor_token', 'actor_token_type',
+  ]);
+  if (trustIdp) {
+    p.registerGrantType(GT_JWT_BEARER, jwtBearerHandler, ['assertion', 'resource', 'scope']);
+    console.error(`oidc-as: trusting ID-JAGs from ${trustIdp} (jwt-bearer grant enabled)`);
   }
-  providerHandler = provider.callback();
+  p.on('server_error', (_ctx, err) => console.error('oidc-as: server_error', err));
+  for (const event of ['grant.error', 'introspection.error', 'registration_create.error', 'authorization.error', 'revocation.error']) {
+    p.on(event, (_ctx, err) => console.error(`oidc-as: ${event}: ${err.name}: ${err.message}${err.error_description ? ` (${err.error_description})` : ''}`));
+  }
+  const countedRefusals = new Set([GT_TOKEN_EXCHANGE, GT_JWT_BEARER]);
+  p.on('grant.error', (ctx) => {
+    if (ctx.status >= 400 && ctx.status < 500 && countedRefusals.has(ctx.oidc?.params?.grant_type)) {
+      state.counters.refused += 1;
+    }
+  });
+  p.on('grant.success', (ctx) => {
+    if (ctx.oidc?.params?.grant_type === 'client_credentials') state.counters.client_credentials += 1;
+  });
+  providerHandler = p.callback();
+  provider = p;
 
   const shutdown = (signal) => {
     console.error(`oidc-as: ${signal}, exiting`);
