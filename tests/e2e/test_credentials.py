@@ -1,0 +1,172 @@
+"""Upstream credentials end to end: the gateway obtains each upstream's own credential (static
+secret, client credentials, RFC 8693 token exchange, ID-JAG + jwt-bearer) from the real
+authorization server (oidc-provider, tests/node/oidc-as.mjs), and the protected fixture upstream
+accepts only tokens whose audience is its own URL. The client's token never reaches it."""
+
+import json
+import os
+import subprocess
+import time
+
+import httpx2 as httpx  # what the MCP SDK 2.x installs
+from conftest import OIDC_AS_JS, gateway_bin, node22
+from test_oauth import PROTOCOL, RawSession, jwt_claims, mint, result_of
+
+EXCHANGER = "client_id: gatehouse-exchanger, client_secret: { env: EXCHANGER_SECRET }"
+SECRET_ENV = {"EXCHANGER_SECRET": "exchanger-secret"}
+
+
+def counters(issuer: str) -> dict:
+    return httpx.get(f"{issuer}/test/counters", timeout=10).json()
+
+
+def upstream_authorization(session: RawSession) -> str:
+    """The Authorization header the upstream received (its whoami tool echoes headers)."""
+    text = result_of(session.request("tools/call", {"name": "whoami", "arguments": {}}))["content"][0]["text"]
+    return json.loads(text).get("authorization", "")
+
+
+def protected_gateway(issuer: str, fixture_url: str, upstream_auth: str) -> str:
+    return f"""auth:
+  issuers:
+    idp: {{ issuer: "{issuer}", algorithms: [ES256] }}
+servers:
+  - {{ name: main, path: /mcp, upstreams: [fx], auth: {{ scopes: [mcp:tools] }} }}
+upstreams:
+  fx:
+    kind: http
+    url: "{fixture_url}"
+    protocol: "{PROTOCOL}"
+    auth: {upstream_auth}
+"""
+
+
+def open_gateway(fixture_url: str, upstream_auth: str) -> str:
+    return f"""servers:
+  - {{ name: main, path: /mcp, upstreams: [fx] }}
+upstreams:
+  fx:
+    kind: http
+    url: "{fixture_url}"
+    protocol: "{PROTOCOL}"
+    auth: {upstream_auth}
+"""
+
+
+def test_a_static_secret_comes_from_the_environment(start_gateway, fixture_http):
+    fx = fixture_http("--require-header", "X-API-Key: k-123")
+    refused = httpx.post(fx, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
+                         headers={"Accept": "application/json, text/event-stream"}, timeout=10)
+    assert refused.status_code == 401, "the fixture really is protected"
+    base = start_gateway(open_gateway(fx, "{ kind: static, header: X-API-Key, secret: { env: FX_KEY } }"),
+                         env={"FX_KEY": "k-123"})
+    s = RawSession(base + "/mcp", None).open()
+    assert result_of(s.request("tools/call", {"name": "echo", "arguments": {"text": "in"}}))["content"][0]["text"] == "in"
+
+
+def test_client_credentials_found_through_the_upstreams_metadata_and_cached(oidc_as, start_gateway, fixture_http):
+    fx = fixture_http("--require-jwt-issuer", oidc_as.issuer)
+    # No issuer in the configuration: the fixture's RFC 9728 metadata names the server.
+    base = start_gateway(open_gateway(fx, f"{{ kind: client_credentials, client: {{ {EXCHANGER} }}, scopes: [crm:read] }}"),
+                         env=SECRET_ENV)
+    httpx.post(f"{oidc_as.issuer}/test/counters/reset", timeout=10)
+    s = RawSession(base + "/mcp", None).open()
+    for _ in range(3):
+        header = upstream_authorization(s)
+    claims = jwt_claims(header.removeprefix("Bearer "))
+    assert claims["aud"] == fx and claims["client_id"] == "gatehouse-exchanger", claims
+    assert claims["scope"] == "crm:read", claims
+    assert counters(oidc_as.issuer)["client_credentials"] == 1, "one token for the handshake and three calls"
+
+
+def test_client_credentials_with_private_key_jwt(oidc_as, start_gateway, fixture_http):
+    from conftest import ROOT
+
+    fx = fixture_http("--require-jwt-issuer", oidc_as.issuer)
+    key = ROOT / "tests" / "keys" / "es256-b.pem"
+    auth = (f'{{ kind: client_credentials, client: {{ issuer: "{oidc_as.issuer}", client_id: gatehouse-pkjwt, '
+            f'private_key: {{ file: "{key}" }}, key_id: gatehouse-pkjwt-1 }} }}')
+    base = start_gateway(open_gateway(fx, auth))
+    s = RawSession(base + "/mcp", None).open()
+    claims = jwt_claims(upstream_authorization(s).removeprefix("Bearer "))
+    assert claims["client_id"] == "gatehouse-pkjwt" and claims["aud"] == fx, claims
+
+
+def test_token_exchange_gives_each_user_a_token_for_the_upstream_alone(oidc_as, start_gateway, fixture_http, tmp_path):
+    fx = fixture_http("--require-jwt-issuer", oidc_as.issuer)
+    auth = f'{{ kind: token_exchange, idp: {{ issuer: "{oidc_as.issuer}", {EXCHANGER} }}, scopes: [crm:read] }}'
+    base = start_gateway(protected_gateway(oidc_as.issuer, fx, auth), env=SECRET_ENV)
+    resource = base + "/mcp"
+    httpx.post(f"{oidc_as.issuer}/test/counters/reset", timeout=10)
+
+    alice_token = mint(oidc_as.issuer, sub="alice", resource=resource, scope="mcp:tools")["access_token"]
+    alice = RawSession(resource, alice_token).open()
+    seen = {upstream_authorization(alice) for _ in range(3)}
+    assert len(seen) == 1
+    upstream_token = seen.pop().removeprefix("Bearer ")
+    assert upstream_token != alice_token, "the client's token must never reach the upstream"
+    claims = jwt_claims(upstream_token)
+    assert claims["sub"] == "alice" and claims["aud"] == fx, claims
+    assert claims["scope"] == "crm:read" and claims["act"]["sub"] == "gatehouse-exchanger", claims
+    assert counters(oidc_as.issuer)["token_exchange"] == 1, "N calls by one user, one exchange"
+
+    bob = RawSession(resource, mint(oidc_as.issuer, sub="bob", resource=resource, scope="mcp:tools")["access_token"]).open()
+    assert jwt_claims(upstream_authorization(bob).removeprefix("Bearer "))["sub"] == "bob"
+    assert counters(oidc_as.issuer)["token_exchange"] == 2, "another user, another exchange"
+
+    # The IdP refuses mallory: her session opens (the member is reported unavailable), and a
+    # call fails with a clear error naming the upstream and the IdP's reason.
+    mallory = RawSession(resource, mint(oidc_as.issuer, sub="mallory", resource=resource, scope="mcp:tools")["access_token"]).open()
+    resp = mallory.request("tools/call", {"name": "whoami", "arguments": {}})
+    error = resp.json().get("error")
+    assert error, resp.text
+    assert error["code"] == -32007, error
+    assert '"fx"' in error["message"] and "exchange refused by policy" in error["message"], error
+
+    # The refusal is in the audit trail, and no token is anywhere in it.
+    time.sleep(1.5)
+    config = next(tmp_path.glob("gatehouse-*.yaml"))
+    out = subprocess.run([str(gateway_bin()), "audit", "--config", str(config), "--since", "all", "--json"],
+                         capture_output=True, text=True, timeout=30, env={**os.environ, **SECRET_ENV})
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    refused = [r for r in records if r["subject"] == "mallory" and r["target"] == "whoami"]
+    assert refused and refused[-1]["error_code"] == -32007, records
+    for token in (alice_token, upstream_token):
+        assert token not in out.stdout
+    assert "ey" not in error["message"], "no token in the error"
+
+
+def test_an_exchanged_token_is_renewed_before_it_expires(processes, start_gateway, fixture_http):
+    p = processes([node22(), OIDC_AS_JS, "--port", "0", "--exchange-ttl", "2"])
+    issuer = p.read_line_starting("ready ")
+    fx = fixture_http("--require-jwt-issuer", issuer)
+    auth = f'{{ kind: token_exchange, idp: {{ issuer: "{issuer}", {EXCHANGER} }}, scopes: [crm:read] }}'
+    base = start_gateway(protected_gateway(issuer, fx, auth), env=SECRET_ENV)
+    resource = base + "/mcp"
+    s = RawSession(resource, mint(issuer, sub="alice", resource=resource, scope="mcp:tools")["access_token"]).open()
+    first = upstream_authorization(s)
+    before = counters(issuer)["token_exchange"]
+    time.sleep(1.5)  # a 2 s token is renewed after half its life
+    second = upstream_authorization(s)
+    assert second != first
+    assert counters(issuer)["token_exchange"] == before + 1
+
+
+def test_id_jag_from_the_idp_is_redeemed_at_the_upstreams_own_server(oidc_as, processes, start_gateway, fixture_http):
+    upstream_as = processes([node22(), OIDC_AS_JS, "--port", "0", "--trust-idp", oidc_as.issuer]).read_line_starting("ready ")
+    fx = fixture_http("--require-jwt-issuer", upstream_as)
+    # The upstream's authorization server is found through the fixture's RFC 9728 metadata.
+    auth = (f'{{ kind: id_jag, idp: {{ issuer: "{oidc_as.issuer}", {EXCHANGER} }}, '
+            f'authorization_server: {{ {EXCHANGER} }}, scopes: [crm:read] }}')
+    base = start_gateway(protected_gateway(oidc_as.issuer, fx, auth), env=SECRET_ENV)
+    resource = base + "/mcp"
+    alice_token = mint(oidc_as.issuer, sub="alice", resource=resource, scope="mcp:tools")["access_token"]
+    s = RawSession(resource, alice_token).open()
+    for _ in range(3):
+        header = upstream_authorization(s)
+    claims = jwt_claims(header.removeprefix("Bearer "))
+    assert claims["iss"] == upstream_as and claims["aud"] == fx and claims["sub"] == "alice", claims
+    assert header.removeprefix("Bearer ") != alice_token
+    assert counters(oidc_as.issuer)["id_jag"] == 1
+    assert counters(upstream_as)["jwt_bearer"] == 1
