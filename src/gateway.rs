@@ -3,6 +3,7 @@
 
 use crate::auth::{Authenticator, ServerGuard};
 use crate::config::{self, Config};
+use crate::credentials::consent::ConsentService;
 use crate::downstream::rules::OriginPolicy;
 use crate::downstream::seal::{Sealer, SealingKey};
 use crate::downstream::session::SessionRegistry;
@@ -32,6 +33,8 @@ pub struct Runtime {
     pub guards: HashMap<String, Arc<ServerGuard>>,
     /// Compiled policies by virtual server path.
     pub policies: HashMap<String, Arc<CompiledPolicy>>,
+    /// Consent flows and user connections for `user_oauth` upstreams.
+    pub consent: Option<Arc<ConsentService>>,
 }
 
 impl Runtime {
@@ -42,10 +45,24 @@ impl Runtime {
         previous: Option<&Runtime>,
         store: Option<&Store>,
     ) -> Result<Runtime, String> {
+        let consent = match (&config.consent, previous) {
+            // Flows in progress survive a reload that leaves the block unchanged.
+            (Some(c), Some(p)) if p.config.consent.as_ref() == Some(c) => p.consent.clone(),
+            (Some(c), _) => {
+                let store = store.ok_or("consent needs the store")?;
+                let public = config.public_url.as_deref().unwrap_or_default();
+                Some(Arc::new(
+                    ConsentService::new(c, public, store.clone())
+                        .map_err(|e| format!("consent: {e}"))?,
+                ))
+            }
+            (None, _) => None,
+        };
         let mut upstreams = HashMap::new();
         for (name, cfg) in &config.upstreams {
             let reused = previous.and_then(|p| {
                 let same = p.config.upstreams.get(name) == Some(cfg)
+                    && p.config.consent == config.consent
                     && p.config.limits.max_upstream_message_bytes
                         == config.limits.max_upstream_message_bytes;
                 same.then(|| p.upstreams.get(name).cloned()).flatten()
@@ -53,7 +70,7 @@ impl Runtime {
             let client = match reused {
                 Some(c) => c,
                 None => Arc::new(
-                    UpstreamClient::new(name, cfg, &config.limits)
+                    UpstreamClient::new(name, cfg, &config.limits, consent.as_ref())
                         .map_err(|e| format!("upstreams.{name}: {e}"))?,
                 ),
             };
@@ -113,6 +130,7 @@ impl Runtime {
             auth,
             guards,
             policies,
+            consent,
         })
     }
 }

@@ -234,3 +234,269 @@ async fn bad_store_urls_are_explained_without_their_password() {
     .to_string();
     assert!(e.contains("cannot open") && !e.contains("hunter2"), "{e}");
 }
+
+/// Users' connections to upstreams, and their tokens sealed at rest.
+mod upstream_connections {
+    use super::POSTGRES_URL;
+    use gatehouse::config::Secret;
+    use gatehouse::credentials::sealed::TokenSealer;
+    use gatehouse::store::{Store, StoredConnection, now_secs};
+    use sqlx::postgres::PgConnectOptions;
+    use std::str::FromStr;
+
+    const ACCESS_TOKEN: &str = "gho_PlainAccessToken4a7f2c9e1d";
+    const REFRESH_TOKEN: &str = "ghr_PlainRefreshToken8b3e6d0f5a";
+    const SUBJECT: &str = "alice.visible@example.com";
+
+    fn connection(binding: &str, upstream: &str, at_ms: i64) -> StoredConnection {
+        StoredConnection {
+            binding: binding.into(),
+            upstream: upstream.into(),
+            subject: format!("subject-of-{binding}"),
+            issuer: "https://idp.example.com".into(),
+            key_id: "k1".into(),
+            sealed: format!("v1.k1.nonce-{binding}-{upstream}.ciphertext"),
+            scopes: "repo read:user".into(),
+            expires_at_ms: Some(at_ms + 3_600_000),
+            created_at_ms: at_ms,
+            updated_at_ms: at_ms,
+        }
+    }
+
+    fn sealer(keys: &[(&str, u8)]) -> TokenSealer {
+        use base64::Engine;
+        let keys: Vec<(String, Secret)> = keys
+            .iter()
+            .map(|(id, byte)| {
+                let text = base64::engine::general_purpose::STANDARD.encode([*byte; 32]);
+                ((*id).to_owned(), Secret::new(text))
+            })
+            .collect();
+        TokenSealer::new(&keys).unwrap()
+    }
+
+    /// What the sealed value is bound to: its row.
+    fn aad(binding: &str, upstream: &str) -> Vec<u8> {
+        [binding.as_bytes(), b"\0", upstream.as_bytes()].concat()
+    }
+
+    fn token_set() -> String {
+        format!(r#"{{"access_token":"{ACCESS_TOKEN}","refresh_token":"{REFRESH_TOKEN}"}}"#)
+    }
+
+    /// Put, get, replace, list and delete, whatever the database.
+    async fn exercise_connections(store: &Store) {
+        assert!(store.connections("u1").await.unwrap().is_empty());
+        assert!(store.connection("u1", "github").await.unwrap().is_none());
+
+        let github = connection("u1", "github", 1_000);
+        let mut gitlab = connection("u1", "gitlab", 2_000);
+        gitlab.expires_at_ms = None;
+        gitlab.scopes = String::new();
+        let other_user = connection("u2", "github", 3_000);
+        // Inserted out of order: the list is ordered by upstream, not by insertion.
+        store.put_connection(&gitlab).await.unwrap();
+        store.put_connection(&github).await.unwrap();
+        store.put_connection(&other_user).await.unwrap();
+
+        assert_eq!(
+            store.connection("u1", "github").await.unwrap().as_ref(),
+            Some(&github),
+            "a connection comes back exactly as written"
+        );
+        assert_eq!(
+            store.connection("u1", "gitlab").await.unwrap().as_ref(),
+            Some(&gitlab),
+            "no expiry and no scopes survive the round trip"
+        );
+        assert!(store.connection("u1", "jira").await.unwrap().is_none());
+        assert!(store.connection("u3", "github").await.unwrap().is_none());
+
+        // Replacing keeps the original creation time and takes everything else.
+        let replacement = StoredConnection {
+            subject: "renamed".into(),
+            issuer: "https://idp2.example.com".into(),
+            key_id: "k2".into(),
+            sealed: "v1.k2.other-nonce.other-ciphertext".into(),
+            scopes: "repo".into(),
+            expires_at_ms: None,
+            created_at_ms: 9_000,
+            updated_at_ms: 9_500,
+            ..github.clone()
+        };
+        store.put_connection(&replacement).await.unwrap();
+        let replaced = store.connection("u1", "github").await.unwrap().unwrap();
+        assert_eq!(
+            replaced,
+            StoredConnection {
+                created_at_ms: 1_000,
+                ..replacement.clone()
+            }
+        );
+
+        // A user's list holds only that user's rows, ordered by upstream.
+        let listed = store.connections("u1").await.unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|c| c.upstream.as_str())
+                .collect::<Vec<_>>(),
+            ["github", "gitlab"]
+        );
+        assert!(listed.iter().all(|c| c.binding == "u1"));
+        assert_eq!(
+            store.connections("u2").await.unwrap(),
+            std::slice::from_ref(&other_user)
+        );
+        assert!(store.connections("u3").await.unwrap().is_empty());
+        // Hostile input is data, not SQL.
+        assert!(store.connections("' OR '1'='1").await.unwrap().is_empty());
+
+        assert!(store.delete_connection("u1", "github").await.unwrap());
+        assert!(
+            !store.delete_connection("u1", "github").await.unwrap(),
+            "deleting twice reports nothing to do"
+        );
+        assert!(!store.delete_connection("u3", "github").await.unwrap());
+        assert!(store.connection("u1", "github").await.unwrap().is_none());
+        assert_eq!(store.connections("u1").await.unwrap(), [gitlab.clone()]);
+        assert_eq!(
+            store.connection("u2", "github").await.unwrap(),
+            Some(other_user),
+            "another user's connection to the same upstream is untouched"
+        );
+    }
+
+    /// Seals a token set, stores it, and opens what the store gives back.
+    async fn store_sealed_tokens(store: &Store, sealer: &TokenSealer) {
+        let row_aad = aad("u9", "github");
+        let sealed = sealer.seal(token_set().as_bytes(), &row_aad);
+        let now = gatehouse::audit::now_ms();
+        let c = StoredConnection {
+            subject: SUBJECT.into(),
+            key_id: sealer.current_key_id().to_owned(),
+            sealed,
+            ..connection("u9", "github", now)
+        };
+        store.put_connection(&c).await.unwrap();
+        let back = store.connection("u9", "github").await.unwrap().unwrap();
+        assert_eq!(back.key_id, "k1");
+        assert!(!back.sealed.contains(ACCESS_TOKEN));
+        assert!(!format!("{back:?}").contains(&back.sealed));
+        assert_eq!(
+            sealer.open(&back.sealed, &row_aad).unwrap(),
+            token_set().as_bytes()
+        );
+        // Bound to its row: it does not open as another user's.
+        assert!(sealer.open(&back.sealed, &aad("u8", "github")).is_err());
+    }
+
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    }
+
+    /// The database file and any journal beside it, as bytes.
+    fn database_bytes(dir: &std::path::Path) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("gatehouse.db") {
+                bytes.extend(std::fs::read(&path).unwrap());
+            }
+        }
+        bytes
+    }
+
+    #[tokio::test]
+    async fn sqlite_file_store_keeps_connections_and_never_a_plain_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open("sqlite://gatehouse.db", dir.path(), 4)
+            .await
+            .unwrap();
+        exercise_connections(&store).await;
+        let sealer = sealer(&[("k1", 1)]);
+        store_sealed_tokens(&store, &sealer).await;
+        // Before closing (the rows may still be in the write-ahead log) and after.
+        for closed in [false, true] {
+            if closed {
+                store.close().await;
+            }
+            let bytes = database_bytes(dir.path());
+            assert!(
+                contains(&bytes, SUBJECT),
+                "the search does find what is stored in clear (closed: {closed})"
+            );
+            assert!(!contains(&bytes, ACCESS_TOKEN), "closed: {closed}");
+            assert!(!contains(&bytes, REFRESH_TOKEN), "closed: {closed}");
+            assert!(!contains(&bytes, "PlainAccessToken"), "closed: {closed}");
+        }
+
+        // After a restart and a key rotation, the value still opens.
+        let again = Store::open("sqlite://gatehouse.db", dir.path(), 4)
+            .await
+            .unwrap();
+        let row = again.connection("u9", "github").await.unwrap().unwrap();
+        let rotated = sealer_rotated();
+        assert_eq!(
+            rotated.open(&row.sealed, &aad("u9", "github")).unwrap(),
+            token_set().as_bytes()
+        );
+        assert_ne!(row.key_id, rotated.current_key_id(), "due for re-sealing");
+        again.close().await;
+    }
+
+    fn sealer_rotated() -> TokenSealer {
+        sealer(&[("k2", 2), ("k1", 1)])
+    }
+
+    #[tokio::test]
+    async fn sqlite_memory_store_keeps_connections() {
+        let store = Store::open("sqlite::memory:", std::path::Path::new("."), 8)
+            .await
+            .unwrap();
+        exercise_connections(&store).await;
+        store_sealed_tokens(&store, &sealer(&[("k1", 1)])).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_store_keeps_connections() {
+        // Digits only besides the prefix: the name is put into DDL as is.
+        let schema = format!("gh_test_conn_{}_{}", std::process::id(), now_secs());
+        let admin = sqlx::PgPool::connect(POSTGRES_URL)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL must run on 127.0.0.1:5432 with a database `test` ({e})")
+            });
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let options = || {
+            PgConnectOptions::from_str(POSTGRES_URL)
+                .unwrap()
+                .options([("search_path", schema.as_str())])
+        };
+        let store = Store::open_postgres(options(), 4, "test").await.unwrap();
+        exercise_connections(&store).await;
+        store_sealed_tokens(&store, &sealer(&[("k1", 1)])).await;
+        store.close().await;
+        // The rows persist across a reopen.
+        let again = Store::open_postgres(options(), 4, "test").await.unwrap();
+        let row = again.connection("u9", "github").await.unwrap().unwrap();
+        assert_eq!(
+            sealer_rotated()
+                .open(&row.sealed, &aad("u9", "github"))
+                .unwrap(),
+            token_set().as_bytes()
+        );
+        assert_eq!(again.connections("u1").await.unwrap().len(), 1);
+        again.close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+}

@@ -56,6 +56,20 @@ pub enum UpstreamAuth {
         #[serde(default)]
         actor_token: Option<ValueSource>,
     },
+    /// The user's own account at a third-party service: the user connects it once through
+    /// the gateway's consent page (URL-mode elicitation); the tokens are stored sealed.
+    UserOauth {
+        /// The gateway's client at the service's authorization server; without
+        /// `issuer`/`token_endpoint` it is found through the upstream's RFC 9728 metadata.
+        client: OAuthClient,
+        /// Scopes to request (add `offline_access` for a refresh token where the server
+        /// needs it).
+        #[serde(default)]
+        scopes: Vec<String>,
+        /// RFC 8707 resource (default: the upstream's URL).
+        #[serde(default)]
+        resource: Option<String>,
+    },
     /// Enterprise-managed authorization: an ID-JAG from the IdP, redeemed with the RFC 7523
     /// jwt-bearer grant at the upstream's authorization server.
     IdJag {
@@ -100,6 +114,87 @@ pub struct OAuthClient {
     pub auth_method: Option<TokenClientAuth>,
 }
 
+/// `consent`: how users connect their own accounts for `user_oauth` upstreams.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentConfig {
+    /// The gateway's OpenID Connect client at the enterprise IdP: the consent page signs the
+    /// user in with it and checks that the signed-in subject is the MCP token's subject.
+    pub login: OAuthClient,
+    /// AES-256-GCM keys sealing stored tokens: the first seals, all open (rotation).
+    pub keys: Vec<SealingKeyConfig>,
+    /// How long a consent link stays valid.
+    #[serde(default = "default_link_ttl")]
+    pub link_ttl: super::HumanDuration,
+}
+
+fn default_link_ttl() -> super::HumanDuration {
+    super::HumanDuration(std::time::Duration::from_secs(600))
+}
+
+/// One token-sealing key.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SealingKeyConfig {
+    /// Its id, stored beside every value it sealed.
+    pub id: String,
+    /// Base64 of 32 random bytes, from `{ env }` or `{ file }`.
+    pub key: ValueSource,
+}
+
+/// Checks the `consent` block.
+pub fn check_consent(c: &ConsentConfig, add: &mut dyn FnMut(String, String)) {
+    check_client(&c.login, "consent.login", true, add);
+    if c.login.token_endpoint.is_some() && c.login.issuer.is_none() {
+        add(
+            "consent.login.issuer".into(),
+            "required: the sign-in page is found by discovery".into(),
+        );
+    }
+    for (name, src) in [
+        ("client_secret", &c.login.client_secret),
+        ("private_key", &c.login.private_key),
+    ] {
+        if let Some(s) = src {
+            secret_source(s, &format!("consent.login.{name}"), add);
+        }
+    }
+    if c.keys.is_empty() {
+        add("consent.keys".into(), "at least one key is required".into());
+    }
+    for (i, k) in c.keys.iter().enumerate() {
+        secret_source(&k.key, &format!("consent.keys[{i}].key"), add);
+        if k.id.is_empty()
+            || !k
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            add(
+                format!("consent.keys[{i}].id"),
+                "expected letters, digits, '-' or '_'".into(),
+            );
+        }
+    }
+    if c.link_ttl.0.is_zero() {
+        add(
+            "consent.link_ttl".into(),
+            "must be greater than zero".into(),
+        );
+    }
+}
+
+fn secret_source(src: &ValueSource, field: &str, add: &mut dyn FnMut(String, String)) {
+    if src.is_written_in_yaml() {
+        add(
+            field.into(),
+            "a secret must not be written in the YAML; use { env: VAR } or { file: PATH }".into(),
+        );
+    } else if let Err(e) = src.resolve() {
+        add(field.into(), e);
+    }
+}
+
 /// Token endpoint client authentication.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -125,17 +220,7 @@ impl OAuthClient {
 
 /// Checks an `auth` block; `add(field suffix, message)` records a problem.
 pub fn check(auth: &UpstreamAuth, is_http: bool, add: &mut dyn FnMut(String, String)) {
-    let secret = |src: &ValueSource, field: &str, add: &mut dyn FnMut(String, String)| {
-        if src.is_written_in_yaml() {
-            add(
-                field.into(),
-                "a secret must not be written in the YAML; use { env: VAR } or { file: PATH }"
-                    .into(),
-            );
-        } else if let Err(e) = src.resolve() {
-            add(field.into(), e);
-        }
-    };
+    let secret = secret_source;
     match auth {
         UpstreamAuth::Static {
             header,
@@ -181,7 +266,8 @@ pub fn check(auth: &UpstreamAuth, is_http: bool, add: &mut dyn FnMut(String, Str
                 );
             }
             let (clients, needs_location): (Vec<(&str, &OAuthClient)>, &[&str]) = match other {
-                UpstreamAuth::ClientCredentials { client, .. } => (vec![("client", client)], &[]),
+                UpstreamAuth::ClientCredentials { client, .. }
+                | UpstreamAuth::UserOauth { client, .. } => (vec![("client", client)], &[]),
                 UpstreamAuth::TokenExchange {
                     idp, actor_token, ..
                 } => {

@@ -11,7 +11,9 @@ mod validate;
 
 pub use audit::{Audit, OnFull, Redact};
 pub use auth::*;
-pub use credentials::{OAuthClient, TokenClientAuth, UpstreamAuth};
+pub use credentials::{
+    ConsentConfig, OAuthClient, SealingKeyConfig, TokenClientAuth, UpstreamAuth,
+};
 pub use duration::HumanDuration;
 pub use model::*;
 pub use policy::{Effect, Globs, Policy, PolicyRule};

@@ -43,6 +43,9 @@ pub struct Config {
     /// OpenTelemetry traces.
     #[serde(default)]
     pub traces: Traces,
+    /// How users connect their own accounts for `user_oauth` upstreams.
+    #[serde(default)]
+    pub consent: Option<super::credentials::ConsentConfig>,
     /// Reload the configuration when the file changes (SIGHUP always reloads).
     #[serde(default = "default_true")]
     pub watch_config: bool,

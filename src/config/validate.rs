@@ -7,7 +7,14 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 
 /// Paths the gateway serves itself; a virtual server may not take them.
-const RESERVED_PATHS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/.well-known"];
+const RESERVED_PATHS: [&str; 6] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/.well-known",
+    "/connect",
+    "/connections",
+];
 
 /// Headers the gateway manages on upstream requests; configuring them would break the transport.
 const MANAGED_HEADERS: [&str; 8] = [
@@ -63,7 +70,20 @@ pub fn validate(c: &Config) -> Vec<Issue> {
         check_server(i, s, c, &mut names, &mut paths, &mut issues);
     }
     let mut prefixes = HashSet::new();
+    if let Some(consent) = &c.consent {
+        super::credentials::check_consent(consent, &mut |f, m| issues.add(f, m));
+    }
     for (name, u) in &c.upstreams {
+        if matches!(
+            u.auth,
+            Some(super::credentials::UpstreamAuth::UserOauth { .. })
+        ) && c.consent.is_none()
+        {
+            issues.add(
+                format!("upstreams.{name}.auth"),
+                "kind user_oauth needs the top-level consent block (sign-in and sealing keys)",
+            );
+        }
         check_upstream(name, u, &mut prefixes, &mut issues);
     }
     super::auth::check(c, &mut |field, message| issues.add(field, message));

@@ -53,6 +53,11 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
+    /// Drops what is cached for `key` (a revoked or replaced connection).
+    pub fn forget(&self, key: &str) {
+        self.slots.lock().expect("token cache lock").remove(key);
+    }
+
     /// The cached header for `key`, or the result of `fetch` (kept when it succeeds).
     pub async fn get_or_fetch(
         &self,

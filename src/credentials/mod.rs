@@ -7,12 +7,16 @@
 //! session handshake, a notification).
 
 mod cache;
+pub mod consent;
+pub mod sealed;
 mod token_client;
 
 use crate::config::{self, Secret, UpstreamAuth};
 use cache::{Fresh, TokenCache};
+use consent::ConsentService;
 use http::{HeaderName, HeaderValue};
 use std::future::Future;
+use std::sync::Arc;
 use token_client::TokenClient;
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -47,6 +51,17 @@ pub enum CredentialError {
         /// Its description, cleaned.
         description: Option<String>,
     },
+    /// The user has not connected this upstream yet: they must open `url`.
+    #[error("the user has not connected this upstream yet; open {url} to connect it")]
+    ConsentRequired {
+        /// The consent page for this user and upstream.
+        url: String,
+        /// The URL-mode elicitation id.
+        elicitation_id: String,
+    },
+    /// The store of user connections failed.
+    #[error("the connection store failed: {0}")]
+    Store(String),
     /// The answer could not be used.
     #[error("the authorization server's answer to the {grant} is unusable: {reason}")]
     Invalid {
@@ -62,6 +77,10 @@ pub enum CredentialError {
 pub struct OnBehalfOf {
     /// A stable digest of issuer and subject (the cache key; never the token).
     pub binding: String,
+    /// The subject, as the IdP names the user.
+    pub subject: String,
+    /// The issuer of the user's token.
+    pub issuer: String,
     /// The token the client presented, when it can be exchanged (not an API key).
     pub subject_token: Option<Secret>,
 }
@@ -105,6 +124,20 @@ enum Kind {
         scopes: String,
         resource: String,
     },
+    UserOauth {
+        consent: Arc<ConsentService>,
+        upstream: String,
+    },
+}
+
+/// A client for authorization servers: bounded waits, no redirects followed.
+fn oauth_http() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(15))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// The credential source of one upstream.
@@ -116,7 +149,12 @@ pub struct UpstreamCredentials {
 
 impl UpstreamCredentials {
     /// Builds the source for an HTTP upstream's `auth` block (validated); `None` without one.
-    pub fn for_http(cfg: &config::Upstream) -> Result<Option<Self>, String> {
+    /// `consent` serves `user_oauth` upstreams.
+    pub fn for_http(
+        name: &str,
+        cfg: &config::Upstream,
+        consent: Option<&Arc<ConsentService>>,
+    ) -> Result<Option<Self>, String> {
         let Some(auth) = &cfg.auth else {
             return Ok(None);
         };
@@ -201,13 +239,23 @@ impl UpstreamCredentials {
                 scopes: scope_param(scopes),
                 resource: resource.clone().unwrap_or(url),
             },
+            UpstreamAuth::UserOauth {
+                client,
+                scopes,
+                resource,
+            } => {
+                let consent = consent
+                    .ok_or("kind user_oauth needs the top-level consent block")?
+                    .clone();
+                let resource = resource.clone().unwrap_or_else(|| url.clone());
+                consent.register(name, client, scopes, resource, &url)?;
+                Kind::UserOauth {
+                    consent,
+                    upstream: name.to_owned(),
+                }
+            }
         };
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .timeout(std::time::Duration::from_secs(15))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| e.to_string())?;
+        let http = oauth_http()?;
         Ok(Some(UpstreamCredentials {
             kind,
             http,
@@ -288,6 +336,12 @@ impl UpstreamCredentials {
                     Fresh::bearer(&t.access_token, t.expires_in)
                 };
                 self.cache.get_or_fetch(&who, fetch).await.map(bearer)
+            }
+            Kind::UserOauth { consent, upstream } => {
+                let who = current().ok_or(CredentialError::NoSubject(
+                    "this upstream needs the caller's identity; protect the virtual server with auth",
+                ))?;
+                consent.header_for(upstream, &who).await.map(bearer)
             }
         }
     }

@@ -39,6 +39,7 @@ pub struct TokenClient {
 struct Endpoint {
     token_endpoint: String,
     issuer: Option<String>,
+    authorization_endpoint: Option<String>,
 }
 
 /// A successful token response (RFC 6749 §5.1, RFC 8693 §2.2.1).
@@ -46,6 +47,12 @@ struct Endpoint {
 pub struct TokenResponse {
     /// The token (an ID-JAG for that exchange).
     pub access_token: String,
+    /// A refresh token, when the server issued one.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// An OpenID Connect ID token (authorization code grant with `openid`).
+    #[serde(default)]
+    pub id_token: Option<String>,
     /// RFC 8693: what was issued.
     #[serde(default)]
     pub issued_token_type: Option<String>,
@@ -75,6 +82,8 @@ struct ServerMetadata {
     #[serde(default)]
     issuer: Option<String>,
     token_endpoint: String,
+    #[serde(default)]
+    authorization_endpoint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -124,6 +133,27 @@ impl TokenClient {
         })
     }
 
+    /// The client id at this server.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The authorization endpoint (from the server's metadata).
+    pub async fn authorization_endpoint(
+        &self,
+        http: &reqwest::Client,
+    ) -> Result<String, CredentialError> {
+        self.endpoint(http)
+            .await?
+            .authorization_endpoint
+            .clone()
+            .ok_or_else(|| {
+                CredentialError::Discovery(
+                    "the authorization server's metadata names no authorization_endpoint".into(),
+                )
+            })
+    }
+
     /// The issuer of this server, once known (the audience of an ID-JAG meant for it).
     pub async fn issuer(&self, http: &reqwest::Client) -> Result<String, CredentialError> {
         let e = self.endpoint(http).await?;
@@ -137,6 +167,7 @@ impl TokenClient {
                     Location::TokenEndpoint(t) => Ok(Endpoint {
                         token_endpoint: t.clone(),
                         issuer: None,
+                        authorization_endpoint: None,
                     }),
                     Location::Issuer(i) => discover(http, i).await,
                     Location::ResourceMetadata(u) => {
@@ -321,6 +352,7 @@ async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Endpoint, Cred
                 return Ok(Endpoint {
                     token_endpoint: m.token_endpoint,
                     issuer: Some(issuer.to_owned()),
+                    authorization_endpoint: m.authorization_endpoint,
                 });
             }
             Err(e) => last = format!("{url}: {e}"),

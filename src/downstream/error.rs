@@ -190,10 +190,42 @@ pub fn json(status: StatusCode, body: Vec<u8>) -> Response {
 
 /// The JSON-RPC error answering request `id` after an upstream or routing failure.
 pub fn rpc_error(id: Option<RequestId>, e: &FederationError) -> Message {
-    Message::error_response(id, e.code(), &e.to_string(), None)
+    Message::error_response(id, e.code(), &e.to_string(), e.data())
 }
 
 /// The JSON-RPC error for an upstream failure mid-call.
 pub fn upstream_error(id: Option<RequestId>, e: &UpstreamError) -> Message {
-    Message::error_response(id, e.code(), &e.to_string(), None)
+    Message::error_response(id, e.code(), &e.to_string(), e.data())
+}
+
+/// Prefix of the `requestState` of a consent request; a retry carrying it is a fresh call.
+pub const CONSENT_STATE_PREFIX: &str = "consent.";
+
+/// For a 2026-07-28 client, the consent an upstream needs as an `InputRequiredResult` holding
+/// a URL-mode `elicitation/create`; `None` when `e` is not about consent.
+pub fn consent_input_required(id: Option<RequestId>, e: &FederationError) -> Option<Message> {
+    let FederationError::Upstream(crate::upstream::UpstreamError::ConsentRequired {
+        upstream,
+        url,
+        elicitation_id,
+    }) = e
+    else {
+        return None;
+    };
+    let result = serde_json::json!({
+        "resultType": "input_required",
+        "inputRequests": { format!("connect-{upstream}"): {
+            "method": "elicitation/create",
+            "params": {
+                "mode": "url",
+                "url": url,
+                "message": format!("Connect your account for {upstream} to continue."),
+            }
+        }},
+        "requestState": format!("{CONSENT_STATE_PREFIX}{elicitation_id}"),
+    });
+    Some(Message::response(
+        id.unwrap_or(RequestId::Number(0)),
+        crate::protocol::jsonrpc::to_raw(&result),
+    ))
 }

@@ -2,6 +2,7 @@
 //! both protocol generations, sealed session ids, and the operational endpoints.
 
 pub mod access;
+mod consent_pages;
 pub mod error;
 pub mod input_required;
 mod listen;
@@ -54,6 +55,8 @@ impl Caller {
             .map(|t| crate::config::Secret::new(t.to_owned()));
         crate::credentials::OnBehalfOf {
             binding: self.principal.binding().to_owned(),
+            subject: self.principal.subject().to_owned(),
+            issuer: self.principal.issuer().to_owned(),
             subject_token,
         }
     }
@@ -74,6 +77,14 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/connect/signed-in", get(consent_pages::signed_in))
+        .route("/connect/callback", get(consent_pages::callback))
+        .route("/connect/{id}", get(consent_pages::open_link))
+        .route("/connections", get(consent_pages::list))
+        .route(
+            "/connections/{upstream}",
+            axum::routing::delete(consent_pages::revoke),
+        )
         .route(METADATA_PREFIX, get(metadata::root))
         .route(
             &format!("{METADATA_PREFIX}/{{*path}}"),

@@ -2,7 +2,7 @@
 
 use super::Caller;
 use super::access::{Access, CallTarget, Refusal};
-use super::error::{HttpError, json, rpc_error};
+use super::error::{HttpError, consent_input_required, json, rpc_error};
 use super::input_required::ParkingLot;
 use super::relay::Relay;
 use super::rules::{self, SESSION_HEADER};
@@ -453,7 +453,11 @@ pub async fn request(
             if let (Some(s), Some(id)) = (&session, &id) {
                 s.untrack(id);
             }
-            answered(&ticket, rpc_error(id, &e))
+            match (&session, consent_input_required(id.clone(), &e)) {
+                // 2026-07-28 clients are asked through an InputRequiredResult instead.
+                (None, Some(ask)) => answered(&ticket, ask),
+                _ => answered(&ticket, rpc_error(id, &e)),
+            }
         }
     }
 }

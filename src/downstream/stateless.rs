@@ -164,6 +164,7 @@ pub async fn handle(
         "server/discover" => Ok(discover(&server, message.id).await),
         "subscriptions/listen" => Ok(listen::subscriptions(server, message).await),
         _ => {
+            let message = without_consent_state(message);
             if let Some(retry) = Retry::from_request(&message) {
                 return resume(server, message, retry, parked, ticket).await;
             }
@@ -243,4 +244,29 @@ async fn resume(
         ticket,
     };
     Ok(relay.respond(call.stream).await)
+}
+
+/// A retry after a consent (its `requestState` is the consent's) is the original call again:
+/// the user has connected, or will be asked again. The consent's state and answers are the
+/// gateway's, not the upstream's, so they are taken out.
+fn without_consent_state(mut message: Message) -> Message {
+    let Some(params) = message.params.as_ref() else {
+        return message;
+    };
+    if !params.get().contains(super::error::CONSENT_STATE_PREFIX) {
+        return message;
+    }
+    let Ok(mut map) = serde_json::from_str::<serde_json::Map<String, Value>>(params.get()) else {
+        return message;
+    };
+    let is_consent = map
+        .get("requestState")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.starts_with(super::error::CONSENT_STATE_PREFIX));
+    if is_consent {
+        map.remove("requestState");
+        map.remove("inputResponses");
+        message.params = Some(crate::protocol::jsonrpc::to_raw(&Value::Object(map)));
+    }
+    message
 }

@@ -79,6 +79,22 @@ pub enum FederationError {
 }
 
 impl FederationError {
+    /// Whether the user must connect an upstream first.
+    pub fn needs_consent(&self) -> bool {
+        matches!(
+            self,
+            FederationError::Upstream(UpstreamError::ConsentRequired { .. })
+        )
+    }
+
+    /// The `data` member of the JSON-RPC error reporting this failure.
+    pub fn data(&self) -> Option<Value> {
+        match self {
+            FederationError::Upstream(e) => e.data(),
+            _ => None,
+        }
+    }
+
     /// The JSON-RPC code for this failure.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -323,6 +339,9 @@ impl VirtualServer {
         for ((i, _), result) in pending.iter().zip(results) {
             let (page, next_cursor) = match result {
                 Ok(r) => r,
+                // A listing without a member the user has not connected yet would hide its
+                // functions for good: ask for consent instead.
+                Err(e) if e.needs_consent() => return Err(e),
                 Err(e) if self.on_error == OnUpstreamError::Partial => {
                     tracing::warn!(server = %self.name, upstream = %self.members[*i].upstream, error = %e, "{} is partial: an upstream failed", kind.method());
                     continue;

@@ -3,9 +3,11 @@
 
 mod api_keys;
 mod audit;
+mod upstream_tokens;
 
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditFilter, AuditRecord};
+pub use upstream_tokens::StoredConnection;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};

@@ -54,6 +54,18 @@ pub enum UpstreamError {
         /// Why (never a token or secret).
         reason: String,
     },
+    /// The user must connect their account at this upstream first (URL-mode elicitation).
+    #[error(
+        "upstream {upstream:?} needs your consent: open {url} to connect your account, then retry"
+    )]
+    ConsentRequired {
+        /// The upstream's name.
+        upstream: String,
+        /// The consent page.
+        url: String,
+        /// The elicitation id.
+        elicitation_id: String,
+    },
     /// The upstream no longer knows our session (HTTP 404); the caller may re-open it.
     #[error("upstream {upstream:?} ended our session")]
     SessionExpired {
@@ -68,12 +80,31 @@ impl UpstreamError {
         matches!(self, UpstreamError::Timeout { .. })
     }
 
+    /// The `data` of the JSON-RPC error: the elicitation a consent needs (2025-11-25
+    /// `URLElicitationRequiredError`).
+    pub fn data(&self) -> Option<serde_json::Value> {
+        match self {
+            UpstreamError::ConsentRequired {
+                upstream,
+                url,
+                elicitation_id,
+            } => Some(serde_json::json!({ "elicitations": [{
+                "mode": "url",
+                "elicitationId": elicitation_id,
+                "url": url,
+                "message": format!("Connect your account for {upstream} to continue."),
+            }]})),
+            _ => None,
+        }
+    }
+
     /// The JSON-RPC error code that reports this failure to a client.
     pub fn code(&self) -> crate::protocol::ErrorCode {
         use crate::protocol::ErrorCode;
         match self {
             UpstreamError::Timeout { .. } => ErrorCode::REQUEST_TIMEOUT,
             UpstreamError::Credentials { .. } => ErrorCode::UPSTREAM_CREDENTIALS,
+            UpstreamError::ConsentRequired { .. } => ErrorCode::URL_ELICITATION_REQUIRED,
             _ => ErrorCode::UPSTREAM_UNAVAILABLE,
         }
     }

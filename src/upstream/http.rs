@@ -6,6 +6,7 @@ use super::{
     UpstreamSession,
 };
 use crate::config::{self, UpstreamProtocol};
+use crate::credentials::CredentialError;
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::sse::{EventBuffer, SseParser};
 use crate::protocol::{Message, MessageKind, ProtocolVersion, RequestId};
@@ -56,6 +57,7 @@ impl HttpUpstream {
         name: &str,
         cfg: &config::Upstream,
         limits: &config::Limits,
+        consent: Option<&Arc<crate::credentials::consent::ConsentService>>,
     ) -> Result<Self, String> {
         let url = cfg.url.as_deref().ok_or("url missing")?;
         let url = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
@@ -91,7 +93,8 @@ impl HttpUpstream {
             shared: tokio::sync::Mutex::new(None),
             shared_dropped: Mutex::new(None),
             shared_hub: tokio::sync::Mutex::new(None),
-            credentials: crate::credentials::UpstreamCredentials::for_http(cfg)?.map(Arc::new),
+            credentials: crate::credentials::UpstreamCredentials::for_http(name, cfg, consent)?
+                .map(Arc::new),
         })
     }
 
@@ -238,11 +241,21 @@ impl HttpUpstream {
     /// Adds this upstream's credential for the current request.
     async fn authorize(&self, h: &mut HeaderMap) -> Result<(), UpstreamError> {
         if let Some(c) = &self.credentials {
-            let (name, value) = c.header().await.map_err(|e| {
-                tracing::warn!(upstream = %self.name, error = %e, "no credential for the upstream");
-                UpstreamError::Credentials {
+            let (name, value) = c.header().await.map_err(|e| match e {
+                CredentialError::ConsentRequired {
+                    url,
+                    elicitation_id,
+                } => UpstreamError::ConsentRequired {
                     upstream: self.name.clone(),
-                    reason: e.to_string(),
+                    url,
+                    elicitation_id,
+                },
+                e => {
+                    tracing::warn!(upstream = %self.name, error = %e, "no credential for the upstream");
+                    UpstreamError::Credentials {
+                        upstream: self.name.clone(),
+                        reason: e.to_string(),
+                    }
                 }
             })?;
             h.insert(name, value);

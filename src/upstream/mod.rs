@@ -31,14 +31,17 @@ pub enum UpstreamClient {
 }
 
 impl UpstreamClient {
-    /// Builds the client for a validated configuration entry.
+    /// Builds the client for a validated configuration entry; `consent` serves `user_oauth`.
     pub fn new(
         name: &str,
         cfg: &config::Upstream,
         limits: &config::Limits,
+        consent: Option<&Arc<crate::credentials::consent::ConsentService>>,
     ) -> Result<Self, String> {
         Ok(match cfg.kind {
-            UpstreamKind::Http => UpstreamClient::Http(HttpUpstream::new(name, cfg, limits)?),
+            UpstreamKind::Http => {
+                UpstreamClient::Http(HttpUpstream::new(name, cfg, limits, consent)?)
+            }
             UpstreamKind::Stdio => UpstreamClient::Stdio(StdioUpstream::new(name, cfg, limits)?),
         })
     }

@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import httpx2 as httpx  # what the MCP SDK 2.x installs
-from conftest import OIDC_AS_JS, gateway_bin, node22
+from conftest import OIDC_AS_JS, free_port, gateway_bin, node22
 from test_oauth import PROTOCOL, RawSession, jwt_claims, mint, result_of
 
 EXCHANGER = "client_id: gatehouse-exchanger, client_secret: { env: EXCHANGER_SECRET }"
@@ -170,3 +170,134 @@ def test_id_jag_from_the_idp_is_redeemed_at_the_upstreams_own_server(oidc_as, pr
     assert header.removeprefix("Bearer ") != alice_token
     assert counters(oidc_as.issuer)["id_jag"] == 1
     assert counters(upstream_as)["jwt_bearer"] == 1
+
+
+# ---------------------------------------------------------------- user_oauth (per-user consent)
+
+
+def register_client(issuer: str, redirect_uri: str, grants: list[str]) -> tuple[str, str]:
+    resp = httpx.post(f"{issuer}/reg", json={
+        "redirect_uris": [redirect_uri], "grant_types": grants, "response_types": ["code"],
+        "token_endpoint_auth_method": "client_secret_basic", "application_type": "web"}, timeout=10)
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    return body["client_id"], body["client_secret"]
+
+
+def consent_stack(oidc_as, processes, fixture_http, tmp_path):
+    """The enterprise IdP (oidc_as), the SaaS's own authorization server, a SaaS upstream that
+    accepts only that server's tokens, and a gateway with a consent configuration."""
+    saas_as = processes([node22(), OIDC_AS_JS, "--port", "0"]).read_line_starting("ready ")
+    fx = fixture_http("--require-jwt-issuer", saas_as)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    login_id, login_secret = register_client(oidc_as.issuer, f"{base}/connect/signed-in", ["authorization_code"])
+    saas_id, saas_secret = register_client(saas_as, f"{base}/connect/callback", ["authorization_code", "refresh_token"])
+    config = tmp_path / "gatehouse-consent.yaml"
+    config.write_text(f"""listen: 127.0.0.1:{port}
+auth:
+  issuers:
+    idp: {{ issuer: "{oidc_as.issuer}", algorithms: [ES256] }}
+consent:
+  login: {{ issuer: "{oidc_as.issuer}", client_id: "{login_id}", client_secret: {{ env: LOGIN_SECRET }} }}
+  keys: [{{ id: k1, key: {{ env: TOKEN_KEY }} }}]
+servers:
+  - {{ name: main, path: /mcp, upstreams: [fx], auth: {{ scopes: [mcp:tools] }} }}
+upstreams:
+  fx:
+    kind: http
+    url: "{fx}"
+    protocol: "{PROTOCOL}"
+    auth: {{ kind: user_oauth, client: {{ client_id: "{saas_id}", client_secret: {{ env: SAAS_SECRET }} }}, scopes: [crm:read] }}
+""")
+    import base64
+    import secrets
+
+    env = {"RUST_LOG": "gatehouse=debug,info", "LOGIN_SECRET": login_secret, "SAAS_SECRET": saas_secret,
+           "TOKEN_KEY": base64.b64encode(secrets.token_bytes(32)).decode()}
+    gw = processes([gateway_bin(), "serve", "--config", config], env=env)
+    gw.read_line_starting("gatehouse listening on ")
+    return base, saas_as, fx, gw, tmp_path / "gatehouse.db"
+
+
+def browse(url: str) -> httpx.Response:
+    """A browser that follows redirects and keeps cookies (the IdPs' interactions are headless)."""
+    with httpx.Client(follow_redirects=True, timeout=15) as browser:
+        return browser.get(url)
+
+
+def test_user_oauth_consent_connects_the_users_own_account(oidc_as, processes, fixture_http, tmp_path):
+    base, saas_as, fx, gw, db = consent_stack(oidc_as, processes, fixture_http, tmp_path)
+    resource = base + "/mcp"
+    alice_token = mint(oidc_as.issuer, sub="alice", resource=resource, scope="mcp:tools")["access_token"]
+    alice = RawSession(resource, alice_token).open()
+
+    # Not connected yet: URL-mode elicitation (2025-11-25: error -32042) pointing at the gateway.
+    first = alice.request("tools/call", {"name": "whoami", "arguments": {}}).json()
+    assert first["error"]["code"] == -32042, first
+    [elicitation] = first["error"]["data"]["elicitations"]
+    assert elicitation["mode"] == "url" and elicitation["url"].startswith(f"{base}/connect/"), elicitation
+    assert elicitation["elicitationId"] in elicitation["url"]
+    listing = alice.request("tools/list").json()
+    assert listing["error"]["code"] == -32042, "a listing would otherwise hide the upstream for good"
+
+    # The user opens the link: signs in at the IdP as alice, authorizes at the SaaS, lands back.
+    page = browse(elicitation["url"])
+    assert page.status_code == 200 and "connected" in page.text, page.text
+    assert str(page.url).startswith(f"{base}/connect/callback")
+
+    # The retry goes through with the SaaS's token for alice, never her MCP token.
+    header = upstream_authorization(alice)
+    saas_token = header.removeprefix("Bearer ")
+    claims = jwt_claims(saas_token)
+    assert claims["iss"] == saas_as and claims["aud"] == fx and claims["sub"] == "alice", claims
+    assert saas_token != alice_token
+
+    # Stored sealed: neither the SaaS token nor a piece of it is in the database file.
+    raw = db.read_bytes() + (db.parent / "gatehouse.db-wal").read_bytes() if (db.parent / "gatehouse.db-wal").exists() else db.read_bytes()
+    assert saas_token.encode() not in raw and saas_token.split(".")[2][:20].encode() not in raw
+
+    # The user lists and revokes their connections with their own token.
+    listed = httpx.get(f"{base}/connections", headers={"Authorization": f"Bearer {alice_token}"}, timeout=10)
+    assert [c["upstream"] for c in listed.json()["connections"]] == ["fx"], listed.text
+    assert httpx.get(f"{base}/connections", timeout=10).status_code == 401
+    gone = httpx.delete(f"{base}/connections/fx", headers={"Authorization": f"Bearer {alice_token}"}, timeout=10)
+    assert gone.status_code == 204
+    again = alice.request("tools/call", {"name": "whoami", "arguments": {}}).json()
+    assert again["error"]["code"] == -32042, again
+
+    # A 2026-07-28 client is asked with an InputRequiredResult holding the same kind of link.
+    body = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "whoami", "arguments": {},
+            "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                      "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"url": {}}}}}}
+    stateless = httpx.post(resource, json=body, timeout=10, headers={
+        "Authorization": f"Bearer {alice_token}", "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "whoami"}).json()
+    result = stateless["result"]
+    assert result["resultType"] == "input_required", stateless
+    [ask] = result["inputRequests"].values()
+    assert ask["method"] == "elicitation/create" and ask["params"]["mode"] == "url", ask
+    assert browse(ask["params"]["url"]).status_code == 200
+    body["params"]["requestState"] = result["requestState"]
+    body["params"]["inputResponses"] = {k: {"action": "accept"} for k in result["inputRequests"]}
+    retried = httpx.post(resource, json=body, timeout=10, headers={
+        "Authorization": f"Bearer {alice_token}", "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "whoami"}).json()
+    assert retried["result"]["resultType"] == "complete", retried
+    assert "authorization" in retried["result"]["content"][0]["text"]
+
+    for secret in (alice_token, saas_token):
+        assert secret not in gw.stderr(), "no token in the gateway's log"
+
+
+def test_user_oauth_consent_refuses_a_different_signed_in_user(oidc_as, processes, fixture_http, tmp_path):
+    base, _saas_as, _fx, _gw, _db = consent_stack(oidc_as, processes, fixture_http, tmp_path)
+    resource = base + "/mcp"
+    bob = RawSession(resource, mint(oidc_as.issuer, sub="bob", resource=resource, scope="mcp:tools")["access_token"]).open()
+    error = bob.request("tools/call", {"name": "whoami", "arguments": {}}).json()["error"]
+    assert error["code"] == -32042, error
+    # The IdP signs the browser in as alice (its default account), not bob.
+    page = browse(error["data"]["elicitations"][0]["url"])
+    assert page.status_code == 403 and "different user" in page.text, page.text
+    still = bob.request("tools/call", {"name": "whoami", "arguments": {}}).json()
+    assert still["error"]["code"] == -32042, "nothing was connected for bob"

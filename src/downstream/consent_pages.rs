@@ -1,0 +1,156 @@
+//! The browser side of per-user consent (`/connect/…`) and the user's list of connections
+//! (`/connections`, authenticated with the user's own MCP token).
+
+use super::AppState;
+use crate::credentials::consent::{CallbackQuery, ConsentService, Page};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use http::{HeaderMap, StatusCode};
+use std::sync::Arc;
+
+/// A value, or the response that ends the request early.
+type Early<T> = Result<T, Box<Response>>;
+
+fn service(state: &AppState) -> Early<Arc<ConsentService>> {
+    state.gateway.runtime().consent.clone().ok_or_else(|| {
+        Box::new(page(
+            StatusCode::NOT_FOUND,
+            "Not available",
+            "This gateway has no consent configuration.",
+        ))
+    })
+}
+
+/// `GET /connect/{id}`: the link handed to the user.
+pub async fn open_link(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match service(&state) {
+        Ok(s) => render(s.open_link(&id).await),
+        Err(r) => *r,
+    }
+}
+
+/// `GET /connect/signed-in`: back from the enterprise IdP.
+pub async fn signed_in(State(state): State<AppState>, Query(q): Query<CallbackQuery>) -> Response {
+    match service(&state) {
+        Ok(s) => render(s.signed_in(&q).await),
+        Err(r) => *r,
+    }
+}
+
+/// `GET /connect/callback`: back from the upstream's authorization server.
+pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQuery>) -> Response {
+    match service(&state) {
+        Ok(s) => render(s.authorized(&q).await),
+        Err(r) => *r,
+    }
+}
+
+/// `GET /connections`: the caller's connections, as JSON.
+pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (s, binding) = match caller(&state, &headers).await {
+        Ok(found) => found,
+        Err(r) => return *r,
+    };
+    match s.connections(&binding).await {
+        Ok(rows) => Json(serde_json::json!({
+            "connections": rows.iter().map(|c| serde_json::json!({
+                "upstream": c.upstream,
+                "scopes": c.scopes,
+                "connected_at_ms": c.created_at_ms,
+                "updated_at_ms": c.updated_at_ms,
+                "expires_at_ms": c.expires_at_ms,
+            })).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+/// `DELETE /connections/{upstream}`: forgets the caller's tokens for that upstream.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path(upstream): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (s, binding) = match caller(&state, &headers).await {
+        Ok(found) => found,
+        Err(r) => return *r,
+    };
+    match s.revoke(&binding, &upstream).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => problem(StatusCode::NOT_FOUND, "no such connection"),
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+/// The consent service and the binding of the user whose token any protected virtual
+/// server accepts.
+async fn caller(state: &AppState, headers: &HeaderMap) -> Early<(Arc<ConsentService>, String)> {
+    let s = service(state)?;
+    let rt = state.gateway.runtime();
+    let mut last = None;
+    for guard in rt.guards.values() {
+        match guard.authenticate(headers).await {
+            Ok(p) => return Ok((s, p.binding().to_owned())),
+            Err(e) => last = Some(e),
+        }
+    }
+    let reason = last.map_or("no virtual server is protected".to_owned(), |e| {
+        e.to_string()
+    });
+    Err(Box::new(problem(StatusCode::UNAUTHORIZED, &reason)))
+}
+
+fn problem(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+fn render(p: Page) -> Response {
+    match p {
+        Page::Redirect(url) => Redirect::to(&url).into_response(),
+        Page::Connected { upstream } => page(
+            StatusCode::OK,
+            "Connected",
+            &format!(
+                "Your account for {upstream} is connected. You can close this page and return to your client."
+            ),
+        ),
+        Page::Refused { status, message } => page(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            "Not connected",
+            &message,
+        ),
+    }
+}
+
+fn page(status: StatusCode, title: &str, message: &str) -> Response {
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t} — Gatehouse</title></head>\
+         <body><h1>{t}</h1><p>{m}</p></body></html>",
+        t = escape(title),
+        m = escape(message)
+    );
+    let mut resp = (status, Html(body)).into_response();
+    let h = resp.headers_mut();
+    h.insert("cache-control", http::HeaderValue::from_static("no-store"));
+    h.insert(
+        "content-security-policy",
+        http::HeaderValue::from_static("default-src 'none'"),
+    );
+    h.insert("x-frame-options", http::HeaderValue::from_static("DENY"));
+    resp
+}
+
+fn escape(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            '&' => "&amp;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            '\'' => "&#39;".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
+}
