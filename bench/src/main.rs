@@ -257,12 +257,15 @@ async fn main() {
     .unwrap();
     let mut cmd = Command::new(&gateway_bin);
     cmd.arg("serve").arg("--config").arg(&secure_config);
+    cmd.env(secured::IDP_SECRET_ENV, "bench-secret");
     let secure_gw = Proc::start(cmd, "gatehouse listening on ");
     let secure_url = format!("{}/secure", secure_gw.ready_line);
     secured::ready(&client, &secure_gw.ready_line).await;
     let bearer = format!("Bearer {}", secured::token(&issuer, &secure_url));
-    let secured_target = || {
-        let (client, url, bearer) = (client.clone(), secure_url.clone(), bearer.clone());
+    let exchange_url = format!("{}/exchange", secure_gw.ready_line);
+    let exchange_bearer = format!("Bearer {}", secured::token(&issuer, &exchange_url));
+    let secured_target_at = |url: &String, bearer: &String| {
+        let (client, url, bearer) = (client.clone(), url.clone(), bearer.clone());
         async move {
             let sid = initialize_with(&client, &url, &[("authorization", &bearer)]).await;
             Target {
@@ -276,6 +279,7 @@ async fn main() {
             }
         }
     };
+    let secured_target = || secured_target_at(&secure_url, &bearer);
 
     let concurrencies: &[usize] = if args.smoke { &[16] } else { &[1, 16, 64] };
     let mut rows = Vec::new();
@@ -339,6 +343,29 @@ async fn main() {
             gateway,
         });
     }
+
+    // The same, with a token_exchange upstream credential (served from the gateway's cache
+    // after the first exchange; the bench IdP counts exchanges).
+    let exchange_rows = args
+        .only
+        .as_ref()
+        .is_none_or(|o| "small json auth+policy+audit+token_exchange".contains(o.as_str()));
+    for &c in concurrencies.iter().filter(|_| exchange_rows) {
+        let d = target(&client, &fx_json.ready_line, SMALL, false).await;
+        let g = secured_target_at(&exchange_url, &exchange_bearer).await;
+        let direct = load::run(&client, &d, c, cell).await;
+        let cpu0 = secure_gw.cpu_seconds();
+        let gateway = load::run(&client, &g, c, cell).await;
+        let cpu = secure_gw.cpu_seconds() - cpu0;
+        rows.push(Row {
+            name: "small json auth+policy+audit+token_exchange".into(),
+            concurrency: c,
+            cpu_per_10k: cpu / gateway.requests.max(1) as f64 * 10_000.0,
+            direct,
+            gateway,
+        });
+    }
+    let exchanges = secured::EXCHANGES.load(std::sync::atomic::Ordering::Relaxed);
 
     // The same small-JSON workload through another gateway, when one is given.
     if let Some(url) = &args.compare_url {
@@ -476,6 +503,11 @@ async fn main() {
     println!(
         "policy decision (in process): {policy_simple_ns:.0} ns with declarative rules, {policy_cel_ns:.0} ns when a CEL rule decides"
     );
+    if exchange_rows {
+        println!(
+            "token_exchange rows: the IdP answered {exchanges} exchange(s) for one user over all their requests"
+        );
+    }
     for m in &large_memory {
         println!(
             "large results in flight: {} clients pulling {} MiB SSE results ({} answered) grew the gateway's peak RSS by {:.1} MiB",
@@ -500,6 +532,7 @@ async fn main() {
         let mut v = v;
         v["policy_decision_ns"] = json!({"declarative": policy_simple_ns, "cel": policy_cel_ns});
         v["large_results_in_flight"] = json!(large_memory);
+        v["token_exchanges"] = json!(exchanges);
         std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
         println!("\nJSON written to {}", path.display());
     }
@@ -542,7 +575,7 @@ fn print_report(
         "\nGatehouse benchmark — same workload direct to the fixture upstream and through the gateway"
     );
     println!(
-        "{:<26} {:>4} {:>10} {:>10} {:>6} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9}",
+        "{:<43} {:>4} {:>10} {:>10} {:>6} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9}",
         "workload",
         "c",
         "direct/s",
@@ -558,7 +591,7 @@ fn print_report(
     );
     for r in rows {
         println!(
-            "{:<26} {:>4} {:>10.0} {:>10.0} {:>6.2} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.3} {:>9.3} {:>9.3}",
+            "{:<43} {:>4} {:>10.0} {:>10.0} {:>6.2} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.3} {:>9.3} {:>9.3}",
             r.name,
             r.concurrency,
             r.direct.rps(),

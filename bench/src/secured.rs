@@ -10,7 +10,14 @@ use std::time::{Duration, Instant};
 const KEY_PEM: &[u8] = include_bytes!("../../tests/keys/es256-a.pem");
 const KID: &str = "bench";
 
-/// A key-set endpoint on loopback publishing the bench's ES256 key; returns the issuer URL.
+/// Token exchanges the bench IdP answered (the gateway should cache: one per user).
+pub static EXCHANGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The environment variable holding the gateway's client secret at the bench IdP.
+pub const IDP_SECRET_ENV: &str = "GATEHOUSE_BENCH_IDP_SECRET";
+
+/// A key-set endpoint on loopback publishing the bench's ES256 key, and a token endpoint
+/// answering RFC 8693 exchanges; returns the issuer URL.
 pub async fn start_issuer() -> String {
     let key = EncodingKey::from_ec_pem(KEY_PEM).unwrap();
     let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
@@ -18,10 +25,23 @@ pub async fn start_issuer() -> String {
     let jwks = json!({"keys": [jwk]});
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new().route(
-        "/jwks",
-        axum::routing::get(move || async move { axum::Json(jwks) }),
-    );
+    let app = axum::Router::new()
+        .route(
+            "/jwks",
+            axum::routing::get(move || async move { axum::Json(jwks) }),
+        )
+        .route(
+            "/token",
+            axum::routing::post(|| async {
+                let n = EXCHANGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                axum::Json(json!({
+                    "access_token": format!("bench-exchanged-{n}"),
+                    "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                    "token_type": "Bearer",
+                    "expires_in": 3600,
+                }))
+            }),
+        );
     tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
@@ -65,7 +85,7 @@ const POLICY: &str = r#"    policy:
 /// The secured gateway's configuration (audit to SQLite in `dir`).
 pub fn config(issuer: &str, fixture_json: &str) -> String {
     format!(
-        "listen: 127.0.0.1:0\nwatch_config: false\nlog: {{ level: warn }}\nstore: {{ url: \"sqlite://audit.db\" }}\nauth:\n  issuers:\n    bench: {{ issuer: \"{issuer}\", jwks_uri: \"{issuer}/jwks\", algorithms: [ES256] }}\nservers:\n  - name: secure\n    path: /secure\n    upstreams: [fxj]\n    auth: {{ scopes: [mcp:tools] }}\n{POLICY}upstreams:\n  fxj: {{ kind: http, url: \"{fixture_json}\", protocol: \"2025-11-25\" }}\n"
+        "listen: 127.0.0.1:0\nwatch_config: false\nlog: {{ level: warn }}\nstore: {{ url: \"sqlite://audit.db\" }}\nauth:\n  issuers:\n    bench: {{ issuer: \"{issuer}\", jwks_uri: \"{issuer}/jwks\", algorithms: [ES256] }}\nservers:\n  - name: secure\n    path: /secure\n    upstreams: [fxj]\n    auth: {{ scopes: [mcp:tools] }}\n{POLICY}  - name: exchange\n    path: /exchange\n    upstreams: [fxx]\n    auth: {{ scopes: [mcp:tools] }}\n{POLICY}upstreams:\n  fxj: {{ kind: http, url: \"{fixture_json}\", protocol: \"2025-11-25\" }}\n  fxx:\n    kind: http\n    url: \"{fixture_json}\"\n    protocol: \"2025-11-25\"\n    auth: {{ kind: token_exchange, idp: {{ token_endpoint: \"{issuer}/token\", client_id: bench, client_secret: {{ env: {IDP_SECRET_ENV} }} }}, scopes: [bench:run] }}\n"
     )
 }
 

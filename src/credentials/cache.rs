@@ -44,12 +44,27 @@ impl Fresh {
     }
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<Fresh>>>;
+/// One key's token, read without waiting; `fetching` makes one caller fetch at a time.
+#[derive(Default)]
+struct Slot {
+    current: Mutex<Option<Fresh>>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn valid(&self) -> Option<HeaderValue> {
+        let current = self.current.lock().expect("token slot lock");
+        current
+            .as_ref()
+            .filter(|f| f.renew_at > Instant::now())
+            .map(|f| f.header.clone())
+    }
+}
 
 /// Tokens by key (the user's binding; empty for the gateway's own identity).
 #[derive(Default)]
 pub struct TokenCache {
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
 }
 
 impl TokenCache {
@@ -67,23 +82,21 @@ impl TokenCache {
         let slot = {
             let mut slots = self.slots.lock().expect("token cache lock");
             if slots.len() >= MAX_KEYS && !slots.contains_key(key) {
-                let now = Instant::now();
-                slots.retain(|_, s| {
-                    s.try_lock()
-                        .map_or(true, |g| g.as_ref().is_some_and(|f| f.renew_at > now))
-                });
+                slots.retain(|_, s| s.valid().is_some());
             }
             slots.entry(key.to_owned()).or_default().clone()
         };
-        let mut held = slot.lock().await;
-        if let Some(f) = held.as_ref()
-            && f.renew_at > Instant::now()
-        {
-            return Ok(f.header.clone());
+        if let Some(h) = slot.valid() {
+            return Ok(h);
+        }
+        let _one_fetch = slot.fetching.lock().await;
+        // Whoever held the lock before may have fetched already.
+        if let Some(h) = slot.valid() {
+            return Ok(h);
         }
         let fresh = fetch.await?;
         let header = fresh.header.clone();
-        *held = Some(fresh);
+        *slot.current.lock().expect("token slot lock") = Some(fresh);
         Ok(header)
     }
 }
