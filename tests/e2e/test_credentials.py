@@ -184,10 +184,10 @@ def register_client(issuer: str, redirect_uri: str, grants: list[str]) -> tuple[
     return body["client_id"], body["client_secret"]
 
 
-def consent_stack(oidc_as, processes, fixture_http, tmp_path):
+def consent_stack(oidc_as, processes, fixture_http, tmp_path, saas_args=(), scopes="[crm:read]"):
     """The enterprise IdP (oidc_as), the SaaS's own authorization server, a SaaS upstream that
     accepts only that server's tokens, and a gateway with a consent configuration."""
-    saas_as = processes([node22(), OIDC_AS_JS, "--port", "0"]).read_line_starting("ready ")
+    saas_as = processes([node22(), OIDC_AS_JS, "--port", "0", *saas_args]).read_line_starting("ready ")
     fx = fixture_http("--require-jwt-issuer", saas_as)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -208,7 +208,7 @@ upstreams:
     kind: http
     url: "{fx}"
     protocol: "{PROTOCOL}"
-    auth: {{ kind: user_oauth, client: {{ client_id: "{saas_id}", client_secret: {{ env: SAAS_SECRET }} }}, scopes: [crm:read] }}
+    auth: {{ kind: user_oauth, client: {{ client_id: "{saas_id}", client_secret: {{ env: SAAS_SECRET }} }}, scopes: {scopes} }}
 """)
     import base64
     import secrets
@@ -301,3 +301,17 @@ def test_user_oauth_consent_refuses_a_different_signed_in_user(oidc_as, processe
     assert page.status_code == 403 and "different user" in page.text, page.text
     still = bob.request("tools/call", {"name": "whoami", "arguments": {}}).json()
     assert still["error"]["code"] == -32042, "nothing was connected for bob"
+
+
+def test_user_oauth_refreshes_an_expiring_token_without_asking_again(oidc_as, processes, fixture_http, tmp_path):
+    base, _saas_as, _fx, _gw, _db = consent_stack(oidc_as, processes, fixture_http, tmp_path,
+                                                  saas_args=("--access-ttl", "3"), scopes="[crm:read, offline_access]")
+    resource = base + "/mcp"
+    alice = RawSession(resource, mint(oidc_as.issuer, sub="alice", resource=resource, scope="mcp:tools")["access_token"]).open()
+    error = alice.request("tools/call", {"name": "whoami", "arguments": {}}).json()["error"]
+    assert browse(error["data"]["elicitations"][0]["url"]).status_code == 200
+    first = jwt_claims(upstream_authorization(alice).removeprefix("Bearer "))
+    time.sleep(3.5)  # the SaaS's access tokens live 3 s
+    second = jwt_claims(upstream_authorization(alice).removeprefix("Bearer "))
+    assert second["jti"] != first["jti"] and second["iat"] > first["iat"], (first, second)
+    assert second["exp"] > time.time(), "the new token is valid"

@@ -12,6 +12,8 @@
 //   --port N               listen port (default 0)
 //   --exchange-ttl SECONDS lifetime of the access tokens issued by token exchange and by the
 //                          jwt-bearer grant (default 300)
+//   --access-ttl SECONDS   lifetime of the JWT access tokens of the authorization code, refresh
+//                          token and client credentials grants (default 300)
 //   --trust-idp ISSUER_URL second role: also accept RFC 7523 jwt-bearer grants whose assertion is
 //                          an ID-JAG issued by ISSUER_URL (another instance of this server), see
 //                          "JWT bearer" below. Without it that grant type is not offered at all
@@ -173,7 +175,7 @@ console.info = console.error;
 console.debug = console.error;
 
 function parseArgs(argv) {
-  const flags = { port: '0', 'exchange-ttl': '300', 'trust-idp': undefined };
+  const flags = { port: '0', 'exchange-ttl': '300', 'access-ttl': '300', 'trust-idp': undefined };
   for (let i = 0; i < argv.length; i += 1) {
     const arg = argv[i];
     const eq = arg.indexOf('=');
@@ -203,6 +205,11 @@ function parseArgs(argv) {
     console.error('oidc-as: --exchange-ttl must be a positive integer (seconds)');
     process.exit(2);
   }
+  const accessTtl = Number(flags['access-ttl']);
+  if (!Number.isInteger(accessTtl) || accessTtl <= 0) {
+    console.error('oidc-as: --access-ttl must be a positive integer (seconds)');
+    process.exit(2);
+  }
   let trustIdp = flags['trust-idp'];
   if (trustIdp !== undefined) {
     if (!/^https?:\/\//.test(trustIdp) || !URL.canParse(trustIdp)) {
@@ -211,7 +218,7 @@ function parseArgs(argv) {
     }
     trustIdp = trustIdp.replace(/\/+$/, '');
   }
-  return { port, exchangeTtl, trustIdp };
+  return { port, exchangeTtl, accessTtl, trustIdp };
 }
 
 const RESOURCE_SCOPES = ['mcp:tools', 'mcp:admin', 'crm:read', 'crm:write'];
@@ -239,6 +246,7 @@ const REFUSED_MARKER = '/refuse';
 // Mutable server state shared by the grant handlers and the /test endpoints (set in main()).
 const state = {
   exchangeTtl: 300,
+  accessTtl: ACCESS_TOKEN_TTL,
   trustIdp: undefined,
   signing: undefined, // { kid, privateKey, publicKey }: this server's ES256 key
   trustedKeys: new Map(), // kid -> { alg, key } from the trusted IdP's JWKS
@@ -257,7 +265,7 @@ function resourceServerInfo(resourceIndicator) {
   return {
     scope: RESOURCE_SCOPES.join(' '),
     audience: resourceIndicator,
-    accessTokenTTL: ACCESS_TOKEN_TTL,
+    accessTokenTTL: state.accessTtl,
     accessTokenFormat: resourceIndicator.includes('/opaque') ? 'opaque' : 'jwt',
     jwt: { sign: { alg: 'ES256' } },
   };
@@ -899,8 +907,9 @@ function counters(req, res, pathname) {
 }
 
 async function main() {
-  const { port, exchangeTtl, trustIdp } = parseArgs(process.argv.slice(2));
+  const { port, exchangeTtl, accessTtl, trustIdp } = parseArgs(process.argv.slice(2));
   state.exchangeTtl = exchangeTtl;
+  state.accessTtl = accessTtl;
   state.trustIdp = trustIdp;
   let provider;
   let providerHandler;
