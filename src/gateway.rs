@@ -2,6 +2,7 @@
 //! the session registry and the sealing keys.
 
 use crate::auth::{Authenticator, ServerGuard};
+use crate::catalog::Catalog;
 use crate::config::{self, Config};
 use crate::credentials::consent::ConsentService;
 use crate::downstream::rules::OriginPolicy;
@@ -35,6 +36,8 @@ pub struct Runtime {
     pub policies: HashMap<String, Arc<CompiledPolicy>>,
     /// Consent flows and user connections for `user_oauth` upstreams.
     pub consent: Option<Arc<ConsentService>>,
+    /// Approved definitions, when the configuration has a catalog.
+    pub catalog: Option<Arc<Catalog>>,
 }
 
 impl Runtime {
@@ -56,6 +59,14 @@ impl Runtime {
                         .map_err(|e| format!("consent: {e}"))?,
                 ))
             }
+            (None, _) => None,
+        };
+        let catalog = match (&config.catalog, previous) {
+            (Some(c), Some(p)) if p.config.catalog.as_ref() == Some(c) => p.catalog.clone(),
+            (Some(c), _) => Some(Catalog::start(
+                store.ok_or("the catalog needs the store")?.clone(),
+                c,
+            )?),
             (None, _) => None,
         };
         let mut upstreams = HashMap::new();
@@ -82,7 +93,12 @@ impl Runtime {
             .map(|s| {
                 (
                     s.path.clone(),
-                    Arc::new(VirtualServer::new(s, &config.upstreams, &upstreams)),
+                    Arc::new(VirtualServer::new(
+                        s,
+                        &config.upstreams,
+                        &upstreams,
+                        catalog.clone(),
+                    )),
                 )
             })
             .collect();
@@ -131,6 +147,7 @@ impl Runtime {
             guards,
             policies,
             consent,
+            catalog,
         })
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod catalog;
 pub mod commands;
 pub mod config;
 pub mod credentials;

@@ -67,6 +67,14 @@ enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
+    /// Register upstreams and approve what clients get from them (the catalog).
+    Catalog {
+        /// The YAML configuration file (for the upstreams and the store).
+        #[arg(long, short, env = "GATEHOUSE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: gatehouse::commands::catalog::CatalogAction,
+    },
     /// Manage API keys for headless agents (stored in the configured store).
     Keys {
         /// The YAML configuration file (for the store and the servers).
@@ -277,6 +285,41 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("gatehouse keys: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Catalog { config, action } => {
+            let Some(path) = config else {
+                eprintln!("gatehouse catalog: --config FILE (or GATEHOUSE_CONFIG) is required");
+                return ExitCode::from(2);
+            };
+            let config = match Config::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let result = rt.block_on(async {
+                let store = gatehouse::serve::open_store(&config, &path)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                let out = gatehouse::commands::catalog::run(&config, &store, action).await;
+                store.close().await;
+                out
+            });
+            match result {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("gatehouse catalog: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -1,5 +1,6 @@
 //! Administrative commands that work on the store rather than on live traffic.
 
 pub mod audit;
+pub mod catalog;
 pub mod keys;
 pub mod policy;

@@ -43,6 +43,9 @@ pub struct Config {
     /// OpenTelemetry traces.
     #[serde(default)]
     pub traces: Traces,
+    /// The catalog of approved definitions; absent: every upstream is served as it is.
+    #[serde(default)]
+    pub catalog: Option<CatalogConfig>,
     /// How users connect their own accounts for `user_oauth` upstreams.
     #[serde(default)]
     pub consent: Option<super::credentials::ConsentConfig>,
@@ -348,4 +351,16 @@ impl Config {
             .and_then(|a| a.resource.clone())
             .unwrap_or_else(|| format!("{}{}", self.public_base(), server.path))
     }
+}
+
+/// `catalog`: upstream definitions are served only once approved (and as approved).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// Upstreams served without review (their definitions are still recorded by `catalog add`).
+    #[serde(default)]
+    pub trusted: Vec<String>,
+    /// Extra scanner rules.
+    #[serde(default)]
+    pub rules: Vec<crate::catalog::scan::CustomRule>,
 }

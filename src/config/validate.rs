@@ -70,6 +70,19 @@ pub fn validate(c: &Config) -> Vec<Issue> {
         check_server(i, s, c, &mut names, &mut paths, &mut issues);
     }
     let mut prefixes = HashSet::new();
+    if let Some(catalog) = &c.catalog {
+        for (i, name) in catalog.trusted.iter().enumerate() {
+            if !c.upstreams.contains_key(name) {
+                issues.add(
+                    format!("catalog.trusted[{i}]"),
+                    format!("unknown upstream {name:?}"),
+                );
+            }
+        }
+        if let Err(e) = crate::catalog::scan::Scanner::new(&catalog.rules) {
+            issues.add("catalog.rules", e);
+        }
+    }
     if let Some(consent) = &c.consent {
         super::credentials::check_consent(consent, &mut |f, m| issues.add(f, m));
     }

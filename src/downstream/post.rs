@@ -390,6 +390,12 @@ pub async fn request(
         Err(e) => return answered(&ticket, rpc_error(id, &e)),
     };
     let upstream = &server.members[routed.member].upstream;
+    if let Some(refused) = catalog_refusal(&server, upstream, &routed.message, &id) {
+        if let Some(t) = &ticket {
+            t.decision("deny", Some("catalog"));
+        }
+        return answered(&ticket, refused);
+    }
     let policy_span = tracing::debug_span!("gatehouse.policy");
     match policy_span.in_scope(|| access.check_call(&server, &method, routed.member, &target, &id))
     {
@@ -497,4 +503,29 @@ fn answer_cacheable(
         Err(e) => rpc_error(id, &e),
     };
     answered(ticket, msg)
+}
+
+/// A tool or prompt the catalog holds back answers like one no upstream offers.
+fn catalog_refusal(
+    server: &VirtualServer,
+    upstream: &str,
+    routed: &Message,
+    id: &Option<RequestId>,
+) -> Option<Message> {
+    use crate::catalog::pin::DefinitionKind;
+    let catalog = server.catalog.as_ref()?;
+    let (kind, label) = match routed.method() {
+        "tools/call" => (DefinitionKind::Tool, "tool"),
+        "prompts/get" => (DefinitionKind::Prompt, "prompt"),
+        _ => return None,
+    };
+    let name = CallTarget::of(routed).name?;
+    if catalog.callable(upstream, kind, &name) {
+        return None;
+    }
+    tracing::info!(%upstream, %name, "call refused: the catalog holds this definition back");
+    Some(rpc_error(
+        id.clone(),
+        &FederationError::Unknown { kind: label, name },
+    ))
 }

@@ -139,6 +139,8 @@ pub struct VirtualServer {
     on_error: OnUpstreamError,
     instructions: Option<String>,
     routes: RwLock<Routes>,
+    /// Approved definitions, when the configuration has a catalog.
+    pub catalog: Option<Arc<crate::catalog::Catalog>>,
 }
 
 impl VirtualServer {
@@ -147,6 +149,7 @@ impl VirtualServer {
         cfg: &config::VirtualServer,
         upstreams: &BTreeMap<String, config::Upstream>,
         clients: &HashMap<String, Arc<UpstreamClient>>,
+        catalog: Option<Arc<crate::catalog::Catalog>>,
     ) -> Self {
         let members: Vec<Member> = cfg
             .upstreams
@@ -164,6 +167,7 @@ impl VirtualServer {
             on_error: cfg.on_upstream_error,
             instructions: cfg.instructions.clone(),
             routes: RwLock::new(Routes::default()),
+            catalog,
         }
     }
 
@@ -351,6 +355,10 @@ impl VirtualServer {
             if let Some(c) = next_cursor {
                 next.insert(self.members[*i].upstream.clone(), c);
             }
+            let page = match &self.catalog {
+                Some(catalog) => catalog.admit(&self.members[*i].upstream, kind.definition(), page),
+                None => page,
+            };
             for mut item in page {
                 let Some(id) = item
                     .get(kind.id_key())

@@ -14,6 +14,17 @@ pub enum ListKind {
 }
 
 impl ListKind {
+    /// The catalog's name for what this list holds.
+    pub fn definition(self) -> crate::catalog::pin::DefinitionKind {
+        use crate::catalog::pin::DefinitionKind;
+        match self {
+            ListKind::Tools => DefinitionKind::Tool,
+            ListKind::Prompts => DefinitionKind::Prompt,
+            ListKind::Resources => DefinitionKind::Resource,
+            ListKind::Templates => DefinitionKind::ResourceTemplate,
+        }
+    }
+
     /// The list method for this kind.
     pub fn from_method(method: &str) -> Option<ListKind> {
         Some(match method {

@@ -3,10 +3,12 @@
 
 mod api_keys;
 mod audit;
+mod catalog;
 mod upstream_tokens;
 
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditFilter, AuditRecord};
+pub use catalog::{CatalogDefinition, DefinitionState};
 pub use upstream_tokens::StoredConnection;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};

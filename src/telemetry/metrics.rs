@@ -59,6 +59,15 @@ pub struct DenialLabels {
     pub rule: String,
 }
 
+/// Labels of a catalog event.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CatalogLabels {
+    /// The upstream.
+    pub upstream: String,
+    /// `hold` (a new definition) or `quarantine` (a changed one).
+    pub event: String,
+}
+
 fn latency_buckets() -> Histogram {
     // 50 µs to ~26 s: the gateway's own share is sub-millisecond, upstream calls take seconds.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -81,6 +90,8 @@ pub struct Metrics {
     pub auth_failures: Family<AuthFailureLabels, Counter>,
     /// Calls refused or hidden by policy, by rule.
     pub policy_denials: Family<DenialLabels, Counter>,
+    /// Definitions held back by the catalog.
+    pub catalog_events: Family<CatalogLabels, Counter>,
     /// 1 when the upstream's last call succeeded, 0 when it failed.
     pub upstream_up: Family<UpstreamLabels, Gauge>,
     /// Records waiting to be written.
@@ -100,6 +111,7 @@ impl Metrics {
         let added_seconds = Family::new_with_constructor(latency_buckets as fn() -> Histogram);
         let auth_failures = Family::default();
         let policy_denials = Family::default();
+        let catalog_events = Family::default();
         let upstream_up = Family::default();
         let audit_queue_depth = Gauge::default();
         let audit_dropped = Counter::default();
@@ -131,6 +143,11 @@ impl Metrics {
             policy_denials.clone(),
         );
         registry.register(
+            "catalog_events",
+            "Definitions held back by the catalog (new or changed)",
+            catalog_events.clone(),
+        );
+        registry.register(
             "upstream_up",
             "Whether the upstream's last call succeeded",
             upstream_up.clone(),
@@ -154,6 +171,7 @@ impl Metrics {
             added_seconds,
             auth_failures,
             policy_denials,
+            catalog_events,
             upstream_up,
             audit_queue_depth,
             audit_dropped,
@@ -185,6 +203,16 @@ impl Metrics {
             .get_or_create(&DenialLabels {
                 server: server.into(),
                 rule: rule.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a definition held back by the catalog.
+    pub fn catalog_event(&self, upstream: &str, event: &str) {
+        self.catalog_events
+            .get_or_create(&CatalogLabels {
+                upstream: upstream.into(),
+                event: event.into(),
             })
             .inc();
     }

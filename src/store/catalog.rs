@@ -1,0 +1,161 @@
+//! The catalog's rows: each definition an upstream offered, its pin, findings and decision.
+
+use super::{Store, StoreError, on_pool};
+use sqlx::Row;
+
+/// Where a definition stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefinitionState {
+    /// Seen, not yet reviewed: held back.
+    Pending,
+    /// Approved with its current pin: served.
+    Approved,
+    /// Approved once, changed since: held back until re-approved.
+    Quarantined,
+    /// Refused by a reviewer: held back.
+    Rejected,
+    /// No longer offered by the upstream.
+    Removed,
+}
+
+impl DefinitionState {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DefinitionState::Pending => "pending",
+            DefinitionState::Approved => "approved",
+            DefinitionState::Quarantined => "quarantined",
+            DefinitionState::Rejected => "rejected",
+            DefinitionState::Removed => "removed",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "approved" => DefinitionState::Approved,
+            "quarantined" => DefinitionState::Quarantined,
+            "rejected" => DefinitionState::Rejected,
+            "removed" => DefinitionState::Removed,
+            _ => DefinitionState::Pending,
+        }
+    }
+}
+
+/// One definition as the catalog knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogDefinition {
+    /// The upstream offering it.
+    pub upstream: String,
+    /// `tool`, `prompt`, `resource` or `resourceTemplate`.
+    pub kind: String,
+    /// Its name (or URI) at the upstream.
+    pub name: String,
+    /// The pin of the definition last seen.
+    pub pin: String,
+    /// The definition last seen, as JSON.
+    pub definition: String,
+    /// The scanner's findings for it, as a JSON array.
+    pub findings: String,
+    /// The worst finding's severity, if any.
+    pub worst: Option<String>,
+    /// Where it stands.
+    pub state: DefinitionState,
+    /// The pin that was approved, if any.
+    pub approved_pin: Option<String>,
+    /// The definition that was approved, if any.
+    pub approved_definition: Option<String>,
+    /// Who decided last.
+    pub decided_by: Option<String>,
+    /// When, milliseconds since the epoch.
+    pub decided_at_ms: Option<i64>,
+    /// When the gateway first saw it.
+    pub first_seen_ms: i64,
+    /// When the row last changed.
+    pub updated_at_ms: i64,
+}
+
+macro_rules! definition_columns {
+    () => {
+        "upstream, kind, name, pin, definition, findings, worst, state, approved_pin, approved_definition, decided_by, decided_at_ms, first_seen_ms, updated_at_ms"
+    };
+}
+
+macro_rules! definition_from_row {
+    ($row:expr) => {{
+        let row = $row;
+        let state: String = row.try_get("state")?;
+        CatalogDefinition {
+            upstream: row.try_get("upstream")?,
+            kind: row.try_get("kind")?,
+            name: row.try_get("name")?,
+            pin: row.try_get("pin")?,
+            definition: row.try_get("definition")?,
+            findings: row.try_get("findings")?,
+            worst: row.try_get("worst")?,
+            state: DefinitionState::parse(&state),
+            approved_pin: row.try_get("approved_pin")?,
+            approved_definition: row.try_get("approved_definition")?,
+            decided_by: row.try_get("decided_by")?,
+            decided_at_ms: row.try_get("decided_at_ms")?,
+            first_seen_ms: row.try_get("first_seen_ms")?,
+            updated_at_ms: row.try_get("updated_at_ms")?,
+        }
+    }};
+}
+
+impl Store {
+    /// Writes a definition row (insert or replace all but `first_seen_ms`).
+    pub async fn put_definition(&self, d: &CatalogDefinition) -> Result<(), StoreError> {
+        let sql = concat!(
+            "INSERT INTO catalog_definitions (",
+            definition_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            " ON CONFLICT (upstream, kind, name) DO UPDATE SET",
+            " pin = excluded.pin, definition = excluded.definition, findings = excluded.findings,",
+            " worst = excluded.worst, state = excluded.state, approved_pin = excluded.approved_pin,",
+            " approved_definition = excluded.approved_definition, decided_by = excluded.decided_by,",
+            " decided_at_ms = excluded.decided_at_ms, updated_at_ms = excluded.updated_at_ms"
+        );
+        on_pool!(self, pool => {
+            sqlx::query(sql)
+                .bind(&d.upstream)
+                .bind(&d.kind)
+                .bind(&d.name)
+                .bind(&d.pin)
+                .bind(&d.definition)
+                .bind(&d.findings)
+                .bind(&d.worst)
+                .bind(d.state.as_str())
+                .bind(&d.approved_pin)
+                .bind(&d.approved_definition)
+                .bind(&d.decided_by)
+                .bind(d.decided_at_ms)
+                .bind(d.first_seen_ms)
+                .bind(d.updated_at_ms)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The definitions of one upstream (all upstreams when `None`), ordered.
+    pub async fn definitions(
+        &self,
+        upstream: Option<&str>,
+    ) -> Result<Vec<CatalogDefinition>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            definition_columns!(),
+            " FROM catalog_definitions WHERE (CAST($1 AS TEXT) IS NULL OR upstream = $1)",
+            " ORDER BY upstream, kind, name"
+        );
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql).bind(upstream).fetch_all(pool).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                out.push(definition_from_row!(row));
+            }
+            Ok(out)
+        })
+    }
+}
