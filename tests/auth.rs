@@ -33,16 +33,25 @@ impl Setup {
     }
 }
 
-fn unused_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// An issuer address nobody can serve: this test process holds the port (so that another
+/// test's server cannot take it, as a released port could be) and closes every connection.
+fn refusing_address() -> String {
+    static DOWN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOWN.get_or_init(|| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                drop(conn);
+            }
+        });
+        format!("http://{addr}")
+    })
+    .clone()
 }
 
 fn config(issuer: &str, other: &str, fixture: &str, extra_auth: &str) -> String {
-    let down = format!("http://127.0.0.1:{}", unused_port());
+    let down = refusing_address();
     format!(
         r#"
 auth:
