@@ -55,6 +55,32 @@ where
     }
 }
 
+/// The tools `GET /v0/servers` lists for the one virtual server (registry entry shape).
+async fn discovered_tools(gw: &Gateway) -> Vec<String> {
+    let body: Value = reqwest::get(gw.url("/v0/servers"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry = &body["servers"][0];
+    assert_eq!(
+        entry["server"]["remotes"][0]["type"], "streamable-http",
+        "{body}"
+    );
+    assert_eq!(
+        entry["server"]["remotes"][0]["url"],
+        gw.url("/mcp"),
+        "{body}"
+    );
+    entry["_meta"]["io.gatehouse/tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 async fn tool_names(gw: &Gateway) -> Vec<String> {
     let mut c = Client::new(&gw.url("/mcp"));
     c.initialize().await;
@@ -92,6 +118,8 @@ async fn definitions_are_served_only_as_approved_and_a_changed_one_is_quarantine
     })
     .await;
     let served = tool_names(&gw).await;
+    let discovered = discovered_tools(&gw).await;
+    assert!(discovered.contains(&"echo".to_owned()), "{discovered:?}");
     let ok_call = c.call_tool("echo", json!({"text": "hi"})).await;
     assert_eq!(ok_call.text(), "hi");
 
@@ -118,6 +146,10 @@ async fn definitions_are_served_only_as_approved_and_a_changed_one_is_quarantine
     c.initialize().await;
     let refused = c.call_tool("echo", json!({"text": "hi"})).await;
     assert_eq!(refused.error_code(), Some(-32602), "{}", refused.raw);
+    eventually("discovery drops the quarantined tool", || async {
+        !discovered_tools(&gw).await.contains(&"echo".to_owned())
+    })
+    .await;
 
     // The reviewer sees what changed, and the scanner's verdict blocks a careless approval.
     eventually("the quarantine is recorded", || async {
@@ -168,7 +200,7 @@ async fn definitions_are_served_only_as_approved_and_a_changed_one_is_quarantine
     let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .args(["audit", "--config"])
         .arg(&config)
-        .args(["--since", "all", "--json"])
+        .args(["--since", "all", "--limit", "100000", "--json"])
         .output()
         .unwrap();
     let records: Vec<Value> = String::from_utf8_lossy(&out.stdout)
@@ -182,7 +214,14 @@ async fn definitions_are_served_only_as_approved_and_a_changed_one_is_quarantine
                 && subject.is_none_or(|s| r["subject"] == s)
         })
     };
-    assert!(has("catalog/hold", None), "{records:?}");
+    let log: String = gw
+        .proc
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("catalog"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(has("catalog/hold", None), "{log}");
     assert!(has("catalog/quarantine", None), "{records:?}");
     assert!(has("catalog/approve", Some("alice")));
     assert!(has("catalog/approve", Some("bob")));

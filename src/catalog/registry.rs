@@ -146,6 +146,22 @@ impl Catalog {
         served
     }
 
+    /// The approved definitions of one kind at `upstream`, as approved (for discovery).
+    pub async fn approved(
+        &self,
+        upstream: &str,
+        kind: DefinitionKind,
+    ) -> Result<Vec<Value>, crate::store::StoreError> {
+        Ok(self
+            .store
+            .definitions(Some(upstream))
+            .await?
+            .into_iter()
+            .filter(|d| d.kind == kind.as_str() && d.state == DefinitionState::Approved)
+            .filter_map(|d| serde_json::from_str(d.approved_definition.as_deref()?).ok())
+            .collect())
+    }
+
     /// Whether a call to `name` may go through.
     pub fn callable(&self, upstream: &str, kind: DefinitionKind, name: &str) -> bool {
         if self.is_trusted(upstream) {

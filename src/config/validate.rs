@@ -7,13 +7,14 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 
 /// Paths the gateway serves itself; a virtual server may not take them.
-const RESERVED_PATHS: [&str; 6] = [
+const RESERVED_PATHS: [&str; 7] = [
     "/healthz",
     "/readyz",
     "/metrics",
     "/.well-known",
     "/connect",
     "/connections",
+    "/v0",
 ];
 
 /// Headers the gateway manages on upstream requests; configuring them would break the transport.

@@ -3,6 +3,7 @@
 
 pub mod access;
 mod consent_pages;
+mod discovery;
 pub mod error;
 pub mod input_required;
 mod listen;
@@ -80,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/connect/signed-in", get(consent_pages::signed_in))
         .route("/connect/callback", get(consent_pages::callback))
         .route("/connect/{id}", get(consent_pages::open_link))
+        .route("/v0/servers", get(discovery::servers))
         .route("/connections", get(consent_pages::list))
         .route(
             "/connections/{upstream}",

@@ -171,6 +171,11 @@ impl VirtualServer {
         }
     }
 
+    /// The name clients see for tool or prompt `name` of member `i`.
+    pub fn outward_name(&self, i: usize, name: &str) -> String {
+        self.naming.outward_name(i, name)
+    }
+
     /// The InitializeResult (or discover result body) for this virtual server.
     pub fn server_description(&self, infos: &[Option<Arc<InitInfo>>]) -> Value {
         let mut subscribe = false;
