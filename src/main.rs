@@ -187,13 +187,6 @@ fn main() -> ExitCode {
             limit,
             json,
         } => {
-            let config = match Config::load(&path) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
-            };
             let q = gatehouse::commands::audit::AuditQuery {
                 since,
                 subject,
@@ -202,28 +195,9 @@ fn main() -> ExitCode {
                 server,
                 limit,
             };
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            let result = rt.block_on(async {
-                let store = gatehouse::serve::open_store(&config, &path)
-                    .await
-                    .map_err(|e| format!("{e:#}"))?;
-                let out = gatehouse::commands::audit::query(&store, &q, json).await;
-                store.close().await;
-                out
-            });
-            match result {
-                Ok(out) => {
-                    print!("{out}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("gatehouse audit: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            with_store("audit", &path, move |_, store| {
+                Box::pin(async move { gatehouse::commands::audit::query(store, &q, json).await })
+            })
         }
         Command::Policy {
             config,
@@ -267,62 +241,18 @@ fn main() -> ExitCode {
                 eprintln!("gatehouse keys: --config FILE (or GATEHOUSE_CONFIG) is required");
                 return ExitCode::from(2);
             };
-            let config = match Config::load(&path) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            match rt.block_on(keys(&config, &path, action)) {
-                Ok(out) => {
-                    print!("{out}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("gatehouse keys: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            with_store("keys", &path, |config, store| {
+                Box::pin(keys(config, store, action))
+            })
         }
         Command::Catalog { config, action } => {
             let Some(path) = config else {
                 eprintln!("gatehouse catalog: --config FILE (or GATEHOUSE_CONFIG) is required");
                 return ExitCode::from(2);
             };
-            let config = match Config::load(&path) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            let result = rt.block_on(async {
-                let store = gatehouse::serve::open_store(&config, &path)
-                    .await
-                    .map_err(|e| format!("{e:#}"))?;
-                let out = gatehouse::commands::catalog::run(&config, &store, action).await;
-                store.close().await;
-                out
-            });
-            match result {
-                Ok(out) => {
-                    print!("{out}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("gatehouse catalog: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            with_store("catalog", &path, |config, store| {
+                Box::pin(gatehouse::commands::catalog::run(config, store, action))
+            })
         }
         Command::Serve { config: path } => {
             let config = match Config::load(&path) {
@@ -354,13 +284,10 @@ fn main() -> ExitCode {
 
 async fn keys(
     config: &Config,
-    path: &std::path::Path,
+    store: &gatehouse::store::Store,
     action: KeysAction,
 ) -> Result<String, String> {
     use gatehouse::commands::keys;
-    let store = gatehouse::serve::open_store(config, path)
-        .await
-        .map_err(|e| format!("{e:#}"))?;
     let out = match action {
         KeysAction::Create {
             subject,
@@ -378,20 +305,61 @@ async fn keys(
                 expires,
                 description,
             };
-            let key = keys::create(config, &store, &req).await?;
+            let key = keys::create(config, store, &req).await?;
             eprintln!(
                 "Store this key now; it cannot be shown again. Send it as `Authorization: Bearer <key>`."
             );
             format!("{key}\n")
         }
-        KeysAction::List { json } => keys::list(&store, json).await?,
+        KeysAction::List { json } => keys::list(store, json).await?,
         KeysAction::Revoke { id } => {
-            keys::revoke(&store, id.trim_start_matches("ghk_")).await?;
+            keys::revoke(store, id.trim_start_matches("ghk_")).await?;
             format!("revoked {id}\n")
         }
     };
-    store.close().await;
     Ok(out)
+}
+
+/// A command's work on the store: what to print, or why it failed.
+type StoreFuture<'a> = std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + 'a>>;
+
+/// Loads the configuration, opens its store, runs `job` and prints what it returns (exit 2 for
+/// a configuration error, 1 for a failure).
+fn with_store(
+    name: &str,
+    path: &std::path::Path,
+    job: impl for<'a> FnOnce(&'a Config, &'a gatehouse::store::Store) -> StoreFuture<'a> + 'static,
+) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Multi-threaded: the catalog's upstream clients may block in place.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = rt.block_on(async {
+        let store = gatehouse::serve::open_store(&config, path)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let out = job(&config, &store).await;
+        store.close().await;
+        out
+    });
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gatehouse {name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
