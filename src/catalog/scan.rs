@@ -571,10 +571,64 @@ fn ci(pattern: &str) -> Regex {
         .unwrap_or_else(|e| panic!("built-in pattern {pattern:?} does not compile: {e}"))
 }
 
+/// Checks operator-defined rules without building the built-in ones (configuration
+/// validation needs only this, and the built-ins take tens of milliseconds to compile).
+pub fn check_custom_rules(custom: &[CustomRule]) -> Result<(), String> {
+    compile_custom(custom).map(drop)
+}
+
+fn compile_custom(custom: &[CustomRule]) -> Result<Vec<CompiledCustom>, String> {
+    let mut compiled: Vec<CompiledCustom> = Vec::with_capacity(custom.len());
+    for rule in custom {
+        if rule.id.trim().is_empty() {
+            return Err(format!(
+                "custom rule with pattern {:?}: the id is empty",
+                rule.pattern
+            ));
+        }
+        if BUILTIN_RULES.iter().any(|(id, _, _)| *id == rule.id) {
+            return Err(format!(
+                "custom rule {:?}: the id is already used by a built-in rule",
+                rule.id
+            ));
+        }
+        if compiled.iter().any(|c| c.id == rule.id) {
+            return Err(format!("custom rule {:?}: the id is used twice", rule.id));
+        }
+        if rule.pattern.is_empty() {
+            return Err(format!("custom rule {:?}: the pattern is empty", rule.id));
+        }
+        let regex = RegexBuilder::new(&rule.pattern)
+            .case_insensitive(true)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| {
+                format!(
+                    "custom rule {:?}: the pattern {:?} is not a valid regular expression: {e}",
+                    rule.id, rule.pattern
+                )
+            })?;
+        if regex.is_match("") {
+            return Err(format!(
+                "custom rule {:?}: the pattern {:?} matches the empty string, so it would match everything",
+                rule.id, rule.pattern
+            ));
+        }
+        compiled.push(CompiledCustom {
+            id: rule.id.clone(),
+            severity: rule.severity,
+            message: rule.message.clone(),
+            regex,
+        });
+    }
+    Ok(compiled)
+}
+
 impl Scanner {
     /// Compiles the built-in rules and `custom`. The error names the custom rule and what is
     /// wrong with it.
     pub fn new(custom: &[CustomRule]) -> Result<Self, String> {
+        let compiled = compile_custom(custom)?;
         let rules = SPECS
             .iter()
             .map(|s| PatternRule {
@@ -616,49 +670,6 @@ impl Scanner {
             ),
             any_other_tool: ci(r"\b(?:any|all|every)\s+other\s+(?:tools?|functions?)\b"),
         };
-        let mut compiled: Vec<CompiledCustom> = Vec::with_capacity(custom.len());
-        for rule in custom {
-            if rule.id.trim().is_empty() {
-                return Err(format!(
-                    "custom rule with pattern {:?}: the id is empty",
-                    rule.pattern
-                ));
-            }
-            if BUILTIN_RULES.iter().any(|(id, _, _)| *id == rule.id) {
-                return Err(format!(
-                    "custom rule {:?}: the id is already used by a built-in rule",
-                    rule.id
-                ));
-            }
-            if compiled.iter().any(|c| c.id == rule.id) {
-                return Err(format!("custom rule {:?}: the id is used twice", rule.id));
-            }
-            if rule.pattern.is_empty() {
-                return Err(format!("custom rule {:?}: the pattern is empty", rule.id));
-            }
-            let regex = RegexBuilder::new(&rule.pattern)
-                .case_insensitive(true)
-                .size_limit(1 << 20)
-                .build()
-                .map_err(|e| {
-                    format!(
-                        "custom rule {:?}: the pattern {:?} is not a valid regular expression: {e}",
-                        rule.id, rule.pattern
-                    )
-                })?;
-            if regex.is_match("") {
-                return Err(format!(
-                    "custom rule {:?}: the pattern {:?} matches the empty string, so it would match everything",
-                    rule.id, rule.pattern
-                ));
-            }
-            compiled.push(CompiledCustom {
-                id: rule.id.clone(),
-                severity: rule.severity,
-                message: rule.message.clone(),
-                regex,
-            });
-        }
         Ok(Scanner {
             rules,
             special,

@@ -80,7 +80,7 @@ pub fn validate(c: &Config) -> Vec<Issue> {
                 );
             }
         }
-        if let Err(e) = crate::catalog::scan::Scanner::new(&catalog.rules) {
+        if let Err(e) = crate::catalog::scan::check_custom_rules(&catalog.rules) {
             issues.add("catalog.rules", e);
         }
     }
