@@ -136,8 +136,20 @@ impl Catalog {
             let me = self.clone();
             let upstream = upstream.to_owned();
             tokio::spawn(async move {
+                // One read of what is recorded serves the whole batch.
+                let all = match me.store.definitions(None).await {
+                    Ok(all) => all,
+                    Err(e) => {
+                        tracing::warn!(%upstream, error = %e, "catalog: cannot record definitions");
+                        return;
+                    }
+                };
+                let others = other_tools(&all, &upstream);
                 for (item, p, state) in changed {
-                    if let Err(e) = me.record_change(&upstream, kind, item, p, state).await {
+                    let recorded = me
+                        .record_change(&upstream, kind, item, p, state, &all, &others)
+                        .await;
+                    if let Err(e) = recorded {
                         tracing::warn!(%upstream, error = %e, "catalog: cannot record a definition");
                     }
                 }
@@ -173,6 +185,7 @@ impl Catalog {
             .is_some_and(|k| k.state == DefinitionState::Approved)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn record_change(
         &self,
         upstream: &str,
@@ -180,17 +193,18 @@ impl Catalog {
         item: Value,
         p: String,
         state: DefinitionState,
+        all: &[CatalogDefinition],
+        others: &[String],
     ) -> Result<(), crate::store::StoreError> {
         let name = item
             .get(kind.id_member())
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let all = self.store.definitions(None).await?;
-        let others = other_tools(&all, upstream);
         let existing = all
-            .into_iter()
-            .find(|d| d.upstream == upstream && d.kind == kind.as_str() && d.name == name);
+            .iter()
+            .find(|d| d.upstream == upstream && d.kind == kind.as_str() && d.name == name)
+            .cloned();
         let row = describe(
             &self.scanner,
             upstream,
@@ -199,7 +213,7 @@ impl Catalog {
             p,
             state,
             existing,
-            &others,
+            others,
         );
         self.store.put_definition(&row).await?;
         let event = match state {
