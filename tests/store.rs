@@ -181,35 +181,60 @@ async fn sqlite_memory_store_works_with_its_single_connection() {
     exercise_api_keys(&store).await;
 }
 
-#[tokio::test]
-async fn postgres_store_migrates_persists_and_manages_api_keys() {
-    // Digits only: the name is put into DDL as is.
-    let schema = format!("gh_test_{}_{}", std::process::id(), now_secs());
-    let admin = sqlx::PgPool::connect(POSTGRES_URL)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("PostgreSQL must run on 127.0.0.1:5432 with a database `test` ({e})")
-        });
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let options = || {
+/// A fresh PostgreSQL schema for one test (the store's tables land there), dropped at the end.
+struct PgSchema {
+    admin: sqlx::PgPool,
+    name: String,
+}
+
+impl PgSchema {
+    /// `prefix` plus digits only: the name is put into DDL as is.
+    async fn create(prefix: &str) -> PgSchema {
+        let name = format!("{prefix}_{}_{}", std::process::id(), now_secs());
+        let admin = sqlx::PgPool::connect(POSTGRES_URL)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL must run on 127.0.0.1:5432 with a database `test` ({e})")
+            });
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        PgSchema { admin, name }
+    }
+
+    fn options(&self) -> PgConnectOptions {
         PgConnectOptions::from_str(POSTGRES_URL)
             .unwrap()
-            .options([("search_path", schema.as_str())])
-    };
-    let store = Store::open_postgres(options(), 4, "test").await.unwrap();
+            .options([("search_path", self.name.as_str())])
+    }
+
+    async fn drop(self) {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA {} CASCADE",
+            self.name
+        )))
+        .execute(&self.admin)
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn postgres_store_migrates_persists_and_manages_api_keys() {
+    let schema = PgSchema::create("gh_test").await;
+    let store = Store::open_postgres(schema.options(), 4, "test")
+        .await
+        .unwrap();
     assert_eq!(store.kind(), "postgres");
     exercise_api_keys(&store).await;
     store.close().await;
-    let again = Store::open_postgres(options(), 4, "test").await.unwrap();
-    assert_eq!(again.list_api_keys().await.unwrap().len(), 2);
-    again.close().await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&admin)
+    let again = Store::open_postgres(schema.options(), 4, "test")
         .await
         .unwrap();
+    assert_eq!(again.list_api_keys().await.unwrap().len(), 2);
+    again.close().await;
+    schema.drop().await;
 }
 
 #[tokio::test]
@@ -237,12 +262,9 @@ async fn bad_store_urls_are_explained_without_their_password() {
 
 /// Users' connections to upstreams, and their tokens sealed at rest.
 mod upstream_connections {
-    use super::POSTGRES_URL;
     use gatehouse::config::Secret;
     use gatehouse::credentials::sealed::TokenSealer;
-    use gatehouse::store::{Store, StoredConnection, now_secs};
-    use sqlx::postgres::PgConnectOptions;
-    use std::str::FromStr;
+    use gatehouse::store::{Store, StoredConnection};
 
     const ACCESS_TOKEN: &str = "gho_PlainAccessToken4a7f2c9e1d";
     const REFRESH_TOKEN: &str = "ghr_PlainRefreshToken8b3e6d0f5a";
@@ -463,28 +485,17 @@ mod upstream_connections {
 
     #[tokio::test]
     async fn postgres_store_keeps_connections() {
-        // Digits only besides the prefix: the name is put into DDL as is.
-        let schema = format!("gh_test_conn_{}_{}", std::process::id(), now_secs());
-        let admin = sqlx::PgPool::connect(POSTGRES_URL)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("PostgreSQL must run on 127.0.0.1:5432 with a database `test` ({e})")
-            });
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-            .execute(&admin)
+        let schema = super::PgSchema::create("gh_test_conn").await;
+        let store = Store::open_postgres(schema.options(), 4, "test")
             .await
             .unwrap();
-        let options = || {
-            PgConnectOptions::from_str(POSTGRES_URL)
-                .unwrap()
-                .options([("search_path", schema.as_str())])
-        };
-        let store = Store::open_postgres(options(), 4, "test").await.unwrap();
         exercise_connections(&store).await;
         store_sealed_tokens(&store, &sealer(&[("k1", 1)])).await;
         store.close().await;
         // The rows persist across a reopen.
-        let again = Store::open_postgres(options(), 4, "test").await.unwrap();
+        let again = Store::open_postgres(schema.options(), 4, "test")
+            .await
+            .unwrap();
         let row = again.connection("u9", "github").await.unwrap().unwrap();
         assert_eq!(
             sealer_rotated()
@@ -494,9 +505,6 @@ mod upstream_connections {
         );
         assert_eq!(again.connections("u1").await.unwrap().len(), 1);
         again.close().await;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-            .execute(&admin)
-            .await
-            .unwrap();
+        schema.drop().await;
     }
 }

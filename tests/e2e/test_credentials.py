@@ -26,12 +26,15 @@ def upstream_authorization(session: RawSession) -> str:
     return json.loads(text).get("authorization", "")
 
 
-def protected_gateway(issuer: str, fixture_url: str, upstream_auth: str) -> str:
-    return f"""auth:
+def open_gateway(fixture_url: str, upstream_auth: str, issuer: str | None = None) -> str:
+    """One virtual server over the fixture with `upstream_auth`; protected by `issuer` if given."""
+    auth = f"""auth:
   issuers:
     idp: {{ issuer: "{issuer}", algorithms: [ES256] }}
-servers:
-  - {{ name: main, path: /mcp, upstreams: [fx], auth: {{ scopes: [mcp:tools] }} }}
+""" if issuer else ""
+    server_auth = ", auth: { scopes: [mcp:tools] }" if issuer else ""
+    return f"""{auth}servers:
+  - {{ name: main, path: /mcp, upstreams: [fx]{server_auth} }}
 upstreams:
   fx:
     kind: http
@@ -41,16 +44,8 @@ upstreams:
 """
 
 
-def open_gateway(fixture_url: str, upstream_auth: str) -> str:
-    return f"""servers:
-  - {{ name: main, path: /mcp, upstreams: [fx] }}
-upstreams:
-  fx:
-    kind: http
-    url: "{fixture_url}"
-    protocol: "{PROTOCOL}"
-    auth: {upstream_auth}
-"""
+def protected_gateway(issuer: str, fixture_url: str, upstream_auth: str) -> str:
+    return open_gateway(fixture_url, upstream_auth, issuer)
 
 
 def test_a_static_secret_comes_from_the_environment(start_gateway, fixture_http):
