@@ -38,6 +38,8 @@ pub struct Runtime {
     pub consent: Option<Arc<ConsentService>>,
     /// Approved definitions, when the configuration has a catalog.
     pub catalog: Option<Arc<Catalog>>,
+    /// Who may use the admin API, when it is on.
+    pub admin_guard: Option<Arc<ServerGuard>>,
 }
 
 impl Runtime {
@@ -47,6 +49,7 @@ impl Runtime {
         config: Config,
         previous: Option<&Runtime>,
         store: Option<&Store>,
+        auditor: Option<&Arc<crate::audit::Auditor>>,
     ) -> Result<Runtime, String> {
         let consent = match (&config.consent, previous) {
             // Flows in progress survive a reload that leaves the block unchanged.
@@ -66,6 +69,7 @@ impl Runtime {
             (Some(c), _) => Some(Catalog::start(
                 store.ok_or("the catalog needs the store")?.clone(),
                 c,
+                auditor.cloned(),
             )?),
             (None, _) => None,
         };
@@ -129,6 +133,21 @@ impl Runtime {
                 ))
             })
             .collect();
+        let admin_guard = config.admin.as_ref().map(|a| {
+            let resource = a
+                .auth
+                .resource
+                .clone()
+                .unwrap_or_else(|| format!("{}/admin", config.public_base()));
+            Arc::new(ServerGuard::for_resource(
+                &config,
+                "Gatehouse admin API",
+                "/admin",
+                &a.auth,
+                resource,
+                auth.clone(),
+            ))
+        });
         let mut policies = HashMap::new();
         for s in &config.servers {
             let compiled = match &s.policy {
@@ -148,6 +167,7 @@ impl Runtime {
             policies,
             consent,
             catalog,
+            admin_guard,
         })
     }
 }
@@ -204,8 +224,8 @@ impl Gateway {
             .and_then(std::path::Path::parent)
             .unwrap_or(std::path::Path::new("."));
         let auditor = crate::audit::Auditor::start(&config.audit, store.clone(), base_dir);
-        let runtime = Runtime::build(config, None, store.as_ref())?;
-        Ok(Arc::new(Gateway {
+        let runtime = Runtime::build(config, None, store.as_ref(), auditor.as_ref())?;
+        let gateway = Arc::new(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             sealer: ArcSwap::from_pointee(sealer),
             sessions,
@@ -214,7 +234,9 @@ impl Gateway {
             store,
             default_public_url,
             auditor,
-        }))
+        });
+        tokio::spawn(recheck_catalog(Arc::downgrade(&gateway)));
+        Ok(gateway)
     }
 
     /// The runtime requests should use now. Requests keep the one they started with.
@@ -249,7 +271,12 @@ impl Gateway {
         if config.store != old.config.store {
             tracing::warn!("`store` changed; it takes effect only after a restart");
         }
-        let runtime = Runtime::build(config, Some(&old), self.store.as_ref())?;
+        let runtime = Runtime::build(
+            config,
+            Some(&old),
+            self.store.as_ref(),
+            self.auditor.as_ref(),
+        )?;
         self.runtime.store(Arc::new(runtime));
         if keys_changed {
             self.sealer.store(Arc::new(sealer));
@@ -272,6 +299,52 @@ impl Gateway {
         futures_util::future::join_all(rt.upstreams.values().map(|u| u.shutdown())).await;
         if let Some(a) = &self.auditor {
             a.close().await;
+        }
+    }
+}
+
+/// Lists every upstream under review every `catalog.recheck`, so that a definition changed
+/// behind the gateway's back is quarantined even if no client lists before calling it.
+async fn recheck_catalog(gateway: std::sync::Weak<Gateway>) {
+    loop {
+        let period = match gateway.upgrade() {
+            Some(g) => g
+                .runtime()
+                .config
+                .catalog
+                .as_ref()
+                .map(|c| c.recheck.0)
+                .filter(|p| !p.is_zero()),
+            None => return,
+        };
+        // With no catalog (or rechecks off) look again later: a reload may turn them on.
+        tokio::time::sleep(period.unwrap_or(std::time::Duration::from_secs(30))).await;
+        if period.is_none() {
+            continue;
+        }
+        let Some(g) = gateway.upgrade() else { return };
+        let rt = g.runtime();
+        drop(g);
+        let Some(catalog) = rt.catalog.clone() else {
+            continue;
+        };
+        for (name, cfg) in &rt.config.upstreams {
+            if catalog.is_trusted(name) || cfg.auth.as_ref().is_some_and(|a| a.is_per_user()) {
+                continue;
+            }
+            let Some(client) = rt.upstreams.get(name) else {
+                continue;
+            };
+            match crate::catalog::lister::list_everything(client).await {
+                Ok(lists) => {
+                    for (kind, items) in lists {
+                        catalog.admit(name, kind, items, true);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(upstream = %name, error = %e, "catalog: cannot re-check the upstream's definitions");
+                }
+            }
         }
     }
 }

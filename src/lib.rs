@@ -4,6 +4,7 @@
 //! [`federation`] (virtual servers) → [`upstream`] (MCP servers). [`protocol`] holds the wire
 //! format, [`config`] the YAML model, [`gateway`] ties a configuration to a running state.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod catalog;

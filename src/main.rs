@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use gatehouse::config::Config;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -250,8 +250,11 @@ fn main() -> ExitCode {
                 eprintln!("gatehouse catalog: --config FILE (or GATEHOUSE_CONFIG) is required");
                 return ExitCode::from(2);
             };
-            with_store("catalog", &path, |config, store| {
-                Box::pin(gatehouse::commands::catalog::run(config, store, action))
+            let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+            with_store("catalog", &path, move |config, store| {
+                Box::pin(async move {
+                    gatehouse::commands::catalog::run(config, &dir, store, action).await
+                })
             })
         }
         Command::Serve { config: path } => {

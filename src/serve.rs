@@ -37,10 +37,11 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     )
     .map_err(anyhow::Error::msg)?;
     let ready = Arc::new(AtomicBool::new(true));
-    let app = router(AppState {
+    let state = AppState {
         gateway: gateway.clone(),
         ready: ready.clone(),
-    });
+    };
+    let app = router(state.clone()).merge(crate::admin::router(state));
     tracing::info!(%addr, "gatehouse listening");
     // One machine-readable line on stdout, so that scripts and tests can find the port.
     println!("gatehouse listening on http://{addr}");

@@ -2,7 +2,7 @@
 //! how it says so (RFC 9728 metadata and RFC 6750 challenges).
 
 use super::{AuthError, Authenticator, CredentialKind, Principal};
-use crate::config::{Config, ScopeRule, VirtualServer};
+use crate::config::{Config, ScopeRule, ServerAuth, VirtualServer};
 use bytes::Bytes;
 use http::HeaderMap;
 use std::collections::HashMap;
@@ -36,7 +36,26 @@ impl ServerGuard {
         auth: Arc<Authenticator>,
     ) -> Option<ServerGuard> {
         let sa = server.auth.as_ref()?;
-        let resource = config.resource_uri(server);
+        Some(Self::for_resource(
+            config,
+            &server.name,
+            &server.path,
+            sa,
+            config.resource_uri(server),
+            auth,
+        ))
+    }
+
+    /// The guard of any protected path (a virtual server, or the admin API) with its
+    /// canonical resource URI.
+    pub fn for_resource(
+        config: &Config,
+        name: &str,
+        path: &str,
+        sa: &ServerAuth,
+        resource: String,
+        auth: Arc<Authenticator>,
+    ) -> ServerGuard {
         let names: Vec<&String> = if sa.issuers.is_empty() {
             config.auth.issuers.keys().collect()
         } else {
@@ -62,19 +81,19 @@ impl ServerGuard {
             "authorization_servers": authorization_servers,
             "scopes_supported": supported,
             "bearer_methods_supported": ["header"],
-            "resource_name": server.name,
+            "resource_name": name,
         });
-        Some(ServerGuard {
+        ServerGuard {
             auth,
-            server_path: server.path.clone(),
-            metadata_url: format!("{}{METADATA_PREFIX}{}", config.public_base(), server.path),
+            server_path: path.to_owned(),
+            metadata_url: format!("{}{METADATA_PREFIX}{}", config.public_base(), path),
             resource,
             accepted,
             scopes: sa.scopes.clone(),
             rules: sa.require.clone(),
             api_keys: sa.api_keys,
             metadata: Bytes::from(serde_json::to_vec(&metadata).expect("metadata serializes")),
-        })
+        }
     }
 
     /// The canonical resource URI.

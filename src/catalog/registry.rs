@@ -5,7 +5,8 @@
 
 use super::pin::{DefinitionKind, pin};
 use super::scan::{Scanner, worst};
-use crate::store::{AuditRecord, CatalogDefinition, DefinitionState, Store};
+use crate::audit::Auditor;
+use crate::store::{AuditRecord, CatalogDefinition, DefinitionState, Store, UpstreamState};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, Weak};
@@ -23,12 +24,35 @@ struct Known {
     seen_pin: String,
 }
 
-/// Decisions about upstream definitions, enforced on listings and calls.
+/// What one listing changed, recorded after the listing is answered.
+enum Change {
+    /// New or different from what was approved: held back in `state`.
+    Held(Value, String, DefinitionState),
+    /// No longer offered.
+    Removed(String),
+    /// Offered again, exactly as approved.
+    Restored(String),
+}
+
+impl Change {
+    fn event(&self) -> &'static str {
+        match self {
+            Change::Held(_, _, DefinitionState::Quarantined) => "quarantine",
+            Change::Held(..) => "hold",
+            Change::Removed(_) => "remove",
+            Change::Restored(_) => "restore",
+        }
+    }
+}
+
+/// Decisions about upstreams and their definitions, enforced on listings and calls.
 pub struct Catalog {
     store: Store,
     scanner: Scanner,
     trusted: HashSet<String>,
     known: RwLock<HashMap<Key, Known>>,
+    upstreams: RwLock<HashMap<String, UpstreamState>>,
+    auditor: Option<Arc<Auditor>>,
 }
 
 fn kind_static(kind: &str) -> &'static str {
@@ -37,13 +61,19 @@ fn kind_static(kind: &str) -> &'static str {
 
 impl Catalog {
     /// Loads the decisions (waiting for the store once) and keeps them fresh in the
-    /// background. Needs the multi-threaded runtime.
-    pub fn start(store: Store, cfg: &crate::config::CatalogConfig) -> Result<Arc<Self>, String> {
+    /// background. Events go to `auditor`. Needs the multi-threaded runtime.
+    pub fn start(
+        store: Store,
+        cfg: &crate::config::CatalogConfig,
+        auditor: Option<Arc<Auditor>>,
+    ) -> Result<Arc<Self>, String> {
         let catalog = Arc::new(Catalog {
             store,
             scanner: Scanner::new(&cfg.rules)?,
             trusted: cfg.trusted.iter().cloned().collect(),
             known: RwLock::new(HashMap::new()),
+            upstreams: RwLock::new(HashMap::new()),
+            auditor,
         });
         let first = catalog.clone();
         tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(first.refresh()))
@@ -61,8 +91,14 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// Re-reads the decisions now (after this process made one), instead of within 2 s.
+    pub async fn reload_decisions(&self) -> Result<(), crate::store::StoreError> {
+        self.refresh().await
+    }
+
     async fn refresh(&self) -> Result<(), crate::store::StoreError> {
         let rows = self.store.definitions(None).await?;
+        let upstreams = self.store.catalog_upstreams().await?;
         let mut known = HashMap::with_capacity(rows.len());
         for r in rows {
             known.insert(
@@ -75,6 +111,10 @@ impl Catalog {
             );
         }
         *self.known.write().expect("catalog lock") = known;
+        *self.upstreams.write().expect("catalog lock") = upstreams
+            .into_iter()
+            .map(|u| (u.upstream, u.state))
+            .collect();
         Ok(())
     }
 
@@ -83,39 +123,65 @@ impl Catalog {
         self.trusted.contains(upstream)
     }
 
+    /// Whether `upstream` as a whole may be used (trusted, or approved in the catalog).
+    pub fn upstream_served(&self, upstream: &str) -> bool {
+        self.is_trusted(upstream)
+            || self.upstreams.read().expect("catalog lock").get(upstream)
+                == Some(&UpstreamState::Approved)
+    }
+
     /// The items of one upstream's listing that clients may see. New and changed definitions
-    /// are held back, recorded and audited.
+    /// are held back, recorded and audited. `complete` says the listing is the upstream's whole
+    /// list (one page, no cursor): definitions missing from it are recorded as removed.
     pub fn admit(
         self: &Arc<Self>,
         upstream: &str,
         kind: DefinitionKind,
         items: Vec<Value>,
+        complete: bool,
     ) -> Vec<Value> {
         if self.is_trusted(upstream) {
             return items;
         }
+        let serve = self.upstream_served(upstream);
         let mut served = Vec::with_capacity(items.len());
-        let mut changed = Vec::new();
+        let mut changes = Vec::new();
         {
             let mut known = self.known.write().expect("catalog lock");
+            let mut listed = HashSet::with_capacity(items.len());
             for item in items {
                 let Some(name) = item.get(kind.id_member()).and_then(Value::as_str) else {
                     continue;
                 };
                 let p = pin(kind, &item);
                 let key = (upstream.to_owned(), kind.as_str(), name.to_owned());
-                let entry = known.get(&key).cloned();
-                match &entry {
-                    Some(k)
-                        if k.state == DefinitionState::Approved
-                            && k.approved_pin.as_deref() == Some(&p) =>
-                    {
-                        served.push(item);
+                if complete {
+                    listed.insert(name.to_owned());
+                }
+                let entry = known.get_mut(&key);
+                let as_approved = entry
+                    .as_ref()
+                    .is_some_and(|k| k.approved_pin.as_deref() == Some(&p));
+                match entry {
+                    Some(k) if as_approved && k.state == DefinitionState::Approved => {
+                        if serve {
+                            served.push(item);
+                        }
                         continue;
                     }
-                    Some(k) if k.seen_pin == p => continue,
+                    Some(k) if as_approved && k.state == DefinitionState::Removed => {
+                        k.state = DefinitionState::Approved;
+                        k.seen_pin = p;
+                        changes.push(Change::Restored(name.to_owned()));
+                        if serve {
+                            served.push(item);
+                        }
+                        continue;
+                    }
+                    Some(k) if k.seen_pin == p && k.state != DefinitionState::Removed => continue,
                     _ => {}
                 }
+                let entry = known.get(&key).cloned();
                 let state = match &entry {
                     Some(k) if k.approved_pin.is_some() => DefinitionState::Quarantined,
                     Some(k) if k.state == DefinitionState::Rejected => DefinitionState::Rejected,
@@ -125,45 +191,47 @@ impl Catalog {
                     key,
                     Known {
                         state,
-                        approved_pin: entry.as_ref().and_then(|k| k.approved_pin.clone()),
+                        approved_pin: entry.and_then(|k| k.approved_pin),
                         seen_pin: p.clone(),
                     },
                 );
-                changed.push((item, p, state));
+                changes.push(Change::Held(item, p, state));
+            }
+            if complete {
+                for ((u, k, name), entry) in known.iter_mut() {
+                    if u == upstream
+                        && *k == kind.as_str()
+                        && entry.state != DefinitionState::Removed
+                        && !listed.contains(name)
+                    {
+                        entry.state = DefinitionState::Removed;
+                        changes.push(Change::Removed(name.clone()));
+                    }
+                }
             }
         }
-        if !changed.is_empty() {
+        if !changes.is_empty() {
             let me = self.clone();
             let upstream = upstream.to_owned();
             tokio::spawn(async move {
-                // One read of what is recorded serves the whole batch.
-                let all = match me.store.definitions(None).await {
-                    Ok(all) => all,
-                    Err(e) => {
-                        tracing::warn!(%upstream, error = %e, "catalog: cannot record definitions");
-                        return;
-                    }
-                };
-                let others = other_tools(&all, &upstream);
-                for (item, p, state) in changed {
-                    let recorded = me
-                        .record_change(&upstream, kind, item, p, state, &all, &others)
-                        .await;
-                    if let Err(e) = recorded {
-                        tracing::warn!(%upstream, error = %e, "catalog: cannot record a definition");
-                    }
+                if let Err(e) = me.record_changes(&upstream, kind, changes).await {
+                    tracing::warn!(%upstream, error = %e, "catalog: cannot record definitions");
                 }
             });
         }
         served
     }
 
-    /// The approved definitions of one kind at `upstream`, as approved (for discovery).
+    /// The approved definitions of one kind at `upstream`, as approved (for discovery); none
+    /// while the upstream itself is not approved.
     pub async fn approved(
         &self,
         upstream: &str,
         kind: DefinitionKind,
     ) -> Result<Vec<Value>, crate::store::StoreError> {
+        if !self.upstream_served(upstream) {
+            return Ok(Vec::new());
+        }
         Ok(self
             .store
             .definitions(Some(upstream))
@@ -174,57 +242,96 @@ impl Catalog {
             .collect())
     }
 
-    /// Whether a call to `name` may go through.
+    /// Whether a call to `name` (a resource's URI for resources) may go through. A resource
+    /// may also be read when an approved template of its upstream produces its URI.
     pub fn callable(&self, upstream: &str, kind: DefinitionKind, name: &str) -> bool {
         if self.is_trusted(upstream) {
             return true;
         }
+        if !self.upstream_served(upstream) {
+            return false;
+        }
         let known = self.known.read().expect("catalog lock");
-        known
+        let approved = |k: &Known| k.state == DefinitionState::Approved;
+        if known
             .get(&(upstream.to_owned(), kind.as_str(), name.to_owned()))
-            .is_some_and(|k| k.state == DefinitionState::Approved)
+            .is_some_and(approved)
+        {
+            return true;
+        }
+        kind == DefinitionKind::Resource
+            && known.iter().any(|((u, k, template), entry)| {
+                u == upstream
+                    && *k == DefinitionKind::ResourceTemplate.as_str()
+                    && approved(entry)
+                    && super::template::matches(template, name)
+            })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn record_change(
+    async fn record_changes(
         &self,
         upstream: &str,
         kind: DefinitionKind,
-        item: Value,
-        p: String,
-        state: DefinitionState,
-        all: &[CatalogDefinition],
-        others: &[String],
+        changes: Vec<Change>,
     ) -> Result<(), crate::store::StoreError> {
-        let name = item
-            .get(kind.id_member())
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let existing = all
-            .iter()
-            .find(|d| d.upstream == upstream && d.kind == kind.as_str() && d.name == name)
-            .cloned();
-        let row = describe(
-            &self.scanner,
-            upstream,
-            kind,
-            &item,
-            p,
-            state,
-            existing,
-            others,
-        );
-        self.store.put_definition(&row).await?;
-        let event = match state {
-            DefinitionState::Quarantined => "quarantine",
-            _ => "hold",
+        // One read of what is recorded serves the whole batch.
+        let all = self.store.definitions(None).await?;
+        let others = other_tools(&all, upstream);
+        let existing = |name: &str| {
+            all.iter()
+                .find(|d| d.upstream == upstream && d.kind == kind.as_str() && d.name == name)
+                .cloned()
         };
-        tracing::warn!(%upstream, kind = kind.as_str(), %name, state = state.as_str(), worst = ?row.worst, "catalog: a definition is held back until it is approved");
-        crate::telemetry::metrics::METRICS.catalog_event(upstream, event);
-        self.store
-            .insert_audit(&[catalog_audit(upstream, kind, &name, event, None)])
-            .await
+        let mut audit = Vec::with_capacity(changes.len());
+        for change in changes {
+            let event = change.event();
+            let (name, row) = match change {
+                Change::Held(item, p, state) => {
+                    let name = item
+                        .get(kind.id_member())
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let before = existing(&name);
+                    let row = describe(
+                        &self.scanner,
+                        upstream,
+                        kind,
+                        &item,
+                        p,
+                        state,
+                        before,
+                        &others,
+                    );
+                    tracing::warn!(%upstream, kind = kind.as_str(), %name, state = state.as_str(), worst = ?row.worst, "catalog: a definition is held back until it is approved");
+                    (name, Some(row))
+                }
+                Change::Removed(name) | Change::Restored(name) => {
+                    let row = existing(&name).map(|mut d| {
+                        d.state = if event == "remove" {
+                            DefinitionState::Removed
+                        } else {
+                            DefinitionState::Approved
+                        };
+                        d.updated_at_ms = crate::audit::now_ms();
+                        d
+                    });
+                    tracing::info!(%upstream, kind = kind.as_str(), %name, event, "catalog: a definition is no longer offered, or offered again as approved");
+                    (name, row)
+                }
+            };
+            if let Some(row) = row {
+                self.store.put_definition(&row).await?;
+            }
+            crate::telemetry::metrics::METRICS.catalog_event(upstream, event);
+            audit.push(catalog_audit(upstream, kind.as_str(), &name, event, None));
+        }
+        if let Some(auditor) = &self.auditor {
+            for record in audit {
+                auditor.submit(record);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -275,10 +382,11 @@ pub fn other_tools(all: &[CatalogDefinition], upstream: &str) -> Vec<String> {
         .collect()
 }
 
-/// An audit record for a catalog event (`hold`, `quarantine`, `approve`, `reject`).
+/// An audit record for a catalog event (`hold`, `quarantine`, `remove`, `approve`, …) about a
+/// definition (`kind` is its kind) or the whole upstream (`kind` is `upstream`).
 pub fn catalog_audit(
     upstream: &str,
-    kind: DefinitionKind,
+    kind: &str,
     name: &str,
     event: &str,
     by: Option<&str>,
@@ -289,7 +397,7 @@ pub fn catalog_audit(
         server: String::new(),
         upstream: Some(upstream.to_owned()),
         method: format!("catalog/{event}"),
-        target: Some(format!("{}:{name}", kind.as_str())),
+        target: Some(format!("{kind}:{name}")),
         subject: by.map(str::to_owned),
         issuer: None,
         client_id: None,

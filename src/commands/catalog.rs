@@ -1,25 +1,25 @@
-//! `gatehouse catalog add|list|show|approve|reject|diff`: registering upstreams and deciding
-//! which of their definitions clients get.
+//! `gatehouse catalog add|list|show|approve|reject|quarantine|retire|diff`: registering
+//! upstreams and deciding which of them, and which of their definitions, clients get.
 
-use crate::catalog::pin::{DefinitionKind, pin};
-use crate::catalog::registry::{catalog_audit, describe, other_tools};
-use crate::catalog::scan::Scanner;
+use crate::catalog::review::{self, Decision, Reviewed};
 use crate::config::Config;
-use crate::protocol::{Message, RequestId};
-use crate::store::{CatalogDefinition, DefinitionState, Store};
-use crate::upstream::{ClientIdentity, Delivery, Frame, UpstreamClient};
-use serde_json::{Map, Value};
-use std::sync::Arc;
+use crate::store::{CatalogDefinition, Store};
+use serde_json::Value;
+use std::path::Path;
 
 /// What to do.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum CatalogAction {
-    /// Connect to an upstream, list its definitions, scan them and record them (new ones pending).
+    /// Register an upstream: connect, list its definitions, scan and record them (new ones
+    /// pending; the upstream itself pending until approved).
     Add {
         /// The upstream's name in the configuration.
         upstream: String,
+        /// Who registers it (recorded in the catalog and the audit trail).
+        #[arg(long)]
+        by: Option<String>,
     },
-    /// One line per recorded definition.
+    /// The upstreams and their states, then one line per recorded definition.
     List {
         /// Only this upstream.
         #[arg(long)]
@@ -30,7 +30,7 @@ pub enum CatalogAction {
         /// The upstream's name.
         upstream: String,
     },
-    /// Approve an upstream's definitions as they are now (or one of them).
+    /// Approve an upstream and its definitions as they are now (or one definition).
     Approve {
         /// The upstream's name.
         upstream: String,
@@ -44,7 +44,7 @@ pub enum CatalogAction {
         #[arg(long)]
         accept_findings: bool,
     },
-    /// Reject an upstream's definitions (or one of them): they stay hidden.
+    /// Reject an upstream (or one definition): it stays hidden.
     Reject {
         /// The upstream's name.
         upstream: String,
@@ -54,6 +54,34 @@ pub enum CatalogAction {
         /// Who decides.
         #[arg(long)]
         by: String,
+        /// Why (recorded with the decision).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Hold back an approved upstream (or one definition) until it is approved again.
+    Quarantine {
+        /// The upstream's name.
+        upstream: String,
+        /// Only this definition.
+        #[arg(long)]
+        name: Option<String>,
+        /// Who decides.
+        #[arg(long)]
+        by: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Withdraw an upstream from service; `add` registers it again.
+    Retire {
+        /// The upstream's name.
+        upstream: String,
+        /// Who decides.
+        #[arg(long)]
+        by: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// What changed in quarantined definitions: approved text, then current text.
     Diff {
@@ -62,152 +90,119 @@ pub enum CatalogAction {
     },
 }
 
-/// Runs one catalog command; returns what to print.
-pub async fn run(config: &Config, store: &Store, action: CatalogAction) -> Result<String, String> {
-    match action {
-        CatalogAction::Add { upstream } => add(config, store, &upstream).await,
-        CatalogAction::List { upstream } => list(store, upstream.as_deref()).await,
-        CatalogAction::Show { upstream } => {
-            let rows = rows(store, &upstream).await?;
-            let shown: Vec<Value> = rows.iter().map(show_row).collect();
-            Ok(serde_json::to_string_pretty(&shown).expect("JSON") + "\n")
+/// Runs one catalog command; returns what to print. Audit records go to the configured
+/// sinks (`config_dir` anchors a relative JSON-lines path).
+pub async fn run(
+    config: &Config,
+    config_dir: &Path,
+    store: &Store,
+    action: CatalogAction,
+) -> Result<String, String> {
+    let text = |e: review::ReviewError| match e {
+        review::ReviewError::RiskyFindings(_) => format!("{e} (--accept-findings)"),
+        e => e.to_string(),
+    };
+    let reviewed = match action {
+        CatalogAction::Add { upstream, by } => {
+            review::register(config, store, &upstream, by.as_deref())
+                .await
+                .map_err(text)?
         }
+        CatalogAction::List { upstream } => return list(store, upstream.as_deref()).await,
+        CatalogAction::Show { upstream } => {
+            let rows = review::recorded(store, &upstream).await.map_err(text)?;
+            let shown: Vec<Value> = rows.iter().map(review::definition_json).collect();
+            return Ok(serde_json::to_string_pretty(&shown).expect("JSON") + "\n");
+        }
+        CatalogAction::Diff { upstream } => return diff(store, &upstream).await,
         CatalogAction::Approve {
             upstream,
             name,
             by,
             accept_findings,
         } => {
-            decide(
-                store,
-                &upstream,
-                name.as_deref(),
-                &by,
-                Decision::Approve { accept_findings },
-            )
-            .await
+            let decision = Decision::Approve { accept_findings };
+            review::decide(store, &upstream, name.as_deref(), &by, None, decision)
+                .await
+                .map_err(text)?
         }
-        CatalogAction::Reject { upstream, name, by } => {
-            decide(store, &upstream, name.as_deref(), &by, Decision::Reject).await
-        }
-        CatalogAction::Diff { upstream } => diff(store, &upstream).await,
-    }
+        CatalogAction::Reject {
+            upstream,
+            name,
+            by,
+            reason,
+        } => review::decide(
+            store,
+            &upstream,
+            name.as_deref(),
+            &by,
+            reason.as_deref(),
+            Decision::Reject,
+        )
+        .await
+        .map_err(text)?,
+        CatalogAction::Quarantine {
+            upstream,
+            name,
+            by,
+            reason,
+        } => review::decide(
+            store,
+            &upstream,
+            name.as_deref(),
+            &by,
+            reason.as_deref(),
+            Decision::Quarantine,
+        )
+        .await
+        .map_err(text)?,
+        CatalogAction::Retire {
+            upstream,
+            by,
+            reason,
+        } => review::decide(
+            store,
+            &upstream,
+            None,
+            &by,
+            reason.as_deref(),
+            Decision::Retire,
+        )
+        .await
+        .map_err(text)?,
+    };
+    write_audit(config, config_dir, store, &reviewed).await;
+    Ok(summary(&reviewed))
 }
 
-async fn rows(store: &Store, upstream: &str) -> Result<Vec<CatalogDefinition>, String> {
-    let rows = store
-        .definitions(Some(upstream))
-        .await
-        .map_err(|e| e.to_string())?;
-    if rows.is_empty() {
-        return Err(format!(
-            "nothing is recorded for upstream {upstream:?}; run `gatehouse catalog add {upstream}` first"
+/// Writes the operation's audit records through the configured sinks, as a gateway would.
+async fn write_audit(config: &Config, config_dir: &Path, store: &Store, reviewed: &Reviewed) {
+    let Some(auditor) =
+        crate::audit::Auditor::start(&config.audit, Some(store.clone()), config_dir)
+    else {
+        return;
+    };
+    for record in &reviewed.audit {
+        auditor.submit(record.clone());
+    }
+    auditor.close().await;
+}
+
+fn summary(r: &Reviewed) -> String {
+    let mut out = String::new();
+    if let Some(u) = &r.upstream {
+        out.push_str(&format!("upstream {}: {}\n", u.upstream, u.state.as_str()));
+    }
+    for d in &r.definitions {
+        out.push_str(&line(d));
+    }
+    if !r.skipped.is_empty() {
+        out.push_str(&format!(
+            "left rejected (approve them by --name): {}\n",
+            r.skipped.join(", ")
         ));
     }
-    Ok(rows)
-}
-
-/// The lists an upstream is asked for, with what each holds.
-const LISTS: [(&str, &str, DefinitionKind); 4] = [
-    ("tools/list", "tools", DefinitionKind::Tool),
-    ("prompts/list", "prompts", DefinitionKind::Prompt),
-    ("resources/list", "resources", DefinitionKind::Resource),
-    (
-        "resources/templates/list",
-        "resourceTemplates",
-        DefinitionKind::ResourceTemplate,
-    ),
-];
-
-async fn add(config: &Config, store: &Store, name: &str) -> Result<String, String> {
-    let cfg = config.upstreams.get(name).ok_or_else(|| {
-        let known: Vec<_> = config.upstreams.keys().map(String::as_str).collect();
-        format!(
-            "no upstream {name:?} in the configuration (known: {})",
-            known.join(", ")
-        )
-    })?;
-    let client = Arc::new(UpstreamClient::new(name, cfg, &config.limits, None)?);
-    let (session, info) = client
-        .open(&ClientIdentity::gateway())
-        .await
-        .map_err(|e| e.to_string())?;
-    let scanner = Scanner::new(&config.catalog.clone().unwrap_or_default().rules)?;
-    let all = store.definitions(None).await.map_err(|e| e.to_string())?;
-    let others = other_tools(&all, name);
-    let existing: Vec<CatalogDefinition> = all.into_iter().filter(|d| d.upstream == name).collect();
-    let mut out = String::new();
-    let mut seen = 0;
-    for (method, key, kind) in LISTS {
-        let capability = match kind {
-            DefinitionKind::Tool => "tools",
-            DefinitionKind::Prompt => "prompts",
-            _ => "resources",
-        };
-        if info.capabilities.get(capability).is_none() {
-            continue;
-        }
-        let mut cursor: Option<String> = None;
-        loop {
-            let params = cursor
-                .as_ref()
-                .map(|c| crate::protocol::jsonrpc::to_raw(&serde_json::json!({ "cursor": c })));
-            let request = Message::request(RequestId::Number(1), method, params);
-            let mut stream = client
-                .call(&session, request, Delivery::Whole)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut result: Option<Map<String, Value>> = None;
-            while let Some(frame) = stream.next().await {
-                match frame {
-                    Frame::Response(m) => {
-                        result = m.result.and_then(|r| serde_json::from_str(r.get()).ok());
-                        break;
-                    }
-                    Frame::Failed(e) => return Err(e.to_string()),
-                    _ => {}
-                }
-            }
-            let mut result = result.ok_or_else(|| format!("{method}: no usable answer"))?;
-            let items = match result.remove(key) {
-                Some(Value::Array(items)) => items,
-                _ => Vec::new(),
-            };
-            for item in items {
-                let p = pin(kind, &item);
-                let id = item
-                    .get(kind.id_member())
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let before = existing
-                    .iter()
-                    .find(|d| d.kind == kind.as_str() && d.name == id)
-                    .cloned();
-                let state = match &before {
-                    Some(b) if b.approved_pin.as_deref() == Some(&p) => b.state,
-                    Some(b) if b.approved_pin.is_some() => DefinitionState::Quarantined,
-                    Some(b) if b.state == DefinitionState::Rejected => DefinitionState::Rejected,
-                    _ => DefinitionState::Pending,
-                };
-                let row = describe(&scanner, name, kind, &item, p, state, before, &others);
-                store
-                    .put_definition(&row)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                out.push_str(&line(&row));
-                seen += 1;
-            }
-            cursor = result
-                .remove("nextCursor")
-                .and_then(|v| v.as_str().map(str::to_owned));
-            if cursor.is_none() {
-                break;
-            }
-        }
-    }
-    client.close(&session).await;
-    client.shutdown().await;
-    Ok(format!("{seen} definition(s) recorded for {name}\n{out}"))
+    out
 }
 
 fn line(d: &CatalogDefinition) -> String {
@@ -217,147 +212,55 @@ fn line(d: &CatalogDefinition) -> String {
         d.kind,
         d.name,
         d.worst.as_deref().unwrap_or("-"),
-        &d.pin[..12]
+        &d.pin[..12.min(d.pin.len())]
     )
 }
 
 async fn list(store: &Store, upstream: Option<&str>) -> Result<String, String> {
+    let upstreams = store.catalog_upstreams().await.map_err(|e| e.to_string())?;
     let rows = store
         .definitions(upstream)
         .await
         .map_err(|e| e.to_string())?;
-    let mut out = format!(
-        "{:<16} {:<12} {:<18} {:<40} {:<12} pin\n",
+    let mut out = format!("{:<16} {:<12} decided by\n", "upstream", "state");
+    for u in upstreams
+        .iter()
+        .filter(|u| upstream.is_none_or(|n| u.upstream == n))
+    {
+        out.push_str(&format!(
+            "{:<16} {:<12} {}\n",
+            u.upstream,
+            u.state.as_str(),
+            u.decided_by.as_deref().unwrap_or("-")
+        ));
+    }
+    out.push_str(&format!(
+        "\n{:<16} {:<12} {:<18} {:<40} {:<12} pin\n",
         "upstream", "state", "kind", "name", "worst"
-    );
+    ));
     for d in &rows {
         out.push_str(&format!("{:<16} {}", d.upstream, line(d)));
     }
     Ok(out)
 }
 
-fn show_row(d: &CatalogDefinition) -> Value {
-    serde_json::json!({
-        "upstream": d.upstream,
-        "kind": d.kind,
-        "name": d.name,
-        "state": d.state.as_str(),
-        "pin": d.pin,
-        "approved_pin": d.approved_pin,
-        "decided_by": d.decided_by,
-        "decided_at_ms": d.decided_at_ms,
-        "worst": d.worst,
-        "findings": serde_json::from_str::<Value>(&d.findings).unwrap_or(Value::Null),
-        "definition": serde_json::from_str::<Value>(&d.definition).unwrap_or(Value::Null),
-    })
-}
-
-enum Decision {
-    Approve { accept_findings: bool },
-    Reject,
-}
-
-async fn decide(
-    store: &Store,
-    upstream: &str,
-    name: Option<&str>,
-    by: &str,
-    decision: Decision,
-) -> Result<String, String> {
-    if by.trim().is_empty() {
-        return Err("--by must name who decides".into());
-    }
-    let rows: Vec<CatalogDefinition> = rows(store, upstream)
-        .await?
-        .into_iter()
-        .filter(|d| name.is_none_or(|n| d.name == n))
-        .filter(|d| d.state != DefinitionState::Removed)
-        .collect();
-    if rows.is_empty() {
-        return Err(format!(
-            "{upstream} has no definition named {:?}",
-            name.unwrap_or("")
-        ));
-    }
-    if let Decision::Approve {
-        accept_findings: false,
-    } = decision
-    {
-        let risky: Vec<String> = rows
-            .iter()
-            .filter(|d| matches!(d.worst.as_deref(), Some("high" | "critical")))
-            .map(|d| {
-                format!(
-                    "{} {} ({})",
-                    d.kind,
-                    d.name,
-                    d.worst.as_deref().unwrap_or("")
-                )
-            })
-            .collect();
-        if !risky.is_empty() {
-            return Err(format!(
-                "not approved: findings of high or critical severity in {}; read them with `gatehouse catalog show {upstream}` and add --accept-findings to approve anyway",
-                risky.join(", ")
-            ));
-        }
-    }
-    let now = crate::audit::now_ms();
-    let mut out = String::new();
-    for mut d in rows {
-        let (state, event) = match decision {
-            Decision::Approve { .. } => {
-                d.approved_pin = Some(d.pin.clone());
-                d.approved_definition = Some(d.definition.clone());
-                (DefinitionState::Approved, "approve")
-            }
-            Decision::Reject => (DefinitionState::Rejected, "reject"),
-        };
-        d.state = state;
-        d.decided_by = Some(by.to_owned());
-        d.decided_at_ms = Some(now);
-        d.updated_at_ms = now;
-        store.put_definition(&d).await.map_err(|e| e.to_string())?;
-        let kind = DefinitionKind::parse(&d.kind).unwrap_or(DefinitionKind::Tool);
-        store
-            .insert_audit(&[catalog_audit(upstream, kind, &d.name, event, Some(by))])
-            .await
-            .map_err(|e| e.to_string())?;
-        out.push_str(&line(&d));
-    }
-    Ok(out)
-}
-
 async fn diff(store: &Store, upstream: &str) -> Result<String, String> {
     let mut out = String::new();
-    for d in rows(store, upstream).await? {
-        if d.state != DefinitionState::Quarantined {
-            continue;
-        }
-        let pretty = |text: &str| {
-            serde_json::from_str::<Value>(text)
-                .map(|v| serde_json::to_string_pretty(&v).expect("JSON"))
-                .unwrap_or_else(|_| text.to_owned())
-        };
-        let old = pretty(d.approved_definition.as_deref().unwrap_or("{}"));
-        let new = pretty(&d.definition);
+    for d in review::drift(store, upstream)
+        .await
+        .map_err(|e| e.to_string())?
+    {
         out.push_str(&format!(
             "=== {} {} (approved by {})\n",
             d.kind,
             d.name,
-            d.decided_by.as_deref().unwrap_or("?")
+            d.approved_by.as_deref().unwrap_or("?")
         ));
-        let (old_lines, new_lines): (Vec<&str>, Vec<&str>) =
-            (old.lines().collect(), new.lines().collect());
-        for l in &old_lines {
-            if !new_lines.contains(l) {
-                out.push_str(&format!("- {l}\n"));
-            }
+        for l in &d.removed_lines {
+            out.push_str(&format!("- {l}\n"));
         }
-        for l in &new_lines {
-            if !old_lines.contains(l) {
-                out.push_str(&format!("+ {l}\n"));
-            }
+        for l in &d.added_lines {
+            out.push_str(&format!("+ {l}\n"));
         }
     }
     if out.is_empty() {

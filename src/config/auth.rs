@@ -216,6 +216,21 @@ pub(super) fn check(c: &super::Config, add: &mut dyn FnMut(String, String)) {
             check_server_auth(&format!("servers[{i}].auth"), sa, a, add);
         }
     }
+    if let Some(admin) = &c.admin {
+        check_server_auth("admin.auth", &admin.auth, a, add);
+        if !admin.auth.require.is_empty() {
+            add(
+                "admin.auth.require".into(),
+                "per-function scopes mean nothing for the admin API; use admin.auth.scopes".into(),
+            );
+        }
+        if admin.subjects.is_empty() && admin.groups.is_empty() && admin.roles.is_empty() {
+            add(
+                "admin".into(),
+                "name the administrators: at least one of subjects, groups or roles".into(),
+            );
+        }
+    }
     match c.store.url.resolve() {
         Err(e) => add("store.url".into(), e),
         Ok(url) => {

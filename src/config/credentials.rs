@@ -219,6 +219,19 @@ impl OAuthClient {
 }
 
 /// Checks an `auth` block; `add(field suffix, message)` records a problem.
+impl UpstreamAuth {
+    /// Whether the credential depends on the user making the call (so the gateway cannot
+    /// reach the upstream on its own).
+    pub fn is_per_user(&self) -> bool {
+        matches!(
+            self,
+            UpstreamAuth::TokenExchange { .. }
+                | UpstreamAuth::IdJag { .. }
+                | UpstreamAuth::UserOauth { .. }
+        )
+    }
+}
+
 pub fn check(auth: &UpstreamAuth, is_http: bool, add: &mut dyn FnMut(String, String)) {
     let secret = secret_source;
     match auth {

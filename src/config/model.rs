@@ -46,6 +46,9 @@ pub struct Config {
     /// The catalog of approved definitions; absent: every upstream is served as it is.
     #[serde(default)]
     pub catalog: Option<CatalogConfig>,
+    /// The admin API (`/admin/`): who may use it. Absent: the API is off.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
     /// How users connect their own accounts for `user_oauth` upstreams.
     #[serde(default)]
     pub consent: Option<super::credentials::ConsentConfig>,
@@ -354,7 +357,7 @@ impl Config {
 }
 
 /// `catalog`: upstream definitions are served only once approved (and as approved).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogConfig {
     /// Upstreams served without review (their definitions are still recorded by `catalog add`).
@@ -363,4 +366,51 @@ pub struct CatalogConfig {
     /// Extra scanner rules.
     #[serde(default)]
     pub rules: Vec<crate::catalog::scan::CustomRule>,
+    /// How often the gateway lists every upstream itself to notice drift even when no client
+    /// lists (`0s`: only clients' listings are compared). Upstreams whose credentials are
+    /// per user cannot be listed by the gateway alone and are left to clients' listings.
+    #[serde(default = "default_recheck")]
+    pub recheck: HumanDuration,
+}
+
+fn default_recheck() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig {
+            trusted: Vec::new(),
+            rules: Vec::new(),
+            recheck: default_recheck(),
+        }
+    }
+}
+
+/// `admin`: the HTTP admin API, for callers authenticated like a protected virtual server
+/// and named here (by subject, group or role).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Whose tokens are accepted, and which scopes every admin request needs; the resource is
+    /// `public_url` followed by `/admin` unless set.
+    pub auth: ServerAuth,
+    /// Subjects allowed to administer.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Members of these groups may administer.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Holders of these roles may administer.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+impl AdminConfig {
+    /// Whether `principal` is one of the administrators.
+    pub fn allows(&self, principal: &crate::auth::Principal) -> bool {
+        self.subjects.iter().any(|s| s == principal.subject())
+            || principal.groups().iter().any(|g| self.groups.contains(g))
+            || principal.roles().iter().any(|r| self.roles.contains(r))
+    }
 }

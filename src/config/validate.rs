@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 
 /// Paths the gateway serves itself; a virtual server may not take them.
-const RESERVED_PATHS: [&str; 7] = [
+const RESERVED_PATHS: [&str; 9] = [
     "/healthz",
     "/readyz",
     "/metrics",
@@ -15,6 +15,8 @@ const RESERVED_PATHS: [&str; 7] = [
     "/connect",
     "/connections",
     "/v0",
+    "/admin",
+    "/oauth",
 ];
 
 /// Headers the gateway manages on upstream requests; configuring them would break the transport.

@@ -17,10 +17,17 @@ pub async fn root(State(state): State<AppState>) -> Response {
     }
 }
 
-/// `/.well-known/oauth-protected-resource/<path>`: the metadata of the server at `/<path>`.
+/// `/.well-known/oauth-protected-resource/<path>`: the metadata of the server at `/<path>`
+/// (or of the admin API at `/admin`).
 pub async fn for_path(State(state): State<AppState>, Path(path): Path<String>) -> Response {
     let rt = state.gateway.runtime();
-    match rt.guards.get(&format!("/{path}")) {
+    let path = format!("/{path}");
+    let guard = match rt.guards.get(&path) {
+        Some(g) => Some(g),
+        None if path == "/admin" => rt.admin_guard.as_ref(),
+        None => None,
+    };
+    match guard {
         Some(g) => document(g.metadata_document()),
         None => HttpError::NoSuchEndpoint.into_response(),
     }

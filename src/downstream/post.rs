@@ -505,7 +505,7 @@ fn answer_cacheable(
     answered(ticket, msg)
 }
 
-/// A tool or prompt the catalog holds back answers like one no upstream offers.
+/// A tool, prompt or resource the catalog holds back answers like one no upstream offers.
 fn catalog_refusal(
     server: &VirtualServer,
     upstream: &str,
@@ -517,6 +517,7 @@ fn catalog_refusal(
     let (kind, label) = match routed.method() {
         "tools/call" => (DefinitionKind::Tool, "tool"),
         "prompts/get" => (DefinitionKind::Prompt, "prompt"),
+        "resources/read" => (DefinitionKind::Resource, "resource"),
         _ => return None,
     };
     let name = CallTarget::of(routed).name?;

@@ -345,7 +345,7 @@ impl VirtualServer {
         let mut next = BTreeMap::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut learned: HashMap<String, usize> = HashMap::new();
-        for ((i, _), result) in pending.iter().zip(results) {
+        for ((i, cursor_in), result) in pending.iter().zip(results) {
             let (page, next_cursor) = match result {
                 Ok(r) => r,
                 // A listing without a member the user has not connected yet would hide its
@@ -357,11 +357,15 @@ impl VirtualServer {
                 }
                 Err(e) => return Err(e),
             };
+            let whole = cursor_in.is_none() && next_cursor.is_none();
             if let Some(c) = next_cursor {
                 next.insert(self.members[*i].upstream.clone(), c);
             }
             let page = match &self.catalog {
-                Some(catalog) => catalog.admit(&self.members[*i].upstream, kind.definition(), page),
+                Some(catalog) => {
+                    // Only a one-page listing shows what the upstream no longer offers.
+                    catalog.admit(&self.members[*i].upstream, kind.definition(), page, whole)
+                }
                 None => page,
             };
             for mut item in page {

@@ -159,3 +159,107 @@ impl Store {
         })
     }
 }
+
+/// Where a whole upstream stands in the catalog. Only an approved upstream is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamState {
+    /// Registered, not yet reviewed.
+    Pending,
+    /// Approved: its approved definitions are served.
+    Approved,
+    /// Refused by a reviewer.
+    Rejected,
+    /// Held back as a whole until approved again.
+    Quarantined,
+    /// Withdrawn from service.
+    Retired,
+}
+
+impl UpstreamState {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamState::Pending => "pending",
+            UpstreamState::Approved => "approved",
+            UpstreamState::Rejected => "rejected",
+            UpstreamState::Quarantined => "quarantined",
+            UpstreamState::Retired => "retired",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "approved" => UpstreamState::Approved,
+            "rejected" => UpstreamState::Rejected,
+            "quarantined" => UpstreamState::Quarantined,
+            "retired" => UpstreamState::Retired,
+            _ => UpstreamState::Pending,
+        }
+    }
+}
+
+/// A whole upstream as the catalog knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogUpstream {
+    /// Its name in the configuration.
+    pub upstream: String,
+    /// Where it stands.
+    pub state: UpstreamState,
+    /// Who registered it (absent when first seen by a running gateway).
+    pub registered_by: Option<String>,
+    /// When it was registered, milliseconds since the epoch.
+    pub registered_at_ms: i64,
+    /// Who decided last.
+    pub decided_by: Option<String>,
+    /// When.
+    pub decided_at_ms: Option<i64>,
+    /// Why (free text from the reviewer), if given.
+    pub reason: Option<String>,
+}
+
+impl Store {
+    /// Writes an upstream's row (insert or replace).
+    pub async fn put_catalog_upstream(&self, u: &CatalogUpstream) -> Result<(), StoreError> {
+        let sql = "INSERT INTO catalog_upstreams (upstream, state, registered_by, registered_at_ms, decided_by, decided_at_ms, reason) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (upstream) DO UPDATE SET \
+                   state = excluded.state, registered_by = excluded.registered_by, \
+                   registered_at_ms = excluded.registered_at_ms, decided_by = excluded.decided_by, \
+                   decided_at_ms = excluded.decided_at_ms, reason = excluded.reason";
+        on_pool!(self, pool => {
+            sqlx::query(sql)
+                .bind(&u.upstream)
+                .bind(u.state.as_str())
+                .bind(&u.registered_by)
+                .bind(u.registered_at_ms)
+                .bind(&u.decided_by)
+                .bind(u.decided_at_ms)
+                .bind(&u.reason)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Every upstream the catalog knows, by name.
+    pub async fn catalog_upstreams(&self) -> Result<Vec<CatalogUpstream>, StoreError> {
+        let sql = "SELECT upstream, state, registered_by, registered_at_ms, decided_by, decided_at_ms, reason \
+                   FROM catalog_upstreams ORDER BY upstream";
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql).fetch_all(pool).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                let state: String = row.try_get("state")?;
+                out.push(CatalogUpstream {
+                    upstream: row.try_get("upstream")?,
+                    state: UpstreamState::parse(&state),
+                    registered_by: row.try_get("registered_by")?,
+                    registered_at_ms: row.try_get("registered_at_ms")?,
+                    decided_by: row.try_get("decided_by")?,
+                    decided_at_ms: row.try_get("decided_at_ms")?,
+                    reason: row.try_get("reason")?,
+                });
+            }
+            Ok(out)
+        })
+    }
+}

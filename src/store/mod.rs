@@ -8,7 +8,7 @@ mod upstream_tokens;
 
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditFilter, AuditRecord};
-pub use catalog::{CatalogDefinition, DefinitionState};
+pub use catalog::{CatalogDefinition, CatalogUpstream, DefinitionState, UpstreamState};
 pub use upstream_tokens::StoredConnection;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};

@@ -1,0 +1,94 @@
+//! The HTTP admin API (`/admin/…`): the same operations as `gatehouse catalog`, for callers
+//! authenticated like a protected virtual server and named in `admin` (subjects, groups,
+//! roles). Off unless configured; every decision is audited under the caller's subject.
+
+mod catalog;
+
+use crate::auth::{AuthError, Principal};
+use crate::downstream::AppState;
+use axum::Json;
+use axum::Router;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, StatusCode};
+use std::sync::Arc;
+
+/// The admin routes (mounted beside the MCP endpoints).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/admin/catalog", get(catalog::overview))
+        .route("/admin/catalog/{upstream}", get(catalog::show))
+        .route("/admin/catalog/{upstream}/diff", get(catalog::diff))
+        .route(
+            "/admin/catalog/{upstream}/register",
+            post(catalog::register),
+        )
+        .route(
+            "/admin/catalog/{upstream}/{decision}",
+            post(catalog::decide),
+        )
+        .with_state(state)
+}
+
+/// An administrator, as established by [`authorize`].
+pub struct Admin {
+    principal: Arc<Principal>,
+}
+
+impl Admin {
+    /// Who decides, as recorded in the catalog and the audit trail.
+    pub fn name(&self) -> &str {
+        self.principal.subject()
+    }
+}
+
+/// A JSON error answer: `{"error": code, "error_description": text}`.
+pub fn problem(status: StatusCode, code: &str, description: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": code, "error_description": description })),
+    )
+        .into_response()
+}
+
+/// Authenticates the caller and checks they are an administrator.
+pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Admin, Box<Response>> {
+    let rt = state.gateway.runtime();
+    let (Some(cfg), Some(guard)) = (&rt.config.admin, &rt.admin_guard) else {
+        return Err(Box::new(problem(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the admin API is not enabled (no `admin` block in the configuration)",
+        )));
+    };
+    let principal = match guard.authenticate(headers).await {
+        Ok(p) => p,
+        Err(error) => {
+            crate::downstream::record_auth_refusal(&state.gateway, "admin", "admin", None, &error);
+            let status = match error {
+                AuthError::Missing | AuthError::Invalid(_) => StatusCode::UNAUTHORIZED,
+                AuthError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+                AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            let mut resp = problem(status, "unauthorized", &error.to_string());
+            if let Some(challenge) = guard.challenge(&error)
+                && let Ok(v) = http::HeaderValue::from_str(&challenge)
+            {
+                resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+            }
+            return Err(Box::new(resp));
+        }
+    };
+    if !cfg.allows(&principal) {
+        tracing::warn!(
+            subject = principal.subject(),
+            "admin API refused: not an administrator"
+        );
+        return Err(Box::new(problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this identity is not an administrator (admin.subjects, groups or roles)",
+        )));
+    }
+    Ok(Admin { principal })
+}

@@ -1,0 +1,110 @@
+//! Reading everything an upstream offers: every page of its tools, prompts, resources and
+//! templates, for registration and for the gateway's periodic re-check.
+
+use super::pin::DefinitionKind;
+use crate::protocol::{Message, RequestId};
+use crate::upstream::{ClientIdentity, Delivery, Frame, UpstreamClient};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// The lists an upstream is asked for: method, result member, kind, capability.
+const LISTS: [(&str, &str, DefinitionKind, &str); 4] = [
+    ("tools/list", "tools", DefinitionKind::Tool, "tools"),
+    ("prompts/list", "prompts", DefinitionKind::Prompt, "prompts"),
+    (
+        "resources/list",
+        "resources",
+        DefinitionKind::Resource,
+        "resources",
+    ),
+    (
+        "resources/templates/list",
+        "resourceTemplates",
+        DefinitionKind::ResourceTemplate,
+        "resources",
+    ),
+];
+
+/// Most pages read from one list, so that an upstream handing out cursors forever cannot
+/// keep the gateway listing.
+const MAX_PAGES: usize = 1000;
+
+/// Every definition `client` offers, by kind (kinds its capabilities do not announce are
+/// left out), on a session opened as the gateway itself.
+pub async fn list_everything(
+    client: &Arc<UpstreamClient>,
+) -> Result<Vec<(DefinitionKind, Vec<Value>)>, String> {
+    let (session, info) = client
+        .open(&ClientIdentity::gateway())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut failure = None;
+    'lists: for (method, key, kind, capability) in LISTS {
+        if info.capabilities.get(capability).is_none() {
+            continue;
+        }
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut result = match page(client, &session, method, cursor.as_deref()).await {
+                Ok(r) => r,
+                Err(e) => {
+                    failure = Some(format!("{method}: {e}"));
+                    break 'lists;
+                }
+            };
+            if let Some(Value::Array(page)) = result.remove(key) {
+                items.extend(page);
+            }
+            cursor = match result.remove("nextCursor") {
+                Some(Value::String(c)) => Some(c),
+                _ => None,
+            };
+            if cursor.is_none() {
+                break;
+            }
+        }
+        if cursor.is_some() {
+            failure = Some(format!("{method}: more than {MAX_PAGES} pages"));
+            break;
+        }
+        out.push((kind, items));
+    }
+    client.close(&session).await;
+    match failure {
+        Some(f) => Err(f),
+        None => Ok(out),
+    }
+}
+
+async fn page(
+    client: &Arc<UpstreamClient>,
+    session: &crate::upstream::UpstreamSession,
+    method: &str,
+    cursor: Option<&str>,
+) -> Result<Map<String, Value>, String> {
+    let params =
+        cursor.map(|c| crate::protocol::jsonrpc::to_raw(&serde_json::json!({ "cursor": c })));
+    let request = Message::request(RequestId::Number(1), method, params);
+    let mut stream = client
+        .call(session, request, Delivery::Whole)
+        .await
+        .map_err(|e| e.to_string())?;
+    while let Some(frame) = stream.next().await {
+        match frame {
+            Frame::Response(m) => {
+                if let Some(e) = m.error_code() {
+                    return Err(format!("the upstream answered with error {e}"));
+                }
+                return m
+                    .result
+                    .and_then(|r| serde_json::from_str(r.get()).ok())
+                    .ok_or_else(|| "the result is not an object".to_owned());
+            }
+            Frame::Failed(e) => return Err(e.to_string()),
+            _ => {}
+        }
+    }
+    Err("no answer".into())
+}
