@@ -2,5 +2,6 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod clients;
 pub mod keys;
 pub mod policy;

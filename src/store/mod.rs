@@ -4,11 +4,13 @@
 mod api_keys;
 mod audit;
 mod catalog;
+mod oauth_clients;
 mod upstream_tokens;
 
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditFilter, AuditRecord};
 pub use catalog::{CatalogDefinition, CatalogUpstream, DefinitionState, UpstreamState};
+pub use oauth_clients::OAuthClientRecord;
 pub use upstream_tokens::StoredConnection;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
