@@ -211,13 +211,17 @@ pub(super) fn check(c: &super::Config, add: &mut dyn FnMut(String, String)) {
     for (name, issuer) in &a.issuers {
         check_issuer(name, issuer, add);
     }
+    let facade = c.oauth_server.is_some();
+    if let Some(o) = &c.oauth_server {
+        super::oauth_server::check(o, add);
+    }
     for (i, s) in c.servers.iter().enumerate() {
         if let Some(sa) = &s.auth {
-            check_server_auth(&format!("servers[{i}].auth"), sa, a, add);
+            check_server_auth(&format!("servers[{i}].auth"), sa, a, facade, add);
         }
     }
     if let Some(admin) = &c.admin {
-        check_server_auth("admin.auth", &admin.auth, a, add);
+        check_server_auth("admin.auth", &admin.auth, a, facade, add);
         if !admin.auth.require.is_empty() {
             add(
                 "admin.auth.require".into(),
@@ -313,9 +317,16 @@ fn check_issuer(name: &str, issuer: &Issuer, add: &mut dyn FnMut(String, String)
     }
 }
 
-fn check_server_auth(field: &str, sa: &ServerAuth, a: &Auth, add: &mut dyn FnMut(String, String)) {
+fn check_server_auth(
+    field: &str,
+    sa: &ServerAuth,
+    a: &Auth,
+    facade: bool,
+    add: &mut dyn FnMut(String, String),
+) {
+    let facade_name = |name: &str| facade && name == super::oauth_server::FACADE_ISSUER_NAME;
     for (j, name) in sa.issuers.iter().enumerate() {
-        if !a.issuers.contains_key(name) {
+        if !a.issuers.contains_key(name) && !facade_name(name) {
             let known: Vec<_> = a.issuers.keys().map(String::as_str).collect();
             add(
                 format!("{field}.issuers[{j}]"),
@@ -326,7 +337,7 @@ fn check_server_auth(field: &str, sa: &ServerAuth, a: &Auth, add: &mut dyn FnMut
             );
         }
     }
-    if a.issuers.is_empty() && !sa.api_keys {
+    if a.issuers.is_empty() && !sa.api_keys && !facade {
         add(
             field.into(),
             "no way in: define an issuer under auth.issuers or set api_keys: true".into(),

@@ -5,6 +5,7 @@ mod auth;
 mod credentials;
 mod duration;
 mod model;
+pub mod oauth_server;
 mod policy;
 mod secret;
 mod validate;
@@ -97,11 +98,14 @@ impl Config {
 
     /// Parses and validates YAML text; `path` is only used in messages.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut config: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
             file: path.to_owned(),
             message: e.to_string(),
         })?;
-        let issues = validate::validate(&config);
+        let mut issues = validate::validate(&config);
+        if issues.is_empty() {
+            issues.extend(config.add_facade_issuer());
+        }
         if issues.is_empty() {
             Ok(config)
         } else {

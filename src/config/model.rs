@@ -46,6 +46,9 @@ pub struct Config {
     /// The catalog of approved definitions; absent: every upstream is served as it is.
     #[serde(default)]
     pub catalog: Option<CatalogConfig>,
+    /// Gatehouse as the authorization server MCP clients see (users sign in at the IdP).
+    #[serde(default)]
+    pub oauth_server: Option<super::oauth_server::OAuthServerConfig>,
     /// The admin API (`/admin/`): who may use it. Absent: the API is off.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
@@ -344,6 +347,41 @@ impl Config {
             Some(u) => u.trim_end_matches('/').to_owned(),
             None => format!("http://{}", self.listen),
         }
+    }
+
+    /// With an `oauth_server`, makes its tokens acceptable as issuer `gatehouse` (issuer
+    /// `public_url`, keys at `/oauth/jwks`). Servers name it in `auth.issuers` (or accept
+    /// every issuer).
+    pub fn add_facade_issuer(&mut self) -> Option<super::Issue> {
+        use super::oauth_server::FACADE_ISSUER_NAME;
+        self.oauth_server.as_ref()?;
+        if self.auth.issuers.contains_key(FACADE_ISSUER_NAME) {
+            return Some(super::Issue {
+                field: format!("auth.issuers.{FACADE_ISSUER_NAME}"),
+                message: "this name is the oauth_server's own issuer; rename this one".into(),
+            });
+        }
+        let Some(public) = self.public_url.as_deref().map(|u| u.trim_end_matches('/').to_owned())
+        else {
+            return Some(super::Issue {
+                field: "public_url".into(),
+                message: "required with oauth_server: it is the issuer of the tokens Gatehouse signs"
+                    .into(),
+            });
+        };
+        self.auth.issuers.insert(
+            FACADE_ISSUER_NAME.into(),
+            super::Issuer {
+                issuer: public.clone(),
+                metadata_url: None,
+                jwks_uri: Some(format!("{public}/oauth/jwks")),
+                algorithms: vec!["ES256".into()],
+                audiences: Vec::new(),
+                introspection: None,
+                claims: super::ClaimPaths::default(),
+            },
+        );
+        None
     }
 
     /// The canonical resource URI of a virtual server (RFC 8707, RFC 9728 `resource`).

@@ -1,0 +1,308 @@
+//! `oauth_server`: Gatehouse as the authorization server MCP clients see, while users sign in
+//! at the enterprise IdP. For IdPs without dynamic registration, client metadata documents or
+//! RFC 8707 resource indicators.
+
+use super::credentials::SealingKeyConfig;
+use super::duration::HumanDuration;
+use super::secret::ValueSource;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The name under which servers' `auth.issuers` accept the façade's tokens.
+pub const FACADE_ISSUER_NAME: &str = "gatehouse";
+
+/// The whole `oauth_server` block.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthServerConfig {
+    /// The enterprise IdP users sign in at.
+    pub idp: IdpConfig,
+    /// AES-256-GCM keys sealing the token-signing keys kept in the store (first seals).
+    pub keys: Vec<SealingKeyConfig>,
+    /// Lifetime of access tokens.
+    #[serde(default = "default_access_ttl")]
+    pub access_token_ttl: HumanDuration,
+    /// Lifetime of refresh tokens (each use rotates it).
+    #[serde(default = "default_refresh_ttl")]
+    pub refresh_token_ttl: HumanDuration,
+    /// A new signing key is made when the current one is this old.
+    #[serde(default = "default_rotate")]
+    pub rotate_signing_key_after: HumanDuration,
+    /// Scopes clients may ask for (advertised as `scopes_supported`).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Clients registered here, safest first.
+    #[serde(default)]
+    pub clients: Vec<StaticClient>,
+    /// Client ID Metadata Documents (the client id is an https URL).
+    #[serde(default)]
+    pub cimd: CimdConfig,
+    /// RFC 7591 dynamic registration (off by default).
+    #[serde(default)]
+    pub registration: RegistrationConfig,
+    /// ID-JAG assertions accepted with the RFC 7523 jwt-bearer grant.
+    #[serde(default)]
+    pub id_jag: Option<IdJagConfig>,
+}
+
+fn default_access_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+fn default_refresh_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30 * 86400))
+}
+fn default_rotate() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30 * 86400))
+}
+
+/// The enterprise IdP (an OpenID Connect provider) and its quirks.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdpConfig {
+    /// `oidc`, `entra`, `google`, `okta`, `auth0`, `keycloak`, `ping` or `forgerock`.
+    #[serde(default = "default_flavor")]
+    pub flavor: String,
+    /// The issuer, exactly as in its ID tokens.
+    pub issuer: String,
+    /// Where the OpenID configuration is; by default `{issuer}/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub discovery_url: Option<String>,
+    /// Overrides of discovered endpoints.
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
+    /// Token endpoint override.
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
+    /// Key set override.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Gatehouse's client id at the IdP.
+    pub client_id: String,
+    /// Its secret (`{ env }` or `{ file }`).
+    #[serde(default)]
+    pub client_secret: Option<ValueSource>,
+    /// `client_secret_basic` (default) or `client_secret_post`.
+    #[serde(default)]
+    pub auth_method: super::auth::ClientAuthMethod,
+    /// Scopes asked of the IdP (default `openid profile email`).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Extra authorization request parameters (Okta/Auth0 `audience`, Entra `domain_hint`).
+    #[serde(default)]
+    pub extra_authorize_params: BTreeMap<String, String>,
+    /// Where groups are in the ID token (dotted paths; the flavor gives defaults).
+    #[serde(default)]
+    pub groups_claim: Vec<String>,
+    /// Where roles are.
+    #[serde(default)]
+    pub roles_claim: Vec<String>,
+}
+
+fn default_flavor() -> String {
+    "oidc".into()
+}
+
+/// The flavors [`IdpConfig::flavor`] accepts.
+pub const IDP_FLAVORS: [&str; 8] = [
+    "oidc",
+    "entra",
+    "google",
+    "okta",
+    "auth0",
+    "keycloak",
+    "ping",
+    "forgerock",
+];
+
+/// A client registered in the configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticClient {
+    /// Its id.
+    pub client_id: String,
+    /// Shown on the consent page.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Exact redirect URIs (loopback ones match on any port).
+    pub redirect_uris: Vec<String>,
+    /// A secret for a confidential client (`{ env }` or `{ file }`); absent: public client.
+    #[serde(default)]
+    pub secret: Option<ValueSource>,
+}
+
+/// `oauth_server.cimd`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CimdConfig {
+    /// Accept client ids that are metadata document URLs.
+    pub enabled: bool,
+    /// Largest document fetched.
+    pub max_bytes: usize,
+    /// Longest wait for a document.
+    pub timeout: HumanDuration,
+    /// Tests only: fetch from loopback and private addresses (and over plain http there).
+    pub allow_private_addresses: bool,
+}
+
+impl Default for CimdConfig {
+    fn default() -> Self {
+        CimdConfig {
+            enabled: true,
+            max_bytes: 5 * 1024,
+            timeout: HumanDuration(Duration::from_secs(3)),
+            allow_private_addresses: false,
+        }
+    }
+}
+
+/// `oauth_server.registration`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// Offer RFC 7591 registration at all.
+    pub enabled: bool,
+    /// When set, registration needs this bearer token (`{ env }` or `{ file }`).
+    pub initial_access_token: Option<ValueSource>,
+    /// Hosts allowed in https redirect URIs (loopback http is always allowed); empty: any.
+    pub redirect_hosts: Vec<String>,
+    /// Registrations one IP address may make per hour.
+    pub per_ip_per_hour: u32,
+    /// Registrations per hour in all.
+    pub global_per_hour: u32,
+    /// Most registered clients kept.
+    pub max_clients: u64,
+    /// A client never used (or unused) this long is deleted.
+    pub unused_expiry: HumanDuration,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig {
+            enabled: false,
+            initial_access_token: None,
+            redirect_hosts: Vec::new(),
+            per_ip_per_hour: 10,
+            global_per_hour: 200,
+            max_clients: 10_000,
+            unused_expiry: HumanDuration(Duration::from_secs(7 * 86400)),
+        }
+    }
+}
+
+/// `oauth_server.id_jag`: enterprise IdPs whose ID-JAGs are redeemed for access tokens.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdJagConfig {
+    /// The trusted IdPs.
+    pub trusted: Vec<TrustedIdp>,
+}
+
+/// One IdP trusted to issue ID-JAGs.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIdp {
+    /// Its issuer identifier.
+    pub issuer: String,
+    /// Its key set; by default found through its metadata.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+}
+
+/// Checks the block; `add(field, message)` collects problems.
+pub fn check(c: &OAuthServerConfig, add: &mut dyn FnMut(String, String)) {
+    let f = |s: &str| format!("oauth_server.{s}");
+    if !IDP_FLAVORS.contains(&c.idp.flavor.as_str()) {
+        add(
+            f("idp.flavor"),
+            format!("{:?} is not one of {}", c.idp.flavor, IDP_FLAVORS.join(", ")),
+        );
+    }
+    for (field, url) in [
+        ("idp.issuer", Some(&c.idp.issuer)),
+        ("idp.discovery_url", c.idp.discovery_url.as_ref()),
+        ("idp.authorization_endpoint", c.idp.authorization_endpoint.as_ref()),
+        ("idp.token_endpoint", c.idp.token_endpoint.as_ref()),
+        ("idp.jwks_uri", c.idp.jwks_uri.as_ref()),
+    ] {
+        if let Some(u) = url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            add(f(field), format!("{u:?} is not an http(s) URL"));
+        }
+    }
+    if c.idp.client_id.is_empty() {
+        add(f("idp.client_id"), "must not be empty".into());
+    }
+    let mut secret = |field: String, s: &ValueSource| {
+        if s.is_written_in_yaml() {
+            add(
+                field,
+                "a secret must not be written in the YAML; use { env: VAR } or { file: PATH }"
+                    .into(),
+            );
+        } else if let Err(e) = s.resolve() {
+            add(field, e);
+        }
+    };
+    if let Some(s) = &c.idp.client_secret {
+        secret(f("idp.client_secret"), s);
+    }
+    for (i, client) in c.clients.iter().enumerate() {
+        if let Some(s) = &client.secret {
+            secret(f(&format!("clients[{i}].secret")), s);
+        }
+    }
+    if let Some(s) = &c.registration.initial_access_token {
+        secret(f("registration.initial_access_token"), s);
+    }
+    if c.keys.is_empty() {
+        add(
+            f("keys"),
+            "at least one sealing key (id + 32 random bytes, base64) is required".into(),
+        );
+    }
+    for (i, k) in c.keys.iter().enumerate() {
+        match k.key.resolve() {
+            Err(e) => add(f(&format!("keys[{i}].key")), e),
+            Ok(v) => {
+                use base64::Engine;
+                let len = base64::engine::general_purpose::STANDARD
+                    .decode(v.expose().trim())
+                    .map(|b| b.len());
+                if len != Ok(32) {
+                    add(
+                        f(&format!("keys[{i}].key")),
+                        "expected base64 of exactly 32 bytes (`gatehouse session-key` prints one)"
+                            .into(),
+                    );
+                }
+            }
+        }
+    }
+    for (i, client) in c.clients.iter().enumerate() {
+        if client.client_id.is_empty() {
+            add(f(&format!("clients[{i}].client_id")), "must not be empty".into());
+        }
+        if client.redirect_uris.is_empty() {
+            add(
+                f(&format!("clients[{i}].redirect_uris")),
+                "at least one redirect URI is required".into(),
+            );
+        }
+    }
+    if c.access_token_ttl.0 > Duration::from_secs(3600) || c.access_token_ttl.0.is_zero() {
+        add(
+            f("access_token_ttl"),
+            "between 1s and 1h; refresh tokens carry longer sessions".into(),
+        );
+    }
+    if c.cimd.max_bytes == 0 || c.cimd.max_bytes > 64 * 1024 {
+        add(f("cimd.max_bytes"), "between 1 and 65536".into());
+    }
+    if let Some(j) = &c.id_jag
+        && j.trusted.is_empty()
+    {
+        add(f("id_jag.trusted"), "name at least one IdP, or remove id_jag".into());
+    }
+}
