@@ -75,6 +75,14 @@ enum Command {
         #[command(subcommand)]
         action: gatehouse::commands::catalog::CatalogAction,
     },
+    /// OAuth clients registered dynamically with the oauth_server (list, revoke).
+    Clients {
+        /// The YAML configuration file (for the store).
+        #[arg(long, short, env = "GATEHOUSE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: gatehouse::commands::clients::ClientsAction,
+    },
     /// Manage API keys for headless agents (stored in the configured store).
     Keys {
         /// The YAML configuration file (for the store and the servers).
@@ -243,6 +251,15 @@ fn main() -> ExitCode {
             };
             with_store("keys", &path, |config, store| {
                 Box::pin(keys(config, store, action))
+            })
+        }
+        Command::Clients { config, action } => {
+            let Some(path) = config else {
+                eprintln!("gatehouse clients: --config FILE (or GATEHOUSE_CONFIG) is required");
+                return ExitCode::from(2);
+            };
+            with_store("clients", &path, |_, store| {
+                Box::pin(gatehouse::commands::clients::run(store, action))
             })
         }
         Command::Catalog { config, action } => {
