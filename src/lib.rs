@@ -14,6 +14,7 @@ pub mod downstream;
 pub mod federation;
 pub mod gateway;
 pub mod hex;
+pub mod oauth;
 pub mod policy;
 pub mod protocol;
 pub mod serve;
