@@ -45,6 +45,17 @@ struct Fetched {
     last_refetch: Option<Instant>,
 }
 
+/// What [`LocalKeys::key_for`] returns: the key, `None` when unknown, or why it cannot be read.
+pub type LocalKeyLookup<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<Option<(Jwk, DecodingKey)>, String>> + Send + 'a>>;
+
+/// Keys held in memory rather than behind a JWKS URL: the gateway's own authorization server
+/// (`crate::oauth`), whose keys are in the store.
+pub trait LocalKeys: Send + Sync {
+    /// The key for `kid` and `alg`; `Ok(None)` when there is none.
+    fn key_for<'a>(&'a self, kid: Option<&'a str>, alg: Algorithm) -> LocalKeyLookup<'a>;
+}
+
 /// One configured issuer and what has been learnt about it.
 pub struct IssuerState {
     /// The name under `auth.issuers`.
@@ -56,6 +67,8 @@ pub struct IssuerState {
     max_age: Duration,
     http: reqwest::Client,
     fetched: tokio::sync::Mutex<Fetched>,
+    /// Set for the gateway's own issuer: keys come from memory, never from a URL.
+    local: Option<Arc<dyn LocalKeys>>,
 }
 
 impl IssuerState {
@@ -74,6 +87,21 @@ impl IssuerState {
             max_age: settings.jwks_max_age.0,
             http,
             fetched: Default::default(),
+            local: None,
+        }
+    }
+
+    /// The gateway's own issuer, verified with keys held in memory.
+    pub(super) fn local(
+        name: &str,
+        config: &Issuer,
+        settings: &Auth,
+        http: reqwest::Client,
+        keys: Arc<dyn LocalKeys>,
+    ) -> Self {
+        IssuerState {
+            local: Some(keys),
+            ..IssuerState::new(name, config, settings, http)
         }
     }
 
@@ -89,6 +117,16 @@ impl IssuerState {
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<(Jwk, DecodingKey), AuthError> {
+        if let Some(local) = &self.local {
+            return match local.key_for(kid, alg).await {
+                Ok(Some(found)) => Ok(found),
+                Ok(None) => Err(AuthError::Invalid(format!(
+                    "the signing key {kid:?} is not a key of issuer {:?}",
+                    self.config.issuer
+                ))),
+                Err(e) => Err(AuthError::Unavailable(e)),
+            };
+        }
         let mut state = self.fetched.lock().await;
         let stale = state
             .keys_fetched

@@ -15,7 +15,7 @@ pub use api_key::{GeneratedKey, generate_api_key};
 pub use cache::{CredentialDigest, VerifiedCache};
 pub(crate) use guard::glob_match;
 pub use guard::{METADATA_PREFIX, ServerGuard, add_scopes, bearer_token, required_scopes};
-pub use issuer::IssuerState;
+pub use issuer::{IssuerState, LocalKeyLookup, LocalKeys};
 pub(crate) use issuer::{fetch_json, metadata_candidates};
 pub use principal::{CredentialKind, Principal};
 
@@ -133,6 +133,25 @@ impl Authenticator {
             store,
             http,
         }
+    }
+
+    /// Makes the issuer configured under `name` (the gateway's own authorization server) take
+    /// its keys from memory instead of fetching a key set; `false` when there is no such issuer.
+    pub fn use_local_keys(&mut self, name: &str, keys: Arc<dyn LocalKeys>) -> bool {
+        let Some(existing) = self.issuers.get(name) else {
+            return false;
+        };
+        let config = existing.config.clone();
+        let state = Arc::new(IssuerState::local(
+            name,
+            &config,
+            &self.settings,
+            self.http.clone(),
+            keys,
+        ));
+        self.by_iss.insert(config.issuer.clone(), state.clone());
+        self.issuers.insert(name.to_owned(), state);
+        true
     }
 
     /// The issuer configured under `name`.

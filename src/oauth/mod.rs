@@ -1,7 +1,20 @@
-//! The authorization-server façade: MCP clients register and get tokens from Gatehouse while users log in at the enterprise IdP.
+//! The authorization-server façade (optional): MCP clients register with and get tokens from
+//! Gatehouse while users sign in at the enterprise IdP, for IdPs without dynamic registration,
+//! client metadata documents or RFC 8707 resource indicators.
 
 pub mod cimd;
 pub mod clients;
+pub mod facade;
+pub mod grants;
+pub mod id_jag;
+pub mod idp;
+pub mod keys;
 pub mod metadata;
 pub mod pkce;
 pub mod registration;
+pub mod tokens;
+
+mod common;
+mod jwks;
+#[cfg(test)]
+mod testing;

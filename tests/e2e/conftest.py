@@ -213,3 +213,48 @@ def oidc_as(processes) -> AuthServer:
     _require(NODE_MODULES / "oidc-provider" / "package.json", "run `bash scripts/setup-node.sh`")
     p = processes([node22(), _require(OIDC_AS_JS, "it is part of the repository"), "--port", "0"])
     return AuthServer(p.read_line_starting("ready "), p)
+
+
+# ---------------------------------------------------------------- module-scoped processes
+
+
+class ProcessGroup:
+    """Starts processes that live for a whole test module (see `module_processes`)."""
+
+    def __init__(self):
+        self.started: list[Proc] = []
+
+    def __call__(self, args, **kw) -> Proc:
+        p = Proc(args, **kw)
+        self.started.append(p)
+        return p
+
+    def stderr_tails(self, chars: int = 6000) -> str:
+        return "".join(f"--- stderr of {' '.join(map(str, p.proc.args[:2]))} ---\n{p.stderr()[-chars:]}\n" for p in self.started)
+
+    def close(self):
+        for p in self.started:
+            p.close()
+
+
+@pytest.fixture(scope="module")
+def module_processes():
+    """Like `processes`, for module-scoped fixtures: what it starts is stopped after the module's
+    last test. Printing their stderr on a failure is up to the module (`stderr_tails()`)."""
+    group = ProcessGroup()
+    yield group
+    group.close()
+
+
+def start_oidc_as(start, *flags: str) -> AuthServer:
+    """Starts tests/node/oidc-as.mjs with `flags` through `start` (`processes` or `module_processes`)."""
+    _require(NODE_MODULES / "oidc-provider" / "package.json", "run `bash scripts/setup-node.sh`")
+    p = start([node22(), _require(OIDC_AS_JS, "it is part of the repository"), "--port", "0", *flags])
+    return AuthServer(p.read_line_starting("ready "), p)
+
+
+@pytest.fixture(scope="module")
+def oidc_as_entra_like(module_processes) -> AuthServer:
+    """The test authorization server playing an IdP without dynamic registration, RFC 8707
+    resource indicators or RFC 8414 metadata (`--entra-like`), for a whole test module."""
+    return start_oidc_as(module_processes, "--entra-like")

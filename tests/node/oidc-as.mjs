@@ -18,10 +18,26 @@
 //                          an ID-JAG issued by ISSUER_URL (another instance of this server), see
 //                          "JWT bearer" below. Without it that grant type is not offered at all
 //                          (400 unsupported_grant_type, not in grant_types_supported).
+// Switches (no value), to play an enterprise IdP that lacks a feature:
+//   --no-registration      dynamic client registration off: POST /reg answers 404 and the
+//                          metadata has no registration_endpoint (like Entra, Google, and most
+//                          enterprise tenants).
+//   --no-resource-indicators  oidc-provider's resourceIndicators feature (RFC 8707) off, and a
+//                          `resource` parameter is refused, as Entra's v2 endpoints do: at /auth
+//                          (GET query or POST form) and in authorization_code, refresh_token and
+//                          client_credentials requests to /token -> 400 { error: invalid_target,
+//                          error_description: "... resource parameter is not supported ..." } (a
+//                          JSON answer, no redirect). Access tokens of those grants are then opaque
+//                          (for /me only). Token exchange and jwt-bearer (this file's own grants)
+//                          and /test/mint still take a resource, so ID-JAGs can name one.
+//   --no-rfc8414           only /.well-known/openid-configuration is served;
+//                          /.well-known/oauth-authorization-server answers 404 (like Google).
+//   --entra-like           all three of the above.
 //
 // Endpoints (issuer = http://127.0.0.1:PORT):
 //   GET  /.well-known/openid-configuration      discovery (OIDC)
-//   GET  /.well-known/oauth-authorization-server the same metadata (RFC 8414; served by oidc-provider)
+//   GET  /.well-known/oauth-authorization-server the same metadata (RFC 8414; served by oidc-provider;
+//                                               404 with --no-rfc8414)
 //   GET  /jwks                                  JWKS: one RS256 key (ID tokens) + one ES256 key (JWT access tokens)
 //   GET  /auth                                  authorization endpoint (PKCE S256 is required)
 //   GET  /interaction/:uid                      headless login+consent: no page, answers 303 back to /auth/:uid
@@ -31,7 +47,8 @@
 //                                               only with --trust-idp)
 //   POST /token/introspection                   RFC 7662 (opaque tokens only; JWTs get 400 unsupported_token_type)
 //   POST /token/revocation                      RFC 7009
-//   POST /reg                                   open dynamic client registration (RFC 7591, no initial access token)
+//   POST /reg                                   open dynamic client registration (RFC 7591, no initial access
+//                                               token; absent with --no-registration)
 //   GET  /me                                    userinfo
 //   POST /test/mint                             test-only token minting, see below
 //   GET  /test/counters                         test-only: how many tokens of each kind were issued
@@ -50,6 +67,9 @@
 //
 // Accounts: alice (groups engineering, sales), bob (groups contractors); any other id is unknown.
 // Access tokens carry `groups` (JWT claim, and in the introspection response of opaque ones).
+// ID tokens (scope openid; RS256) carry sub and groups, plus email and email_verified with scope
+// email (`<id>@example.com`, true) and name and preferred_username with scope profile (`Alice`,
+// `alice`): conformIdTokenClaims is off, so scope claims go into the ID token too, not only /me.
 // Resource server (any absolute URI): scopes mcp:tools mcp:admin crm:read crm:write.
 // Clients:
 //   gatehouse-introspector / introspector-secret  client_secret_basic (post also works),
@@ -59,6 +79,13 @@
 //   gatehouse-exchanger / exchanger-secret  client_secret_basic (post also works); grant types
 //       client_credentials, urn:ietf:params:oauth:grant-type:token-exchange and (only with
 //       --trust-idp) urn:ietf:params:oauth:grant-type:jwt-bearer
+//   gatehouse-facade / facade-secret  client_secret_basic (post also works); Gatehouse's own OIDC
+//       client when it runs the authorization-server façade (users sign in here): application_type
+//       native, redirect_uris ['http://127.0.0.1/oauth/callback'] (a loopback URI: any port
+//       matches, RFC 8252), grant_types authorization_code only, response_types code, scope
+//       `openid profile email` (asking for any other scope ends in error=invalid_scope); PKCE required as for
+//       every client. Its ID tokens: iss, sub, aud gatehouse-facade, nonce (if sent), groups,
+//       email, email_verified, name, preferred_username (as granted by scope).
 //   gatehouse-pkjwt  private_key_jwt (ES256 client assertion, iss = sub = gatehouse-pkjwt,
 //       aud = the issuer or its token endpoint, exp and a unique jti required), client_credentials
 //       only; its registered jwks is the public key of tests/keys/es256-b.pem (read at start),
@@ -128,6 +155,13 @@
 //      aud: audience, client_id: the requesting client, resource (if given), scope (if any), jti
 //      (random), iat, exp: iat + 300 }. Answer: { access_token: <ID-JAG>, issued_token_type:
 //      "urn:ietf:params:oauth:token-type:id-jag", token_type: "N_A", expires_in: 300, scope }.
+//      An ID-JAG for Gatehouse's own authorization-server façade (its jwt-bearer grant): ask with
+//      audience = Gatehouse's issuer, i.e. its public_url such as http://127.0.0.1:GWPORT (any
+//      absolute URI is accepted; it is copied to `aud` unchanged) and resource = the MCP resource
+//      URI (http://127.0.0.1:GWPORT/mcp, copied to `resource`). The `client_id` claim is always
+//      the exchanging client's id here (gatehouse-exchanger, the only static client allowed this
+//      grant): this server keeps no mapping to client ids at the audience, so the façade must know
+//      a client of that same id. The subject token can come from POST /test/mint (any resource).
 //
 // JWT bearer (RFC 7523), only with --trust-idp ISSUER_URL — POST /token, client authentication
 //   required, grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<ID-JAG>
@@ -174,12 +208,24 @@ console.log = console.error;
 console.info = console.error;
 console.debug = console.error;
 
+// Switches: present or not, no value.
+const SWITCHES = ['no-registration', 'no-resource-indicators', 'no-rfc8414', 'entra-like'];
+
 function parseArgs(argv) {
   const flags = { port: '0', 'exchange-ttl': '300', 'access-ttl': '300', 'trust-idp': undefined };
+  const switches = new Set();
   for (let i = 0; i < argv.length; i += 1) {
     const arg = argv[i];
     const eq = arg.indexOf('=');
     const name = arg.startsWith('--') ? arg.slice(2, eq === -1 ? undefined : eq) : undefined;
+    if (name !== undefined && SWITCHES.includes(name)) {
+      if (eq !== -1) {
+        console.error(`oidc-as: --${name} takes no value`);
+        process.exit(2);
+      }
+      switches.add(name);
+      continue;
+    }
     if (name === undefined || !Object.hasOwn(flags, name)) {
       console.error(`oidc-as: unknown argument ${arg}`);
       process.exit(2);
@@ -218,11 +264,20 @@ function parseArgs(argv) {
     }
     trustIdp = trustIdp.replace(/\/+$/, '');
   }
-  return { port, exchangeTtl, accessTtl, trustIdp };
+  const entraLike = switches.has('entra-like');
+  return {
+    port,
+    exchangeTtl,
+    accessTtl,
+    trustIdp,
+    registration: !(entraLike || switches.has('no-registration')),
+    resourceIndicators: !(entraLike || switches.has('no-resource-indicators')),
+    rfc8414: !(entraLike || switches.has('no-rfc8414')),
+  };
 }
 
 const RESOURCE_SCOPES = ['mcp:tools', 'mcp:admin', 'crm:read', 'crm:write'];
-const SCOPES = ['openid', 'offline_access', ...RESOURCE_SCOPES];
+const SCOPES = ['openid', 'offline_access', 'profile', 'email', ...RESOURCE_SCOPES];
 const INTROSPECTOR = 'gatehouse-introspector';
 const ACCOUNTS = {
   alice: { groups: ['engineering', 'sales'] },
@@ -232,6 +287,7 @@ const DEFAULT_ACCOUNT = 'alice';
 const ACCESS_TOKEN_TTL = 300;
 
 const EXCHANGER = 'gatehouse-exchanger';
+const FACADE = 'gatehouse-facade';
 const PKJWT = 'gatehouse-pkjwt';
 const PKJWT_KEY_FILE = new URL('../keys/es256-b.pem', import.meta.url);
 const GT_TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -304,7 +360,19 @@ function isOwnerOrIntrospector(client, token) {
   return client.clientId === INTROSPECTOR || token.clientId === client.clientId;
 }
 
-function configuration({ jwks, trustIdp }) {
+// The claims of an account (filtered by oidc-provider according to the granted scopes).
+function accountClaims(sub) {
+  return {
+    sub,
+    groups: [...groupsOf(sub)],
+    email: `${sub}@example.com`,
+    email_verified: true,
+    name: sub.charAt(0).toUpperCase() + sub.slice(1),
+    preferred_username: sub,
+  };
+}
+
+function configuration({ jwks, trustIdp, registration, resourceIndicators }) {
   const day = 24 * 60 * 60;
   return {
     clients: [
@@ -334,6 +402,16 @@ function configuration({ jwks, trustIdp }) {
         redirect_uris: [],
       },
       {
+        client_id: FACADE,
+        client_secret: 'facade-secret',
+        token_endpoint_auth_method: 'client_secret_basic',
+        application_type: 'native',
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        redirect_uris: ['http://127.0.0.1/oauth/callback'],
+        scope: 'openid profile email',
+      },
+      {
         client_id: PKJWT,
         token_endpoint_auth_method: 'private_key_jwt',
         token_endpoint_auth_signing_alg: 'ES256',
@@ -347,14 +425,19 @@ function configuration({ jwks, trustIdp }) {
     cookies: { keys: [randomBytes(32).toString('base64url')] },
     scopes: SCOPES,
     responseTypes: ['code'],
-    claims: { openid: ['sub', 'groups'] },
+    claims: {
+      openid: ['sub', 'groups'],
+      email: ['email', 'email_verified'],
+      profile: ['name', 'preferred_username'],
+    },
+    // Scope claims go into ID tokens too (the façade reads the ID token, not /me).
+    conformIdTokenClaims: false,
     async findAccount(_ctx, sub) {
-      const groups = groupsOf(sub);
-      if (!groups) return undefined;
+      if (!groupsOf(sub)) return undefined;
       return {
         accountId: sub,
         async claims() {
-          return { sub, groups };
+          return accountClaims(sub);
         },
       };
     },
@@ -377,9 +460,9 @@ function configuration({ jwks, trustIdp }) {
         enabled: true,
         allowedPolicy: async (_ctx, client, token) => isOwnerOrIntrospector(client, token),
       },
-      registration: { enabled: true, initialAccessToken: false },
+      registration: { enabled: registration, initialAccessToken: false },
       resourceIndicators: {
-        enabled: true,
+        enabled: resourceIndicators,
         // Called with no `oneOf` at /auth when the request has no resource (-> no default), and at
         // /token with the granted resources when the request names none: a single one is used.
         async defaultResource(ctx, _client, oneOf) {
@@ -906,8 +989,35 @@ function counters(req, res, pathname) {
   }
 }
 
+// --no-resource-indicators: oidc-provider's own grants, whose `resource` the feature would handle.
+const RESOURCE_GRANTS = ['authorization_code', 'refresh_token', 'client_credentials'];
+
+function refuseResource(res, where) {
+  console.error(`oidc-as: refused a resource parameter at ${where} (--no-resource-indicators)`);
+  sendJson(res, 400, {
+    error: 'invalid_target',
+    error_description: `the resource parameter is not supported by this server (${where}; RFC 8707 resource indicators are off, as at Microsoft Entra)`,
+  });
+}
+
+// --no-resource-indicators, POST /auth and /token: reads the form body and refuses a `resource`
+// (at /token only for RESOURCE_GRANTS); otherwise hands the request on with the text left on
+// req.body, which oidc-provider's body parser uses once the stream has been read.
+async function screenResourceInForm(req, res, pathname, providerHandler) {
+  const text = await readBody(req, 56 * 1024);
+  const form = new URLSearchParams(text);
+  if (form.has('resource') && (pathname === '/auth' || RESOURCE_GRANTS.includes(form.get('grant_type')))) {
+    refuseResource(res, pathname === '/auth' ? 'the authorization endpoint' : `the token endpoint, grant_type ${form.get('grant_type')}`);
+    return;
+  }
+  req.body = text;
+  providerHandler(req, res);
+}
+
 async function main() {
-  const { port, exchangeTtl, accessTtl, trustIdp } = parseArgs(process.argv.slice(2));
+  const {
+    port, exchangeTtl, accessTtl, trustIdp, registration, resourceIndicators, rfc8414,
+  } = parseArgs(process.argv.slice(2));
   state.exchangeTtl = exchangeTtl;
   state.accessTtl = accessTtl;
   state.trustIdp = trustIdp;
@@ -919,9 +1029,20 @@ async function main() {
       sendJson(res, 503, { error: 'temporarily_unavailable' });
       return;
     }
-    const { pathname } = new URL(req.url, 'http://127.0.0.1');
+    const { pathname, searchParams } = new URL(req.url, 'http://127.0.0.1');
     let work;
-    if (req.method === 'GET' && /^\/interaction\/[^/]+$/.test(pathname)) {
+    const isForm = /^application\/x-www-form-urlencoded\b/i.test(req.headers['content-type'] ?? '');
+    if (!rfc8414 && pathname === '/.well-known/oauth-authorization-server') {
+      sendJson(res, 404, { error: 'not_found', error_description: 'no RFC 8414 metadata here (--no-rfc8414): use /.well-known/openid-configuration' });
+      return;
+    }
+    if (!resourceIndicators && pathname === '/auth' && searchParams.has('resource')) {
+      refuseResource(res, 'the authorization endpoint');
+      return;
+    }
+    if (!resourceIndicators && req.method === 'POST' && isForm && (pathname === '/auth' || pathname === '/token')) {
+      work = screenResourceInForm(req, res, pathname, providerHandler);
+    } else if (req.method === 'GET' && /^\/interaction\/[^/]+$/.test(pathname)) {
       work = headlessInteraction(provider, req, res);
     } else if (pathname === '/test/mint') {
       work = req.method === 'POST'
@@ -948,7 +1069,9 @@ async function main() {
 
   const { jwks, signing } = generateJwks();
   state.signing = signing;
-  const p = new Provider(issuer, configuration({ jwks, trustIdp }));
+  const p = new Provider(issuer, configuration({
+    jwks, trustIdp, registration, resourceIndicators,
+  }));
   // Registered after construction; static clients are validated lazily (on first use), so the
   // exchanger's grant_types may name these. The handlers get ctx only (not provider/helpers).
   p.registerGrantType(GT_TOKEN_EXCHANGE, tokenExchangeHandler, [
@@ -984,6 +1107,12 @@ async function main() {
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
 
+  const missing = [
+    ...(registration ? [] : ['dynamic registration']),
+    ...(resourceIndicators ? [] : ['resource indicators']),
+    ...(rfc8414 ? [] : ['RFC 8414 metadata']),
+  ];
+  if (missing.length) console.error(`oidc-as: without ${missing.join(', ')}`);
   console.error(`oidc-as: issuer ${issuer}`);
   process.stdout.write(`ready ${issuer}\n`);
 }
