@@ -556,12 +556,12 @@ mod hook_tests {
     async fn oauth_hook_verifies_through_the_authenticator() {
         let store = crate::oauth::keys::tests::memory_store().await;
         let keys = std::sync::Arc::new(crate::oauth::keys::tests::test_keys(&store).await);
-        let settings: crate::config::Auth = serde_saphyr::from_str("issuers: {}").unwrap();
-        let cfg: crate::config::Issuer =
-            serde_saphyr::from_str("issuer: https://gw.example\nalgorithms: [ES256]").unwrap();
-        let auth = crate::auth::Authenticator::new(&settings, None, None)
-            .with_local_issuer("gatehouse", cfg, keys.clone())
-            .unwrap();
+        let settings: crate::config::Auth = serde_saphyr::from_str(
+            "issuers: { gatehouse: { issuer: \"https://gw.example\", algorithms: [ES256] } }",
+        )
+        .unwrap();
+        let mut auth = crate::auth::Authenticator::new(&settings, None, None);
+        assert!(auth.use_local_keys("gatehouse", keys.clone()));
         let g = crate::oauth::grants::tests::grant();
         let token = issue_access_token(
             &keys,
