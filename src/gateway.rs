@@ -40,6 +40,8 @@ pub struct Runtime {
     pub catalog: Option<Arc<Catalog>>,
     /// Who may use the admin API, when it is on.
     pub admin_guard: Option<Arc<ServerGuard>>,
+    /// The authorization-server façade, when configured.
+    pub oauth: Option<Arc<crate::oauth::facade::Facade>>,
 }
 
 impl Runtime {
@@ -118,11 +120,33 @@ impl Runtime {
                 .collect(),
             loopback_listener,
         };
-        let auth = Arc::new(Authenticator::new(
-            &config.auth,
-            store.cloned(),
-            previous.map(|p| &*p.auth),
-        ));
+        let oauth = match (&config.oauth_server, previous) {
+            // Logins in progress and the client caches survive a reload that leaves the block
+            // (and the servers it serves) unchanged.
+            (Some(c), Some(p))
+                if p.config.oauth_server.as_ref() == Some(c)
+                    && p.config.public_url == config.public_url
+                    && p.oauth.as_ref().is_some_and(|f| {
+                        f.resources == crate::oauth::facade::resources_of(&config)
+                    }) =>
+            {
+                p.oauth.clone()
+            }
+            (Some(_), _) => Some(crate::oauth::facade::Facade::start(
+                &config,
+                store.ok_or("oauth_server needs the store")?.clone(),
+            )?),
+            (None, _) => None,
+        };
+        let mut authenticator =
+            Authenticator::new(&config.auth, store.cloned(), previous.map(|p| &*p.auth));
+        if let Some(f) = &oauth {
+            authenticator.use_local_keys(
+                crate::config::oauth_server::FACADE_ISSUER_NAME,
+                f.keys.clone(),
+            );
+        }
+        let auth = Arc::new(authenticator);
         let guards = config
             .servers
             .iter()
@@ -168,6 +192,7 @@ impl Runtime {
             consent,
             catalog,
             admin_guard,
+            oauth,
         })
     }
 }

@@ -41,7 +41,9 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         gateway: gateway.clone(),
         ready: ready.clone(),
     };
-    let app = router(state.clone()).merge(crate::admin::router(state));
+    let app = router(state.clone())
+        .merge(crate::admin::router(state.clone()))
+        .merge(crate::oauth::endpoints::router(state));
     tracing::info!(%addr, "gatehouse listening");
     // One machine-readable line on stdout, so that scripts and tests can find the port.
     println!("gatehouse listening on http://{addr}");
@@ -60,6 +62,8 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
+        // The peer address feeds per-IP limits (dynamic client registration).
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = stop_rx.wait_for(|s| *s).await;

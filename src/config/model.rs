@@ -361,12 +361,16 @@ impl Config {
                 message: "this name is the oauth_server's own issuer; rename this one".into(),
             });
         }
-        let Some(public) = self.public_url.as_deref().map(|u| u.trim_end_matches('/').to_owned())
+        let Some(public) = self
+            .public_url
+            .as_deref()
+            .map(|u| u.trim_end_matches('/').to_owned())
         else {
             return Some(super::Issue {
                 field: "public_url".into(),
-                message: "required with oauth_server: it is the issuer of the tokens Gatehouse signs"
-                    .into(),
+                message:
+                    "required with oauth_server: it is the issuer of the tokens Gatehouse signs"
+                        .into(),
             });
         };
         self.auth.issuers.insert(

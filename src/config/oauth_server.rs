@@ -215,13 +215,20 @@ pub fn check(c: &OAuthServerConfig, add: &mut dyn FnMut(String, String)) {
     if !IDP_FLAVORS.contains(&c.idp.flavor.as_str()) {
         add(
             f("idp.flavor"),
-            format!("{:?} is not one of {}", c.idp.flavor, IDP_FLAVORS.join(", ")),
+            format!(
+                "{:?} is not one of {}",
+                c.idp.flavor,
+                IDP_FLAVORS.join(", ")
+            ),
         );
     }
     for (field, url) in [
         ("idp.issuer", Some(&c.idp.issuer)),
         ("idp.discovery_url", c.idp.discovery_url.as_ref()),
-        ("idp.authorization_endpoint", c.idp.authorization_endpoint.as_ref()),
+        (
+            "idp.authorization_endpoint",
+            c.idp.authorization_endpoint.as_ref(),
+        ),
         ("idp.token_endpoint", c.idp.token_endpoint.as_ref()),
         ("idp.jwks_uri", c.idp.jwks_uri.as_ref()),
     ] {
@@ -282,7 +289,10 @@ pub fn check(c: &OAuthServerConfig, add: &mut dyn FnMut(String, String)) {
     }
     for (i, client) in c.clients.iter().enumerate() {
         if client.client_id.is_empty() {
-            add(f(&format!("clients[{i}].client_id")), "must not be empty".into());
+            add(
+                f(&format!("clients[{i}].client_id")),
+                "must not be empty".into(),
+            );
         }
         if client.redirect_uris.is_empty() {
             add(
@@ -303,6 +313,9 @@ pub fn check(c: &OAuthServerConfig, add: &mut dyn FnMut(String, String)) {
     if let Some(j) = &c.id_jag
         && j.trusted.is_empty()
     {
-        add(f("id_jag.trusted"), "name at least one IdP, or remove id_jag".into());
+        add(
+            f("id_jag.trusted"),
+            "name at least one IdP, or remove id_jag".into(),
+        );
     }
 }

@@ -124,7 +124,7 @@ fn render(p: Page) -> Response {
     }
 }
 
-fn page(status: StatusCode, title: &str, message: &str) -> Response {
+pub(crate) fn page(status: StatusCode, title: &str, message: &str) -> Response {
     let body = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t} — Gatehouse</title></head>\
          <body><h1>{t}</h1><p>{m}</p></body></html>",
@@ -142,7 +142,7 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response {
     resp
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.chars()
         .map(|c| match c {
             '<' => "&lt;".to_owned(),

@@ -2,7 +2,7 @@
 //! both protocol generations, sealed session ids, and the operational endpoints.
 
 pub mod access;
-mod consent_pages;
+pub(crate) mod consent_pages;
 mod discovery;
 pub mod error;
 pub mod input_required;

@@ -65,15 +65,26 @@ fn flavor(name: &str) -> IdpFlavor {
     }
 }
 
+/// The resource URIs (and names) of the virtual servers that accept the façade's tokens.
+pub fn resources_of(config: &Config) -> Vec<(String, String)> {
+    config
+        .servers
+        .iter()
+        .filter(|s| {
+            s.auth.as_ref().is_some_and(|a| {
+                a.issuers.is_empty() || a.issuers.iter().any(|n| n == FACADE_ISSUER_NAME)
+            })
+        })
+        .map(|s| (config.resource_uri(s), s.name.clone()))
+        .collect()
+}
+
 impl Facade {
     /// Builds the façade (creating its first signing key if the store has none). Needs the
     /// multi-threaded runtime. The IdP is discovered on first use, so that the gateway starts
     /// while the IdP is down.
     pub fn start(config: &Config, store: Store) -> Result<Arc<Facade>, String> {
-        let cfg = config
-            .oauth_server
-            .clone()
-            .ok_or("no oauth_server block")?;
+        let cfg = config.oauth_server.clone().ok_or("no oauth_server block")?;
         let issuer = config.public_base();
         let mut sealing = Vec::new();
         for k in &cfg.keys {
@@ -189,16 +200,7 @@ impl Facade {
             }
             None => None,
         };
-        let resources = config
-            .servers
-            .iter()
-            .filter(|s| {
-                s.auth.as_ref().is_some_and(|a| {
-                    a.issuers.is_empty() || a.issuers.iter().any(|n| n == FACADE_ISSUER_NAME)
-                })
-            })
-            .map(|s| (config.resource_uri(s), s.name.clone()))
-            .collect();
+        let resources = resources_of(config);
         let facade = Arc::new(Facade {
             issuer,
             registry,
@@ -236,7 +238,9 @@ impl Facade {
         }
         let cutoff = crate::audit::now_ms() - self.registration.unused_expiry.as_millis() as i64;
         match self.store.delete_unused_oauth_clients(cutoff).await {
-            Ok(n) if n > 0 => tracing::info!(deleted = n, "oauth_server: unused registrations expired"),
+            Ok(n) if n > 0 => {
+                tracing::info!(deleted = n, "oauth_server: unused registrations expired")
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "oauth_server: cannot expire registrations"),
         }

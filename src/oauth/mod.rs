@@ -2,8 +2,10 @@
 //! Gatehouse while users sign in at the enterprise IdP, for IdPs without dynamic registration,
 //! client metadata documents or RFC 8707 resource indicators.
 
+pub mod authorize;
 pub mod cimd;
 pub mod clients;
+pub mod endpoints;
 pub mod facade;
 pub mod grants;
 pub mod id_jag;

@@ -1,0 +1,466 @@
+//! The façade's machine-facing endpoints: metadata, `/oauth/token` (authorization code,
+//! refresh with rotation, ID-JAG jwt-bearer), `/oauth/revoke`, `/oauth/register` and
+//! `/oauth/jwks`, and the routes of the whole façade.
+
+use super::authorize::{facade, params};
+use super::clients::RegisteredClient;
+use super::facade::Facade;
+use super::grants::Grant;
+use super::tokens::{AccessTokenClaims, issue_access_token, issue_refresh_token};
+use crate::downstream::AppState;
+use axum::Json;
+use axum::Router;
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// The grant type of RFC 7523 assertions (here: ID-JAGs).
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// Largest registration request read.
+const MAX_REGISTRATION_BYTES: usize = 16 * 1024;
+
+/// The façade's routes (answering 404 while no `oauth_server` is configured).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/.well-known/oauth-authorization-server", get(metadata))
+        .route("/.well-known/openid-configuration", get(metadata))
+        .route("/oauth/authorize", get(super::authorize::authorize))
+        .route("/oauth/callback", get(super::authorize::callback))
+        .route("/oauth/consent", post(super::authorize::consent))
+        .route("/oauth/token", post(token))
+        .route("/oauth/revoke", post(revoke))
+        .route("/oauth/register", post(register))
+        .route("/oauth/jwks", get(jwks))
+        .with_state(state)
+}
+
+/// An RFC 6749 §5.2 error body, never cached.
+pub fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let mut resp = (
+        status,
+        Json(json!({ "error": error, "error_description": description })),
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Writes an audit record for a façade event (`oauth/…`).
+pub fn audit(
+    state: &AppState,
+    method: &str,
+    client_id: &str,
+    subject: Option<&str>,
+    decision: &str,
+) {
+    let Some(auditor) = &state.gateway.auditor else {
+        return;
+    };
+    auditor.submit(crate::store::AuditRecord {
+        at_ms: crate::audit::now_ms(),
+        request_id: String::new(),
+        server: String::new(),
+        upstream: None,
+        method: method.to_owned(),
+        target: Some(format!("client:{client_id}")),
+        subject: subject.map(str::to_owned),
+        issuer: None,
+        client_id: Some(client_id.to_owned()),
+        decision: decision.to_owned(),
+        rule: None,
+        outcome: if decision == "allow" || decision == "issued" || decision == "registered" {
+            "ok".into()
+        } else {
+            "refused".into()
+        },
+        error_code: None,
+        latency_us: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        arguments: None,
+    });
+}
+
+async fn metadata(State(state): State<AppState>) -> Response {
+    match facade(&state) {
+        Ok(f) => public_json(f.metadata()),
+        Err(r) => *r,
+    }
+}
+
+async fn jwks(State(state): State<AppState>) -> Response {
+    match facade(&state) {
+        Ok(f) => public_json(f.keys.jwks()),
+        Err(r) => *r,
+    }
+}
+
+fn public_json(v: Value) -> Response {
+    let mut resp = Json(v).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
+    resp
+}
+
+/// The client a token or revocation request comes from, authenticated as it registered:
+/// HTTP Basic or form secret for confidential clients, `client_id` alone for public ones.
+async fn authenticate_client(
+    f: &Facade,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<RegisteredClient, Box<Response>> {
+    let unauthorized = |description: &str| {
+        let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", description);
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"gatehouse\""),
+        );
+        Box::new(r)
+    };
+    let basic = match headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+    {
+        Some(b) => {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+                .and_then(|d| String::from_utf8(d).ok())
+                .ok_or_else(|| unauthorized("the Basic credentials are not valid base64"))?;
+            let (id, secret) = decoded
+                .split_once(':')
+                .ok_or_else(|| unauthorized("the Basic credentials have no ':'"))?;
+            let unescape = |s: &str| {
+                url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.to_string())
+                    .unwrap_or_default()
+            };
+            Some((unescape(id), unescape(secret)))
+        }
+        None => None,
+    };
+    let form_id = form.get("client_id");
+    let (client_id, secret) = match (&basic, form_id) {
+        (Some((id, _)), Some(fid)) if id != fid => {
+            return Err(unauthorized(
+                "client_id differs from the authenticated client",
+            ));
+        }
+        (Some((id, s)), _) => (id.clone(), Some(s.clone())),
+        (None, Some(id)) => (id.clone(), form.get("client_secret").cloned()),
+        (None, None) => return Err(unauthorized("client authentication is required")),
+    };
+    let client = f
+        .registry
+        .find(&client_id)
+        .await
+        .map_err(|e| unauthorized(&e.to_string()))?;
+    match (&secret, client.is_public()) {
+        (None, true) => {}
+        (Some(_), true) => return Err(unauthorized("this client is public and has no secret")),
+        (None, false) => {
+            return Err(unauthorized(
+                "this client must authenticate with its secret",
+            ));
+        }
+        (Some(s), false) if client.verify_secret(s) => {}
+        (Some(_), false) => return Err(unauthorized("the client secret is wrong")),
+    }
+    Ok(client)
+}
+
+/// `POST /oauth/token`.
+async fn token(State(state): State<AppState>, headers: HeaderMap, body: String) -> Response {
+    let f = match facade(&state) {
+        Ok(f) => f,
+        Err(r) => return *r,
+    };
+    let bad =
+        |error: &str, description: &str| oauth_error(StatusCode::BAD_REQUEST, error, description);
+    let form = match params(&body) {
+        Ok(p) => p,
+        Err(e) => return bad("invalid_request", &e),
+    };
+    let client = match authenticate_client(&f, &headers, &form).await {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let client_id = client.client_id().to_owned();
+    let (grant, with_refresh, refresh) = match redeem(&f, &form, &client_id).await {
+        Ok(g) => g,
+        Err(refusal) => {
+            tracing::info!(%client_id, error = %refusal.error, reason = %refusal.description, "token refused");
+            return refusal.into_response();
+        }
+    };
+    let claims = AccessTokenClaims::for_grant(&f.issuer, &grant, f.access_ttl);
+    let access = match issue_access_token(&f.keys, &claims) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "oauth_server: cannot sign an access token");
+            return oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "cannot sign the token",
+            );
+        }
+    };
+    let refresh = match (refresh, with_refresh) {
+        (Some(r), _) => Some(r),
+        (None, true) => match issue_refresh_token(&f.store, &grant, f.refresh_ttl).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(error = %e, "oauth_server: cannot store a refresh token");
+                return oauth_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "cannot store the refresh token",
+                );
+            }
+        },
+        (None, false) => None,
+    };
+    if let Err(e) = f.registry.mark_used(&client).await {
+        tracing::warn!(error = %e, "oauth_server: cannot record client use");
+    }
+    audit(
+        &state,
+        "oauth/token",
+        &client_id,
+        Some(&grant.identity.subject),
+        "issued",
+    );
+    let mut body = json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": f.access_ttl.as_secs(),
+        "scope": grant.scope,
+    });
+    if let Some(r) = refresh {
+        body["refresh_token"] = json!(r.expose());
+    }
+    let mut resp = Json(body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// A token request refused: the OAuth error and its description.
+struct Refusal {
+    error: &'static str,
+    description: String,
+}
+
+impl Refusal {
+    fn new(error: &'static str, description: impl Into<String>) -> Refusal {
+        Refusal {
+            error,
+            description: description.into(),
+        }
+    }
+
+    /// 400, except when the store failed (503).
+    fn into_response(self) -> Response {
+        let status = if self.error == "server_error" || self.error == "temporarily_unavailable" {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        oauth_error(status, self.error, &self.description)
+    }
+}
+
+/// What a grant yields: the grant, whether to start a refresh-token family, and the rotated
+/// refresh token when one was presented.
+type Redeemed = (Grant, bool, Option<super::tokens::RefreshToken>);
+
+/// Redeems the grant of a token request for `client_id` (already authenticated).
+async fn redeem(
+    f: &Facade,
+    form: &HashMap<String, String>,
+    client_id: &str,
+) -> Result<Redeemed, Refusal> {
+    let get = |k: &str| form.get(k).map(String::as_str);
+    let need =
+        |k: &str| get(k).ok_or_else(|| Refusal::new("invalid_request", format!("{k} is required")));
+    match get("grant_type") {
+        Some("authorization_code") => {
+            let (code, redirect_uri, verifier) =
+                (need("code")?, need("redirect_uri")?, need("code_verifier")?);
+            let grant =
+                super::grants::redeem_code(&f.store, code, client_id, redirect_uri, verifier)
+                    .await
+                    .map_err(|e| Refusal::new(e.oauth_error(), e.to_string()))?;
+            Ok((grant, true, None))
+        }
+        Some("refresh_token") => {
+            let (next, grant) = super::tokens::rotate(&f.store, need("refresh_token")?, client_id)
+                .await
+                .map_err(|e| Refusal::new(e.oauth_error(), e.to_string()))?;
+            Ok((grant, false, Some(next)))
+        }
+        Some(JWT_BEARER) => {
+            let verifier = f.id_jag.as_ref().ok_or_else(|| {
+                Refusal::new(
+                    "unsupported_grant_type",
+                    "this server accepts no assertions (oauth_server.id_jag)",
+                )
+            })?;
+            let jag = verifier
+                .verify(need("assertion")?, client_id)
+                .await
+                .map_err(|e| Refusal::new(e.oauth_error(), e.to_string()))?;
+            let wanted = get("resource")
+                .map(str::to_owned)
+                .or_else(|| jag.resource.first().cloned());
+            let resource = wanted
+                .as_deref()
+                .and_then(|r| f.resource(r))
+                .map(|(r, _)| r.clone())
+                .ok_or_else(|| {
+                    Refusal::new(
+                        "invalid_target",
+                        "the assertion names no server of this gateway that accepts its tokens",
+                    )
+                })?;
+            let same = |r: &String| r.trim_end_matches('/') == resource.trim_end_matches('/');
+            if !jag.resource.is_empty() && !jag.resource.iter().any(same) {
+                return Err(Refusal::new(
+                    "invalid_target",
+                    "resource is not one the assertion was issued for",
+                ));
+            }
+            let scope = f.grant_scopes(get("scope").or(jag.scope.as_deref()));
+            Ok((
+                Grant::new(client_id, &resource, &scope, jag.identity()),
+                false,
+                None,
+            ))
+        }
+        Some(other) => Err(Refusal::new(
+            "unsupported_grant_type",
+            format!("grant_type {other:?} is not supported"),
+        )),
+        None => Err(Refusal::new("invalid_request", "grant_type is required")),
+    }
+}
+
+/// `POST /oauth/revoke` (RFC 7009): always 200 for an authenticated client.
+async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: String) -> Response {
+    let f = match facade(&state) {
+        Ok(f) => f,
+        Err(r) => return *r,
+    };
+    let form = match params(&body) {
+        Ok(p) => p,
+        Err(e) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &e),
+    };
+    let client = match authenticate_client(&f, &headers, &form).await {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let Some(token) = form.get("token") else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is required",
+        );
+    };
+    // Access tokens are short-lived JWTs and cannot be recalled; refresh tokens are.
+    if let Err(e) = super::tokens::revoke(&f.store, token, Some(client.client_id())).await {
+        tracing::error!(error = %e, "oauth_server: cannot revoke");
+        return oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "try again",
+        );
+    }
+    audit(&state, "oauth/revoke", client.client_id(), None, "revoked");
+    StatusCode::OK.into_response()
+}
+
+/// `POST /oauth/register` (RFC 7591, hardened: off by default, rate-limited, audited).
+async fn register(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let f = match facade(&state) {
+        Ok(f) => f,
+        Err(r) => return *r,
+    };
+    if body.len() > MAX_REGISTRATION_BYTES {
+        return oauth_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_client_metadata",
+            &format!("the request is larger than {MAX_REGISTRATION_BYTES} bytes"),
+        );
+    }
+    let parsed: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_client_metadata",
+                &format!("the body is not JSON: {e}"),
+            );
+        }
+    };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match super::registration::register(
+        &f.registration,
+        &f.limiter,
+        &f.store,
+        peer.ip(),
+        authorization,
+        &parsed,
+    )
+    .await
+    {
+        Ok(issued) => {
+            tracing::info!(client_id = %issued.record.client_id, ip = %peer.ip(), "oauth_server: client registered");
+            audit(
+                &state,
+                "oauth/register",
+                &issued.record.client_id,
+                None,
+                "registered",
+            );
+            let mut resp = (StatusCode::CREATED, Json(issued.response)).into_response();
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(e) => {
+            tracing::info!(ip = %peer.ip(), error = %e, "oauth_server: registration refused");
+            audit(&state, "oauth/register", "-", None, e.error_code());
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut resp = oauth_error(status, e.error_code(), &e.to_string());
+            if let super::registration::RegistrationError::RateLimited(after) = &e
+                && let Ok(v) = HeaderValue::from_str(&after.secs().to_string())
+            {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            resp
+        }
+    }
+}
