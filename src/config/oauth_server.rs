@@ -97,6 +97,10 @@ pub struct IdpConfig {
     /// Where roles are.
     #[serde(default)]
     pub roles_claim: Vec<String>,
+    /// When set, only users of these tenants sign in (Entra `tid`, Google Workspace `hd`);
+    /// required for a multi-tenant Entra issuer.
+    #[serde(default)]
+    pub allowed_tenants: Vec<String>,
 }
 
 fn default_flavor() -> String {

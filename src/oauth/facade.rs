@@ -180,6 +180,7 @@ impl Facade {
             claims.roles.clone_from(&i.roles_claim);
         }
         idp_settings.claims = claims;
+        idp_settings.allowed_tenants.clone_from(&i.allowed_tenants);
         idp_settings.clock_skew = config.auth.clock_skew.0;
 
         let id_jag = match &cfg.id_jag {
