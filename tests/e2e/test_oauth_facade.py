@@ -607,6 +607,61 @@ def check_sdk_flow(facade: Facade, client: SdkClient, client_name: str, expected
     return claims
 
 
+# ---------------------------------------------------------------- the IdP the façade stands in front of
+
+
+def test_the_entra_like_idp_lacks_what_the_facade_makes_up_for(oidc_as_entra_like):
+    """What the tests below rely on, checked without the gateway: `--entra-like` has no RFC 8414
+    metadata, no registration, refuses `resource`; Gatehouse's client there works on any loopback
+    port and its ID tokens carry sub, groups and email; ID-JAGs can be asked for the façade."""
+    issuer = oidc_as_entra_like.issuer
+    assert httpx.get(f"{issuer}/.well-known/oauth-authorization-server", timeout=10).status_code == 404
+    meta = httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=10).json()
+    assert "registration_endpoint" not in meta, meta
+    assert httpx.post(f"{issuer}/reg", json={"redirect_uris": ["http://127.0.0.1/cb"]}, timeout=10).status_code == 404
+    assert {"openid", "profile", "email"} <= set(meta["scopes_supported"]), meta
+    cc = httpx.post(meta["token_endpoint"], auth=("test-client", "test-secret"), timeout=10,
+                    data={"grant_type": "client_credentials", "resource": "http://127.0.0.1:1/mcp"})
+    assert_oauth_error(cc, 400, "invalid_target")
+
+    redirect_uri = f"http://127.0.0.1:{free_port()}/oauth/callback"  # registered without a port
+    verifier, challenge = pkce_pair()
+    params = {"response_type": "code", "client_id": IDP_CLIENT[0], "redirect_uri": redirect_uri,
+              "scope": "openid profile email", "state": "st", "nonce": "n-1", "code_challenge": challenge,
+              "code_challenge_method": "S256"}
+    refused = httpx.get(meta["authorization_endpoint"] + "?" + urlencode(params | {"resource": "http://127.0.0.1:1/mcp"}),
+                        timeout=10)
+    assert_oauth_error(refused, 400, "invalid_target")
+    url = meta["authorization_endpoint"] + "?" + urlencode(params)
+    with httpx.Client(timeout=10) as ua:
+        for _ in range(8):
+            resp = ua.get(url)
+            assert resp.status_code in (302, 303), f"{url}: {resp.status_code} {resp.text[:500]}"
+            url = urljoin(url, resp.headers["location"])
+            if url.startswith(redirect_uri):
+                break
+    q = query_of(url)
+    assert q.get("state") == "st" and q.get("iss") == issuer and "code" in q, q
+    tok = httpx.post(meta["token_endpoint"], auth=IDP_CLIENT, timeout=10, data={
+        "grant_type": "authorization_code", "code": q["code"], "redirect_uri": redirect_uri, "code_verifier": verifier})
+    assert tok.status_code == 200, tok.text
+    id_token = jwt_claims(tok.json()["id_token"])
+    assert id_token["iss"] == issuer and id_token["aud"] == IDP_CLIENT[0] and id_token["nonce"] == "n-1", id_token
+    assert id_token["sub"] == "alice" and id_token["groups"] == ["engineering", "sales"], id_token
+    assert id_token["email"] == "alice@example.com", id_token
+
+    gateway = f"http://127.0.0.1:{free_port()}"
+    subject = httpx.post(f"{issuer}/test/mint", json={"resource": gateway + "/mcp"}, timeout=10).json()["access_token"]
+    jag = httpx.post(meta["token_endpoint"], auth=IDP_EXCHANGER, timeout=10, data={
+        "grant_type": GT_TOKEN_EXCHANGE, "subject_token": subject, "subject_token_type": TT_ACCESS_TOKEN,
+        "requested_token_type": TT_ID_JAG, "audience": gateway, "resource": gateway + "/mcp"})
+    assert jag.status_code == 200, jag.text
+    assert jwt_header(jag.json()["access_token"])["typ"] == ID_JAG_TYP
+    claims = jwt_claims(jag.json()["access_token"])
+    assert claims["iss"] == issuer and claims["aud"] == gateway and claims["resource"] == gateway + "/mcp", claims
+    assert claims["client_id"] == IDP_EXCHANGER[0] and claims["sub"] == "alice" and claims["scope"] == "mcp:tools", claims
+
+
 # ---------------------------------------------------------------- metadata
 
 
@@ -762,9 +817,9 @@ def test_cimd_document_slower_than_the_timeout_is_refused(facade):
 def test_cimd_on_a_private_address_is_refused_without_any_traffic(facade, processes):
     """With allow_private_addresses false (the default outside tests), a client_id URL on a
     loopback or private address is refused before anything is sent."""
-    base, _gw = start_facade_gateway(processes, facade.tmp / "strict", facade.idp, facade.fixture_url,
+    base, gw = start_facade_gateway(processes, facade.tmp / "strict", facade.idp, facade.fixture_url,
                                      facade.ca_pem, allow_private=False)
-    strict = Facade(base, facade.idp, facade.docs, _gw, facade.fixture_url, facade.ca_pem, facade.tmp)
+    strict = Facade(base, facade.idp, facade.docs, gw, facade.fixture_url, facade.ca_pem, facade.tmp)
     redirect = f"http://127.0.0.1:{free_port()}/callback"
     url = facade.docs.add("/private.json", tls=True, redirect_uris=[redirect])
     before = dict(facade.docs.connections)
@@ -829,9 +884,10 @@ def test_consent_denied_sends_access_denied_to_the_client(facade):
     assert q.get("state") == "deny-me" and q.get("iss") == facade.base, q
 
 
-def test_consent_ticket_is_single_use(facade):
-    """ASSUMED: a consent ticket answered once cannot be answered again (a replayed form post gets
-    no second code). Any 4xx, or a redirect carrying an error rather than a code, passes."""
+def test_consent_form_replayed_from_another_browser_gets_no_code(facade):
+    """ASSUMED: the consent ticket is bound to the browser that signed in (a cookie), so the form
+    posted again from elsewhere (no cookies) yields no code: any 4xx, or a redirect carrying an
+    error rather than a code, passes. (Replay by the same browser is not checked here.)"""
     verifier, challenge = pkce_pair()
     url = facade.authorize_url(response_type="code", client_id=STATIC_CLIENT, redirect_uri=STATIC_REDIRECT,
                                code_challenge=challenge, code_challenge_method="S256", state="once",
@@ -861,7 +917,7 @@ def test_authorization_code_gives_a_verifiable_token_that_works_and_is_single_us
     body = first.json()
     assert body["token_type"] == "Bearer" and 0 < body["expires_in"] <= 300, body
     assert body["refresh_token"] and "mcp:tools" in body["scope"].split(), body
-    assert first.headers.get("cache-control", "").lower().find("no-store") != -1, first.headers
+    assert "no-store" in first.headers.get("cache-control", "").lower(), "RFC 6749 §5.1: Cache-Control: no-store"
 
     token = body["access_token"]
     header = jwt_header(token)
