@@ -269,10 +269,13 @@ struct Refusal {
 
 impl Refusal {
     fn new(error: &'static str, description: impl Into<String>) -> Refusal {
-        Refusal {
-            error,
-            description: description.into(),
-        }
+        let description: String = description.into();
+        // Some errors' texts start with their code; the response carries it already.
+        let description = match description.strip_prefix(error) {
+            Some(rest) => rest.trim_start_matches(':').trim_start().to_owned(),
+            None => description,
+        };
+        Refusal { error, description }
     }
 
     /// 400, except when the store failed (503).

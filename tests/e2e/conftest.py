@@ -253,8 +253,12 @@ def start_oidc_as(start, *flags: str) -> AuthServer:
     return AuthServer(p.read_line_starting("ready "), p)
 
 
+ENTRA_LIKE_ISSUER_PATH = "/e2e-tenant/v2.0"
+
+
 @pytest.fixture(scope="module")
 def oidc_as_entra_like(module_processes) -> AuthServer:
-    """The test authorization server playing an IdP without dynamic registration, RFC 8707
-    resource indicators or RFC 8414 metadata (`--entra-like`), for a whole test module."""
-    return start_oidc_as(module_processes, "--entra-like")
+    """The test authorization server playing Microsoft Entra, for a whole test module: no dynamic
+    registration, no RFC 8707 resource indicators, no RFC 8414 metadata (`--entra-like`), and an
+    issuer shaped like Entra's v2.0 ones, http://127.0.0.1:PORT/e2e-tenant/v2.0 (`--issuer-path`)."""
+    return start_oidc_as(module_processes, "--entra-like", "--issuer-path", ENTRA_LIKE_ISSUER_PATH)

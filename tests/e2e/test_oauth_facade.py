@@ -618,6 +618,10 @@ def test_the_entra_like_idp_lacks_what_the_facade_makes_up_for(oidc_as_entra_lik
     assert httpx.get(f"{issuer}/.well-known/oauth-authorization-server", timeout=10).status_code == 404
     meta = httpx.get(f"{issuer}/.well-known/openid-configuration", timeout=10).json()
     assert "registration_endpoint" not in meta, meta
+    assert meta["issuer"] == issuer and meta["authorization_endpoint"] == issuer + "/auth", meta
+    origin = "http://" + urlsplit(issuer).netloc
+    if issuer != origin:  # an Entra-shaped issuer: nothing answers outside its path
+        assert httpx.get(f"{origin}/.well-known/openid-configuration", timeout=10).status_code == 404
     assert httpx.post(f"{issuer}/reg", json={"redirect_uris": ["http://127.0.0.1/cb"]}, timeout=10).status_code == 404
     assert {"openid", "profile", "email"} <= set(meta["scopes_supported"]), meta
     cc = httpx.post(meta["token_endpoint"], auth=("test-client", "test-secret"), timeout=10,

