@@ -400,6 +400,9 @@ pub async fn consent(State(state): State<AppState>, headers: HeaderMap, body: St
     if digest(&browser) != ticket.browser {
         return refused("This consent form belongs to another browser.");
     }
+    if !f.first_use_of_ticket(&digest(sealed), ticket.expires_at_ms) {
+        return refused("This consent form was already used. Start again from your client.");
+    }
     let r = &ticket.request;
     let state_param = r.client_state.as_deref();
     match form.get("decision").map(String::as_str) {

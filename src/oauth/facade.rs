@@ -48,6 +48,8 @@ pub struct Facade {
     idp_settings: IdpSettings,
     idp: tokio::sync::OnceCell<Idp>,
     http: reqwest::Client,
+    /// Consent tickets already used (digest → expiry), so that a form cannot be posted twice.
+    used_tickets: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     /// The configuration it was built from (to reuse it across reloads).
     pub config: OAuthServerConfig,
 }
@@ -218,6 +220,7 @@ impl Facade {
             idp_settings,
             idp: tokio::sync::OnceCell::new(),
             http,
+            used_tickets: Default::default(),
             config: cfg,
         });
         let weak = Arc::downgrade(&facade);
@@ -248,6 +251,17 @@ impl Facade {
         if let Err(e) = super::tokens::purge_expired(&self.store).await {
             tracing::warn!(error = %e, "oauth_server: cannot purge expired refresh tokens");
         }
+    }
+
+    /// Records a consent ticket as used; `false` when it already was. Kept in this process
+    /// until the ticket expires (another replica would not know: see the docs' limits).
+    pub fn first_use_of_ticket(&self, digest: &str, expires_at_ms: i64) -> bool {
+        let now = crate::audit::now_ms();
+        let mut used = self.used_tickets.lock().unwrap_or_else(|e| e.into_inner());
+        if used.len() > 10_000 {
+            used.retain(|_, exp| *exp > now);
+        }
+        used.insert(digest.to_owned(), expires_at_ms).is_none()
     }
 
     /// The enterprise IdP, discovered on first use (and again after a failure).

@@ -2,8 +2,9 @@
 from Gatehouse itself, while users sign in at the enterprise IdP through OpenID Connect.
 
 Real parts: the IdP is tests/node/oidc-as.mjs started `--entra-like` (no dynamic registration, no
-RFC 8707 resource indicators — a `resource` sent to it is refused —, no RFC 8414 metadata), with
-the static client `gatehouse-facade` as Gatehouse's own OIDC client; the upstream is the project's
+RFC 8707 resource indicators — a `resource` sent to it is refused —, no RFC 8414 metadata) with an
+Entra-shaped issuer (`--issuer-path /e2e-tenant/v2.0`: the `entra` flavor insists on a v2.0
+issuer), and the static client `gatehouse-facade` as Gatehouse's own OIDC client; the upstream is the project's
 fixture (its `echo` tool); the clients are the official Python MCP SDK (`OAuthClientProvider`,
 with a client ID metadata document and with dynamic registration) and plain httpx for everything
 a well-behaved SDK would never send. Client ID metadata documents are served by a small server in
@@ -332,6 +333,7 @@ class LoginResult:
     location: str
     consent_page: str | None = None
     hops: list[str] = field(default_factory=list)  # every URL requested, in order
+    cookies: dict = field(default_factory=dict)  # the gateway's cookies when the form was posted
 
     def idp_authorization_request(self, idp_issuer: str) -> dict:
         """The query of the request the user agent made to the IdP's authorization endpoint."""
@@ -429,13 +431,14 @@ class Facade:
                 assert resp.headers.get("content-type", "").startswith("text/html"), resp.headers
                 page = resp.text
                 action, ticket = parse_consent_page(page)
+                jar = {c.name: c.value for c in ua.cookies.jar if c.domain in ("127.0.0.1", "127.0.0.1.local")}
                 post = ua.post(urljoin(url, action), data={"ticket": ticket, "decision": decision},
                                headers={"Origin": self.base})
                 hops.append(urljoin(url, action))
                 assert post.status_code in (302, 303), f"consent POST: {post.status_code} {post.text[:1000]}"
                 url = urljoin(url, post.headers["location"])
                 assert urlsplit(url).netloc not in ours, f"after consent, expected the client's redirect URI: {url}"
-                return LoginResult(query_of(url), url, page, hops)
+                return LoginResult(query_of(url), url, page, hops, jar)
         raise AssertionError(f"no redirect to the client within 12 hops: {hops}")
 
     def code_for(self, client_id: str = STATIC_CLIENT, redirect_uri: str = STATIC_REDIRECT,
@@ -888,10 +891,10 @@ def test_consent_denied_sends_access_denied_to_the_client(facade):
     assert q.get("state") == "deny-me" and q.get("iss") == facade.base, q
 
 
-def test_consent_form_replayed_from_another_browser_gets_no_code(facade):
-    """ASSUMED: the consent ticket is bound to the browser that signed in (a cookie), so the form
-    posted again from elsewhere (no cookies) yields no code: any 4xx, or a redirect carrying an
-    error rather than a code, passes. (Replay by the same browser is not checked here.)"""
+def test_consent_form_replayed_gets_no_code(facade):
+    """The consent ticket is bound to the browser that signed in (a cookie) and is single-use:
+    the form posted again, from elsewhere (no cookies) or by the same browser (its cookie), yields
+    no code: any 4xx, or a redirect carrying an error rather than a code, passes."""
     verifier, challenge = pkce_pair()
     url = facade.authorize_url(response_type="code", client_id=STATIC_CLIENT, redirect_uri=STATIC_REDIRECT,
                                code_challenge=challenge, code_challenge_method="S256", state="once",
@@ -899,12 +902,15 @@ def test_consent_form_replayed_from_another_browser_gets_no_code(facade):
     result = facade.login(url)
     assert "code" in result.query, result.query
     _action, ticket = parse_consent_page(result.consent_page)
-    again = httpx.post(f"{facade.base}/oauth/consent", data={"ticket": ticket, "decision": "allow"},
-                       headers={"Origin": facade.base}, follow_redirects=False, timeout=10)
-    if again.status_code in (302, 303):
-        assert "code" not in query_of(again.headers["location"]), again.headers["location"]
-    else:
-        assert 400 <= again.status_code < 500, f"{again.status_code} {again.text[:500]}"
+    assert result.cookies, "the gateway set no cookie on the browser"
+    cookie = "; ".join(f"{k}={v}" for k, v in result.cookies.items())
+    for headers in ({"Origin": facade.base}, {"Origin": facade.base, "Cookie": cookie}):
+        again = httpx.post(f"{facade.base}/oauth/consent", data={"ticket": ticket, "decision": "allow"},
+                           headers=headers, follow_redirects=False, timeout=10)
+        if again.status_code in (302, 303):
+            assert "code" not in query_of(again.headers["location"]), again.headers["location"]
+        else:
+            assert 400 <= again.status_code < 500, f"{again.status_code} {again.text[:500]}"
 
 
 # ---------------------------------------------------------------- the token endpoint
