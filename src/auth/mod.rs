@@ -18,6 +18,7 @@ pub use guard::{METADATA_PREFIX, ServerGuard, add_scopes, bearer_token, required
 pub use issuer::{IssuerState, LocalKeyLookup, LocalKeys};
 pub(crate) use issuer::{fetch_json, metadata_candidates};
 pub use principal::{CredentialKind, Principal};
+pub(crate) use principal::{string_at as claim_string, strings_at as claim_strings};
 
 use crate::config::Auth;
 use crate::store::Store;

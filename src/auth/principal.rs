@@ -186,7 +186,8 @@ fn value_at<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(claims, |v, part| v.get(part))
 }
 
-fn string_at(claims: &Value, path: &str) -> Option<String> {
+/// A string (or number) at a dotted claim path.
+pub(crate) fn string_at(claims: &Value, path: &str) -> Option<String> {
     match value_at(claims, path)? {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -195,7 +196,7 @@ fn string_at(claims: &Value, path: &str) -> Option<String> {
 }
 
 /// A list at a path: a JSON array of strings, or a space-separated string (OAuth `scope`).
-fn strings_at(claims: &Value, path: &str) -> Option<Vec<String>> {
+pub(crate) fn strings_at(claims: &Value, path: &str) -> Option<Vec<String>> {
     match value_at(claims, path)? {
         Value::String(s) => Some(
             s.split(' ')

@@ -33,7 +33,8 @@ pub async fn for_path(State(state): State<AppState>, Path(path): Path<String>) -
     }
 }
 
-fn document(body: bytes::Bytes) -> Response {
+/// A public JSON document (metadata, key sets): readable from browsers, cached 5 minutes.
+pub fn document(body: bytes::Bytes) -> Response {
     let mut resp = json(StatusCode::OK, body.to_vec());
     let h = resp.headers_mut();
     // Public information that browser-based clients must be able to read.

@@ -7,7 +7,7 @@ mod discovery;
 pub mod error;
 pub mod input_required;
 mod listen;
-mod metadata;
+pub mod metadata;
 mod post;
 mod relay;
 pub mod rules;

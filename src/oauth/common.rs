@@ -38,53 +38,18 @@ pub(crate) fn s256(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
-/// Whether `verifier` is a valid RFC 7636 verifier (43–128 unreserved characters) whose S256
-/// challenge is `challenge`.
-pub(crate) fn verify_s256(verifier: &str, challenge: &str) -> bool {
-    let well_formed = (43..=128).contains(&verifier.len())
-        && verifier
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
-    well_formed && same(&s256(verifier), challenge)
-}
-
-/// The value at a dotted path; a claim whose name itself contains dots (a namespaced URL claim,
-/// as Auth0 requires) wins over descent.
-pub(crate) fn value_at<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
-    if let Some(v) = claims.get(path) {
-        return Some(v);
-    }
-    path.split('.').try_fold(claims, |v, part| v.get(part))
-}
-
-/// The first non-empty string found at one of `paths`.
+/// The first non-empty string found at one of `paths` (dotted claim paths, as for tokens).
 pub(crate) fn string_at(claims: &Value, paths: &[String]) -> Option<String> {
-    paths.iter().find_map(|p| match value_at(claims, p)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    })
+    paths
+        .iter()
+        .find_map(|p| crate::auth::claim_string(claims, p))
 }
 
 /// The first list found at one of `paths`: an array of strings, or a space-separated string.
 pub(crate) fn strings_at(claims: &Value, paths: &[String]) -> Vec<String> {
     paths
         .iter()
-        .find_map(|p| match value_at(claims, p)? {
-            Value::String(s) => Some(
-                s.split(' ')
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-            ),
-            Value::Array(items) => Some(
-                items
-                    .iter()
-                    .filter_map(|i| i.as_str().map(str::to_owned))
-                    .collect(),
-            ),
-            _ => None,
-        })
+        .find_map(|p| crate::auth::claim_strings(claims, p))
         .unwrap_or_default()
 }
 
@@ -114,17 +79,7 @@ mod tests {
     #[test]
     fn s256_matches_rfc7636_appendix_b() {
         let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-        assert!(verify_s256(verifier, challenge));
-        assert!(!verify_s256(
-            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXj",
-            challenge
-        ));
-        assert!(!verify_s256("short", &s256("short")));
-        assert!(!verify_s256(
-            &format!("{verifier} "),
-            &s256(&format!("{verifier} "))
-        ));
+        assert_eq!(s256(verifier), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
     }
 
     #[test]

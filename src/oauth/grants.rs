@@ -9,7 +9,8 @@
 //! browser that started the login by a cookie (its digest is sealed in), which stops an attacker
 //! from sending a victim a login that lands in the attacker's client.
 
-use super::common::{digest, now_ms, random_secret, s256, same, verify_s256};
+use super::common::{digest, now_ms, random_secret, s256, same};
+use super::pkce::verify_s256;
 use crate::credentials::sealed::TokenSealer;
 use crate::store::{Store, StoreError, on_pool};
 use serde::{Deserialize, Serialize};

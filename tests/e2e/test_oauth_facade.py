@@ -945,6 +945,13 @@ def test_authorization_code_gives_a_verifiable_token_that_works_and_is_single_us
 
     assert_oauth_error(facade.token(data), 400, "invalid_grant")  # the same code again
 
+    # Discovery lists the protected server only for a token it accepts.
+    anonymous = httpx.get(f"{facade.base}/v0/servers", timeout=10).json()
+    assert anonymous["servers"] == [], anonymous
+    listed = httpx.get(f"{facade.base}/v0/servers", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
+    assert [e["server"]["remotes"][0]["url"] for e in listed["servers"]] == [facade.resource], listed
+    assert listed["servers"][0]["_meta"]["io.gatehouse/protected"] is True, listed
+
 
 def test_token_request_with_another_redirect_uri_is_invalid_grant(facade):
     code, verifier, _ = facade.code_for()
