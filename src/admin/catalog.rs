@@ -25,6 +25,8 @@ struct DecisionBody {
     accept_findings: bool,
     /// Why (recorded with the decision).
     reason: Option<String>,
+    /// The pin of the definition as the reviewer read it (with `name`): refused if it changed.
+    pin: Option<String>,
 }
 
 fn review_error(e: ReviewError) -> Response {
@@ -34,7 +36,10 @@ fn review_error(e: ReviewError) -> Response {
         | ReviewError::NoSuchDefinition { .. } => (StatusCode::NOT_FOUND, "not_found"),
         ReviewError::RiskyFindings(_) => (StatusCode::CONFLICT, "findings_not_accepted"),
         ReviewError::Transition { .. } => (StatusCode::CONFLICT, "invalid_transition"),
-        ReviewError::Anonymous => (StatusCode::BAD_REQUEST, "invalid_request"),
+        ReviewError::Changed { .. } => (StatusCode::CONFLICT, "changed"),
+        ReviewError::Anonymous | ReviewError::PinWithoutName => {
+            (StatusCode::BAD_REQUEST, "invalid_request")
+        }
         ReviewError::Upstream { .. } => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
         ReviewError::Store(err) => {
             tracing::error!(error = %err, "admin API: the store failed");
@@ -225,6 +230,7 @@ pub async fn decide(
         admin.name(),
         parsed.reason.as_deref(),
         decision,
+        parsed.pin.as_deref(),
     )
     .await;
     match result {

@@ -56,8 +56,15 @@ impl ServerGuard {
         resource: String,
         auth: Arc<Authenticator>,
     ) -> ServerGuard {
+        // "Every issuer" means the IdPs configured under auth.issuers, never Gatehouse's own
+        // authorization server: a server accepts its tokens only when it names it.
         let names: Vec<&String> = if sa.issuers.is_empty() {
-            config.auth.issuers.keys().collect()
+            config
+                .auth
+                .issuers
+                .keys()
+                .filter(|n| n.as_str() != crate::config::oauth_server::FACADE_ISSUER_NAME)
+                .collect()
         } else {
             sa.issuers.iter().collect()
         };

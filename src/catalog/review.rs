@@ -56,6 +56,17 @@ pub enum ReviewError {
         /// What to do instead.
         why: &'static str,
     },
+    /// The definition changed since the reviewer read it.
+    #[error("{upstream}: {name} changed since it was read (its pin differs); read it again")]
+    Changed {
+        /// The upstream.
+        upstream: String,
+        /// The definition.
+        name: String,
+    },
+    /// A pin only makes sense for one named definition.
+    #[error("a pin applies to one definition: give its name too")]
+    PinWithoutName,
     /// The decision names nobody.
     #[error("a decision must name who decides")]
     Anonymous,
@@ -229,6 +240,8 @@ pub async fn recorded(
 /// Applies `decision` to one definition (`name`) or, without a name, to the whole upstream.
 /// Approving an upstream approves its definitions as they are now, except rejected ones
 /// (name those to approve them).
+/// With `pin`, the named definition is decided only if its current pin is that one (what the
+/// reviewer read), so that a change recorded meanwhile is not approved unseen.
 pub async fn decide(
     store: &Store,
     upstream: &str,
@@ -236,9 +249,13 @@ pub async fn decide(
     by: &str,
     reason: Option<&str>,
     decision: Decision,
+    pin: Option<&str>,
 ) -> Result<Reviewed, ReviewError> {
     if by.trim().is_empty() {
         return Err(ReviewError::Anonymous);
+    }
+    if pin.is_some() && name.is_none() {
+        return Err(ReviewError::PinWithoutName);
     }
     let rows = recorded(store, upstream).await?;
     let mut targets: Vec<CatalogDefinition> = rows
@@ -249,6 +266,14 @@ pub async fn decide(
     if let Some(n) = name {
         if targets.is_empty() {
             return Err(ReviewError::NoSuchDefinition {
+                upstream: upstream.to_owned(),
+                name: n.to_owned(),
+            });
+        }
+        if let Some(p) = pin
+            && targets.iter().any(|d| d.pin != p)
+        {
+            return Err(ReviewError::Changed {
                 upstream: upstream.to_owned(),
                 name: n.to_owned(),
             });

@@ -43,6 +43,9 @@ pub enum CatalogAction {
         /// Approve even definitions with high or critical findings.
         #[arg(long)]
         accept_findings: bool,
+        /// With --name: the pin you reviewed (`show` prints it); refused if it changed since.
+        #[arg(long, requires = "name")]
+        pin: Option<String>,
     },
     /// Reject an upstream (or one definition): it stays hidden.
     Reject {
@@ -120,9 +123,10 @@ pub async fn run(
             name,
             by,
             accept_findings,
+            pin,
         } => {
             let decision = Decision::Approve { accept_findings };
-            review::decide(store, &upstream, name.as_deref(), &by, None, decision)
+            decide(store, &upstream, name, &by, None, decision, pin)
                 .await
                 .map_err(text)?
         }
@@ -131,28 +135,22 @@ pub async fn run(
             name,
             by,
             reason,
-        } => review::decide(
-            store,
-            &upstream,
-            name.as_deref(),
-            &by,
-            reason.as_deref(),
-            Decision::Reject,
-        )
-        .await
-        .map_err(text)?,
+        } => decide(store, &upstream, name, &by, reason, Decision::Reject, None)
+            .await
+            .map_err(text)?,
         CatalogAction::Quarantine {
             upstream,
             name,
             by,
             reason,
-        } => review::decide(
+        } => decide(
             store,
             &upstream,
-            name.as_deref(),
+            name,
             &by,
-            reason.as_deref(),
+            reason,
             Decision::Quarantine,
+            None,
         )
         .await
         .map_err(text)?,
@@ -160,19 +158,33 @@ pub async fn run(
             upstream,
             by,
             reason,
-        } => review::decide(
-            store,
-            &upstream,
-            None,
-            &by,
-            reason.as_deref(),
-            Decision::Retire,
-        )
-        .await
-        .map_err(text)?,
+        } => decide(store, &upstream, None, &by, reason, Decision::Retire, None)
+            .await
+            .map_err(text)?,
     };
     write_audit(config, config_dir, store, &reviewed).await;
     Ok(summary(&reviewed))
+}
+
+async fn decide(
+    store: &Store,
+    upstream: &str,
+    name: Option<String>,
+    by: &str,
+    reason: Option<String>,
+    decision: Decision,
+    pin: Option<String>,
+) -> Result<Reviewed, review::ReviewError> {
+    review::decide(
+        store,
+        upstream,
+        name.as_deref(),
+        by,
+        reason.as_deref(),
+        decision,
+        pin.as_deref(),
+    )
+    .await
 }
 
 /// Writes the operation's audit records through the configured sinks, as a gateway would.

@@ -214,6 +214,21 @@ pub(super) fn check(c: &super::Config, add: &mut dyn FnMut(String, String)) {
     let facade = c.oauth_server.is_some();
     if let Some(o) = &c.oauth_server {
         super::oauth_server::check(o, add);
+        if let Some(u) = &c.public_url {
+            check_issuer_url(u, add);
+        }
+        if !c.servers.iter().any(|s| {
+            s.auth.as_ref().is_some_and(|a| {
+                a.issuers
+                    .iter()
+                    .any(|n| n == super::oauth_server::FACADE_ISSUER_NAME)
+            })
+        }) {
+            add(
+                "oauth_server".into(),
+                "no server accepts its tokens: add `gatehouse` to a server's auth.issuers".into(),
+            );
+        }
     }
     for (i, s) in c.servers.iter().enumerate() {
         if let Some(sa) = &s.auth {
@@ -337,7 +352,12 @@ fn check_server_auth(
             );
         }
     }
-    if a.issuers.is_empty() && !sa.api_keys && !facade {
+    let names_facade = facade
+        && sa
+            .issuers
+            .iter()
+            .any(|n| n == super::oauth_server::FACADE_ISSUER_NAME);
+    if a.issuers.is_empty() && !sa.api_keys && !names_facade {
         add(
             field.into(),
             "no way in: define an issuer under auth.issuers or set api_keys: true".into(),
@@ -409,6 +429,34 @@ fn check_url(u: &str, secure: bool) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The façade's issuer (`public_url`): https (plain http only on loopback), no path, so that
+/// RFC 8414 discovery, its cookie and its form paths work.
+fn check_issuer_url(u: &str, add: &mut dyn FnMut(String, String)) {
+    let Ok(url) = url::Url::parse(u) else {
+        return;
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    if url.scheme() != "https" && !loopback {
+        add(
+            "public_url".into(),
+            "with oauth_server it is an OAuth issuer and must be https (plain http only on loopback)"
+                .into(),
+        );
+    }
+    if !url.path().trim_end_matches('/').is_empty() || url.query().is_some() {
+        add(
+            "public_url".into(),
+            "with oauth_server it must have no path or query (e.g. https://gatehouse.example.com)"
+                .into(),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -14,8 +14,11 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// The cookie binding a login to the browser that started it.
-const LOGIN_COOKIE: &str = "gatehouse_login";
+/// The cookies binding logins to the browser that started them: one per login (this prefix,
+/// then a random part), so that two logins at once do not overwrite each other.
+const LOGIN_COOKIE: &str = "gatehouse_login_";
+/// The prefix that, over https, forbids other hosts and paths to set the cookie.
+const HOST_ONLY: &str = "__Host-";
 /// Associated data of consent tickets (so no other sealed value passes for one).
 const TICKET_AAD: &[u8] = b"gatehouse oauth consent ticket v1";
 /// Longest query or form accepted.
@@ -109,15 +112,34 @@ fn digest(s: &str) -> String {
     crate::hex::encode(&Sha256::digest(s.as_bytes()))
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+/// The values of the login cookies the browser sent.
+fn login_cookies(headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .filter(|(k, _)| k.trim_start_matches(HOST_ONLY).starts_with(LOGIN_COOKIE))
+        .take(32)
         .map(|(_, v)| v.to_owned())
+        .collect()
+}
+
+/// The `Set-Cookie` value for a login cookie (`max_age` 0 removes it).
+fn login_cookie(f: &Facade, value: &str, max_age: u64) -> Option<HeaderValue> {
+    let https = f.issuer.starts_with("https://");
+    let (prefix, secure) = if https {
+        (HOST_ONLY, "; Secure")
+    } else {
+        ("", "")
+    };
+    // The name carries part of the value's digest, so the removal names the same cookie.
+    let name = format!("{prefix}{LOGIN_COOKIE}{}", &digest(value)[..12]);
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+    ))
+    .ok()
 }
 
 /// `GET /oauth/authorize`.
@@ -137,7 +159,7 @@ pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery) -
     let client = match f.registry.find(client_id).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::info!(client_id, error = %e, "authorization refused: unknown or unusable client");
+            tracing::info!(client_id, error = ?e, "authorization refused: unknown or unusable client");
             return no_redirect(e.error_code(), &e.to_string());
         }
     };
@@ -216,16 +238,7 @@ pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery) -
     if let Ok(v) = HeaderValue::from_str(&to) {
         h.insert(header::LOCATION, v);
     }
-    let secure = if f.issuer.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let set = format!(
-        "{LOGIN_COOKIE}={browser}; Path=/oauth; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        LOGIN_LIFETIME.as_secs()
-    );
-    if let Ok(v) = HeaderValue::from_str(&set) {
+    if let Some(v) = login_cookie(&f, &browser, LOGIN_LIFETIME.as_secs()) {
         h.insert(header::SET_COOKIE, v);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -246,14 +259,29 @@ pub async fn callback(
         Ok(q) => q,
         Err(e) => return page(StatusCode::BAD_REQUEST, "Sign-in failed", &e),
     };
-    let browser = cookie(&headers, LOGIN_COOKIE);
-    let login = match PendingLogin::open(
-        &f.sealer,
-        q.get("state").map(String::as_str).unwrap_or(""),
-        browser.as_deref(),
-    ) {
-        Ok(l) => l,
+    let state_param = q.get("state").map(String::as_str).unwrap_or("");
+    let mut opened = Err(None);
+    for candidate in login_cookies(&headers) {
+        match PendingLogin::open(&f.sealer, state_param, Some(&candidate)) {
+            Ok(l) => {
+                opened = Ok((l, candidate));
+                break;
+            }
+            Err(e) => opened = Err(Some(e)),
+        }
+    }
+    if opened.is_err() && login_cookies(&headers).is_empty() {
+        opened = PendingLogin::open(&f.sealer, state_param, None)
+            .map(|l| (l, String::new()))
+            .map_err(Some);
+    }
+    let (login, browser) = match opened {
+        Ok(x) => x,
         Err(e) => {
+            let e = e.map_or_else(
+                || "no sign-in is in progress in this browser".to_owned(),
+                |e| e.to_string(),
+            );
             return page(
                 StatusCode::BAD_REQUEST,
                 "Sign-in failed",
@@ -298,10 +326,13 @@ pub async fn callback(
             );
         }
     };
-    let client_name = match f.registry.find(&r.client_id).await {
-        Ok(c) => c.display_name().to_owned(),
-        Err(e) => return fail(e.error_code(), &e.to_string()),
+    let client = match f.registry.find(&r.client_id).await {
+        Ok(c) => c,
+        // The client went away (revoked) during the login.
+        Err(e) => return fail("access_denied", &e.to_string()),
     };
+    let client_name = client.display_name().to_owned();
+    let verified = client.kind() == "pre-registered";
     let server = f
         .resource(&r.resource)
         .map(|(_, name)| name.clone())
@@ -309,63 +340,103 @@ pub async fn callback(
     let ticket = Ticket {
         request: r.clone(),
         identity,
-        browser: digest(browser.as_deref().unwrap_or("")),
+        browser: digest(&browser),
         expires_at_ms: crate::audit::now_ms() + LOGIN_LIFETIME.as_millis() as i64,
     };
     let sealed = f
         .sealer
         .seal(&serde_json::to_vec(&ticket).unwrap_or_default(), TICKET_AAD);
     consent_page(
-        &client_name,
-        &r.client_id,
-        &server,
-        &r.resource,
-        &r.scope,
+        &Shown {
+            client_name: &client_name,
+            verified,
+            client_id: &r.client_id,
+            redirect_uri: &r.redirect_uri,
+            server: &server,
+            resource: &r.resource,
+            scope: &r.scope,
+        },
         &ticket.identity,
         &sealed,
     )
 }
 
-fn consent_page(
-    client_name: &str,
-    client_id: &str,
-    server: &str,
-    resource: &str,
-    scope: &str,
-    who: &GrantIdentity,
-    ticket: &str,
-) -> Response {
+/// What the consent page tells the user.
+struct Shown<'a> {
+    client_name: &'a str,
+    /// Configured by an administrator (not self-declared through registration or CIMD).
+    verified: bool,
+    client_id: &'a str,
+    redirect_uri: &'a str,
+    server: &'a str,
+    resource: &'a str,
+    scope: &'a str,
+}
+
+/// Where the form may send the browser: this gateway, and the client's redirect URI (the
+/// answer to the form redirects there; a `form-action` without it blocks that redirect).
+fn form_targets(redirect_uri: &str) -> String {
+    match url::Url::parse(redirect_uri) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {
+            format!("'self' {}", u.origin().ascii_serialization())
+        }
+        Ok(u) => format!("'self' {}:", u.scheme()),
+        Err(_) => "'self'".into(),
+    }
+}
+
+fn consent_page(shown: &Shown<'_>, who: &GrantIdentity, ticket: &str) -> Response {
     let user = who.email.as_deref().unwrap_or(&who.subject);
-    let scopes = if scope.is_empty() {
+    let scopes = if shown.scope.is_empty() {
         "none".to_owned()
     } else {
-        escape(scope)
+        escape(shown.scope)
+    };
+    let destination = url::Url::parse(shown.redirect_uri)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(str::to_owned)
+                .or(Some(format!("{}:", u.scheme())))
+        })
+        .unwrap_or_default();
+    let unverified = if shown.verified {
+        ""
+    } else {
+        " <em>(name given by the application itself, not verified)</em>"
     };
     let body = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Allow access — Gatehouse</title></head>\
          <body><h1>Allow {name} to use {server}?</h1>\
          <p>Signed in as <strong>{user}</strong>.</p>\
-         <p><strong>{name}</strong> (client <code>{client_id}</code>) asks to call <strong>{server}</strong> \
+         <p><strong>{name}</strong>{unverified} (client <code>{client_id}</code>) asks to call <strong>{server}</strong> \
          (<code>{resource}</code>) on your behalf, with scopes: {scopes}.</p>\
+         <p>If you allow it, access is handed to <strong>{destination}</strong> \
+         (<code>{redirect_uri}</code>). Allow only if you started this from that application.</p>\
          <form method=\"post\" action=\"/oauth/consent\">\
          <input type=\"hidden\" name=\"ticket\" value=\"{ticket}\">\
          <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button> \
          <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button>\
          </form></body></html>",
-        name = escape(client_name),
-        server = escape(server),
+        name = escape(shown.client_name),
+        server = escape(shown.server),
         user = escape(user),
-        client_id = escape(client_id),
-        resource = escape(resource),
+        client_id = escape(shown.client_id),
+        resource = escape(shown.resource),
+        destination = escape(&destination),
+        redirect_uri = escape(shown.redirect_uri),
         ticket = escape(ticket),
     );
     let mut resp = (StatusCode::OK, Html(body)).into_response();
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; form-action 'self'"),
+    let csp = format!(
+        "default-src 'none'; form-action {}; frame-ancestors 'none'",
+        form_targets(shown.redirect_uri)
     );
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert("content-security-policy", v);
+    }
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     resp
 }
@@ -393,13 +464,15 @@ pub async fn consent(State(state): State<AppState>, headers: HeaderMap, body: St
         Some(t) => t,
         None => return refused("This consent form was not issued by this gateway."),
     };
-    let browser = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     if ticket.expires_at_ms <= crate::audit::now_ms() {
         return refused("This consent form has expired. Start again from your client.");
     }
-    if digest(&browser) != ticket.browser {
+    let Some(browser) = login_cookies(&headers)
+        .into_iter()
+        .find(|c| digest(c) == ticket.browser)
+    else {
         return refused("This consent form belongs to another browser.");
-    }
+    };
     if !f.first_use_of_ticket(&digest(sealed), ticket.expires_at_ms) {
         return refused("This consent form was already used. Start again from your client.");
     }
@@ -449,11 +522,8 @@ pub async fn consent(State(state): State<AppState>, headers: HeaderMap, body: St
         "allow",
     );
     let mut resp = back_to_client(&r.redirect_uri, state_param, &f.issuer, &[("code", &code)]);
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "gatehouse_login=; Path=/oauth; HttpOnly; SameSite=Lax; Max-Age=0",
-        ),
-    );
+    if let Some(v) = login_cookie(&f, &browser, 0) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
     resp
 }

@@ -86,8 +86,10 @@ pub enum CimdError {
         canonical: String,
     },
     /// The host is or resolves to an address the gateway must not fetch from.
+    // The address itself stays out of the message: callers are unauthenticated, and the text
+    // must not turn the gateway into an oracle for internal DNS.
     #[error(
-        "client_id host {host} resolves to {addr}, a loopback, private or reserved address; metadata documents are fetched only from public addresses"
+        "client_id host {host} is or resolves to a loopback, private or reserved address; metadata documents are fetched only from public addresses"
     )]
     PrivateAddress {
         /// The host.
@@ -95,8 +97,11 @@ pub enum CimdError {
         /// The refused address.
         addr: IpAddr,
     },
+    /// A port other than the https default.
+    #[error("client_id must use the default https port (no :port)")]
+    Port,
     /// The host does not resolve.
-    #[error("cannot resolve the client_id host {host}: {reason}")]
+    #[error("cannot resolve the client_id host {host}")]
     Dns {
         /// The host.
         host: String,
@@ -104,7 +109,7 @@ pub enum CimdError {
         reason: String,
     },
     /// Connecting or reading failed.
-    #[error("cannot fetch the client metadata document: {0}")]
+    #[error("cannot fetch the client metadata document")]
     Fetch(String),
     /// The whole fetch took too long.
     #[error("fetching the client metadata document took longer than {0} ms")]
@@ -407,6 +412,10 @@ fn check_client_id(client_id: &str, allow_private: bool) -> Result<Url, CimdErro
     }
     if url.path() == "/" || url.path().is_empty() {
         return Err(CimdError::NoPath);
+    }
+    // Only the https port: the fetcher must not probe other services' ports.
+    if !allow_private && url.port().is_some() {
+        return Err(CimdError::Port);
     }
     if url.as_str() != client_id {
         return Err(CimdError::NotCanonical {

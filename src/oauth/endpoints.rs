@@ -23,6 +23,8 @@ use std::net::SocketAddr;
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// Largest registration request read.
 const MAX_REGISTRATION_BYTES: usize = 16 * 1024;
+/// Largest body any façade endpoint reads.
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The façade's routes (answering 404 while no `oauth_server` is configured).
 pub fn router(state: AppState) -> Router {
@@ -36,11 +38,23 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/revoke", post(revoke))
         .route("/oauth/register", post(register))
         .route("/oauth/jwks", get(jwks))
+        // Every request here is small; refuse large ones before buffering them.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
 /// An RFC 6749 §5.2 error body, never cached.
 pub fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    // RFC 6749 §5.2: the description holds no `"` or `\`.
+    let description: String = description
+        .chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect();
     let mut resp = (
         status,
         Json(json!({ "error": error, "error_description": description })),
@@ -133,8 +147,10 @@ async fn authenticate_client(
     let basic = match headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-    {
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("basic").then_some(rest)
+        }) {
         Some(b) => {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(b.trim())
@@ -198,16 +214,22 @@ async fn token(State(state): State<AppState>, headers: HeaderMap, body: String) 
     };
     let client = match authenticate_client(&f, &headers, &form).await {
         Ok(c) => c,
-        Err(r) => return *r,
+        Err(r) => {
+            let who = form.get("client_id").map_or("-", String::as_str);
+            audit(&state, "oauth/token", who, None, "invalid_client");
+            return *r;
+        }
     };
     let client_id = client.client_id().to_owned();
-    let (grant, with_refresh, refresh) = match redeem(&f, &form, &client_id).await {
+    let redeemed = match redeem(&f, &form, &client).await {
         Ok(g) => g,
         Err(refusal) => {
             tracing::info!(%client_id, error = %refusal.error, reason = %refusal.description, "token refused");
+            audit(&state, "oauth/token", &client_id, None, refusal.error);
             return refusal.into_response();
         }
     };
+    let (grant, with_refresh, refresh) = redeemed;
     let claims = AccessTokenClaims::for_grant(&f.issuer, &grant, f.access_ttl);
     let access = match issue_access_token(&f.keys, &claims) {
         Ok(t) => t,
@@ -293,12 +315,31 @@ impl Refusal {
 /// refresh token when one was presented.
 type Redeemed = (Grant, bool, Option<super::tokens::RefreshToken>);
 
-/// Redeems the grant of a token request for `client_id` (already authenticated).
+/// Redeems the grant of a token request for `client` (already authenticated). A `resource`
+/// sent along must be the one the grant is for (RFC 8707).
 async fn redeem(
     f: &Facade,
     form: &HashMap<String, String>,
-    client_id: &str,
+    client: &RegisteredClient,
 ) -> Result<Redeemed, Refusal> {
+    let redeemed = redeem_grant(f, form, client).await?;
+    if let Some(asked) = form.get("resource")
+        && f.resource(asked).map(|(r, _)| r.as_str()) != Some(redeemed.0.resource.as_str())
+    {
+        return Err(Refusal::new(
+            "invalid_target",
+            "resource is not the server this grant is for",
+        ));
+    }
+    Ok(redeemed)
+}
+
+async fn redeem_grant(
+    f: &Facade,
+    form: &HashMap<String, String>,
+    client: &RegisteredClient,
+) -> Result<Redeemed, Refusal> {
+    let client_id = client.client_id();
     let get = |k: &str| form.get(k).map(String::as_str);
     let need =
         |k: &str| get(k).ok_or_else(|| Refusal::new("invalid_request", format!("{k} is required")));
@@ -319,6 +360,14 @@ async fn redeem(
             Ok((grant, false, Some(next)))
         }
         Some(JWT_BEARER) => {
+            // An ID-JAG is a bearer credential: only a client that proves who it is may
+            // redeem one, so that a leaked assertion is worth nothing.
+            if client.is_public() {
+                return Err(Refusal::new(
+                    "unauthorized_client",
+                    "assertions are redeemed only by confidential clients",
+                ));
+            }
             let verifier = f.id_jag.as_ref().ok_or_else(|| {
                 Refusal::new(
                     "unsupported_grant_type",
@@ -349,7 +398,22 @@ async fn redeem(
                     "resource is not one the assertion was issued for",
                 ));
             }
-            let scope = f.grant_scopes(get("scope").or(jag.scope.as_deref()));
+            // The assertion bounds the scopes; a request may only narrow them.
+            let allowed: Vec<&str> = jag
+                .scope
+                .as_deref()
+                .unwrap_or("")
+                .split_whitespace()
+                .filter(|s| f.scopes.iter().any(|o| o == s))
+                .collect();
+            let scope = match get("scope") {
+                Some(asked) => asked
+                    .split_whitespace()
+                    .filter(|s| allowed.contains(s))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                None => allowed.join(" "),
+            };
             Ok((
                 Grant::new(client_id, &resource, &scope, jag.identity()),
                 false,

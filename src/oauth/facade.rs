@@ -67,15 +67,16 @@ fn flavor(name: &str) -> IdpFlavor {
     }
 }
 
-/// The resource URIs (and names) of the virtual servers that accept the façade's tokens.
+/// The resource URIs (and names) of the virtual servers that accept the façade's tokens (those
+/// naming `gatehouse` in `auth.issuers`).
 pub fn resources_of(config: &Config) -> Vec<(String, String)> {
     config
         .servers
         .iter()
         .filter(|s| {
-            s.auth.as_ref().is_some_and(|a| {
-                a.issuers.is_empty() || a.issuers.iter().any(|n| n == FACADE_ISSUER_NAME)
-            })
+            s.auth
+                .as_ref()
+                .is_some_and(|a| a.issuers.iter().any(|n| n == FACADE_ISSUER_NAME))
         })
         .map(|s| (config.resource_uri(s), s.name.clone()))
         .collect()

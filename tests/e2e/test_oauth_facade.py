@@ -349,7 +349,7 @@ oauth_server:
   idp: {{ flavor: entra, issuer: "{idp_issuer}", client_id: {IDP_CLIENT[0]}, client_secret: {{ env: FACADE_IDP_SECRET }}, scopes: [openid, profile, email] }}
   keys: [ {{ id: k1, key: {{ env: FACADE_SEAL_KEY }} }} ]
   access_token_ttl: 5m
-  scopes: [mcp:tools]
+  scopes: [mcp:tools, mcp:admin]
   clients:
     - {{ client_id: {STATIC_CLIENT}, name: Static, redirect_uris: ["{STATIC_REDIRECT}"] }}
     - {{ client_id: {AGENT[0]}, name: Agent, redirect_uris: ["{STATIC_REDIRECT}"], secret: {{ env: AGENT_SECRET }} }}
@@ -830,10 +830,17 @@ def test_cimd_on_a_private_address_is_refused_without_any_traffic(facade, proces
     redirect = f"http://127.0.0.1:{free_port()}/callback"
     url = facade.docs.add("/private.json", tls=True, redirect_uris=[redirect])
     before = dict(facade.docs.connections)
-    for client_id in (url, "https://10.0.0.1/client.json"):
+    # A document server on loopback with its own port: refused for the port before anything
+    # is resolved (only the default https port is fetched outside tests); without a port, a
+    # private or loopback address (literal or resolved) is refused before any connection.
+    for client_id, reason in ((url, "port"), ("https://10.0.0.1/client.json", "private"),
+                              ("https://127.0.0.1/private.json", "private"),
+                              ("https://localhost/private.json", "private")):
         started = time.monotonic()
         description = assert_refused_without_redirect(authorize_cimd(strict, client_id, redirect))
-        assert "private" in description, description
+        assert reason in description, (client_id, description)
+        if "localhost" in client_id:
+            assert "127.0.0.1" not in description, "the resolved address leaked"
         assert time.monotonic() - started < CIMD_TIMEOUT, "refused without trying to connect"
     assert facade.docs.hits["/private.json"] == 0 and dict(facade.docs.connections) == before, \
         "the gateway connected to a private address"
@@ -1050,6 +1057,28 @@ def test_id_jag_from_the_trusted_idp_gives_an_access_token_that_works(facade):
 
     s = RawSession(facade.resource, body["access_token"]).open()
     assert result_of(s.request("tools/call", {"name": "echo", "arguments": {"text": "jag"}}))["content"][0]["text"] == "jag"
+
+
+def test_id_jag_is_redeemed_only_by_a_confidential_client_and_bounds_the_scopes(facade):
+    assertion = facade.id_jag()
+    # A public client (client_id alone) cannot redeem a bearer assertion, even one naming it.
+    public = facade.token({"grant_type": GT_JWT_BEARER, "assertion": assertion, "client_id": STATIC_CLIENT})
+    assert_oauth_error(public, 400, "unauthorized_client")
+    # A request cannot widen what the assertion grants: asking for a scope outside it yields
+    # none of it, and a resource other than the assertion's is refused.
+    widened = facade.jwt_bearer(facade.id_jag(), scope="mcp:tools mcp:admin")
+    assert widened.status_code == 200, widened.text
+    assert widened.json()["scope"].split() == ["mcp:tools"], widened.json()
+    elsewhere = facade.jwt_bearer(facade.id_jag(), resource=f"{facade.base}/other")
+    assert_oauth_error(elsewhere, 400, "invalid_target")
+
+
+def test_a_resource_at_the_token_endpoint_must_be_the_grants(facade):
+    code, verifier, _ = facade.code_for()
+    resp = facade.token({"grant_type": "authorization_code", "client_id": STATIC_CLIENT, "code": code,
+                         "redirect_uri": STATIC_REDIRECT, "code_verifier": verifier,
+                         "resource": f"{facade.base}/other"})
+    assert_oauth_error(resp, 400, "invalid_target")
 
 
 def wrong_typ(facade: Facade) -> tuple[str, tuple[str, str], dict]:

@@ -291,9 +291,9 @@ async fn oauth_cimd_cache_is_bounded() {
 async fn oauth_cimd_private_addresses_are_refused_before_any_traffic() {
     let f = CimdFetcher::new(CimdSettings::default()).unwrap();
     for (id, host, addr) in [
-        ("https://127.0.0.1:1/client.json", "127.0.0.1", "127.0.0.1"),
-        ("https://[::1]:1/client.json", "[::1]", "::1"),
-        ("https://10.1.2.3:1/client.json", "10.1.2.3", "10.1.2.3"),
+        ("https://127.0.0.1/client.json", "127.0.0.1", "127.0.0.1"),
+        ("https://[::1]/client.json", "[::1]", "::1"),
+        ("https://10.1.2.3/client.json", "10.1.2.3", "10.1.2.3"),
         (
             "https://169.254.169.254/latest/meta-data",
             "169.254.169.254",
@@ -316,7 +316,7 @@ async fn oauth_cimd_private_addresses_are_refused_before_any_traffic() {
     }
     // A name is resolved by the gateway and refused on what it resolves to.
     let e = f
-        .resolve("https://localhost:1/client.json")
+        .resolve("https://localhost/client.json")
         .await
         .unwrap_err();
     assert!(
@@ -336,7 +336,8 @@ async fn oauth_cimd_private_addresses_are_refused_before_any_traffic() {
 fn oauth_cimd_client_id_shape_rules() {
     let check = |id: &str| check_client_id(id, false).map(|_| ());
     assert_eq!(check("https://app.example/client.json"), Ok(()));
-    assert_eq!(check("https://app.example:8443/c?v=1"), Ok(()));
+    assert_eq!(check("https://app.example/c?v=1"), Ok(()));
+    assert_eq!(check("https://app.example:8443/c"), Err(CimdError::Port));
     assert_eq!(check("http://app.example/c"), Err(CimdError::NotHttps));
     assert_eq!(check("ftp://app.example/c"), Err(CimdError::NotHttps));
     assert_eq!(check("https://app.example"), Err(CimdError::NoPath));

@@ -123,7 +123,7 @@ async fn oauth_clients_metadata_documents_are_public_clients() {
         .unwrap_err();
     assert!(matches!(e, ClientError::Cimd(CimdError::NotHttps)), "{e}");
     assert_eq!(e.error_code(), "invalid_client");
-    let e = strict.find("https://127.0.0.1:1/c.json").await.unwrap_err();
+    let e = strict.find("https://127.0.0.1/c.json").await.unwrap_err();
     assert!(e.to_string().contains("public addresses"), "{e}");
 }
 
