@@ -473,7 +473,10 @@ pub async fn consent(State(state): State<AppState>, headers: HeaderMap, body: St
     else {
         return refused("This consent form belongs to another browser.");
     };
-    if !f.first_use_of_ticket(&digest(sealed), ticket.expires_at_ms) {
+    if !f
+        .first_use("consent", &digest(sealed), ticket.expires_at_ms)
+        .await
+    {
         return refused("This consent form was already used. Start again from your client.");
     }
     let r = &ticket.request;

@@ -378,6 +378,20 @@ async fn redeem_grant(
                 .verify(need("assertion")?, client_id)
                 .await
                 .map_err(|e| Refusal::new(e.oauth_error(), e.to_string()))?;
+            // The verifier remembers jtis in this process; the store makes every replica agree.
+            let jti = jag
+                .claims
+                .get("jti")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let once = super::common::digest(&format!("{}\u{0}{jti}", jag.issuer));
+            let until = jag.expires_at.saturating_mul(1000) + 600_000;
+            if !f.first_use("id-jag", &once, until).await {
+                return Err(Refusal::new(
+                    "invalid_grant",
+                    "this assertion was already used",
+                ));
+            }
             let wanted = get("resource")
                 .map(str::to_owned)
                 .or_else(|| jag.resource.first().cloned());

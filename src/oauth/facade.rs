@@ -48,8 +48,6 @@ pub struct Facade {
     idp_settings: IdpSettings,
     idp: tokio::sync::OnceCell<Idp>,
     http: reqwest::Client,
-    /// Consent tickets already used (digest → expiry), so that a form cannot be posted twice.
-    used_tickets: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     /// The configuration it was built from (to reuse it across reloads).
     pub config: OAuthServerConfig,
 }
@@ -221,7 +219,6 @@ impl Facade {
             idp_settings,
             idp: tokio::sync::OnceCell::new(),
             http,
-            used_tickets: Default::default(),
             config: cfg,
         });
         let weak = Arc::downgrade(&facade);
@@ -249,20 +246,25 @@ impl Facade {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "oauth_server: cannot expire registrations"),
         }
+        if let Err(e) = self.store.forget_used_once(crate::audit::now_ms()).await {
+            tracing::warn!(error = %e, "oauth_server: cannot forget expired single-use values");
+        }
         if let Err(e) = super::tokens::purge_expired(&self.store).await {
             tracing::warn!(error = %e, "oauth_server: cannot purge expired refresh tokens");
         }
     }
 
-    /// Records a consent ticket as used; `false` when it already was. Kept in this process
-    /// until the ticket expires (another replica would not know: see the docs' limits).
-    pub fn first_use_of_ticket(&self, digest: &str, expires_at_ms: i64) -> bool {
-        let now = crate::audit::now_ms();
-        let mut used = self.used_tickets.lock().unwrap_or_else(|e| e.into_inner());
-        if used.len() > 10_000 {
-            used.retain(|_, exp| *exp > now);
+    /// Records the first use of a single-use value (shared by every replica through the
+    /// store); `false` when it was used before or cannot be recorded (refusing is the safe way
+    /// to fail).
+    pub async fn first_use(&self, kind: &str, digest: &str, expires_at_ms: i64) -> bool {
+        match self.store.use_once(kind, digest, expires_at_ms).await {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::error!(error = %e, kind, "oauth_server: cannot record a single use");
+                false
+            }
         }
-        used.insert(digest.to_owned(), expires_at_ms).is_none()
     }
 
     /// The enterprise IdP, discovered on first use (and again after a failure).

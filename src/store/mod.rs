@@ -6,6 +6,7 @@ mod audit;
 mod catalog;
 mod oauth_clients;
 mod upstream_tokens;
+mod used_once;
 
 pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use audit::{AuditFilter, AuditRecord};

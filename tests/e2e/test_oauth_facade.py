@@ -342,10 +342,12 @@ class LoginResult:
         return query_of(found[0])
 
 
-def gateway_yaml(port: int, idp_issuer: str, fixture_url: str, allow_private: bool = True) -> str:
+def gateway_yaml(port: int, idp_issuer: str, fixture_url: str, allow_private: bool = True,
+                 public_url: str | None = None, store_url: str | None = None) -> str:
+    store = f'store: {{ url: "{store_url}" }}\n' if store_url else ""
     return f"""listen: 127.0.0.1:{port}
-public_url: http://127.0.0.1:{port}
-oauth_server:
+public_url: {public_url or f"http://127.0.0.1:{port}"}
+{store}oauth_server:
   idp: {{ flavor: entra, issuer: "{idp_issuer}", client_id: {IDP_CLIENT[0]}, client_secret: {{ env: FACADE_IDP_SECRET }}, scopes: [openid, profile, email] }}
   keys: [ {{ id: k1, key: {{ env: FACADE_SEAL_KEY }} }} ]
   access_token_ttl: 5m
@@ -365,16 +367,19 @@ upstreams:
 
 
 def start_facade_gateway(start, directory: Path, idp: AuthServer, fixture_url: str, ca_pem: Path,
-                         allow_private: bool = True) -> tuple[str, Proc]:
-    """A gateway with the façade on a free port, its configuration and store in `directory`."""
+                         allow_private: bool = True, public_url: str | None = None,
+                         store_url: str | None = None, seal_key: str | None = None) -> tuple[str, Proc]:
+    """A gateway with the façade on a free port, its configuration and store in `directory`
+    (or `store_url`, shared with other replicas, which then also share `public_url` and
+    `seal_key`). Returns its own URL."""
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = directory / "gatehouse.yaml"
-    config.write_text(gateway_yaml(port, idp.issuer, fixture_url, allow_private))
+    config.write_text(gateway_yaml(port, idp.issuer, fixture_url, allow_private, public_url, store_url))
     env = {
         "RUST_LOG": "gatehouse=debug,info",
         "FACADE_IDP_SECRET": IDP_CLIENT[1],
-        "FACADE_SEAL_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "FACADE_SEAL_KEY": seal_key or base64.b64encode(secrets.token_bytes(32)).decode(),
         "AGENT_SECRET": AGENT[1],
         "OTHER_AGENT_SECRET": OTHER_AGENT[1],
         # Trust the test CA for https client metadata documents (read by rustls-native-certs).
@@ -1071,6 +1076,32 @@ def test_id_jag_is_redeemed_only_by_a_confidential_client_and_bounds_the_scopes(
     assert widened.json()["scope"].split() == ["mcp:tools"], widened.json()
     elsewhere = facade.jwt_bearer(facade.id_jag(), resource=f"{facade.base}/other")
     assert_oauth_error(elsewhere, 400, "invalid_target")
+
+
+def test_replicas_sharing_a_store_accept_each_others_tokens_and_refuse_a_second_use(facade, processes):
+    """Two gateways behind one public URL, sharing a store and the sealing key: a token signed by
+    one verifies at the other, and an ID-JAG redeemed at one is refused at the other."""
+    shared = facade.tmp / "replicas" / "shared.db"
+    shared.parent.mkdir(parents=True, exist_ok=True)
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    a_url, _a = start_facade_gateway(processes, facade.tmp / "replicas" / "a", facade.idp, facade.fixture_url,
+                                     facade.ca_pem, store_url=f"sqlite://{shared}", seal_key=key)
+    b_url, _b = start_facade_gateway(processes, facade.tmp / "replicas" / "b", facade.idp, facade.fixture_url,
+                                     facade.ca_pem, public_url=a_url, store_url=f"sqlite://{shared}", seal_key=key)
+    assertion = facade.id_jag(audience=a_url, resource=f"{a_url}/mcp")
+    data = {"grant_type": GT_JWT_BEARER, "assertion": assertion}
+    first = httpx.post(f"{a_url}/oauth/token", data=data, auth=AGENT, timeout=10)
+    assert first.status_code == 200, first.text
+    again = httpx.post(f"{b_url}/oauth/token", data=data, auth=AGENT, timeout=10)
+    assert_oauth_error(again, 400, "invalid_grant")
+    # Replica b verifies replica a's token (same keys from the shared store).
+    init = httpx.post(f"{b_url}/mcp", headers={"Authorization": f"Bearer {first.json()['access_token']}",
+                                               "Accept": "application/json, text/event-stream",
+                                               "Content-Type": "application/json"},
+                      json={"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                            "params": {"protocolVersion": PROTOCOL, "capabilities": {},
+                                       "clientInfo": {"name": "replica-test", "version": "1"}}}, timeout=10)
+    assert init.status_code == 200, init.text
 
 
 def test_a_resource_at_the_token_endpoint_must_be_the_grants(facade):
