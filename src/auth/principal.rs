@@ -65,8 +65,14 @@ impl Principal {
                 .find_map(|p| strings_at(&claims, p))
                 .unwrap_or_default()
         };
+        // Gatehouse's own tokens say which IdP vouched for the user (`idp_iss`): two IdPs may
+        // use the same subject, and must not share sessions or per-user credentials.
+        let vouched = match claims.get("idp_iss").and_then(Value::as_str) {
+            Some(idp) => format!("{issuer}\u{0}{idp}"),
+            None => issuer.clone(),
+        };
         Ok(Principal {
-            binding: binding_of(&issuer, &subject),
+            binding: binding_of(&vouched, &subject),
             policy_view: Default::default(),
             subject,
             issuer,
@@ -237,6 +243,23 @@ mod tests {
         assert!(p.groups().is_empty());
         assert!(p.has_scopes(&["crm:read".into()]));
         assert!(!p.has_scopes(&["crm:write".into()]));
+    }
+
+    #[test]
+    fn the_same_subject_vouched_for_by_two_idps_is_two_principals() {
+        let of = |claims| {
+            Principal::from_claims(claims, &ClaimPaths::default(), CredentialKind::Jwt)
+                .unwrap()
+                .binding()
+                .to_owned()
+        };
+        let gw = "https://gw.example";
+        let a = of(json!({"iss": gw, "sub": "u1", "idp_iss": "https://idp-a.example"}));
+        let b = of(json!({"iss": gw, "sub": "u1", "idp_iss": "https://idp-b.example"}));
+        let plain = of(json!({"iss": gw, "sub": "u1"}));
+        assert_ne!(a, b);
+        assert_ne!(a, plain);
+        assert_eq!(a, of(json!({"iss": gw, "sub": "u1", "idp_iss": "https://idp-a.example"})));
     }
 
     #[test]
