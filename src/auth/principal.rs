@@ -259,7 +259,10 @@ mod tests {
         let plain = of(json!({"iss": gw, "sub": "u1"}));
         assert_ne!(a, b);
         assert_ne!(a, plain);
-        assert_eq!(a, of(json!({"iss": gw, "sub": "u1", "idp_iss": "https://idp-a.example"})));
+        assert_eq!(
+            a,
+            of(json!({"iss": gw, "sub": "u1", "idp_iss": "https://idp-a.example"}))
+        );
     }
 
     #[test]

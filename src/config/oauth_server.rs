@@ -242,6 +242,13 @@ pub fn check(c: &OAuthServerConfig, add: &mut dyn FnMut(String, String)) {
             add(f(field), format!("{u:?} is not an http(s) URL"));
         }
     }
+    if c.idp.flavor == "google" && c.idp.allowed_tenants.is_empty() {
+        add(
+            f("idp.allowed_tenants"),
+            "required with flavor google: name your Workspace domain(s) (the `hd` claim); otherwise any Google account could sign in"
+                .into(),
+        );
+    }
     if c.idp.client_id.is_empty() {
         add(f("idp.client_id"), "must not be empty".into());
     }
@@ -274,6 +281,13 @@ pub fn check(c: &OAuthServerConfig, add: &mut dyn FnMut(String, String)) {
         );
     }
     for (i, k) in c.keys.iter().enumerate() {
+        if k.key.is_written_in_yaml() {
+            add(
+                f(&format!("keys[{i}].key")),
+                "a key must not be written in the YAML; use { env: VAR } or { file: PATH }".into(),
+            );
+            continue;
+        }
         match k.key.resolve() {
             Err(e) => add(f(&format!("keys[{i}].key")), e),
             Ok(v) => {
@@ -320,6 +334,93 @@ pub fn check(c: &OAuthServerConfig, add: &mut dyn FnMut(String, String)) {
         add(
             f("id_jag.trusted"),
             "name at least one IdP, or remove id_jag".into(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::validate::tests::issues;
+
+    /// A file holding a sealing key, kept for the whole test run.
+    fn key_file() -> &'static str {
+        static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        PATH.get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("gh-oauth-cfg-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("seal.key");
+            std::fs::write(&path, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap();
+            path.display().to_string()
+        })
+    }
+
+    fn yaml(public_url: &str, idp: &str, server_issuers: &str) -> String {
+        let key = key_file();
+        format!(
+            "public_url: {public_url}\noauth_server:\n  idp: {idp}\n  keys: [ {{ id: k1, key: {{ file: \"{key}\" }} }} ]\n\
+             servers:\n  - {{ name: m, path: /mcp, upstreams: [u], auth: {{ issuers: {server_issuers}, api_keys: true }} }}\n\
+             upstreams:\n  u: {{ kind: http, url: \"http://127.0.0.1:1/mcp\" }}\n"
+        )
+    }
+
+    const IDP: &str = "{ flavor: oidc, issuer: \"https://idp.example\", client_id: gw }";
+
+    #[test]
+    fn a_good_facade_configuration_passes() {
+        assert_eq!(
+            issues(&yaml("https://gw.example", IDP, "[gatehouse]")),
+            Vec::<String>::new()
+        );
+        // Plain http is fine on loopback (local use, tests).
+        assert_eq!(
+            issues(&yaml("http://127.0.0.1:8080", IDP, "[gatehouse]")),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn facade_mistakes_are_reported_with_their_fields() {
+        let got = issues(&yaml("http://gw.example/base", IDP, "[]"));
+        let has = |field: &str, words: &str| {
+            got.iter()
+                .any(|i| i.starts_with(&format!("{field}:")) && i.contains(words))
+        };
+        assert!(has("public_url", "must be https"), "{got:?}");
+        assert!(has("public_url", "no path"), "{got:?}");
+        assert!(
+            has("oauth_server", "no server accepts its tokens"),
+            "{got:?}"
+        );
+
+        let google = "{ flavor: google, issuer: \"https://accounts.google.com\", client_id: gw, client_secret: \"written-here\" }";
+        let got = issues(&yaml("https://gw.example", google, "[gatehouse]"));
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("oauth_server.idp.allowed_tenants:")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("oauth_server.idp.client_secret:")
+                    && i.contains("must not be written in the YAML")),
+            "{got:?}"
+        );
+        let written = yaml("https://gw.example", IDP, "[gatehouse]").replace(
+            &format!("{{ file: \"{}\" }}", key_file()),
+            "{ value: \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\" }",
+        );
+        let got = issues(&written);
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("oauth_server.keys[0].key:")),
+            "{got:?}"
+        );
+        let unknown = "{ flavor: azure, issuer: \"https://idp.example\", client_id: gw }";
+        let got = issues(&yaml("https://gw.example", unknown, "[gatehouse]"));
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("oauth_server.idp.flavor:")),
+            "{got:?}"
         );
     }
 }
