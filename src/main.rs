@@ -350,7 +350,7 @@ fn with_store(
     path: &std::path::Path,
     job: impl for<'a> FnOnce(&'a Config, &'a gatehouse::store::Store) -> StoreFuture<'a> + 'static,
 ) -> ExitCode {
-    let config = match Config::load(path) {
+    let config = match Config::load_for_admin(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -395,7 +395,7 @@ fn explain(
 ) -> Result<gatehouse::commands::policy::Explanation, String> {
     use gatehouse::policy::FunctionKind;
     let path = config.ok_or("--config FILE (or GATEHOUSE_CONFIG) is required")?;
-    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    let config = Config::load_for_admin(&path).map_err(|e| e.to_string())?;
     let text = if claims.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).map_err(|e| e.to_string())?
     } else {

@@ -555,3 +555,40 @@ async fn the_admin_api_registers_and_decides_and_rechecks_notice_drift_without_c
     })
     .await;
 }
+
+#[test]
+fn admin_commands_work_without_the_upstreams_secrets_and_check_still_requires_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gatehouse.yaml");
+    std::fs::write(
+        &config,
+        "catalog: {}\nservers:\n  - { name: main, path: /mcp, upstreams: [fx] }\n\
+         upstreams:\n  fx: { kind: http, url: \"http://127.0.0.1:9/mcp\", auth: { kind: static, secret: { env: GATEHOUSE_TEST_UNSET_SECRET } } }\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("GATEHOUSE_TEST_UNSET_SECRET")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    // Reading the catalog needs the store, not the upstream's secret.
+    let (ok, out) = run(&["catalog", "list"]);
+    assert!(ok, "{out}");
+    let (ok, out) = run(&["keys", "list"]);
+    assert!(ok, "{out}");
+    // Whatever does need it fails precisely, and `check` (like `serve`) still demands it.
+    let (ok, out) = run(&["catalog", "add", "fx"]);
+    assert!(!ok && out.contains("GATEHOUSE_TEST_UNSET_SECRET"), "{out}");
+    let (ok, out) = run(&["check"]);
+    assert!(!ok && out.contains("GATEHOUSE_TEST_UNSET_SECRET"), "{out}");
+}

@@ -96,6 +96,39 @@ impl Config {
         Self::from_yaml(&text, path)
     }
 
+    /// Like [`load`](Self::load), but secrets that cannot be read now (a variable not set, a
+    /// file not there) are not problems: for administrative commands that use the store and
+    /// not the upstreams or the IdP. Whatever needs such a secret later fails then, precisely.
+    pub fn load_for_admin(path: &Path) -> Result<Config, ConfigError> {
+        let (result, deferred) = secret::with_secrets_deferred(|| Self::load(path));
+        match result {
+            Err(ConfigError::Invalid { file, issues }) => {
+                let issues: Vec<Issue> = issues
+                    .into_iter()
+                    .filter(|i| !deferred.contains(&i.message))
+                    .collect();
+                if issues.is_empty() {
+                    // Parse again, without validation, now that only deferred secrets failed.
+                    let text =
+                        std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                            file: path.to_owned(),
+                            source,
+                        })?;
+                    let mut config: Config =
+                        serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
+                            file: path.to_owned(),
+                            message: e.to_string(),
+                        })?;
+                    config.add_facade_issuer();
+                    Ok(config)
+                } else {
+                    Err(ConfigError::Invalid { file, issues })
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Parses and validates YAML text; `path` is only used in messages.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let mut config: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {

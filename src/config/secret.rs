@@ -61,6 +61,11 @@ impl ValueSource {
 
     /// Resolves the value now; the error says what was missing without revealing any value.
     pub fn resolve(&self) -> Result<Secret, String> {
+        self.resolve_now()
+            .inspect_err(|e| note_unavailable(self, e))
+    }
+
+    fn resolve_now(&self) -> Result<Secret, String> {
         match self {
             ValueSource::Literal(s) => Ok(Secret(s.clone())),
             ValueSource::From(spec) => {
@@ -86,6 +91,34 @@ impl ValueSource {
             }
         }
     }
+}
+
+thread_local! {
+    /// While [`with_secrets_deferred`] runs: the errors of secrets that were not available.
+    static DEFERRED: std::cell::RefCell<Option<Vec<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn note_unavailable(source: &ValueSource, error: &str) {
+    // Only a missing variable or file is deferred; a malformed source stays an error.
+    if let ValueSource::From(spec) = source
+        && (spec.env.is_some() || spec.file.is_some())
+    {
+        DEFERRED.with(|d| {
+            if let Some(list) = d.borrow_mut().as_mut() {
+                list.push(error.to_owned());
+            }
+        });
+    }
+}
+
+/// Runs `f` (loading a configuration) and returns, with its result, the errors of secrets that
+/// could not be read meanwhile: administrative commands that only use the store do not need
+/// the upstreams' or the IdP's secrets in their environment.
+pub fn with_secrets_deferred<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    DEFERRED.with(|d| *d.borrow_mut() = Some(Vec::new()));
+    let out = f();
+    let deferred = DEFERRED.with(|d| d.borrow_mut().take()).unwrap_or_default();
+    (out, deferred)
 }
 
 #[cfg(test)]
