@@ -65,7 +65,7 @@ pub fn oauth_error(status: StatusCode, error: &str, description: &str) -> Respon
     resp
 }
 
-/// Writes an audit record for a façade event (`oauth/…`).
+/// Writes an audit record for a façade event (`oauth/…`) and counts it in `gatehouse_oauth_events`.
 pub fn audit(
     state: &AppState,
     method: &str,
@@ -73,6 +73,7 @@ pub fn audit(
     subject: Option<&str>,
     decision: &str,
 ) {
+    crate::telemetry::metrics::METRICS.oauth_event(method.trim_start_matches("oauth/"), decision);
     let Some(auditor) = &state.gateway.auditor else {
         return;
     };

@@ -64,8 +64,17 @@ pub struct DenialLabels {
 pub struct CatalogLabels {
     /// The upstream.
     pub upstream: String,
-    /// `hold` (a new definition) or `quarantine` (a changed one).
+    /// `hold`, `quarantine`, `remove`, `restore`.
     pub event: String,
+}
+
+/// Labels of an event of the authorization-server façade.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OAuthLabels {
+    /// `token`, `consent`, `register`, `revoke`.
+    pub event: String,
+    /// `issued`, `allow`, `registered`… or the OAuth error code of a refusal.
+    pub outcome: String,
 }
 
 fn latency_buckets() -> Histogram {
@@ -92,6 +101,8 @@ pub struct Metrics {
     pub policy_denials: Family<DenialLabels, Counter>,
     /// Definitions held back by the catalog.
     pub catalog_events: Family<CatalogLabels, Counter>,
+    /// Events of the authorization-server façade.
+    pub oauth_events: Family<OAuthLabels, Counter>,
     /// 1 when the upstream's last call succeeded, 0 when it failed.
     pub upstream_up: Family<UpstreamLabels, Gauge>,
     /// Records waiting to be written.
@@ -112,6 +123,7 @@ impl Metrics {
         let auth_failures = Family::default();
         let policy_denials = Family::default();
         let catalog_events = Family::default();
+        let oauth_events = Family::default();
         let upstream_up = Family::default();
         let audit_queue_depth = Gauge::default();
         let audit_dropped = Counter::default();
@@ -148,6 +160,11 @@ impl Metrics {
             catalog_events.clone(),
         );
         registry.register(
+            "oauth_events",
+            "Tokens, consents, registrations and revocations of the authorization-server façade, by outcome",
+            oauth_events.clone(),
+        );
+        registry.register(
             "upstream_up",
             "Whether the upstream's last call succeeded",
             upstream_up.clone(),
@@ -172,6 +189,7 @@ impl Metrics {
             auth_failures,
             policy_denials,
             catalog_events,
+            oauth_events,
             upstream_up,
             audit_queue_depth,
             audit_dropped,
@@ -213,6 +231,16 @@ impl Metrics {
             .get_or_create(&CatalogLabels {
                 upstream: upstream.into(),
                 event: event.into(),
+            })
+            .inc();
+    }
+
+    /// Counts an event of the authorization-server façade.
+    pub fn oauth_event(&self, event: &str, outcome: &str) {
+        self.oauth_events
+            .get_or_create(&OAuthLabels {
+                event: event.into(),
+                outcome: outcome.into(),
             })
             .inc();
     }

@@ -25,6 +25,7 @@ import base64
 import hashlib
 import html
 import json
+import re
 import secrets
 import ssl
 import threading
@@ -956,6 +957,12 @@ def test_authorization_code_gives_a_verifiable_token_that_works_and_is_single_us
     assert result_of(s.request("tools/call", {"name": "echo", "arguments": {"text": "code"}}))["content"][0]["text"] == "code"
 
     assert_oauth_error(facade.token(data), 400, "invalid_grant")  # the same code again
+
+    # Issued and refused tokens are counted.
+    metrics = httpx.get(f"{facade.base}/metrics", timeout=10).text
+    for outcome in ("issued", "invalid_grant"):
+        assert re.search(r'gatehouse_oauth_events_total\{event="token",outcome="%s"\} [1-9]' % outcome, metrics), \
+            [l for l in metrics.splitlines() if "oauth" in l]
 
     # Discovery lists the protected server only for a token it accepts.
     anonymous = httpx.get(f"{facade.base}/v0/servers", timeout=10).json()
