@@ -361,9 +361,12 @@ async fn recheck_catalog(gateway: std::sync::Weak<Gateway>) {
                 continue;
             };
             match crate::catalog::lister::list_everything(client).await {
-                Ok(lists) => {
+                Ok((lists, failures)) => {
                     for (kind, items) in lists {
                         catalog.admit(name, kind, items, true);
+                    }
+                    for f in failures {
+                        tracing::warn!(upstream = %name, error = %f, "catalog: cannot re-check one of the upstream's lists");
                     }
                 }
                 Err(e) => {

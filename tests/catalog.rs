@@ -146,6 +146,20 @@ async fn definitions_are_served_only_as_approved_and_a_changed_one_is_quarantine
     c.initialize().await;
     let refused = c.call_tool("echo", json!({"text": "hi"})).await;
     assert_eq!(refused.error_code(), Some(-32602), "{}", refused.raw);
+    // A name the gateway cannot read is refused, not passed on to an upstream that might read
+    // it its own way (a non-string member beside it, the name given twice).
+    for raw in [
+        r#"{"jsonrpc":"2.0","id":90,"method":"tools/call","params":{"name":"echo","uri":0,"arguments":{"text":"hi"}}}"#,
+        r#"{"jsonrpc":"2.0","id":91,"method":"tools/call","params":{"name":"log","name":"echo","arguments":{"text":"hi"}}}"#,
+    ] {
+        let r = c.post_raw(raw.to_owned(), &[]).await;
+        assert_eq!(r.error_code(), Some(-32602), "{}", r.raw);
+        assert!(
+            !r.raw.contains(r#""text":"hi""#),
+            "the held tool answered: {}",
+            r.raw
+        );
+    }
     eventually("discovery drops the quarantined tool", || async {
         !discovered_tools(&gw).await.contains(&"echo".to_owned())
     })

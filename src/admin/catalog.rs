@@ -84,7 +84,7 @@ async fn done(state: &AppState, reviewed: Reviewed) -> Response {
     Json(json!({
         "upstream": reviewed.upstream.as_ref().map(review::upstream_json),
         "definitions": reviewed.definitions.iter().map(review::definition_json).collect::<Vec<_>>(),
-        "left_rejected": reviewed.skipped,
+        "left_alone": reviewed.skipped,
     }))
     .into_response()
 }

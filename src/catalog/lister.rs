@@ -28,54 +28,60 @@ const LISTS: [(&str, &str, DefinitionKind, &str); 4] = [
 /// Most pages read from one list, so that an upstream handing out cursors forever cannot
 /// keep the gateway listing.
 const MAX_PAGES: usize = 1000;
+/// Most definitions kept from one list.
+const MAX_ITEMS: usize = 10_000;
 
 /// Every definition `client` offers, by kind (kinds its capabilities do not announce are
-/// left out), on a session opened as the gateway itself.
+/// left out), on a session opened as the gateway itself. A kind whose listing fails is left out
+/// too, with the reason in the second list: one broken list does not hide the others.
 pub async fn list_everything(
     client: &Arc<UpstreamClient>,
-) -> Result<Vec<(DefinitionKind, Vec<Value>)>, String> {
+) -> Result<(Vec<(DefinitionKind, Vec<Value>)>, Vec<String>), String> {
     let (session, info) = client
         .open(&ClientIdentity::gateway())
         .await
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    let mut failure = None;
-    'lists: for (method, key, kind, capability) in LISTS {
+    let mut failures = Vec::new();
+    for (method, key, kind, capability) in LISTS {
         if info.capabilities.get(capability).is_none() {
             continue;
         }
-        let mut items = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..MAX_PAGES {
-            let mut result = match page(client, &session, method, cursor.as_deref()).await {
-                Ok(r) => r,
-                Err(e) => {
-                    failure = Some(format!("{method}: {e}"));
-                    break 'lists;
-                }
-            };
-            if let Some(Value::Array(page)) = result.remove(key) {
-                items.extend(page);
-            }
-            cursor = match result.remove("nextCursor") {
-                Some(Value::String(c)) => Some(c),
-                _ => None,
-            };
-            if cursor.is_none() {
-                break;
-            }
+        match list_one(client, &session, method, key).await {
+            Ok(items) => out.push((kind, items)),
+            Err(e) => failures.push(format!("{method}: {e}")),
         }
-        if cursor.is_some() {
-            failure = Some(format!("{method}: more than {MAX_PAGES} pages"));
-            break;
-        }
-        out.push((kind, items));
     }
     client.close(&session).await;
-    match failure {
-        Some(f) => Err(f),
-        None => Ok(out),
+    Ok((out, failures))
+}
+
+/// Every page of one list.
+async fn list_one(
+    client: &Arc<UpstreamClient>,
+    session: &crate::upstream::UpstreamSession,
+    method: &str,
+    key: &str,
+) -> Result<Vec<Value>, String> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let mut result = page(client, session, method, cursor.as_deref()).await?;
+        if let Some(Value::Array(page)) = result.remove(key) {
+            items.extend(page);
+            if items.len() > MAX_ITEMS {
+                return Err(format!("more than {MAX_ITEMS} definitions"));
+            }
+        }
+        cursor = match result.remove("nextCursor") {
+            Some(Value::String(c)) => Some(c),
+            _ => None,
+        };
+        if cursor.is_none() {
+            return Ok(items);
+        }
     }
+    Err(format!("more than {MAX_PAGES} pages"))
 }
 
 async fn page(

@@ -17,7 +17,7 @@ const REFRESH: Duration = Duration::from_secs(2);
 
 type Key = (String, &'static str, String);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Known {
     state: DefinitionState,
     approved_pin: Option<String>,
@@ -52,6 +52,11 @@ pub struct Catalog {
     trusted: HashSet<String>,
     known: RwLock<HashMap<Key, Known>>,
     upstreams: RwLock<HashMap<String, UpstreamState>>,
+    /// Changes decided in memory whose rows are still being written: a refresh from the store
+    /// must not undo them meanwhile.
+    in_flight: std::sync::Mutex<HashMap<Key, Known>>,
+    /// Compiled resource templates, by template text.
+    templates: RwLock<HashMap<String, Option<super::template::CompiledTemplate>>>,
     auditor: Option<Arc<Auditor>>,
 }
 
@@ -73,6 +78,8 @@ impl Catalog {
             trusted: cfg.trusted.iter().cloned().collect(),
             known: RwLock::new(HashMap::new()),
             upstreams: RwLock::new(HashMap::new()),
+            in_flight: Default::default(),
+            templates: Default::default(),
             auditor,
         });
         let first = catalog.clone();
@@ -110,6 +117,9 @@ impl Catalog {
                 },
             );
         }
+        for (key, entry) in self.in_flight.lock().expect("catalog lock").iter() {
+            known.insert(key.clone(), entry.clone());
+        }
         *self.known.write().expect("catalog lock") = known;
         *self.upstreams.write().expect("catalog lock") = upstreams
             .into_iter()
@@ -146,6 +156,8 @@ impl Catalog {
         let serve = self.upstream_served(upstream);
         let mut served = Vec::with_capacity(items.len());
         let mut changes = Vec::new();
+        let mut touched: Vec<Key> = Vec::new();
+        let flight: Vec<(Key, Known)>;
         {
             let mut known = self.known.write().expect("catalog lock");
             let mut listed = HashSet::with_capacity(items.len());
@@ -173,6 +185,7 @@ impl Catalog {
                         k.state = DefinitionState::Approved;
                         k.seen_pin = p;
                         changes.push(Change::Restored(name.to_owned()));
+                        touched.push(key);
                         if serve {
                             served.push(item);
                         }
@@ -183,12 +196,12 @@ impl Catalog {
                 }
                 let entry = known.get(&key).cloned();
                 let state = match &entry {
-                    Some(k) if k.approved_pin.is_some() => DefinitionState::Quarantined,
                     Some(k) if k.state == DefinitionState::Rejected => DefinitionState::Rejected,
+                    Some(k) if k.approved_pin.is_some() => DefinitionState::Quarantined,
                     _ => DefinitionState::Pending,
                 };
                 known.insert(
-                    key,
+                    key.clone(),
                     Known {
                         state,
                         approved_pin: entry.and_then(|k| k.approved_pin),
@@ -196,18 +209,33 @@ impl Catalog {
                     },
                 );
                 changes.push(Change::Held(item, p, state));
+                touched.push(key);
             }
             if complete {
                 for ((u, k, name), entry) in known.iter_mut() {
+                    // Rejected and quarantined definitions keep their state: coming back must
+                    // never look like coming back approved.
                     if u == upstream
                         && *k == kind.as_str()
-                        && entry.state != DefinitionState::Removed
+                        && matches!(
+                            entry.state,
+                            DefinitionState::Approved | DefinitionState::Pending
+                        )
                         && !listed.contains(name)
                     {
                         entry.state = DefinitionState::Removed;
                         changes.push(Change::Removed(name.clone()));
+                        touched.push((u.clone(), *k, name.clone()));
                     }
                 }
+            }
+            flight = touched
+                .into_iter()
+                .filter_map(|k| known.get(&k).cloned().map(|v| (k, v)))
+                .collect();
+            let mut in_flight = self.in_flight.lock().expect("catalog lock");
+            for (k, v) in &flight {
+                in_flight.insert(k.clone(), v.clone());
             }
         }
         if !changes.is_empty() {
@@ -216,6 +244,14 @@ impl Catalog {
             tokio::spawn(async move {
                 if let Err(e) = me.record_changes(&upstream, kind, changes).await {
                     tracing::warn!(%upstream, error = %e, "catalog: cannot record definitions");
+                }
+                // Written (or failed for good): the store is the truth again, unless a later
+                // change of the same definition is still being written.
+                let mut in_flight = me.in_flight.lock().expect("catalog lock");
+                for (k, v) in flight {
+                    if in_flight.get(&k) == Some(&v) {
+                        in_flight.remove(&k);
+                    }
                 }
             });
         }
@@ -253,19 +289,39 @@ impl Catalog {
         }
         let known = self.known.read().expect("catalog lock");
         let approved = |k: &Known| k.state == DefinitionState::Approved;
-        if known
-            .get(&(upstream.to_owned(), kind.as_str(), name.to_owned()))
-            .is_some_and(approved)
-        {
-            return true;
+        // A URI the catalog knows is decided by its own row: a rejected or held resource stays
+        // refused even when an approved template would produce its URI.
+        if let Some(entry) = known.get(&(upstream.to_owned(), kind.as_str(), name.to_owned())) {
+            return approved(entry);
         }
-        kind == DefinitionKind::Resource
-            && known.iter().any(|((u, k, template), entry)| {
-                u == upstream
-                    && *k == DefinitionKind::ResourceTemplate.as_str()
-                    && approved(entry)
-                    && super::template::matches(template, name)
+        if kind != DefinitionKind::Resource || name.len() > super::template::MAX_URI_BYTES {
+            return false;
+        }
+        let candidates: Vec<String> = known
+            .iter()
+            .filter(|((u, k, _), entry)| {
+                u == upstream && *k == DefinitionKind::ResourceTemplate.as_str() && approved(entry)
             })
+            .map(|((_, _, template), _)| template.clone())
+            .collect();
+        drop(known);
+        candidates.iter().any(|t| self.template_matches(t, name))
+    }
+
+    /// Matches `uri` against `template`, compiling each template once.
+    fn template_matches(&self, template: &str, uri: &str) -> bool {
+        if let Some(compiled) = self.templates.read().expect("catalog lock").get(template) {
+            return compiled.as_ref().is_some_and(|c| c.matches(uri));
+        }
+        let compiled = super::template::CompiledTemplate::new(template);
+        let found = compiled.as_ref().is_some_and(|c| c.matches(uri));
+        let mut cache = self.templates.write().expect("catalog lock");
+        // Templates come from upstreams: keep the cache bounded.
+        if cache.len() >= 4096 {
+            cache.clear();
+        }
+        cache.insert(template.to_owned(), compiled);
+        found
     }
 
     async fn record_changes(
@@ -409,5 +465,109 @@ pub fn catalog_audit(
         bytes_in: 0,
         bytes_out: 0,
         arguments: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::CatalogUpstream;
+    use serde_json::json;
+
+    fn row(kind: DefinitionKind, item: &Value, state: DefinitionState) -> CatalogDefinition {
+        let p = pin(kind, item);
+        CatalogDefinition {
+            upstream: "u".into(),
+            kind: kind.as_str().into(),
+            name: item[kind.id_member()].as_str().unwrap().into(),
+            pin: p.clone(),
+            definition: item.to_string(),
+            findings: "[]".into(),
+            worst: None,
+            state,
+            approved_pin: (state != DefinitionState::Pending).then_some(p),
+            approved_definition: Some(item.to_string()),
+            decided_by: Some("r".into()),
+            decided_at_ms: Some(1),
+            first_seen_ms: 1,
+            updated_at_ms: 1,
+        }
+    }
+
+    async fn catalog_with(rows: &[CatalogDefinition]) -> Arc<Catalog> {
+        let store = Store::open("sqlite::memory:", std::path::Path::new("."), 1)
+            .await
+            .unwrap();
+        store
+            .put_catalog_upstream(&CatalogUpstream {
+                upstream: "u".into(),
+                state: UpstreamState::Approved,
+                registered_by: None,
+                registered_at_ms: 1,
+                decided_by: Some("r".into()),
+                decided_at_ms: Some(1),
+                reason: None,
+            })
+            .await
+            .unwrap();
+        for r in rows {
+            store.put_definition(r).await.unwrap();
+        }
+        Catalog::start(store, &crate::config::CatalogConfig::default(), None).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_rejected_resource_stays_refused_even_when_an_approved_template_produces_it() {
+        let secret = json!({"uri": "file:///data/secret", "name": "secret"});
+        let template = json!({"uriTemplate": "file:///data/{name}", "name": "data"});
+        let c = catalog_with(&[
+            row(DefinitionKind::Resource, &secret, DefinitionState::Rejected),
+            row(
+                DefinitionKind::ResourceTemplate,
+                &template,
+                DefinitionState::Approved,
+            ),
+        ])
+        .await;
+        assert!(!c.callable("u", DefinitionKind::Resource, "file:///data/secret"));
+        assert!(c.callable("u", DefinitionKind::Resource, "file:///data/other"));
+        assert!(!c.callable("u", DefinitionKind::Resource, "file:///data/..%2Fetc"));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn leaving_a_listing_and_coming_back_never_revives_a_rejected_or_held_definition() {
+        let rejected = json!({"name": "rejected", "description": "r"});
+        let held = json!({"name": "held", "description": "h"});
+        let fine = json!({"name": "fine", "description": "f"});
+        let c = catalog_with(&[
+            row(DefinitionKind::Tool, &rejected, DefinitionState::Rejected),
+            row(DefinitionKind::Tool, &held, DefinitionState::Quarantined),
+            row(DefinitionKind::Tool, &fine, DefinitionState::Approved),
+        ])
+        .await;
+        // A complete listing without them, then one with them again, unchanged.
+        let served = c.admit("u", DefinitionKind::Tool, vec![fine.clone()], true);
+        assert_eq!(served, vec![fine.clone()]);
+        let served = c.admit(
+            "u",
+            DefinitionKind::Tool,
+            vec![rejected.clone(), held.clone(), fine.clone()],
+            true,
+        );
+        assert_eq!(served, vec![fine.clone()]);
+        assert!(!c.callable("u", DefinitionKind::Tool, "rejected"));
+        assert!(!c.callable("u", DefinitionKind::Tool, "held"));
+        // An approved one that leaves and comes back unchanged is served again.
+        assert!(c.admit("u", DefinitionKind::Tool, vec![], true).is_empty());
+        assert!(!c.callable("u", DefinitionKind::Tool, "fine"));
+        assert_eq!(
+            c.admit("u", DefinitionKind::Tool, vec![fine.clone()], true),
+            vec![fine]
+        );
+        // The decisions written meanwhile do not undo what memory holds (refresh keeps the
+        // changes still being written, then the store has them).
+        c.reload_decisions().await.unwrap();
+        assert!(!c.callable("u", DefinitionKind::Tool, "rejected"));
+        assert!(c.callable("u", DefinitionKind::Tool, "fine"));
     }
 }

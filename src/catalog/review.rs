@@ -151,7 +151,12 @@ pub async fn register(
     let client = Arc::new(UpstreamClient::new(name, cfg, &config.limits, None).map_err(failed)?);
     let listed = list_everything(&client).await;
     client.shutdown().await;
-    let listed = listed.map_err(failed)?;
+    let (listed, failures) = listed.map_err(failed)?;
+    // Registration records the whole upstream or nothing: a partial list would mark the
+    // definitions of the failed kinds removed.
+    if !failures.is_empty() {
+        return Err(failed(failures.join("; ")));
+    }
     let scanner =
         Scanner::new(&config.catalog.clone().unwrap_or_default().rules).map_err(failed)?;
     let all = store.definitions(None).await?;
@@ -170,12 +175,7 @@ pub async fn register(
                 .iter()
                 .find(|d| d.kind == kind.as_str() && d.name == id)
                 .cloned();
-            let state = match &before {
-                Some(b) if b.approved_pin.as_deref() == Some(&p) => DefinitionState::Approved,
-                Some(b) if b.approved_pin.is_some() => DefinitionState::Quarantined,
-                Some(b) if b.state == DefinitionState::Rejected => DefinitionState::Rejected,
-                _ => DefinitionState::Pending,
-            };
+            let state = registered_state(before.as_ref(), &p);
             let row = describe(&scanner, name, kind, &item, p, state, before, &others);
             store.put_definition(&row).await?;
             out.definitions.push(row);
@@ -183,9 +183,12 @@ pub async fn register(
     }
     let now = crate::audit::now_ms();
     for mut gone in existing {
-        if gone.state != DefinitionState::Removed
-            && !seen.contains(&(gone.kind.as_str(), gone.name.clone()))
-        {
+        // Rejected and quarantined definitions keep their state (see `registered_state`).
+        let removable = matches!(
+            gone.state,
+            DefinitionState::Approved | DefinitionState::Pending
+        );
+        if removable && !seen.contains(&(gone.kind.as_str(), gone.name.clone())) {
             gone.state = DefinitionState::Removed;
             gone.updated_at_ms = now;
             store.put_definition(&gone).await?;
@@ -215,6 +218,22 @@ pub async fn register(
         .push(catalog_audit(name, "upstream", name, "register", by));
     out.upstream = upstream;
     Ok(out)
+}
+
+/// The state of a definition seen at registration, given what was recorded before: a decision
+/// to reject or hold it back survives; only an approved (or approved-then-removed) definition
+/// offered exactly as approved is approved.
+fn registered_state(before: Option<&CatalogDefinition>, pin: &str) -> DefinitionState {
+    match before {
+        None => DefinitionState::Pending,
+        Some(b) if b.state == DefinitionState::Rejected => DefinitionState::Rejected,
+        Some(b) if b.approved_pin.as_deref() == Some(pin) => match b.state {
+            DefinitionState::Approved | DefinitionState::Removed => DefinitionState::Approved,
+            other => other,
+        },
+        Some(b) if b.approved_pin.is_some() => DefinitionState::Quarantined,
+        Some(_) => DefinitionState::Pending,
+    }
 }
 
 async fn find_upstream(store: &Store, name: &str) -> Result<Option<CatalogUpstream>, StoreError> {
@@ -270,13 +289,15 @@ pub async fn decide(
                 name: n.to_owned(),
             });
         }
-        if let Some(p) = pin
-            && targets.iter().any(|d| d.pin != p)
-        {
-            return Err(ReviewError::Changed {
-                upstream: upstream.to_owned(),
-                name: n.to_owned(),
-            });
+        if let Some(p) = pin {
+            // The pin also tells apart definitions of different kinds with the same name.
+            targets.retain(|d| d.pin == p);
+            if targets.is_empty() {
+                return Err(ReviewError::Changed {
+                    upstream: upstream.to_owned(),
+                    name: n.to_owned(),
+                });
+            }
         }
         if decision == Decision::Retire {
             return Err(ReviewError::Transition {
@@ -321,9 +342,13 @@ pub async fn decide(
             reason: reason.map(str::to_owned),
         };
         if let Decision::Approve { .. } = decision {
-            // A blanket approval leaves rejected definitions alone.
+            // A blanket approval leaves rejected and changed (quarantined) definitions alone:
+            // each of those is approved by name, after reading its diff.
             targets.retain(|d| {
-                let keep = d.state != DefinitionState::Rejected;
+                let keep = !matches!(
+                    d.state,
+                    DefinitionState::Rejected | DefinitionState::Quarantined
+                );
                 if !keep {
                     out.skipped.push(d.name.clone());
                 }

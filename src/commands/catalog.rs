@@ -210,7 +210,7 @@ fn summary(r: &Reviewed) -> String {
     }
     if !r.skipped.is_empty() {
         out.push_str(&format!(
-            "left rejected (approve them by --name): {}\n",
+            "left as they are, rejected or changed (approve each by --name, after `diff`): {}\n",
             r.skipped.join(", ")
         ));
     }

@@ -77,19 +77,22 @@ impl CallTarget {
         }
         #[derive(Deserialize)]
         struct Reference {
+            #[serde(rename = "type")]
+            kind: String,
             name: Option<String>,
             uri: Option<String>,
         }
         let Some(r) = message.params_as::<Params>().ok().and_then(|p| p.reference) else {
             return CallTarget::default();
         };
-        match (r.name, r.uri) {
-            (Some(name), _) => CallTarget {
+        // The reference's type says which member the upstream reads; the other is ignored.
+        match (r.kind.as_str(), r.name, r.uri) {
+            ("ref/prompt", Some(name), _) => CallTarget {
                 kind: Some(FunctionKind::Prompt),
                 name: Some(name),
                 arguments: None,
             },
-            (None, Some(uri)) => CallTarget {
+            ("ref/resource", _, Some(uri)) => CallTarget {
                 kind: Some(FunctionKind::Resource),
                 name: Some(uri),
                 arguments: None,

@@ -385,6 +385,26 @@ pub async fn request(
         _ => {}
     }
     let target = CallTarget::of(&message);
+    let gated = crate::policy::FunctionKind::of_method(&method).is_some()
+        || method == "completion/complete";
+    if gated && target.name.is_none() {
+        // Policy and catalog decide by name: a request whose name cannot be read (not a
+        // string, given twice, …) must not reach an upstream that might read it differently.
+        let what = if method.starts_with("resources/") {
+            "params.uri"
+        } else if method == "completion/complete" {
+            "params.ref"
+        } else {
+            "params.name"
+        };
+        let err = Message::error_response(
+            id,
+            ErrorCode::INVALID_PARAMS,
+            &format!("{what} is required: a string, given once"),
+            None,
+        );
+        return answered(&ticket, err);
+    }
     let routed = match server.route(src, message).await {
         Ok(r) => r,
         Err(e) => return answered(&ticket, rpc_error(id, &e)),
@@ -514,13 +534,30 @@ fn catalog_refusal(
 ) -> Option<Message> {
     use crate::catalog::pin::DefinitionKind;
     let catalog = server.catalog.as_ref()?;
-    let (kind, label) = match routed.method() {
-        "tools/call" => (DefinitionKind::Tool, "tool"),
-        "prompts/get" => (DefinitionKind::Prompt, "prompt"),
-        "resources/read" => (DefinitionKind::Resource, "resource"),
-        _ => return None,
+    let target = CallTarget::of(routed);
+    let (kind, label) = match (routed.method(), target.kind) {
+        ("tools/call", _) => (DefinitionKind::Tool, "tool"),
+        ("prompts/get", _) => (DefinitionKind::Prompt, "prompt"),
+        ("resources/read" | "resources/subscribe" | "resources/unsubscribe", _) => {
+            (DefinitionKind::Resource, "resource")
+        }
+        ("completion/complete", Some(crate::policy::FunctionKind::Prompt)) => {
+            (DefinitionKind::Prompt, "prompt")
+        }
+        // A completion names a template by its URI template, exactly.
+        ("completion/complete", Some(_)) => (DefinitionKind::ResourceTemplate, "resource"),
+        _ => {
+            // Anything else routed to one upstream needs at least the upstream approved.
+            if catalog.upstream_served(upstream) || routed.method() == "ping" {
+                return None;
+            }
+            return Some(rpc_error(
+                id.clone(),
+                &FederationError::MethodNotFound(routed.method().to_owned()),
+            ));
+        }
     };
-    let name = CallTarget::of(routed).name?;
+    let name = target.name?;
     if catalog.callable(upstream, kind, &name) {
         return None;
     }

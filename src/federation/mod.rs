@@ -345,7 +345,7 @@ impl VirtualServer {
         let mut next = BTreeMap::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut learned: HashMap<String, usize> = HashMap::new();
-        for ((i, cursor_in), result) in pending.iter().zip(results) {
+        for ((i, _), result) in pending.iter().zip(results) {
             let (page, next_cursor) = match result {
                 Ok(r) => r,
                 // A listing without a member the user has not connected yet would hide its
@@ -357,14 +357,15 @@ impl VirtualServer {
                 }
                 Err(e) => return Err(e),
             };
-            let whole = cursor_in.is_none() && next_cursor.is_none();
             if let Some(c) = next_cursor {
                 next.insert(self.members[*i].upstream.clone(), c);
             }
             let page = match &self.catalog {
+                // A client's listing never records removals: what one user sees (per-user
+                // credentials, sessions) is not what the upstream offers. The gateway's own
+                // re-check and registration list everything and do.
                 Some(catalog) => {
-                    // Only a one-page listing shows what the upstream no longer offers.
-                    catalog.admit(&self.members[*i].upstream, kind.definition(), page, whole)
+                    catalog.admit(&self.members[*i].upstream, kind.definition(), page, false)
                 }
                 None => page,
             };
