@@ -268,6 +268,22 @@ async fn admin(
     )
 }
 
+/// The admin API as one administrator calls it.
+struct AsAdmin<'a> {
+    gw: &'a Gateway,
+    token: &'a str,
+}
+
+impl AsAdmin<'_> {
+    async fn get(&self, path: &str) -> (u16, Value) {
+        admin(self.gw, "GET", path, Some(self.token), None).await
+    }
+
+    async fn post(&self, path: &str, body: Option<Value>) -> (u16, Value) {
+        admin(self.gw, "POST", path, Some(self.token), body).await
+    }
+}
+
 fn state_of(shown: &Value, name: &str) -> String {
     shown["definitions"]
         .as_array()
@@ -312,6 +328,10 @@ async fn the_admin_api_registers_and_decides_and_rechecks_notice_drift_without_c
         &resource,
         json!({"sub": "carol", "groups": ["gatehouse-admins"]}),
     );
+    let as_admin = AsAdmin {
+        gw: &gw,
+        token: &admin_token,
+    };
 
     // Who may not use it: nobody without a token, an ordinary user, a token for another audience.
     let (status, body) = admin(&gw, "GET", "/admin/catalog", None, None).await;
@@ -326,14 +346,7 @@ async fn the_admin_api_registers_and_decides_and_rechecks_notice_drift_without_c
     );
     let (status, _) = admin(&gw, "GET", "/admin/catalog", Some(&elsewhere), None).await;
     assert_eq!(status, 401);
-    let (status, body) = admin(
-        &gw,
-        "POST",
-        "/admin/catalog/nope/register",
-        Some(&admin_token),
-        None,
-    )
-    .await;
+    let (status, body) = as_admin.post("/admin/catalog/nope/register", None).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (404, Some("not_found")),
@@ -341,50 +354,24 @@ async fn the_admin_api_registers_and_decides_and_rechecks_notice_drift_without_c
     );
 
     // Registration: the upstream and its definitions are pending; nothing is served.
-    let (status, body) = admin(
-        &gw,
-        "POST",
-        "/admin/catalog/fx/register",
-        Some(&admin_token),
-        None,
-    )
-    .await;
+    let (status, body) = as_admin.post("/admin/catalog/fx/register", None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["upstream"]["state"], "pending");
     assert_eq!(body["upstream"]["registered_by"], "carol");
     assert!(tool_names(&gw).await.is_empty());
 
     // Bad decisions are refused precisely.
-    let (status, body) = admin(
-        &gw,
-        "POST",
-        "/admin/catalog/fx/frobnicate",
-        Some(&admin_token),
-        None,
-    )
-    .await;
+    let (status, body) = as_admin.post("/admin/catalog/fx/frobnicate", None).await;
     assert_eq!(status, 404, "{body}");
-    let (status, body) = admin(
-        &gw,
-        "POST",
-        "/admin/catalog/fx/approve",
-        Some(&admin_token),
-        Some(json!({"nme": "echo"})),
-    )
-    .await;
+    let (status, body) = as_admin
+        .post("/admin/catalog/fx/approve", Some(json!({"nme": "echo"})))
+        .await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_request")),
         "{body}"
     );
-    let (status, body) = admin(
-        &gw,
-        "POST",
-        "/admin/catalog/fx/quarantine",
-        Some(&admin_token),
-        None,
-    )
-    .await;
+    let (status, body) = as_admin.post("/admin/catalog/fx/quarantine", None).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (409, Some("invalid_transition")),
@@ -392,14 +379,7 @@ async fn the_admin_api_registers_and_decides_and_rechecks_notice_drift_without_c
     );
 
     // Approval serves it at once on this gateway, with resources read through templates.
-    let (status, body) = admin(
-        &gw,
-        "POST",
-        "/admin/catalog/fx/approve",
-        Some(&admin_token),
-        None,
-    )
-    .await;
+    let (status, body) = as_admin.post("/admin/catalog/fx/approve", None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["upstream"]["state"], "approved");
     assert!(tool_names(&gw).await.contains(&"echo".to_owned()));
@@ -416,37 +396,23 @@ async fn the_admin_api_registers_and_decides_and_rechecks_notice_drift_without_c
     assert_eq!(read.error_code(), Some(-32002), "{}", read.raw);
 
     // Quarantining the whole upstream hides everything until it is approved again.
-    let (status, body) = admin(
-        &gw,
-        "POST",
-        "/admin/catalog/fx/quarantine",
-        Some(&admin_token),
-        Some(json!({"reason": "incident 42"})),
-    )
-    .await;
+    let (status, body) = as_admin
+        .post(
+            "/admin/catalog/fx/quarantine",
+            Some(json!({"reason": "incident 42"})),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert!(tool_names(&gw).await.is_empty());
     let refused = c.call_tool("echo", json!({"text": "hi"})).await;
     assert_eq!(refused.error_code(), Some(-32602), "{}", refused.raw);
-    let (status, _) = admin(
-        &gw,
-        "POST",
-        "/admin/catalog/fx/approve",
-        Some(&admin_token),
-        None,
-    )
-    .await;
+    let (status, _) = as_admin.post("/admin/catalog/fx/approve", None).await;
     assert_eq!(status, 200);
 
     // One definition rejected by name stays hidden; the others stay served.
-    let (status, body) = admin(
-        &gw,
-        "POST",
-        "/admin/catalog/fx/reject",
-        Some(&admin_token),
-        Some(json!({"name": "slow"})),
-    )
-    .await;
+    let (status, body) = as_admin
+        .post("/admin/catalog/fx/reject", Some(json!({"name": "slow"})))
+        .await;
     assert_eq!(status, 200, "{body}");
     let names = tool_names(&gw).await;
     assert!(
@@ -467,7 +433,7 @@ async fn the_admin_api_registers_and_decides_and_rechecks_notice_drift_without_c
         ],
     );
     eventually("the re-check quarantines echo and removes hang", || async {
-        let (_, shown) = admin(&gw, "GET", "/admin/catalog/fx", Some(&admin_token), None).await;
+        let (_, shown) = as_admin.get("/admin/catalog/fx").await;
         state_of(&shown, "echo") == "quarantined" && state_of(&shown, "hang") == "removed"
     })
     .await;
@@ -483,14 +449,7 @@ async fn the_admin_api_registers_and_decides_and_rechecks_notice_drift_without_c
     assert_eq!(refused.error_code(), Some(-32602), "{}", refused.raw);
     let fine = c.call_tool("log", json!({"text": "hi"})).await;
     assert!(fine.error_code().is_none(), "{}", fine.raw);
-    let (status, body) = admin(
-        &gw,
-        "GET",
-        "/admin/catalog/fx/diff",
-        Some(&admin_token),
-        None,
-    )
-    .await;
+    let (status, body) = as_admin.get("/admin/catalog/fx/diff").await;
     assert_eq!(status, 200);
     let change = &body["changes"][0];
     assert_eq!(change["name"], "echo", "{body}");
@@ -498,14 +457,9 @@ async fn the_admin_api_registers_and_decides_and_rechecks_notice_drift_without_c
         change["added_lines"].to_string().contains("evil.example"),
         "{body}"
     );
-    let (status, body) = admin(
-        &gw,
-        "POST",
-        "/admin/catalog/fx/approve",
-        Some(&admin_token),
-        Some(json!({"name": "echo"})),
-    )
-    .await;
+    let (status, body) = as_admin
+        .post("/admin/catalog/fx/approve", Some(json!({"name": "echo"})))
+        .await;
     assert_eq!(
         (status, body["error"].as_str()),
         (409, Some("findings_not_accepted")),
@@ -513,38 +467,17 @@ async fn the_admin_api_registers_and_decides_and_rechecks_notice_drift_without_c
     );
 
     // Retiring withdraws the upstream; it must be registered again before approval.
-    let (status, _) = admin(
-        &gw,
-        "POST",
-        "/admin/catalog/fx/retire",
-        Some(&admin_token),
-        None,
-    )
-    .await;
+    let (status, _) = as_admin.post("/admin/catalog/fx/retire", None).await;
     assert_eq!(status, 200);
     assert!(tool_names(&gw).await.is_empty());
     assert!(discovered_tools(&gw).await.is_empty());
-    let (status, body) = admin(
-        &gw,
-        "POST",
-        "/admin/catalog/fx/approve",
-        Some(&admin_token),
-        None,
-    )
-    .await;
+    let (status, body) = as_admin.post("/admin/catalog/fx/approve", None).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (409, Some("invalid_transition")),
         "{body}"
     );
-    let (status, body) = admin(
-        &gw,
-        "POST",
-        "/admin/catalog/fx/register",
-        Some(&admin_token),
-        None,
-    )
-    .await;
+    let (status, body) = as_admin.post("/admin/catalog/fx/register", None).await;
     assert_eq!(
         (status, body["upstream"]["state"].as_str()),
         (200, Some("pending")),

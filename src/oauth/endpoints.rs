@@ -117,17 +117,7 @@ async fn jwks(State(state): State<AppState>) -> Response {
 }
 
 fn public_json(v: Value) -> Response {
-    let mut resp = Json(v).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("max-age=300"),
-    );
-    resp
+    crate::downstream::metadata::document(bytes::Bytes::from(v.to_string()))
 }
 
 /// The client a token or revocation request comes from, authenticated as it registered:
