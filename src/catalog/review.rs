@@ -458,23 +458,64 @@ pub async fn drift(store: &Store, upstream: &str) -> Result<Vec<Drift>, ReviewEr
         let (old, new) = (pretty(&approved), pretty(&current));
         let old_lines: Vec<&str> = old.lines().collect();
         let new_lines: Vec<&str> = new.lines().collect();
+        let (removed_lines, added_lines) = line_diff(&old_lines, &new_lines);
+        out.push(Drift {
+            kind: d.kind.clone(),
+            name: d.name.clone(),
+            approved_by: d.decided_by.clone(),
+            removed_lines,
+            added_lines,
+            approved,
+            current,
+        });
+    }
+    Ok(out)
+}
+
+/// Most cells of the diff table; larger definitions are compared line by line as sets.
+const MAX_DIFF_CELLS: usize = 4_000_000;
+
+/// The lines of `old` not kept in `new`, and the lines of `new` not in `old`, by a longest
+/// common subsequence: a moved or repeated line shows as removed and added.
+fn line_diff(old: &[&str], new: &[&str]) -> (Vec<String>, Vec<String>) {
+    let (n, m) = (old.len(), new.len());
+    if n.saturating_mul(m) > MAX_DIFF_CELLS {
         let missing = |from: &[&str], other: &[&str]| {
             from.iter()
                 .filter(|l| !other.contains(l))
                 .map(|l| (*l).to_owned())
                 .collect()
         };
-        out.push(Drift {
-            kind: d.kind.clone(),
-            name: d.name.clone(),
-            approved_by: d.decided_by.clone(),
-            removed_lines: missing(&old_lines, &new_lines),
-            added_lines: missing(&new_lines, &old_lines),
-            approved,
-            current,
-        });
+        return (missing(old, new), missing(new, old));
     }
-    Ok(out)
+    // lcs[i][j]: the longest common subsequence of old[i..] and new[j..].
+    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if old[i] == new[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut removed, mut added) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < n && j < m {
+        if old[i] == new[j] {
+            i += 1;
+            j += 1;
+        } else if lcs[i + 1][j] >= lcs[i][j + 1] {
+            removed.push(old[i].to_owned());
+            i += 1;
+        } else {
+            added.push(new[j].to_owned());
+            j += 1;
+        }
+    }
+    removed.extend(old[i..].iter().map(|l| (*l).to_owned()));
+    added.extend(new[j..].iter().map(|l| (*l).to_owned()));
+    (removed, added)
 }
 
 /// A definition's row as JSON (for `show` and the admin API).
@@ -510,4 +551,26 @@ pub fn upstream_json(u: &CatalogUpstream) -> Value {
 /// The kind of a stored definition.
 pub fn kind_of(d: &CatalogDefinition) -> DefinitionKind {
     DefinitionKind::parse(&d.kind).unwrap_or(DefinitionKind::Tool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line_diff;
+
+    #[test]
+    fn moved_and_repeated_lines_show_in_the_diff() {
+        let (removed, added) = line_diff(&["a", "b", "c"], &["b", "a", "c"]);
+        assert_eq!(
+            (removed.len(), added.len()),
+            (1, 1),
+            "{removed:?} {added:?}"
+        );
+        let (removed, added) = line_diff(&["a", "b"], &["a", "b", "b"]);
+        assert_eq!((removed, added), (vec![], vec!["b".to_owned()]));
+        let (removed, added) = line_diff(&["x"], &["y"]);
+        assert_eq!(
+            (removed, added),
+            (vec!["x".to_owned()], vec!["y".to_owned()])
+        );
+    }
 }

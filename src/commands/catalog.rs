@@ -217,12 +217,30 @@ fn summary(r: &Reviewed) -> String {
     out
 }
 
+/// Upstream-supplied text made safe for a terminal: control and invisible or bidirectional
+/// formatting characters are shown as `\u{…}` escapes.
+fn printable(s: &str) -> String {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+    };
+    s.chars()
+        .map(|c| {
+            if hidden(c) {
+                format!("\\u{{{:x}}}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn line(d: &CatalogDefinition) -> String {
     format!(
         "{:<12} {:<18} {:<40} {:<12} {}\n",
         d.state.as_str(),
         d.kind,
-        d.name,
+        printable(&d.name),
         d.worst.as_deref().unwrap_or("-"),
         &d.pin[..12.min(d.pin.len())]
     )
@@ -265,8 +283,8 @@ async fn diff(store: &Store, upstream: &str) -> Result<String, String> {
         out.push_str(&format!(
             "=== {} {} (approved by {})\n",
             d.kind,
-            d.name,
-            d.approved_by.as_deref().unwrap_or("?")
+            printable(&d.name),
+            d.approved_by.as_deref().map_or("?".into(), printable)
         ));
         for l in &d.removed_lines {
             out.push_str(&format!("- {l}\n"));
@@ -279,4 +297,16 @@ async fn diff(store: &Store, upstream: &str) -> Result<String, String> {
         out.push_str("no quarantined definitions\n");
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn upstream_supplied_names_cannot_drive_the_terminal() {
+        assert_eq!(
+            super::printable("echo\u{1b}[2J\u{202E}x"),
+            "echo\\u{1b}[2J\\u{202e}x"
+        );
+        assert_eq!(super::printable("plain_name"), "plain_name");
+    }
 }
