@@ -341,7 +341,7 @@ impl Catalog {
         let mut audit = Vec::with_capacity(changes.len());
         for change in changes {
             let event = change.event();
-            let (name, row) = match change {
+            let (name, row, read_at) = match change {
                 Change::Held(item, p, state) => {
                     let name = item
                         .get(kind.id_member())
@@ -349,6 +349,7 @@ impl Catalog {
                         .unwrap_or_default()
                         .to_owned();
                     let before = existing(&name);
+                    let read_at = before.as_ref().map(|b| b.updated_at_ms);
                     let row = describe(
                         &self.scanner,
                         upstream,
@@ -360,10 +361,12 @@ impl Catalog {
                         &others,
                     );
                     tracing::warn!(%upstream, kind = kind.as_str(), %name, state = state.as_str(), worst = ?row.worst, "catalog: a definition is held back until it is approved");
-                    (name, Some(row))
+                    (name, Some(row), read_at)
                 }
                 Change::Removed(name) | Change::Restored(name) => {
-                    let row = existing(&name).map(|mut d| {
+                    let before = existing(&name);
+                    let read_at = before.as_ref().map(|b| b.updated_at_ms);
+                    let row = before.map(|mut d| {
                         d.state = if event == "remove" {
                             DefinitionState::Removed
                         } else {
@@ -373,11 +376,19 @@ impl Catalog {
                         d
                     });
                     tracing::info!(%upstream, kind = kind.as_str(), %name, event, "catalog: a definition is no longer offered, or offered again as approved");
-                    (name, row)
+                    (name, row, read_at)
                 }
             };
-            if let Some(row) = row {
-                self.store.put_definition(&row).await?;
+            let Some(row) = row else { continue };
+            // A decision (or another replica) that wrote the row since it was read wins: this
+            // change was judged on what was known before it, and the next listing judges again.
+            if !self
+                .store
+                .put_definition_if_unchanged(&row, read_at)
+                .await?
+            {
+                tracing::debug!(%upstream, %name, event, "catalog: the definition changed meanwhile; not recorded");
+                continue;
             }
             crate::telemetry::metrics::METRICS.catalog_event(upstream, event);
             audit.push(catalog_audit(upstream, kind.as_str(), &name, event, None));

@@ -138,6 +138,46 @@ impl Store {
         Ok(())
     }
 
+    /// Writes a definition row only if nobody wrote it since it was read: `read_at` is the
+    /// `updated_at_ms` read (`None`: there was no row). `false` when another writer (a
+    /// reviewer's decision, another replica) came first; its row stays.
+    pub async fn put_definition_if_unchanged(
+        &self,
+        d: &CatalogDefinition,
+        read_at: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let Some(read_at) = read_at else {
+            let sql = concat!(
+                "INSERT INTO catalog_definitions (",
+                definition_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                " ON CONFLICT (upstream, kind, name) DO NOTHING"
+            );
+            let n = on_pool!(self, pool => {
+                sqlx::query(sql)
+                    .bind(&d.upstream).bind(&d.kind).bind(&d.name).bind(&d.pin)
+                    .bind(&d.definition).bind(&d.findings).bind(&d.worst).bind(d.state.as_str())
+                    .bind(&d.approved_pin).bind(&d.approved_definition).bind(&d.decided_by)
+                    .bind(d.decided_at_ms).bind(d.first_seen_ms).bind(d.updated_at_ms)
+                    .execute(pool).await?.rows_affected()
+            });
+            return Ok(n == 1);
+        };
+        let sql = "UPDATE catalog_definitions SET pin = $4, definition = $5, findings = $6, \
+                   worst = $7, state = $8, approved_pin = $9, approved_definition = $10, \
+                   decided_by = $11, decided_at_ms = $12, updated_at_ms = $13 \
+                   WHERE upstream = $1 AND kind = $2 AND name = $3 AND updated_at_ms = $14";
+        let n = on_pool!(self, pool => {
+            sqlx::query(sql)
+                .bind(&d.upstream).bind(&d.kind).bind(&d.name).bind(&d.pin)
+                .bind(&d.definition).bind(&d.findings).bind(&d.worst).bind(d.state.as_str())
+                .bind(&d.approved_pin).bind(&d.approved_definition).bind(&d.decided_by)
+                .bind(d.decided_at_ms).bind(d.updated_at_ms).bind(read_at)
+                .execute(pool).await?.rows_affected()
+        });
+        Ok(n == 1)
+    }
+
     /// The definitions of one upstream (all upstreams when `None`), ordered.
     pub async fn definitions(
         &self,
@@ -261,5 +301,69 @@ impl Store {
             }
             Ok(out)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(state: DefinitionState, updated_at_ms: i64) -> CatalogDefinition {
+        CatalogDefinition {
+            upstream: "u".into(),
+            kind: "tool".into(),
+            name: "t".into(),
+            pin: "p".into(),
+            definition: "{}".into(),
+            findings: "[]".into(),
+            worst: None,
+            state,
+            approved_pin: None,
+            approved_definition: None,
+            decided_by: None,
+            decided_at_ms: None,
+            first_seen_ms: 1,
+            updated_at_ms,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_judged_on_a_stale_read_does_not_undo_a_decision() {
+        let store = Store::open("sqlite::memory:", std::path::Path::new("."), 1)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .put_definition_if_unchanged(&row(DefinitionState::Pending, 10), None)
+                .await
+                .unwrap()
+        );
+        // A second "first" insert loses: the row exists now.
+        assert!(
+            !store
+                .put_definition_if_unchanged(&row(DefinitionState::Pending, 11), None)
+                .await
+                .unwrap()
+        );
+        // A reviewer rejects it (at 20); a drift judged on the read at 10 must not overwrite.
+        store
+            .put_definition(&row(DefinitionState::Rejected, 20))
+            .await
+            .unwrap();
+        assert!(
+            !store
+                .put_definition_if_unchanged(&row(DefinitionState::Approved, 30), Some(10))
+                .await
+                .unwrap()
+        );
+        let now = store.definitions(Some("u")).await.unwrap();
+        assert_eq!(now[0].state, DefinitionState::Rejected);
+        // Judged on the current row, it is written.
+        assert!(
+            store
+                .put_definition_if_unchanged(&row(DefinitionState::Quarantined, 40), Some(20))
+                .await
+                .unwrap()
+        );
     }
 }
