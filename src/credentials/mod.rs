@@ -148,6 +148,14 @@ pub struct UpstreamCredentials {
 }
 
 impl UpstreamCredentials {
+    /// Whether the credential depends on the user the request is for.
+    pub fn is_per_user(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::TokenExchange { .. } | Kind::IdJag { .. } | Kind::UserOauth { .. }
+        )
+    }
+
     /// Builds the source for an HTTP upstream's `auth` block (validated); `None` without one.
     /// `consent` serves `user_oauth` upstreams.
     pub fn for_http(

@@ -13,6 +13,7 @@ use crate::protocol::{Message, MessageKind, ProtocolVersion, RequestId};
 use futures_util::StreamExt;
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +21,10 @@ use tokio::sync::{broadcast, mpsc};
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
+
+/// Most sessions kept for stateless clients of one upstream (one per user with per-user
+/// credentials).
+const MAX_SHARED_SESSIONS: usize = 10_000;
 
 /// A Streamable HTTP upstream.
 pub struct HttpUpstream {
@@ -32,9 +37,11 @@ pub struct HttpUpstream {
     connect_timeout: Duration,
     request_timeout: Duration,
     next_id: AtomicI64,
-    shared: tokio::sync::Mutex<Option<(UpstreamSession, Arc<InitInfo>)>>,
-    shared_dropped: Mutex<Option<UpstreamSession>>,
-    shared_hub: tokio::sync::Mutex<Option<broadcast::Sender<Message>>>,
+    /// Sessions shared by stateless clients: one for everybody, or one per user when the
+    /// credential is per user (an upstream may bind a session to the user who opened it).
+    shared: tokio::sync::Mutex<HashMap<String, (UpstreamSession, Arc<InitInfo>)>>,
+    shared_dropped: Mutex<Vec<UpstreamSession>>,
+    shared_hub: tokio::sync::Mutex<HashMap<String, broadcast::Sender<Message>>>,
     /// What the gateway presents to this upstream (never the client's token).
     credentials: Option<Arc<crate::credentials::UpstreamCredentials>>,
 }
@@ -90,9 +97,9 @@ impl HttpUpstream {
             connect_timeout: cfg.timeouts.connect.0,
             request_timeout: cfg.timeouts.request.0,
             next_id: AtomicI64::new(1),
-            shared: tokio::sync::Mutex::new(None),
-            shared_dropped: Mutex::new(None),
-            shared_hub: tokio::sync::Mutex::new(None),
+            shared: Default::default(),
+            shared_dropped: Default::default(),
+            shared_hub: Default::default(),
             credentials: crate::credentials::UpstreamCredentials::for_http(name, cfg, consent)?
                 .map(Arc::new),
         })
@@ -216,26 +223,46 @@ impl HttpUpstream {
         Ok((session, Arc::new(info)))
     }
 
-    /// The session used for stateless downstream clients, opened once and re-opened if it expires.
-    pub async fn shared_session(&self) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
-        let mut guard = self.shared.lock().await;
-        let dropped = self.shared_dropped.lock().expect("lock").take();
-        if let (Some((s, _)), Some(d)) = (guard.as_ref(), dropped)
-            && *s == d
-        {
-            *guard = None;
+    /// Whose shared session the current request uses: everybody's (`""`), or, with a per-user
+    /// credential, the user's.
+    fn shared_key(&self) -> String {
+        match &self.credentials {
+            Some(c) if c.is_per_user() => crate::credentials::current()
+                .map(|o| o.binding)
+                .unwrap_or_default(),
+            _ => String::new(),
         }
-        if let Some(found) = guard.as_ref() {
+    }
+
+    /// The session used for stateless downstream clients (see [`shared_key`]), opened once and
+    /// re-opened if it expires.
+    pub async fn shared_session(&self) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
+        let key = self.shared_key();
+        let mut shared = self.shared.lock().await;
+        let dropped = std::mem::take(&mut *self.shared_dropped.lock().expect("lock"));
+        if !dropped.is_empty() {
+            shared.retain(|_, (s, _)| !dropped.contains(s));
+        }
+        if let Some(found) = shared.get(&key) {
             return Ok(found.clone());
         }
+        // Bounded: the least useful session to keep is any one; it is opened again if needed.
+        if shared.len() >= MAX_SHARED_SESSIONS
+            && let Some(evicted) = shared.keys().next().cloned()
+        {
+            shared.remove(&evicted);
+        }
         let opened = self.open(&ClientIdentity::gateway()).await?;
-        *guard = Some(opened.clone());
+        shared.insert(key, opened.clone());
         Ok(opened)
     }
 
-    /// Marks the shared session as expired.
+    /// Marks a shared session as expired.
     pub fn drop_shared_session(&self, session: &UpstreamSession) {
-        *self.shared_dropped.lock().expect("lock") = Some(session.clone());
+        self.shared_dropped
+            .lock()
+            .expect("lock")
+            .push(session.clone());
     }
 
     /// Adds this upstream's credential for the current request.
@@ -550,11 +577,10 @@ impl HttpUpstream {
     /// Unsolicited messages of the shared session, fanned out to every stateless listener
     /// over a single upstream stream (upstreams allow one GET stream per session).
     pub async fn listen_shared(&self) -> Result<Option<mpsc::Receiver<Frame>>, UpstreamError> {
-        let mut hub = self.shared_hub.lock().await;
-        let live = hub
-            .as_ref()
-            .filter(|tx| tx.receiver_count() > 0 || !tx.is_empty())
-            .cloned();
+        let key = self.shared_key();
+        let mut hubs = self.shared_hub.lock().await;
+        hubs.retain(|_, tx| tx.receiver_count() > 0 || !tx.is_empty());
+        let live = hubs.get(&key).cloned();
         let sender = match live {
             Some(tx) => tx,
             None => {
@@ -581,12 +607,12 @@ impl HttpUpstream {
                         }
                     }
                 });
-                *hub = Some(tx.clone());
+                hubs.insert(key, tx.clone());
                 tx
             }
         };
         let sub = sender.subscribe();
-        drop(hub);
+        drop(hubs);
         let rx = super::frames_from(sub, self.name.clone());
         Ok(Some(rx))
     }

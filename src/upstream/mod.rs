@@ -23,6 +23,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// One configured upstream server.
+// One value per configured upstream, built once: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum UpstreamClient {
     /// Streamable HTTP.
     Http(HttpUpstream),

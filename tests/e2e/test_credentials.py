@@ -132,6 +132,38 @@ def test_token_exchange_gives_each_user_a_token_for_the_upstream_alone(oidc_as, 
     assert "ey" not in error["message"], "no token in the error"
 
 
+def stateless_call(resource: str, token: str, tool: str, arguments: dict, call_id: int) -> dict:
+    """A 2026-07-28 (sessionless) tools/call."""
+    body = {"jsonrpc": "2.0", "id": call_id, "method": "tools/call", "params": {
+        "name": tool, "arguments": arguments,
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {}}}}
+    return httpx.post(resource, json=body, timeout=10, headers={
+        "Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": tool}).json()
+
+
+def test_sessionless_clients_get_one_upstream_session_per_user_with_per_user_credentials(
+        oidc_as, start_gateway, fixture_http):
+    """An upstream that binds each session to the user who opened it: sessionless clients of two
+    users, alternating, each keep their own upstream session (no refusals, no re-opening)."""
+    fx = fixture_http("--require-jwt-issuer", oidc_as.issuer, "--bind-sessions-to-subject")
+    auth = f'{{ kind: token_exchange, idp: {{ issuer: "{oidc_as.issuer}", {EXCHANGER} }}, scopes: [crm:read] }}'
+    base = start_gateway(protected_gateway(oidc_as.issuer, fx, auth), env=SECRET_ENV)
+    resource = base + "/mcp"
+    tokens = {who: mint(oidc_as.issuer, sub=who, resource=resource, scope="mcp:tools")["access_token"]
+              for who in ("alice", "bob")}
+    for i in range(6):
+        who = ("alice", "bob")[i % 2]
+        answer = stateless_call(resource, tokens[who], "whoami", {}, 100 + i)
+        assert "result" in answer, answer
+        seen = json.loads(answer["result"]["content"][0]["text"])["authorization"]
+        assert jwt_claims(seen.removeprefix("Bearer "))["sub"] == who
+    stats = json.loads(stateless_call(resource, tokens["alice"], "stats", {}, 200)["result"]["content"][0]["text"])
+    assert stats["foreign_sessions"] == 0, stats
+    assert stats["sessions_opened"] == 2, f"one session per user, opened once: {stats}"
+
+
 def test_an_exchanged_token_is_renewed_before_it_expires(processes, start_gateway, fixture_http):
     p = processes([node22(), OIDC_AS_JS, "--port", "0", "--exchange-ttl", "2"])
     issuer = p.read_line_starting("ready ")
