@@ -290,7 +290,7 @@ fn pick(
 
 /// Whether a key may verify `alg`: the key type and curve match, and a key that declares its
 /// own algorithm declares this one.
-fn fits(jwk: &Jwk, alg: Algorithm) -> bool {
+pub(crate) fn fits(jwk: &Jwk, alg: Algorithm) -> bool {
     if let Some(declared) = jwk.common.key_algorithm
         && declared != KeyAlgorithm::from(alg)
     {

@@ -72,7 +72,7 @@ pub(super) async fn verify_jwt(
 }
 
 /// The `alg` member of a header that the library refused to parse.
-fn raw_alg(token: &str) -> Option<String> {
+pub(crate) fn raw_alg(token: &str) -> Option<String> {
     use base64::Engine;
     let first = token.split('.').next()?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -83,7 +83,7 @@ fn raw_alg(token: &str) -> Option<String> {
 }
 
 /// A validation failure in words a client developer can act on.
-fn explain(e: &jsonwebtoken::errors::Error) -> String {
+pub(crate) fn explain(e: &jsonwebtoken::errors::Error) -> String {
     use jsonwebtoken::errors::ErrorKind as K;
     match e.kind() {
         K::ExpiredSignature => "the token has expired (exp)".into(),

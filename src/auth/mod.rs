@@ -16,7 +16,8 @@ pub use cache::{CredentialDigest, VerifiedCache};
 pub(crate) use guard::glob_match;
 pub use guard::{METADATA_PREFIX, ServerGuard, add_scopes, bearer_token, required_scopes};
 pub use issuer::{IssuerState, LocalKeyLookup, LocalKeys};
-pub(crate) use issuer::{fetch_json, metadata_candidates};
+pub(crate) use issuer::{fetch_json, fits as key_fits_algorithm, metadata_candidates};
+pub(crate) use jwt::{explain as explain_jwt_error, raw_alg};
 pub use principal::{CredentialKind, Principal};
 pub(crate) use principal::{string_at as claim_string, strings_at as claim_strings};
 

@@ -2,7 +2,7 @@
 //! lazily and cached, re-fetched on an unknown `kid` at most every 30 seconds so that forged
 //! kids cannot make Gatehouse hammer the IdP; and the header and claim checks both share.
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::Deserialize;
 use serde_json::Value;
@@ -201,7 +201,9 @@ fn pick(
             None => return Ok(None),
         },
         None => {
-            let mut fitting = keys.iter().filter(|k| fits(&k.1, alg));
+            let mut fitting = keys
+                .iter()
+                .filter(|k| crate::auth::key_fits_algorithm(&k.1, alg));
             match (fitting.next(), fitting.next()) {
                 (Some(k), None) => k,
                 _ => return Ok(None),
@@ -210,31 +212,12 @@ fn pick(
     };
     // A key of another type under the right kid is an attack or a misconfiguration, not a
     // reason to try other keys.
-    if !fits(&found.1, alg) {
+    if !crate::auth::key_fits_algorithm(&found.1, alg) {
         return Err(VerifyError::Invalid(format!(
             "the token's algorithm {alg:?} does not match the type of its key"
         )));
     }
     Ok(Some(found.2.clone()))
-}
-
-fn fits(jwk: &Jwk, alg: Algorithm) -> bool {
-    if let Some(declared) = jwk.common.key_algorithm
-        && declared != KeyAlgorithm::from(alg)
-    {
-        return false;
-    }
-    use Algorithm as A;
-    match (&jwk.algorithm, alg) {
-        (
-            AlgorithmParameters::RSA(_),
-            A::RS256 | A::RS384 | A::RS512 | A::PS256 | A::PS384 | A::PS512,
-        ) => true,
-        (AlgorithmParameters::EllipticCurve(p), A::ES256) => p.curve == EllipticCurve::P256,
-        (AlgorithmParameters::EllipticCurve(p), A::ES384) => p.curve == EllipticCurve::P384,
-        (AlgorithmParameters::OctetKeyPair(p), A::EdDSA) => p.curve == EllipticCurve::Ed25519,
-        _ => false,
-    }
 }
 
 /// Whether `alg` is asymmetric (HMAC would let anyone holding the shared secret forge).
@@ -250,10 +233,11 @@ pub(crate) fn header_of(token: &str, allowed: &[Algorithm]) -> Result<Header, Ve
     if token.split('.').count() != 3 {
         return Err(VerifyError::Malformed("not a signed JWT".into()));
     }
-    let header = jsonwebtoken::decode_header(token).map_err(|e| match raw_alg(token) {
-        Some(a) if a.eq_ignore_ascii_case("none") => VerifyError::Unsigned,
-        _ => VerifyError::Malformed(format!("the header does not parse: {e}")),
-    })?;
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| match crate::auth::raw_alg(token) {
+            Some(a) if a.eq_ignore_ascii_case("none") => VerifyError::Unsigned,
+            _ => VerifyError::Malformed(format!("the header does not parse: {e}")),
+        })?;
     if !asymmetric(header.alg) || !allowed.contains(&header.alg) {
         return Err(VerifyError::Algorithm(header.alg));
     }
@@ -270,7 +254,7 @@ pub(crate) async fn verify_claims(
     let key = keys.key(header.kid.as_deref(), header.alg).await?;
     jsonwebtoken::decode::<Value>(token, &key, validation)
         .map(|d| d.claims)
-        .map_err(|e| VerifyError::Invalid(explain(&e)))
+        .map_err(|e| VerifyError::Invalid(crate::auth::explain_jwt_error(&e)))
 }
 
 /// The common validation: this algorithm only, `iss` one of `issuers`, `exp` required, `nbf`
@@ -297,29 +281,4 @@ pub(crate) fn issued_at(claims: &Value, skew: Duration) -> Result<i64, VerifyErr
         ));
     }
     Ok(iat)
-}
-
-fn raw_alg(token: &str) -> Option<String> {
-    use base64::Engine;
-    let first = token.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(first.trim_end_matches('='))
-        .ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("alg")?.as_str().map(str::to_owned)
-}
-
-/// A validation failure in words a client developer can act on.
-pub(crate) fn explain(e: &jsonwebtoken::errors::Error) -> String {
-    use jsonwebtoken::errors::ErrorKind as K;
-    match e.kind() {
-        K::ExpiredSignature => "the token has expired (exp)".into(),
-        K::ImmatureSignature => "the token is not valid yet (nbf)".into(),
-        K::InvalidIssuer => "the token's issuer (iss) does not match".into(),
-        K::InvalidSignature => "the token's signature does not verify".into(),
-        K::MissingRequiredClaim(c) => format!("the token has no {c} claim"),
-        K::InvalidAlgorithm => "the token's algorithm does not match its key".into(),
-        K::InvalidClaimFormat(c) => format!("the token's {c} claim has the wrong type"),
-        _ => format!("the token is not valid: {e}"),
-    }
 }

@@ -170,7 +170,7 @@ pub async fn verify_access_token(
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     jsonwebtoken::decode::<AccessTokenClaims>(token, &key, &v)
         .map(|d| d.claims)
-        .map_err(|e| TokenError::InvalidToken(super::jwks::explain(&e)))
+        .map_err(|e| TokenError::InvalidToken(crate::auth::explain_jwt_error(&e)))
 }
 
 /// A refresh token as handed to the client; shown only by [`RefreshToken::expose`].
