@@ -89,11 +89,22 @@ impl fmt::Display for Issue {
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        Self::from_yaml(&Self::read(path)?, path)
+    }
+
+    fn read(path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: path.to_owned(),
             source,
-        })?;
-        Self::from_yaml(&text, path)
+        })
+    }
+
+    /// The YAML model, not validated yet.
+    fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+            file: path.to_owned(),
+            message: e.to_string(),
+        })
     }
 
     /// Like [`load`](Self::load), but secrets that cannot be read now (a variable not set, a
@@ -109,16 +120,7 @@ impl Config {
                     .collect();
                 if issues.is_empty() {
                     // Parse again, without validation, now that only deferred secrets failed.
-                    let text =
-                        std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                            file: path.to_owned(),
-                            source,
-                        })?;
-                    let mut config: Config =
-                        serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
-                            file: path.to_owned(),
-                            message: e.to_string(),
-                        })?;
+                    let mut config = Self::parse(&Self::read(path)?, path)?;
                     config.add_facade_issuer();
                     Ok(config)
                 } else {
@@ -131,10 +133,7 @@ impl Config {
 
     /// Parses and validates YAML text; `path` is only used in messages.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
-            file: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let mut config = Self::parse(text, path)?;
         let mut issues = validate::validate(&config);
         if issues.is_empty() {
             issues.extend(config.add_facade_issuer());
