@@ -4,7 +4,7 @@
 //! own sink.
 
 use super::lister::list_everything;
-use super::pin::{DefinitionKind, pin};
+use super::pin::pin;
 use super::registry::{catalog_audit, describe, other_tools};
 use super::scan::Scanner;
 use crate::config::Config;
@@ -546,11 +546,6 @@ pub fn upstream_json(u: &CatalogUpstream) -> Value {
         "decided_at_ms": u.decided_at_ms,
         "reason": u.reason,
     })
-}
-
-/// The kind of a stored definition.
-pub fn kind_of(d: &CatalogDefinition) -> DefinitionKind {
-    DefinitionKind::parse(&d.kind).unwrap_or(DefinitionKind::Tool)
 }
 
 #[cfg(test)]

@@ -79,14 +79,13 @@ fn climbs(uri: &str) -> bool {
     path.split('/').any(|seg| seg == "." || seg == "..")
 }
 
-/// Whether `uri` matches `template` (compiling it on the spot).
-pub fn matches(template: &str, uri: &str) -> bool {
-    CompiledTemplate::new(template).is_some_and(|t| t.matches(uri))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use super::CompiledTemplate;
+
+    fn matches(template: &str, uri: &str) -> bool {
+        CompiledTemplate::new(template).is_some_and(|t| t.matches(uri))
+    }
 
     #[test]
     fn simple_expressions_match_one_segment() {
