@@ -374,12 +374,7 @@ async fn policy_matrix_and_audit_trail_on_sqlite() {
         "every stored record is also a line"
     );
     // Metrics after the traffic.
-    let metrics = reqwest::get(s.gw.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.gw.metrics().await;
     for expected in [
         r#"gatehouse_requests_total{server="main",upstream="crm",method="tools/call",tool="crm__echo",outcome="ok"} 1"#,
         r#"gatehouse_policy_denials_total{server="main",rule="no-long-echo"} 1"#,

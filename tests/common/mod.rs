@@ -160,6 +160,22 @@ impl Gateway {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
+
+    /// The URL of a path on the gateway's operations listener (`/metrics`, `/healthz`,
+    /// `/readyz`).
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// The Prometheus exposition, as text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.ops_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
 }
 
 /// YAML for one virtual server at /mcp in front of one HTTP upstream named `fx`.
