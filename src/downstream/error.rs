@@ -74,6 +74,17 @@ pub enum HttpError {
         /// The `WWW-Authenticate` value, when the client can do something about it.
         challenge: Option<String>,
     },
+    /// A cap on what one principal, session or client address may hold was reached: 429 with
+    /// `Retry-After`. `limit` is the configuration field that sets the cap.
+    #[error("Too Many Requests: limit {limit} ({max}) reached; retry after {retry_after_secs}s or release one first")]
+    LimitExceeded {
+        /// The configuration field of the cap, e.g. `limits.sessions_per_principal`.
+        limit: &'static str,
+        /// Its value.
+        max: usize,
+        /// Seconds the client should wait before retrying.
+        retry_after_secs: u64,
+    },
     /// Any of the above, answering a request whose id is known.
     #[error("{inner}")]
     Identified {
@@ -116,6 +127,7 @@ impl HttpError {
                 StatusCode::NOT_FOUND
             }
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::LimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             HttpError::BadMessage { .. }
             | HttpError::SessionRequired
             | HttpError::UnsupportedVersion(_)
@@ -136,6 +148,7 @@ impl HttpError {
             HttpError::UnsupportedVersion(_) => ErrorCode::UNSUPPORTED_VERSION,
             HttpError::BadMessage { code, .. } => *code,
             HttpError::HeaderMismatch(_) => ErrorCode::HEADER_MISMATCH,
+            HttpError::LimitExceeded { .. } => ErrorCode::LIMIT_EXCEEDED,
             HttpError::PayloadTooLarge(_)
             | HttpError::UnsupportedMediaType
             | HttpError::BodyTimeout => ErrorCode::INVALID_REQUEST,
@@ -159,10 +172,20 @@ impl IntoResponse for HttpError {
                 error: AuthError::InsufficientScope { required },
                 ..
             } => Some(serde_json::json!({ "requiredScopes": required })),
+            HttpError::LimitExceeded { limit, max, .. } => {
+                Some(serde_json::json!({ "limit": limit, "max": max }))
+            }
             _ => None,
         };
         let body = Message::error_response(id, self.code(), &self.to_string(), data).to_bytes();
         let mut resp = json(self.status(), body);
+        if let HttpError::LimitExceeded {
+            retry_after_secs, ..
+        } = bare
+        {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         if let HttpError::MethodNotAllowed(_) = bare {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));

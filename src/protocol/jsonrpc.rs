@@ -43,6 +43,8 @@ impl ErrorCode {
     pub const UPSTREAM_CREDENTIALS: ErrorCode = ErrorCode(-32007);
     /// MCP 2025-11-25: the user must complete a flow at a URL first.
     pub const URL_ELICITATION_REQUIRED: ErrorCode = ErrorCode(-32042);
+    /// A per-principal, per-session or per-address limit of the gateway was reached (HTTP 429).
+    pub const LIMIT_EXCEEDED: ErrorCode = ErrorCode(-32008);
 }
 
 /// A JSON-RPC request id: a string or an integer (MCP forbids null).
