@@ -243,6 +243,8 @@ impl Gateway {
             config.public_url.clone_from(&default_public_url);
         }
         let sealer = sealer_from(&config)?;
+        crate::telemetry::metrics::METRICS
+            .set_names_per_server(config.limits.metric_names_per_server);
         let sessions = SessionRegistry::new(config.sessions.max_lifetime.0);
         let base_dir = config_path
             .as_deref()
@@ -302,6 +304,8 @@ impl Gateway {
             self.store.as_ref(),
             self.auditor.as_ref(),
         )?;
+        crate::telemetry::metrics::METRICS
+            .set_names_per_server(runtime.config.limits.metric_names_per_server);
         self.runtime.store(Arc::new(runtime));
         if keys_changed {
             self.sealer.store(Arc::new(sealer));

@@ -82,6 +82,8 @@ async fn a_silent_upstream_times_out() {
     let took = started.elapsed();
     assert_eq!(r.error_code(), Some(-32001), "{}", r.raw);
     assert!(r.raw.contains("within 1000ms"), "{}", r.raw);
+    // The upstream is named (it once read `upstream ""`, its name lost with the cancellation).
+    assert!(r.error_message().contains(r#"upstream "fx""#), "{}", r.raw);
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "{took:?}"
@@ -90,6 +92,27 @@ async fn a_silent_upstream_times_out() {
         .call_tool("echo", json!({"text": "still here"}))
         .await;
     assert_eq!(r.text(), "still here");
+    // The audit record carries the code the client was answered with.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args([
+                "audit", "--since", "all", "--json", "--tool", "hang", "--config",
+            ])
+            .arg(&gw.config_path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if let Some(line) = text.lines().next() {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(record["outcome"], "timeout", "{record}");
+            assert_eq!(record["error_code"], -32001, "{record}");
+            assert_eq!(record["upstream"], "fx", "{record}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no audit record of the timeout");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

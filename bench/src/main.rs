@@ -169,7 +169,7 @@ fn gateway_config(
 ) -> String {
     // The plain configuration: no authentication, policy or audit.
     let mut y = String::from(
-        "listen: 127.0.0.1:0\nwatch_config: false\nlog: { level: warn }\naudit: { enabled: false }\nservers:\n",
+        "listen: 127.0.0.1:0\nops: { listen: 127.0.0.1:0 }\nwatch_config: false\nlog: { level: warn }\naudit: { enabled: false }\nservers:\n",
     );
     y.push_str("  - { name: json, path: /json, upstreams: [fxj] }\n");
     y.push_str("  - { name: sse, path: /sse, upstreams: [fxs] }\n");
@@ -232,13 +232,14 @@ async fn main() {
     let t0 = Instant::now();
     let gw = Proc::start(cmd, "gatehouse listening on ");
     let base = gw.ready_line.clone();
+    let ops_base = gw.ops_base();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true)
         .build()
         .unwrap();
     while !client
-        .get(format!("{base}/readyz"))
+        .get(format!("{ops_base}/readyz"))
         .send()
         .await
         .is_ok_and(|r| r.status().is_success())
@@ -260,7 +261,7 @@ async fn main() {
     cmd.env(secured::IDP_SECRET_ENV, "bench-secret");
     let secure_gw = Proc::start(cmd, "gatehouse listening on ");
     let secure_url = format!("{}/secure", secure_gw.ready_line);
-    secured::ready(&client, &secure_gw.ready_line).await;
+    secured::ready(&client, &secure_gw.ops_base()).await;
     let bearer = format!("Bearer {}", secured::token(&issuer, &secure_url));
     let exchange_url = format!("{}/exchange", secure_gw.ready_line);
     let exchange_bearer = format!("Bearer {}", secured::token(&issuer, &exchange_url));

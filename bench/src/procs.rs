@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 pub struct Proc {
     pub child: Child,
     pub ready_line: String,
+    /// Lines printed before the ready line.
+    pub earlier: Vec<String>,
 }
 
 impl Drop for Proc {
@@ -27,10 +29,11 @@ impl Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut earlier = Vec::new();
         let line = loop {
             match lines.next() {
                 Some(Ok(l)) if l.starts_with(prefix) => break l[prefix.len()..].trim().to_owned(),
-                Some(Ok(_)) => continue,
+                Some(Ok(l)) => earlier.push(l),
                 _ => panic!("{cmd:?} exited before printing {prefix:?}"),
             }
         };
@@ -39,7 +42,18 @@ impl Proc {
         Proc {
             child,
             ready_line: line,
+            earlier,
         }
+    }
+
+    /// The gateway's operations listener, from the line it prints before the main one.
+    pub fn ops_base(&self) -> String {
+        self.earlier
+            .iter()
+            .find_map(|l| l.strip_prefix("gatehouse ops listening on "))
+            .expect("the gateway prints its ops address")
+            .trim()
+            .to_owned()
     }
 
     /// A value from /proc/PID/status in KiB (VmRSS, VmHWM).

@@ -59,7 +59,11 @@ impl Outcome {
     fn code(self) -> Option<i64> {
         match self {
             Outcome::Error(c) | Outcome::Refused(c) => Some(c),
-            _ => None,
+            // The codes the client was answered with, so that a search by code finds them.
+            Outcome::Timeout => Some(crate::protocol::ErrorCode::REQUEST_TIMEOUT.0),
+            Outcome::UpstreamFailure => Some(crate::protocol::ErrorCode::UPSTREAM_UNAVAILABLE.0),
+            Outcome::Cancelled => None,
+            Outcome::Ok => None,
         }
     }
 }
@@ -198,6 +202,8 @@ pub struct Ticket {
     upstream_started: Mutex<Option<Instant>>,
     record: Mutex<AuditRecord>,
     bytes_out: AtomicU64,
+    /// Whether the target name was found at an upstream (it may then label metrics).
+    routed: AtomicBool,
     done: AtomicBool,
 }
 
@@ -243,6 +249,7 @@ impl Ticket {
                 arguments: None,
             }),
             bytes_out: AtomicU64::new(0),
+            routed: AtomicBool::new(false),
             done: AtomicBool::new(false),
         }
     }
@@ -261,6 +268,11 @@ impl Ticket {
             r.target = name.map(str::to_owned);
             r.arguments = arguments;
         });
+    }
+
+    /// The target name was found at one of the server's upstreams.
+    pub fn routed(&self) {
+        self.routed.store(true, Ordering::Relaxed);
     }
 
     /// The upstream serving the call; starts its clock.
@@ -303,15 +315,23 @@ impl Ticket {
         record.error_code = outcome.code();
         record.latency_us = total.as_micros() as i64;
         record.bytes_out = self.bytes_out.load(Ordering::Relaxed) as i64;
+        // Label values come from closed sets (see `telemetry::metrics`): known methods, and
+        // tool or prompt names routed to an upstream that once answered them with a result.
+        // Resource URIs never label.
+        let method = crate::protocol::method::metric_label(&record.method);
+        let routed = self.routed.load(Ordering::Relaxed);
+        let tool = match (method, routed, &record.target) {
+            ("tools/call" | "prompts/get", true, Some(name)) => {
+                METRICS.tool_label(&record.server, name, outcome == Outcome::Ok)
+            }
+            ("tools/call" | "prompts/get", _, _) => crate::telemetry::metrics::UNKNOWN.into(),
+            _ => String::new(),
+        };
         let labels = RequestLabels {
             server: record.server.clone(),
             upstream: record.upstream.clone().unwrap_or_default(),
-            method: record.method.clone(),
-            // Resource URIs are unbounded; only tool and prompt names (from configuration) label.
-            tool: match record.method.as_str() {
-                "tools/call" | "prompts/get" => record.target.clone().unwrap_or_default(),
-                _ => String::new(),
-            },
+            method: method.to_owned(),
+            tool,
             outcome: record.outcome.clone(),
         };
         METRICS.request_done(labels, total, upstream);

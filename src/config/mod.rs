@@ -4,6 +4,7 @@ mod audit;
 mod auth;
 mod credentials;
 mod duration;
+mod listener;
 mod model;
 pub mod oauth_server;
 mod policy;
@@ -16,6 +17,7 @@ pub use credentials::{
     ConsentConfig, OAuthClient, SealingKeyConfig, TokenClientAuth, UpstreamAuth,
 };
 pub use duration::HumanDuration;
+pub use listener::{Connections, Ops};
 pub use model::*;
 pub use policy::{Effect, Globs, Policy, PolicyRule};
 pub use secret::{Secret, SourceSpec, ValueSource};

@@ -21,6 +21,9 @@ pub struct Config {
     /// Size and count limits.
     #[serde(default)]
     pub limits: Limits,
+    /// The operations listener (metrics, health, readiness) and the shutdown drain.
+    #[serde(default)]
+    pub ops: super::Ops,
     /// Downstream session settings.
     #[serde(default)]
     pub sessions: Sessions,
@@ -82,6 +85,11 @@ pub struct Limits {
     pub max_upstream_message_bytes: usize,
     /// How long a client may take to send its request body.
     pub body_read_timeout: HumanDuration,
+    /// Distinct tool and prompt names that label metrics per virtual server; further names
+    /// are counted as `unknown`.
+    pub metric_names_per_server: usize,
+    /// Caps and timers of client connections.
+    pub connections: super::Connections,
 }
 
 impl Default for Limits {
@@ -90,6 +98,8 @@ impl Default for Limits {
             max_body_bytes: 4 * 1024 * 1024,
             max_upstream_message_bytes: 64 * 1024 * 1024,
             body_read_timeout: HumanDuration(Duration::from_secs(30)),
+            metric_names_per_server: crate::telemetry::metrics::DEFAULT_NAMES_PER_SERVER,
+            connections: super::Connections::default(),
         }
     }
 }

@@ -63,6 +63,13 @@ pub fn validate(c: &Config) -> Vec<Issue> {
         }
     }
     check_limits(&c.limits, &mut issues);
+    super::listener::check(
+        &c.limits.connections,
+        &c.ops,
+        &c.listen,
+        &c.upstreams,
+        &mut |f, m| issues.add(f, m),
+    );
     check_sessions(&c.sessions, &mut issues);
     if c.servers.is_empty() {
         issues.add("servers", "at least one virtual server is required");

@@ -29,7 +29,6 @@ use axum::routing::get;
 use error::HttpError;
 use http::{Method, StatusCode};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::Instrument;
 
 /// An authenticated caller of a protected virtual server.
@@ -68,16 +67,11 @@ impl Caller {
 pub struct AppState {
     /// The gateway.
     pub gateway: Arc<Gateway>,
-    /// Set once the listener is up; cleared when shutdown begins.
-    pub ready: Arc<AtomicBool>,
 }
 
 /// The HTTP application.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/connect/signed-in", get(consent_pages::signed_in))
         .route("/connect/callback", get(consent_pages::callback))
         .route("/connect/{id}", get(consent_pages::open_link))
@@ -94,25 +88,6 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(mcp_endpoint)
         .with_state(state)
-}
-
-async fn metrics() -> Response {
-    let mut resp = METRICS.render().into_response();
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static(
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
-    );
-    resp
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
-    }
 }
 
 async fn mcp_endpoint(State(state): State<AppState>, req: Request) -> Response {

@@ -409,6 +409,9 @@ pub async fn request(
         Ok(r) => r,
         Err(e) => return answered(&ticket, rpc_error(id, &e)),
     };
+    if let Some(t) = &ticket {
+        t.routed();
+    }
     let upstream = &server.members[routed.member].upstream;
     if let Some(refused) = catalog_refusal(&server, upstream, &routed.message, &id) {
         if let Some(t) = &ticket {

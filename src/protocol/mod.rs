@@ -2,6 +2,7 @@
 //! protocol versions and their header rules, and Server-Sent Events framing.
 
 pub mod jsonrpc;
+pub mod method;
 pub mod passthrough;
 pub mod sse;
 pub mod stateless;

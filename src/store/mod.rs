@@ -156,6 +156,12 @@ impl Store {
         }
     }
 
+    /// Whether the database answers a trivial query (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))
+            .map_err(StoreError::from)
+    }
+
     /// Closes every connection.
     pub async fn close(&self) {
         on_pool!(self, p => p.close().await)

@@ -7,8 +7,13 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::LazyLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
+
+/// Distinct tool and prompt names labelled per virtual server unless `limits` says otherwise.
+pub const DEFAULT_NAMES_PER_SERVER: usize = 500;
 
 /// Labels of a handled request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -111,6 +116,10 @@ pub struct Metrics {
     pub audit_dropped: Counter,
     /// Records written.
     pub audit_written: Counter,
+    /// Tool and prompt names given a label of their own, per virtual server.
+    named: Mutex<HashMap<String, HashSet<String>>>,
+    /// How many names each server may label (`limits.metric_names_per_server`).
+    names_per_server: AtomicUsize,
 }
 
 impl Metrics {
@@ -194,7 +203,35 @@ impl Metrics {
             audit_queue_depth,
             audit_dropped,
             audit_written,
+            named: Mutex::new(HashMap::new()),
+            names_per_server: AtomicUsize::new(DEFAULT_NAMES_PER_SERVER),
         }
+    }
+
+    /// Sets how many distinct tool and prompt names each virtual server may label.
+    pub fn set_names_per_server(&self, cap: usize) {
+        self.names_per_server.store(cap, Ordering::Relaxed);
+    }
+
+    /// The `tool` label for a call of `name` on `server` that was routed to an upstream: the
+    /// name once some call of it succeeded (`ok`), while the server has labelled fewer than its
+    /// cap of names; `unknown` otherwise. A name a caller makes up never succeeds, so it never
+    /// labels; the cap bounds what an upstream with an endless list could do.
+    pub fn tool_label(&self, server: &str, name: &str, ok: bool) -> String {
+        let cap = self.names_per_server.load(Ordering::Relaxed);
+        let mut named = self.named.lock().unwrap_or_else(|e| e.into_inner());
+        let names = match named.get_mut(server) {
+            Some(n) => n,
+            None => named.entry(server.to_owned()).or_default(),
+        };
+        if names.contains(name) {
+            return name.to_owned();
+        }
+        if ok && names.len() < cap {
+            names.insert(name.to_owned());
+            return name.to_owned();
+        }
+        UNKNOWN.to_owned()
     }
 
     /// The Prometheus text exposition.
@@ -277,5 +314,30 @@ impl Metrics {
     }
 }
 
+/// The label of a value that callers choose and the gateway does not recognise.
+pub const UNKNOWN: &str = "unknown";
+
 /// The process's metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_label_once_answered_and_only_up_to_the_cap() {
+        let m = Metrics::new();
+        m.set_names_per_server(2);
+        assert_eq!(m.tool_label("s", "made-up", false), UNKNOWN);
+        assert_eq!(m.tool_label("s", "a", true), "a");
+        // Known names keep their label whatever the outcome.
+        assert_eq!(m.tool_label("s", "a", false), "a");
+        assert_eq!(m.tool_label("s", "b", true), "b");
+        assert_eq!(m.tool_label("s", "c", true), UNKNOWN, "over the cap");
+        assert_eq!(
+            m.tool_label("other", "c", true),
+            "c",
+            "the cap is per server"
+        );
+    }
+}

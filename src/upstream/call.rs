@@ -128,6 +128,9 @@ pub struct CallStream {
     timeout: Duration,
     done: bool,
     cancel: Option<(Arc<UpstreamClient>, UpstreamSession, RequestId)>,
+    /// Kept apart from `cancel`, which is taken when the call is cancelled: a timeout names
+    /// the upstream after cancelling it.
+    upstream: String,
     answer_id: Option<AnswerId>,
     /// The user the call is made for, so that a cancellation sent later carries the same
     /// upstream credential.
@@ -148,6 +151,7 @@ impl CallStream {
             deadline: Instant::now() + timeout,
             timeout,
             done: false,
+            upstream: client.name().to_owned(),
             cancel: Some((client, session, upstream_id)),
             answer_id: None,
             on_behalf_of: crate::credentials::current(),
@@ -197,10 +201,7 @@ impl CallStream {
     }
 
     fn upstream_name(&self) -> String {
-        self.cancel
-            .as_ref()
-            .map(|(c, _, _)| c.name().to_owned())
-            .unwrap_or_default()
+        self.upstream.clone()
     }
 
     fn send_cancel(&mut self, reason: &'static str) {

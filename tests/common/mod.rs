@@ -31,6 +31,8 @@ pub fn fixture_bin() -> PathBuf {
 pub struct Proc {
     pub child: Child,
     pub stderr_path: PathBuf,
+    /// Lines printed to stdout before the ready line.
+    earlier_stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -48,6 +50,8 @@ impl Proc {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         let prefix = ready_prefix.to_owned();
+        let earlier = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = earlier.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines() {
@@ -55,12 +59,15 @@ impl Proc {
                 if !sent && let Some(rest) = line.strip_prefix(&prefix) {
                     let _ = tx.send(rest.trim().to_owned());
                     sent = true;
+                } else if !sent {
+                    seen.lock().unwrap().push(line);
                 }
             }
         });
         let mut proc = Proc {
             child,
             stderr_path,
+            earlier_stdout: earlier,
             _dir: Some(dir),
         };
         match rx.recv_timeout(Duration::from_secs(30)) {
@@ -70,6 +77,15 @@ impl Proc {
                 panic!("{cmd:?} did not become ready; stderr:\n{}", proc.stderr());
             }
         }
+    }
+
+    /// The rest of the first stdout line before the ready line that starts with `prefix`.
+    pub fn printed(&self, prefix: &str) -> Option<String> {
+        self.earlier_stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix).map(|r| r.trim().to_owned()))
     }
 
     /// What the process wrote to stderr so far.
@@ -122,6 +138,8 @@ impl Fixture {
 /// A running gateway.
 pub struct Gateway {
     pub base: String,
+    /// Base URL of the operations listener.
+    pub ops_base: String,
     pub proc: Proc,
     pub config_path: PathBuf,
 }
@@ -136,11 +154,15 @@ impl Gateway {
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("gatehouse.yaml");
-        let yaml = if yaml.contains("listen:") {
+        let mut yaml = if yaml.lines().any(|l| l.starts_with("listen:")) {
             yaml.to_owned()
         } else {
             format!("listen: 127.0.0.1:0\n{yaml}")
         };
+        // The default operations port is fixed; tests run side by side, so each gets a free one.
+        if !yaml.lines().any(|l| l.starts_with("ops:")) {
+            yaml = format!("ops: {{ listen: 127.0.0.1:0 }}\n{yaml}");
+        }
         std::fs::write(&config_path, yaml).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
         cmd.arg("serve").arg("--config").arg(&config_path);
@@ -149,8 +171,12 @@ impl Gateway {
             cmd.env(k, v);
         }
         let (proc, base) = Proc::spawn(cmd, "gatehouse listening on ", dir);
+        let ops_base = proc
+            .printed("gatehouse ops listening on ")
+            .expect("the gateway prints its ops address before its main one");
         Gateway {
             base,
+            ops_base,
             proc,
             config_path,
         }
@@ -164,7 +190,7 @@ impl Gateway {
     /// The URL of a path on the gateway's operations listener (`/metrics`, `/healthz`,
     /// `/readyz`).
     pub fn ops_url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+        format!("{}{}", self.ops_base, path)
     }
 
     /// The Prometheus exposition, as text.

@@ -104,7 +104,9 @@ class Proc:
     def close(self):
         if self.proc.poll() is None:
             try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
+                # SIGINT, not SIGTERM: the gateway drains for `ops.drain` on SIGTERM (as an
+                # orchestrator wants), which a test's teardown has no use for.
+                os.killpg(self.proc.pid, signal.SIGINT)
                 self.proc.wait(timeout=5)
             except (subprocess.TimeoutExpired, ProcessLookupError):
                 try:
@@ -146,7 +148,8 @@ def start_gateway(processes, tmp_path):
 
     def start(yaml: str, env: dict | None = None) -> str:
         config = tmp_path / f"gatehouse-{len(list(tmp_path.iterdir()))}.yaml"
-        config.write_text("listen: 127.0.0.1:0\n" + yaml)
+        # The default operations port is fixed; tests run side by side, so each gets a free one.
+        config.write_text("listen: 127.0.0.1:0\nops: { listen: 127.0.0.1:0 }\n" + yaml)
         p = processes([gateway_bin(), "serve", "--config", config], env={"RUST_LOG": "gatehouse=debug,info", **(env or {})})
         return p.read_line_starting("gatehouse listening on ")
 

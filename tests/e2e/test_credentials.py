@@ -222,6 +222,7 @@ def consent_stack(oidc_as, processes, fixture_http, tmp_path, saas_args=(), scop
     saas_id, saas_secret = register_client(saas_as, f"{base}/connect/callback", ["authorization_code", "refresh_token"])
     config = tmp_path / "gatehouse-consent.yaml"
     config.write_text(f"""listen: 127.0.0.1:{port}
+ops: {{ listen: 127.0.0.1:0 }}
 auth:
   issuers:
     idp: {{ issuer: "{oidc_as.issuer}", algorithms: [ES256] }}

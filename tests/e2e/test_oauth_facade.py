@@ -347,6 +347,7 @@ def gateway_yaml(port: int, idp_issuer: str, fixture_url: str, allow_private: bo
                  public_url: str | None = None, store_url: str | None = None) -> str:
     store = f'store: {{ url: "{store_url}" }}\n' if store_url else ""
     return f"""listen: 127.0.0.1:{port}
+ops: {{ listen: 127.0.0.1:0 }}
 public_url: {public_url or f"http://127.0.0.1:{port}"}
 {store}oauth_server:
   idp: {{ flavor: entra, issuer: "{idp_issuer}", client_id: {IDP_CLIENT[0]}, client_secret: {{ env: FACADE_IDP_SECRET }}, scopes: [openid, profile, email] }}
@@ -387,6 +388,7 @@ def start_facade_gateway(start, directory: Path, idp: AuthServer, fixture_url: s
         "SSL_CERT_FILE": str(ca_pem),
     }
     gw = start([gateway_bin(), "serve", "--config", config], env=env, cwd=directory)
+    gw.ops_base = gw.read_line_starting("gatehouse ops listening on ")
     gw.read_line_starting("gatehouse listening on ")
     return f"http://127.0.0.1:{port}", gw
 
@@ -959,7 +961,7 @@ def test_authorization_code_gives_a_verifiable_token_that_works_and_is_single_us
     assert_oauth_error(facade.token(data), 400, "invalid_grant")  # the same code again
 
     # Issued and refused tokens are counted.
-    metrics = httpx.get(f"{facade.base}/metrics", timeout=10).text
+    metrics = httpx.get(f"{facade.gateway.ops_base}/metrics", timeout=10).text
     for outcome in ("issued", "invalid_grant"):
         assert re.search(r'gatehouse_oauth_events_total\{event="token",outcome="%s"\} [1-9]' % outcome, metrics), \
             [l for l in metrics.splitlines() if "oauth" in l]

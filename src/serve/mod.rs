@@ -1,0 +1,234 @@
+//! Running the gateway: the MCP and operations listeners, reload on SIGHUP or file change, and
+//! the shutdown sequence (drain, then grace).
+
+mod listener;
+pub mod ops;
+
+use crate::config::Config;
+use crate::downstream::{AppState, router};
+use crate::gateway::Gateway;
+use listener::{Listener, Tracker};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// How often the configuration file is checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+/// Cached sessions idle this long are dropped from memory (they remain valid: their ids
+/// carry their state).
+const SESSION_CACHE_IDLE: Duration = Duration::from_secs(15 * 60);
+
+/// Serves until SIGINT (stop now) or SIGTERM (drain first).
+pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
+    let listen = config.listen.clone();
+    let watch = config.watch_config;
+    let tcp = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let ops_listen = config.ops.listen.clone();
+    let ops_tcp = tokio::net::TcpListener::bind(&ops_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("ops.listen: cannot listen on {ops_listen}: {e}"))?;
+    let addr = tcp.local_addr()?;
+    let ops_addr = ops_tcp.local_addr()?;
+    let connections = config.limits.connections.clone();
+    raise_fd_limit(connections.max);
+    let store = open_store(&config, &path).await?;
+    let gateway = Gateway::new(
+        config,
+        Some(path.clone()),
+        Some(store),
+        Some(format!("http://{addr}")),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let ready = Arc::new(AtomicBool::new(true));
+    let state = AppState {
+        gateway: gateway.clone(),
+    };
+    let app = router(state.clone())
+        .merge(crate::admin::router(state.clone()))
+        .merge(crate::oauth::endpoints::router(state));
+    let ops_app = ops::router(ops::OpsState::new(gateway.clone(), ready.clone()));
+    tracing::info!(%addr, %ops_addr, "gatehouse listening");
+    // Machine-readable lines on stdout, so that scripts and tests can find the ports; the ops
+    // line comes first, so that whoever waits for the main line knows both.
+    println!("gatehouse ops listening on http://{ops_addr}");
+    println!("gatehouse listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+
+    if watch {
+        tokio::spawn(watch_config(gateway.clone(), path));
+    }
+    tokio::spawn(reload_on_sighup(gateway.clone()));
+    tokio::spawn(sweep_sessions(gateway.clone()));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (ops_stop_tx, ops_stop_rx) = tokio::sync::watch::channel(false);
+    let mut server = tokio::spawn(listener::serve(
+        Listener {
+            name: "mcp",
+            tcp,
+            app,
+            tracker: Tracker::new(connections),
+        },
+        stop_rx,
+    ));
+    let ops_server = tokio::spawn(listener::serve(
+        Listener {
+            name: "ops",
+            tcp: ops_tcp,
+            app: ops_app,
+            tracker: Tracker::new(crate::config::Connections::for_ops()),
+        },
+        ops_stop_rx,
+    ));
+    let signal = shutdown_signal().await;
+    let ops_cfg = gateway.runtime().config.ops.clone();
+    ready.store(false, Ordering::Release);
+    if signal == Stop::Drain && !ops_cfg.drain.0.is_zero() {
+        // Still serving: load balancers see /readyz fail and stop sending new requests first.
+        tracing::info!(
+            "SIGTERM: not ready; draining for {}ms before closing the listener",
+            ops_cfg.drain.0.as_millis()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(ops_cfg.drain.0) => {}
+            _ = shutdown_signal() => tracing::info!("second signal: closing now"),
+        }
+    }
+    tracing::info!("shutting down; waiting for in-flight requests");
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(ops_cfg.grace.0, &mut server)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "in-flight requests did not finish within {}ms; closing them",
+            ops_cfg.grace.0.as_millis()
+        );
+        server.abort();
+    }
+    let _ = ops_stop_tx.send(true);
+    ops_server.abort();
+    gateway.shutdown().await;
+    if let Some(store) = &gateway.store {
+        store.close().await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit, so that `limits.connections.max` is
+/// what caps connections rather than the descriptor table; warns when even that is too small.
+fn raise_fd_limit(max_connections: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    // Upstream connections, stdio pipes, the store and the ops listener need descriptors too.
+    let needed = max_connections as u64 * 2 + 256;
+    if (lim.rlim_cur as u64) < needed {
+        tracing::warn!(
+            open_files = lim.rlim_cur as u64,
+            "limits.connections.max ({max_connections}) may exceed what the open-file limit allows; raise `ulimit -n` or lower the cap"
+        );
+    }
+}
+
+/// Opens the configured store; a relative SQLite path is relative to the configuration file.
+pub async fn open_store(
+    config: &Config,
+    config_path: &Path,
+) -> anyhow::Result<crate::store::Store> {
+    let url = config
+        .store
+        .url
+        .resolve()
+        .map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    let store = crate::store::Store::open(url.expose(), base, config.store.max_connections).await?;
+    tracing::info!(kind = store.kind(), "store opened");
+    Ok(store)
+}
+
+/// How the gateway was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGINT (Ctrl-C): no drain, in-flight requests still get their grace.
+    Now,
+    /// SIGTERM (an orchestrator): report not-ready for `ops.drain` first.
+    Drain,
+}
+
+async fn shutdown_signal() -> Stop {
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Stop::Now,
+        _ = term.recv() => Stop::Drain,
+    }
+}
+
+fn reload(gateway: &Gateway, why: &str) {
+    match gateway.reload() {
+        Ok(()) => tracing::info!(trigger = why, "configuration reloaded"),
+        Err(e) => tracing::error!(
+            trigger = why,
+            "configuration NOT reloaded, keeping the previous one: {e}"
+        ),
+    }
+}
+
+async fn reload_on_sighup(gateway: Arc<Gateway>) {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        reload(&gateway, "SIGHUP");
+    }
+}
+
+fn fingerprint(path: &Path) -> Option<[u8; 32]> {
+    std::fs::read(path).ok().map(|b| Sha256::digest(&b).into())
+}
+
+/// Polls the file's content: robust across editors that replace files and across bind mounts
+/// (e.g. Kubernetes ConfigMaps) where change events are unreliable.
+async fn watch_config(gateway: Arc<Gateway>, path: PathBuf) {
+    let mut last = fingerprint(&path);
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    loop {
+        tick.tick().await;
+        let now = fingerprint(&path);
+        if now.is_some() && now != last {
+            last = now;
+            reload(&gateway, "file change");
+        }
+    }
+}
+
+async fn sweep_sessions(gateway: Arc<Gateway>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        gateway.sessions.sweep(SESSION_CACHE_IDLE);
+    }
+}
