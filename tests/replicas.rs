@@ -174,7 +174,10 @@ async fn an_answer_reaching_the_other_replica_is_delivered_or_refused_never_drop
     assert_eq!(status, 202, "{body}");
     let done = call.next().await;
     let text = done["result"]["content"][0]["text"].as_str().unwrap_or("");
-    assert!(text.contains("Ada"), "the answer did not reach the upstream: {done}");
+    assert!(
+        text.contains("Ada"),
+        "the answer did not reach the upstream: {done}"
+    );
 
     // Sampling too, and answered on the relaying replica itself, once only.
     let mut call = Streaming::call(&mut client, "sample").await;
@@ -231,7 +234,11 @@ async fn an_answer_reaching_the_other_replica_is_delivered_or_refused_never_drop
     for (who, url, id) in [
         (&client, a.url("/http"), json!("gatehouse-1")),
         (&client, b.url("/http"), json!(12)),
-        (&client, b.url("/http"), json!("gatehouse.k1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")),
+        (
+            &client,
+            b.url("/http"),
+            json!("gatehouse.k1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        ),
         // Another session's pending request is not this session's to answer.
         (&client, a.url("/http"), foreign.clone()),
         (&client, b.url("/http"), foreign.clone()),

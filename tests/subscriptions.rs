@@ -198,7 +198,11 @@ async fn listen_subscribes_only_to_what_a_read_may_reach() {
         if r.content_type.starts_with("text/event-stream") {
             break r;
         }
-        assert!(Instant::now() < deadline, "approval never took: {}", r.first);
+        assert!(
+            Instant::now() < deadline,
+            "approval never took: {}",
+            r.first
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     assert_eq!(ok.status, 200);
@@ -223,7 +227,10 @@ async fn listen_subscribes_only_to_what_a_read_may_reach() {
         hidden.error_without("fixture://doc/2"),
         unknown.error_without("nothing://at-all")
     );
-    assert_eq!(hidden.first["error"]["data"], unknown.first["error"]["data"]);
+    assert_eq!(
+        hidden.first["error"]["data"],
+        unknown.first["error"]["data"]
+    );
 
     // A URI whose reads need a step-up scope needs it to be subscribed to as well.
     let stepup = listen(&url, Some(&token), &["fixture://doc/3"]).await;
@@ -233,7 +240,12 @@ async fn listen_subscribes_only_to_what_a_read_may_reach() {
         stepup.first["error"]["data"]["requiredScopes"],
         json!(["mcp:tools", "docs:secret"])
     );
-    let stepped = listen(&url, Some(&s.token("mcp:tools docs:secret")), &["fixture://doc/3"]).await;
+    let stepped = listen(
+        &url,
+        Some(&s.token("mcp:tools docs:secret")),
+        &["fixture://doc/3"],
+    )
+    .await;
     assert!(
         stepped.content_type.starts_with("text/event-stream"),
         "{}",
@@ -242,7 +254,11 @@ async fn listen_subscribes_only_to_what_a_read_may_reach() {
 
     // Only admitted URIs reached the upstream (doc/0 before each refusal, in request order).
     let reached = subscribed_upstream(&s.fx).await;
-    assert!(!reached.iter().any(|u| u == "fixture://doc/2" || u == "nothing://at-all"));
+    assert!(
+        !reached
+            .iter()
+            .any(|u| u == "fixture://doc/2" || u == "nothing://at-all")
+    );
     assert_eq!(
         reached.iter().filter(|u| *u == "fixture://doc/3").count(),
         1,
@@ -329,6 +345,10 @@ async fn one_listen_subscribes_to_at_most_the_configured_number_of_uris() {
     let mut at_cap = refs[..100].to_vec();
     at_cap.push(refs[0]);
     let ok = listen(&url, None, &at_cap).await;
-    assert!(ok.content_type.starts_with("text/event-stream"), "{}", ok.first);
+    assert!(
+        ok.content_type.starts_with("text/event-stream"),
+        "{}",
+        ok.first
+    );
     assert_eq!(subscribed_upstream(&fx).await.len(), 100);
 }
