@@ -255,6 +255,20 @@ async fn an_answer_reaching_the_other_replica_is_delivered_or_refused_never_drop
     let text = done["result"]["content"][0]["text"].as_str().unwrap_or("");
     assert!(text.contains("Cy") && !text.contains("Eve"), "{done}");
 
+    // A 2026-07-28 client is never sent a server→client request: its answer answers nothing.
+    let resp = reqwest::Client::new()
+        .post(b.url("/http"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .json(&json!({"jsonrpc": "2.0", "id": "x", "result": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32600, "{body}");
+
     drop((a, b));
     db.drop().await;
 }

@@ -102,9 +102,10 @@ pub enum HttpError {
         got: usize,
     },
     /// A client's answer names no server→client request pending in its session (never
-    /// relayed, already answered, or expired).
+    /// relayed, already answered, expired, or relayed in another session; a 2026-07-28 client
+    /// is never sent one).
     #[error(
-        "Conflict: this answer's id names no pending request of this session (already answered, expired, or never sent)"
+        "Conflict: this answer's id names no pending server request of this client (already answered, expired, or never sent)"
     )]
     NoPendingRequest,
     /// A client's answer to a request that only another replica can deliver (its upstream is a

@@ -15,8 +15,6 @@ use tokio_util::sync::CancellationToken;
 
 /// A server→client request waiting for the client's answer.
 pub struct PendingReply {
-    /// Index of the member that asked.
-    pub member: usize,
     /// Where the answer goes.
     pub route: ReplyRoute,
     /// When it was relayed; past [`super::answers::ANSWER_WINDOW`] it is forgotten.
@@ -98,7 +96,6 @@ impl Session {
         replies.insert(
             n,
             PendingReply {
-                member,
                 route,
                 relayed_at: Instant::now(),
             },

@@ -151,8 +151,12 @@ pub async fn handle(
     max_subscriptions: usize,
 ) -> Result<Response, HttpError> {
     check_headers(headers, &message)?;
-    if message.kind != MessageKind::Request {
-        return Ok(StatusCode::ACCEPTED.into_response());
+    match message.kind {
+        MessageKind::Request => {}
+        MessageKind::Notification => return Ok(StatusCode::ACCEPTED.into_response()),
+        // Server→client requests reach these clients as InputRequiredResults, answered by a
+        // retry: a response answers nothing, and accepting it would drop it unseen.
+        MessageKind::Response | MessageKind::Error => return Err(HttpError::NoPendingRequest),
     }
     check_meta(&message)?;
     if !METHODS.contains(&message.method()) {
