@@ -83,6 +83,9 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Largest single message accepted from an upstream (JSON body or SSE event).
     pub max_upstream_message_bytes: usize,
+    /// Most resource URIs one `subscriptions/listen` may subscribe to (each is checked and
+    /// subscribed upstream before the stream opens).
+    pub subscriptions_per_listen: usize,
     /// How long a client may take to send its request body.
     pub body_read_timeout: HumanDuration,
     /// Distinct tool and prompt names that label metrics per virtual server; further names
@@ -97,6 +100,7 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 4 * 1024 * 1024,
             max_upstream_message_bytes: 64 * 1024 * 1024,
+            subscriptions_per_listen: 100,
             body_read_timeout: HumanDuration(Duration::from_secs(30)),
             metric_names_per_server: crate::telemetry::metrics::DEFAULT_NAMES_PER_SERVER,
             connections: super::Connections::default(),

@@ -151,6 +151,9 @@ fn check_limits(l: &Limits, issues: &mut Issues) {
     if l.max_upstream_message_bytes < 1024 {
         issues.add("limits.max_upstream_message_bytes", "must be at least 1024");
     }
+    if l.subscriptions_per_listen == 0 {
+        issues.add("limits.subscriptions_per_listen", "must be at least 1");
+    }
     if l.body_read_timeout.0.is_zero() {
         issues.add("limits.body_read_timeout", "must be greater than zero");
     }

@@ -87,6 +87,44 @@ pub enum HttpError {
         /// Seconds the client should wait before retrying.
         retry_after_secs: u64,
     },
+    /// One request asks for more than a per-request cap allows (e.g. URIs in one
+    /// `subscriptions/listen`): 400, since the same request can never succeed, however long
+    /// the client waits. `limit` is the configuration field that sets the cap.
+    #[error("Bad Request: {what} ({got}) exceeds limit {limit} ({max}); send fewer per request")]
+    RequestOverLimit {
+        /// The configuration field of the cap, e.g. `limits.subscriptions_per_listen`.
+        limit: &'static str,
+        /// Its value.
+        max: usize,
+        /// What was counted.
+        what: &'static str,
+        /// How many the request had.
+        got: usize,
+    },
+    /// A client's answer names no server→client request pending in its session (never
+    /// relayed, already answered, expired, or relayed in another session; a 2026-07-28 client
+    /// is never sent one).
+    #[error(
+        "Conflict: this answer's id names no pending server request of this client (already answered, expired, or never sent)"
+    )]
+    NoPendingRequest,
+    /// A client's answer to a request that only another replica can deliver (its upstream is a
+    /// child process of that replica).
+    #[error(
+        "Misdirected Request: the request this answers was relayed by another gateway replica, which alone runs upstream {upstream:?}; send the answer there (e.g. use session affinity)"
+    )]
+    AnswerHeldElsewhere {
+        /// The upstream that asked.
+        upstream: String,
+    },
+    /// A client's answer could not be passed to the upstream that asked.
+    #[error("Bad Gateway: the answer could not be delivered to upstream {upstream:?}: {reason}")]
+    AnswerNotDelivered {
+        /// The upstream that asked.
+        upstream: String,
+        /// Why.
+        reason: String,
+    },
     /// Any of the above, answering a request whose id is known.
     #[error("{inner}")]
     Identified {
@@ -130,7 +168,11 @@ impl HttpError {
             }
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::LimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            HttpError::BadMessage { .. }
+            HttpError::NoPendingRequest => StatusCode::CONFLICT,
+            HttpError::AnswerHeldElsewhere { .. } => StatusCode::MISDIRECTED_REQUEST,
+            HttpError::AnswerNotDelivered { .. } => StatusCode::BAD_GATEWAY,
+            HttpError::RequestOverLimit { .. }
+            | HttpError::BadMessage { .. }
             | HttpError::SessionRequired
             | HttpError::UnsupportedVersion(_)
             | HttpError::HeaderMismatch(_) => StatusCode::BAD_REQUEST,
@@ -150,7 +192,13 @@ impl HttpError {
             HttpError::UnsupportedVersion(_) => ErrorCode::UNSUPPORTED_VERSION,
             HttpError::BadMessage { code, .. } => *code,
             HttpError::HeaderMismatch(_) => ErrorCode::HEADER_MISMATCH,
-            HttpError::LimitExceeded { .. } => ErrorCode::LIMIT_EXCEEDED,
+            HttpError::LimitExceeded { .. } | HttpError::RequestOverLimit { .. } => {
+                ErrorCode::LIMIT_EXCEEDED
+            }
+            HttpError::NoPendingRequest | HttpError::AnswerHeldElsewhere { .. } => {
+                ErrorCode::INVALID_REQUEST
+            }
+            HttpError::AnswerNotDelivered { .. } => ErrorCode::UPSTREAM_UNAVAILABLE,
             HttpError::PayloadTooLarge(_)
             | HttpError::UnsupportedMediaType
             | HttpError::BodyTimeout => ErrorCode::INVALID_REQUEST,
@@ -174,7 +222,8 @@ impl IntoResponse for HttpError {
                 error: AuthError::InsufficientScope { required },
                 ..
             } => Some(serde_json::json!({ "requiredScopes": required })),
-            HttpError::LimitExceeded { limit, max, .. } => {
+            HttpError::LimitExceeded { limit, max, .. }
+            | HttpError::RequestOverLimit { limit, max, .. } => {
                 Some(serde_json::json!({ "limit": limit, "max": max }))
             }
             _ => None,

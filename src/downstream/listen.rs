@@ -1,12 +1,15 @@
 //! Streams of messages outside any request: the session GET stream (2025-11-25) and
 //! `subscriptions/listen` (2026-07-28).
 
-use super::error::HttpError;
-use super::post::find_session;
+use super::access::Access;
+use super::error::{HttpError, rpc_error, upstream_error};
+use super::gate;
+use super::post::{answered, find_session};
 use super::relay::{sse_response, translate};
 use super::rules;
 use super::session::Session;
 use super::stateless::SharedSessions;
+use crate::audit::Ticket;
 use crate::federation::{SessionSource, VirtualServer};
 use crate::gateway::Gateway;
 use crate::protocol::jsonrpc::to_raw;
@@ -15,7 +18,7 @@ use crate::protocol::stateless::SUBSCRIPTION_META_KEY;
 use crate::protocol::{Message, RequestId};
 use crate::upstream::Frame;
 use axum::body::Body;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::HeaderMap;
@@ -120,40 +123,44 @@ impl Subscription {
 }
 
 /// `subscriptions/listen`: a stream of the change notifications a stateless client opted in to.
-pub async fn subscriptions(server: Arc<VirtualServer>, message: Message) -> Response {
+/// Each URI to subscribe to passes the same gate as a `resources/read` of it (scopes, catalog,
+/// policy); the first refused refuses the whole request, with the error a read would get.
+pub async fn subscriptions(
+    server: Arc<VirtualServer>,
+    message: Message,
+    access: &Access,
+    ticket: &Option<Arc<Ticket>>,
+    max_uris: usize,
+) -> Result<Response, HttpError> {
     #[derive(serde::Deserialize)]
     struct Params {
         #[serde(default)]
         notifications: Filter,
     }
-    let filter = message
+    let mut filter = message
         .params_as::<Params>()
         .map(|p| p.notifications)
         .unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    filter
+        .resource_subscriptions
+        .retain(|uri| seen.insert(uri.clone()));
+    if filter.resource_subscriptions.len() > max_uris {
+        return Err(HttpError::RequestOverLimit {
+            limit: "limits.subscriptions_per_listen",
+            max: max_uris,
+            what: "params.notifications.resourceSubscriptions",
+            got: filter.resource_subscriptions.len(),
+        });
+    }
+    if let Err(refused) = subscribe_upstream(&server, &message, &filter, access, ticket).await {
+        return Ok(refused);
+    }
     let id = message
         .id
         .as_ref()
         .map(|id| serde_json::to_value(id).unwrap_or(Value::Null))
         .unwrap_or(Value::Null);
-    // resources/updated only flows for subscribed URIs: subscribe upstream on the shared sessions.
-    for uri in &filter.resource_subscriptions {
-        let sub = Message::request(
-            RequestId::Number(0),
-            "resources/subscribe",
-            Some(to_raw(&serde_json::json!({ "uri": uri }))),
-        );
-        match server.route(&SharedSessions, sub).await {
-            Ok(routed) => {
-                if let Ok(mut stream) = server
-                    .call(&SharedSessions, routed.member, routed.message)
-                    .await
-                {
-                    while stream.next().await.is_some_and(|f| !f.is_final()) {}
-                }
-            }
-            Err(e) => tracing::debug!(%uri, error = %e, "cannot subscribe upstream"),
-        }
-    }
     let subscription = Subscription { id, filter };
     let body = merged(
         server,
@@ -163,7 +170,55 @@ pub async fn subscriptions(server: Arc<VirtualServer>, message: Message) -> Resp
         Some(subscription),
     )
     .await;
-    sse_response(body)
+    Ok(sse_response(body))
+}
+
+/// resources/updated only flows for subscribed URIs: each URI, once admitted, is subscribed
+/// upstream on the shared sessions. The first refusal or upstream error is the answer.
+async fn subscribe_upstream(
+    server: &VirtualServer,
+    listen: &Message,
+    filter: &Filter,
+    access: &Access,
+    ticket: &Option<Arc<Ticket>>,
+) -> Result<(), Response> {
+    let id = listen.id.clone().unwrap_or(RequestId::Number(0));
+    for uri in &filter.resource_subscriptions {
+        if let Some(t) = ticket {
+            gate::check_scopes(server, access, "resources/subscribe", Some(uri), t)
+                .map_err(|e| e.with_id(Some(id.clone())).into_response())?;
+        }
+        let sub = Message::request(
+            id.clone(),
+            "resources/subscribe",
+            Some(to_raw(&serde_json::json!({ "uri": uri }))),
+        );
+        let routed = gate::admit(server, &SharedSessions, access, sub, ticket).await?;
+        let failed = match server
+            .call(&SharedSessions, routed.member, routed.message)
+            .await
+        {
+            Err(e) => Some(rpc_error(Some(id.clone()), &e)),
+            Ok(mut stream) => loop {
+                match stream.next().await {
+                    Some(Frame::Response(m)) if m.error.is_some() => {
+                        let mut m = m;
+                        m.id = Some(id.clone());
+                        break Some(m);
+                    }
+                    Some(Frame::Failed(e)) => break Some(upstream_error(Some(id.clone()), &e)),
+                    Some(f) if f.is_final() => break None,
+                    Some(_) => {}
+                    None => break None,
+                }
+            },
+        };
+        if let Some(m) = failed {
+            tracing::info!(server = %server.name, %uri, "subscriptions/listen refused: the upstream refused a subscription");
+            return Err(answered(ticket, m));
+        }
+    }
+    Ok(())
 }
 
 /// Merges the upstreams' unsolicited messages into one SSE body.

@@ -2,9 +2,11 @@
 //! both protocol generations, sealed session ids, and the operational endpoints.
 
 pub mod access;
+mod answers;
 pub(crate) mod consent_pages;
 mod discovery;
 pub mod error;
+mod gate;
 pub mod input_required;
 mod listen;
 pub mod metadata;

@@ -1,8 +1,9 @@
 //! POST: one JSON-RPC message from the client, dispatched by protocol generation and kind.
 
 use super::Caller;
-use super::access::{Access, CallTarget, Refusal};
+use super::access::{Access, CallTarget};
 use super::error::{HttpError, consent_input_required, json, rpc_error};
+use super::gate;
 use super::input_required::ParkingLot;
 use super::relay::Relay;
 use super::rules::{self, SESSION_HEADER};
@@ -14,7 +15,6 @@ use crate::federation::{FederationError, ListKind, SessionSource, VirtualServer,
 use crate::gateway::{Gateway, Runtime};
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::{ErrorCode, Message, MessageKind, ProtocolVersion, RequestId};
-use crate::telemetry::metrics::METRICS;
 use crate::upstream::{ClientIdentity, Delivery};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -68,21 +68,16 @@ pub async fn handle(
         );
         Arc::new(t)
     });
-    if let Some(c) = &access.caller
-        && let Some(t) = &ticket
-    {
+    if let Some(t) = &ticket {
         // Step-up is decided here, before any stream opens, so the client sees a plain 403.
-        if let Err(error) =
-            c.guard
-                .check_scopes(&c.principal, message.method(), target.name.as_deref())
-        {
-            tracing::info!(server = %server.name, method = message.method(), reason = %error, "request refused: scope");
-            METRICS.auth_failure(&server.name, "insufficient_scope");
-            t.decision("insufficient_scope", Some(&error.to_string()));
-            t.complete(Outcome::Refused(403));
-            let challenge = c.guard.challenge(&error);
-            return Err(HttpError::Auth { error, challenge }.with_id(id));
-        }
+        gate::check_scopes(
+            &server,
+            &access,
+            message.method(),
+            target.name.as_deref(),
+            t,
+        )
+        .map_err(|e| e.with_id(id.clone()))?;
     }
     let result = dispatch(gw, server, headers, message, access, ticket.clone()).await;
     if let Some(t) = ticket {
@@ -119,7 +114,17 @@ async fn dispatch(
             calls: gw.parked.clone(),
             owner: Caller::binding(access.caller.as_ref()),
         };
-        return stateless::handle(server, &headers, message, lot, &access, ticket).await;
+        let max_subscriptions = gw.runtime().config.limits.subscriptions_per_listen;
+        return stateless::handle(
+            server,
+            &headers,
+            message,
+            lot,
+            &access,
+            ticket,
+            max_subscriptions,
+        )
+        .await;
     }
     if header_version.is_none()
         && crate::protocol::stateless::declared_version(&message)
@@ -283,14 +288,18 @@ async fn in_session(
     access: &Access,
     ticket: Option<Arc<Ticket>>,
 ) -> Response {
+    let id = message.id.clone();
     match message.kind {
         MessageKind::Notification => {
             notification(&server, &session, message).await;
             accepted()
         }
+        // An answer is delivered or refused, never accepted and dropped.
         MessageKind::Response | MessageKind::Error => {
-            answer_from_client(&server, &session, message).await;
-            accepted()
+            match super::answers::deliver(&server, &session, message).await {
+                Ok(()) => accepted(),
+                Err(e) => e.with_id(id).into_response(),
+            }
         }
         MessageKind::Request => {
             request(
@@ -324,18 +333,6 @@ async fn notification(server: &VirtualServer, session: &Session, message: Messag
         }
         "notifications/roots/list_changed" => server.notify_all(session, message).await,
         other => tracing::debug!(method = other, "ignoring a client notification"),
-    }
-}
-
-async fn answer_from_client(server: &VirtualServer, session: &Session, message: Message) {
-    let Some(id) = &message.id else { return };
-    let Some(pending) = session.take_reply(id) else {
-        tracing::debug!(id = %id, "an answer to no pending server request");
-        return;
-    };
-    let client = &server.members[pending.member].client;
-    if let Err(e) = client.respond(&pending.route, message).await {
-        tracing::warn!(upstream = %pending.route.upstream, error = %e, "could not deliver the client's answer");
     }
 }
 
@@ -384,66 +381,14 @@ pub async fn request(
         }
         _ => {}
     }
-    let target = CallTarget::of(&message);
-    let gated = crate::policy::FunctionKind::of_method(&method).is_some()
-        || method == "completion/complete";
-    if gated && target.name.is_none() {
-        // Policy and catalog decide by name: a request whose name cannot be read (not a
-        // string, given twice, …) must not reach an upstream that might read it differently.
-        let what = if method.starts_with("resources/") {
-            "params.uri"
-        } else if method == "completion/complete" {
-            "params.ref"
-        } else {
-            "params.name"
-        };
-        let err = Message::error_response(
-            id,
-            ErrorCode::INVALID_PARAMS,
-            &format!("{what} is required: a string, given once"),
-            None,
-        );
-        return answered(&ticket, err);
-    }
-    let routed = match server.route(src, message).await {
+    let routed = match gate::admit(&server, src, access, message, &ticket).await {
         Ok(r) => r,
-        Err(e) => return answered(&ticket, rpc_error(id, &e)),
+        Err(refused) => return refused,
     };
     if let Some(t) = &ticket {
         t.routed();
     }
     let upstream = &server.members[routed.member].upstream;
-    if let Some(refused) = catalog_refusal(&server, upstream, &routed.message, &id) {
-        if let Some(t) = &ticket {
-            t.decision("deny", Some("catalog"));
-        }
-        return answered(&ticket, refused);
-    }
-    let policy_span = tracing::debug_span!("gatehouse.policy");
-    match policy_span.in_scope(|| access.check_call(&server, &method, routed.member, &target, &id))
-    {
-        Ok(decision) => {
-            if let (Some(t), Some(d)) = (&ticket, decision) {
-                t.decision("allow", Some(&d.rule));
-            }
-        }
-        Err(Refusal::Rpc(m, rule)) => {
-            METRICS.policy_denial(&server.name, &rule);
-            if let Some(t) = &ticket {
-                t.decision("deny", Some(&rule));
-                t.complete(Outcome::Refused(m.error_code().unwrap_or_default()));
-            }
-            return json(StatusCode::OK, m.to_bytes());
-        }
-        Err(Refusal::Http(e, rule)) => {
-            METRICS.auth_failure(&server.name, "insufficient_scope");
-            if let Some(t) = &ticket {
-                t.decision("insufficient_scope", Some(&rule));
-                t.complete(Outcome::Refused(403));
-            }
-            return e.into_response();
-        }
-    }
     if let Some(t) = &ticket {
         t.upstream(upstream);
     }
@@ -492,7 +437,7 @@ pub async fn request(
 }
 
 /// Answers with `msg` as JSON and records the outcome.
-fn answered(ticket: &Option<Arc<Ticket>>, msg: Message) -> Response {
+pub(super) fn answered(ticket: &Option<Arc<Ticket>>, msg: Message) -> Response {
     let bytes = msg.to_bytes();
     if let Some(t) = ticket {
         t.sent(bytes.len());
@@ -526,47 +471,4 @@ fn answer_cacheable(
         Err(e) => rpc_error(id, &e),
     };
     answered(ticket, msg)
-}
-
-/// A tool, prompt or resource the catalog holds back answers like one no upstream offers.
-fn catalog_refusal(
-    server: &VirtualServer,
-    upstream: &str,
-    routed: &Message,
-    id: &Option<RequestId>,
-) -> Option<Message> {
-    use crate::catalog::pin::DefinitionKind;
-    let catalog = server.catalog.as_ref()?;
-    let target = CallTarget::of(routed);
-    let (kind, label) = match (routed.method(), target.kind) {
-        ("tools/call", _) => (DefinitionKind::Tool, "tool"),
-        ("prompts/get", _) => (DefinitionKind::Prompt, "prompt"),
-        ("resources/read" | "resources/subscribe" | "resources/unsubscribe", _) => {
-            (DefinitionKind::Resource, "resource")
-        }
-        ("completion/complete", Some(crate::policy::FunctionKind::Prompt)) => {
-            (DefinitionKind::Prompt, "prompt")
-        }
-        // A completion names a template by its URI template, exactly.
-        ("completion/complete", Some(_)) => (DefinitionKind::ResourceTemplate, "resource"),
-        _ => {
-            // Anything else routed to one upstream needs at least the upstream approved.
-            if catalog.upstream_served(upstream) || routed.method() == "ping" {
-                return None;
-            }
-            return Some(rpc_error(
-                id.clone(),
-                &FederationError::MethodNotFound(routed.method().to_owned()),
-            ));
-        }
-    };
-    let name = target.name?;
-    if catalog.callable(upstream, kind, &name) {
-        return None;
-    }
-    tracing::info!(%upstream, %name, "call refused: the catalog holds this definition back");
-    Some(rpc_error(
-        id.clone(),
-        &FederationError::Unknown { kind: label, name },
-    ))
 }

@@ -1,11 +1,14 @@
 //! Sealed session ids: the session's state, encrypted and authenticated with AES-256-GCM, so
 //! that any replica holding the key can continue a session and a client learns nothing from it.
+//! The same keys seal other values a client hands back to any replica (the routes of
+//! server→client requests), each bound to its own context.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -79,17 +82,29 @@ impl Sealer {
 
     /// Seals claims into a session id of visible ASCII.
     pub fn seal(&self, claims: &SessionClaims) -> String {
+        self.seal_value(claims, "")
+    }
+
+    /// Opens a session id sealed by any of the keys.
+    pub fn open(&self, id: &str) -> Result<SessionClaims, NotOurs> {
+        self.open_value(id, "")
+    }
+
+    /// Seals any value into visible ASCII, bound to `context`: it opens only with the same
+    /// context, so that a value sealed for one purpose (or one session) serves no other.
+    pub fn seal_value<T: Serialize>(&self, value: &T, context: &str) -> String {
         let key = &self.keys[0];
-        let plain = serde_json::to_vec(claims).expect("claims serialize");
+        let plain = serde_json::to_vec(value).expect("sealed values serialize");
         let mut nonce = [0u8; 12];
         rand::rng().fill_bytes(&mut nonce);
+        let aad = [key.id.as_bytes(), context.as_bytes()].concat();
         let sealed = key
             .cipher
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
                     msg: &plain,
-                    aad: key.id.as_bytes(),
+                    aad: &aad,
                 },
             )
             .expect("AES-GCM encryption cannot fail for small inputs");
@@ -99,8 +114,8 @@ impl Sealer {
         format!("{}.{}", key.id, URL_SAFE_NO_PAD.encode(out))
     }
 
-    /// Opens a session id sealed by any of the keys.
-    pub fn open(&self, id: &str) -> Result<SessionClaims, NotOurs> {
+    /// Opens a value sealed by any of the keys for `context`.
+    pub fn open_value<T: DeserializeOwned>(&self, id: &str, context: &str) -> Result<T, NotOurs> {
         if id.len() > 8192 {
             return Err(NotOurs);
         }
@@ -111,13 +126,14 @@ impl Sealer {
             return Err(NotOurs);
         }
         let (nonce, sealed) = raw.split_at(12);
+        let aad = [kid.as_bytes(), context.as_bytes()].concat();
         let plain = key
             .cipher
             .decrypt(
                 Nonce::from_slice(nonce),
                 Payload {
                     msg: sealed,
-                    aad: kid.as_bytes(),
+                    aad: &aad,
                 },
             )
             .map_err(|_| NotOurs)?;
@@ -176,5 +192,22 @@ mod tests {
         for junk in ["", "k1", "k1.", "k1.!!!", "zz.AAAA", &"x".repeat(10_000)] {
             assert_eq!(s.open(junk), Err(NotOurs));
         }
+    }
+
+    #[test]
+    fn a_value_opens_only_in_the_context_it_was_sealed_for() {
+        let s = Sealer::new(vec![SealingKey::new("k1", &[1; 32])]);
+        let sealed = s.seal_value(&42u32, "answer:session-a");
+        assert_eq!(s.open_value::<u32>(&sealed, "answer:session-a"), Ok(42));
+        assert_eq!(
+            s.open_value::<u32>(&sealed, "answer:session-b"),
+            Err(NotOurs)
+        );
+        // A session id is no sealed answer route, nor the reverse.
+        assert_eq!(
+            s.open_value::<u32>(&s.seal(&claims()), "answer:x"),
+            Err(NotOurs)
+        );
+        assert_eq!(s.open(&s.seal_value(&claims(), "answer:x")), Err(NotOurs));
     }
 }

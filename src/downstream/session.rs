@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 /// A server→client request waiting for the client's answer.
 pub struct PendingReply {
-    /// Index of the member that asked.
-    pub member: usize,
     /// Where the answer goes.
     pub route: ReplyRoute,
+    /// When it was relayed; past [`super::answers::ANSWER_WINDOW`] it is forgotten.
+    relayed_at: Instant,
 }
 
 /// One downstream session.
@@ -30,8 +30,10 @@ pub struct Session {
     /// Negotiated version.
     pub version: ProtocolVersion,
     identity: ClientIdentity,
+    /// Seals the ids of relayed server→client requests (bound to this session).
+    sealer: Arc<Sealer>,
     links: tokio::sync::Mutex<HashMap<String, UpstreamSession>>,
-    replies: Mutex<HashMap<String, PendingReply>>,
+    replies: Mutex<HashMap<u64, PendingReply>>,
     inflight: Mutex<HashMap<RequestId, CancellationToken>>,
     next_reply_id: AtomicU64,
     listener: Mutex<Option<CancellationToken>>,
@@ -39,7 +41,7 @@ pub struct Session {
 }
 
 impl Session {
-    fn from_claims(id: String, claims: SessionClaims) -> Option<Session> {
+    fn from_claims(id: String, claims: SessionClaims, sealer: Arc<Sealer>) -> Option<Session> {
         let version: ProtocolVersion = claims.version.parse().ok()?;
         let links = claims
             .upstreams
@@ -63,6 +65,7 @@ impl Session {
             id,
             version,
             claims,
+            sealer,
             links: tokio::sync::Mutex::new(links),
             replies: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
@@ -82,23 +85,32 @@ impl Session {
             .collect()
     }
 
-    /// Registers a server→client request and returns the id the client will see.
+    /// Registers a server→client request and returns the id the client will see: sealed, so
+    /// that whichever replica the answer reaches can deliver it (see [`super::answers`]).
     pub fn register_reply(&self, member: usize, route: ReplyRoute) -> RequestId {
         let n = self.next_reply_id.fetch_add(1, Ordering::Relaxed);
-        let id = format!("gatehouse-{n}");
-        self.replies
-            .lock()
-            .expect("lock")
-            .insert(id.clone(), PendingReply { member, route });
-        RequestId::String(id)
+        let id = super::answers::seal(&self.sealer, &self.id, n, member, &route);
+        let mut replies = self.replies.lock().expect("lock");
+        // Answers delivered by another replica never take their entry here.
+        replies.retain(|_, p| p.relayed_at.elapsed() < super::answers::ANSWER_WINDOW);
+        replies.insert(
+            n,
+            PendingReply {
+                route,
+                relayed_at: Instant::now(),
+            },
+        );
+        id
     }
 
-    /// Takes the pending server→client request a client's answer refers to.
-    pub fn take_reply(&self, id: &RequestId) -> Option<PendingReply> {
-        match id {
-            RequestId::String(s) => self.replies.lock().expect("lock").remove(s),
-            RequestId::Number(_) => None,
-        }
+    /// Takes the pending server→client request `entry` (from its sealed id), once.
+    pub fn take_reply(&self, entry: u64) -> Option<PendingReply> {
+        self.replies.lock().expect("lock").remove(&entry)
+    }
+
+    /// The sealer of this session's relayed request ids.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
     }
 
     /// Tracks a request in flight so that `notifications/cancelled` can stop it.
@@ -147,7 +159,11 @@ impl Session {
 
     fn busy(&self) -> bool {
         !self.inflight.lock().expect("lock").is_empty()
-            || !self.replies.lock().expect("lock").is_empty()
+            || {
+                let mut replies = self.replies.lock().expect("lock");
+                replies.retain(|_, p| p.relayed_at.elapsed() < super::answers::ANSWER_WINDOW);
+                !replies.is_empty()
+            }
             || self
                 .listener
                 .lock()
@@ -243,11 +259,13 @@ impl SessionRegistry {
     }
 
     /// Creates a session and its sealed id.
-    pub fn create(&self, sealer: &Sealer, mut claims: SessionClaims) -> Arc<Session> {
+    pub fn create(&self, sealer: &Arc<Sealer>, mut claims: SessionClaims) -> Arc<Session> {
         claims.issued_at = now_secs();
         let id = sealer.seal(&claims);
-        let session =
-            Arc::new(Session::from_claims(id.clone(), claims).expect("claims we built are valid"));
+        let session = Arc::new(
+            Session::from_claims(id.clone(), claims, sealer.clone())
+                .expect("claims we built are valid"),
+        );
         self.live.lock().expect("lock").insert(id, session.clone());
         session
     }
@@ -255,7 +273,7 @@ impl SessionRegistry {
     /// Finds a session by id, rebuilding it from the id if this process has not seen it.
     pub fn find(
         &self,
-        sealer: &Sealer,
+        sealer: &Arc<Sealer>,
         id: &str,
         path: &str,
     ) -> Result<Arc<Session>, SessionLookup> {
@@ -279,8 +297,10 @@ impl SessionRegistry {
         {
             return Err(SessionLookup::Ended);
         }
-        let session =
-            Arc::new(Session::from_claims(id.to_owned(), claims).ok_or(SessionLookup::Unknown)?);
+        let session = Arc::new(
+            Session::from_claims(id.to_owned(), claims, sealer.clone())
+                .ok_or(SessionLookup::Unknown)?,
+        );
         tracing::debug!("continuing a session issued elsewhere");
         let mut live = self.live.lock().expect("lock");
         Ok(live.entry(id.to_owned()).or_insert(session).clone())

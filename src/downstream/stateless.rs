@@ -140,7 +140,7 @@ pub fn check_headers(headers: &HeaderMap, message: &Message) -> Result<(), HttpE
     Ok(())
 }
 
-/// Serves one stateless request.
+/// Serves one stateless request; `max_subscriptions` is `limits.subscriptions_per_listen`.
 pub async fn handle(
     server: Arc<VirtualServer>,
     headers: &HeaderMap,
@@ -148,10 +148,15 @@ pub async fn handle(
     parked: ParkingLot,
     access: &Access,
     ticket: Option<Arc<Ticket>>,
+    max_subscriptions: usize,
 ) -> Result<Response, HttpError> {
     check_headers(headers, &message)?;
-    if message.kind != MessageKind::Request {
-        return Ok(StatusCode::ACCEPTED.into_response());
+    match message.kind {
+        MessageKind::Request => {}
+        MessageKind::Notification => return Ok(StatusCode::ACCEPTED.into_response()),
+        // Server→client requests reach these clients as InputRequiredResults, answered by a
+        // retry: a response answers nothing, and accepting it would drop it unseen.
+        MessageKind::Response | MessageKind::Error => return Err(HttpError::NoPendingRequest),
     }
     check_meta(&message)?;
     if !METHODS.contains(&message.method()) {
@@ -162,7 +167,9 @@ pub async fn handle(
     }
     match message.method() {
         "server/discover" => Ok(discover(&server, message.id).await),
-        "subscriptions/listen" => Ok(listen::subscriptions(server, message).await),
+        "subscriptions/listen" => {
+            listen::subscriptions(server, message, access, &ticket, max_subscriptions).await
+        }
         _ => {
             let message = without_consent_state(message);
             if let Some(retry) = Retry::from_request(&message) {

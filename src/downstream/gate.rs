@@ -1,0 +1,153 @@
+//! The one gate in front of every upstream request that names a tool, prompt or resource:
+//! step-up scopes, a readable name, routing to a member, the catalog, and policy. Calls
+//! (`tools/call`, `prompts/get`, `resources/read`, `completion/complete`),
+//! `resources/subscribe|unsubscribe`, and each URI a `subscriptions/listen` subscribes to all
+//! pass here, so what one may not read one may not subscribe to either, and a held-back or
+//! hidden name is refused exactly like one no upstream offers.
+
+use super::access::{Access, CallTarget, Refusal};
+use super::error::{HttpError, json, rpc_error};
+use super::post::answered;
+use crate::audit::{Outcome, Ticket};
+use crate::federation::{FederationError, Routed, SessionSource, VirtualServer};
+use crate::protocol::{ErrorCode, Message, RequestId};
+use crate::telemetry::metrics::METRICS;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use std::sync::Arc;
+
+/// The scopes `method` on `name` needs (the server's, plus those of matching `require` rules);
+/// refused with 403 `insufficient_scope` before any stream opens.
+pub fn check_scopes(
+    server: &VirtualServer,
+    access: &Access,
+    method: &str,
+    name: Option<&str>,
+    ticket: &Ticket,
+) -> Result<(), HttpError> {
+    let Some(c) = &access.caller else {
+        return Ok(());
+    };
+    let Err(error) = c.guard.check_scopes(&c.principal, method, name) else {
+        return Ok(());
+    };
+    tracing::info!(server = %server.name, method, reason = %error, "request refused: scope");
+    METRICS.auth_failure(&server.name, "insufficient_scope");
+    ticket.decision("insufficient_scope", Some(&error.to_string()));
+    ticket.complete(Outcome::Refused(403));
+    let challenge = c.guard.challenge(&error);
+    Err(HttpError::Auth { error, challenge })
+}
+
+/// Routes `message` and lets it through if the catalog and policy allow it; otherwise the
+/// answer to send instead (recorded on `ticket`).
+pub async fn admit(
+    server: &VirtualServer,
+    src: &dyn SessionSource,
+    access: &Access,
+    message: Message,
+    ticket: &Option<Arc<Ticket>>,
+) -> Result<Routed, Response> {
+    let id = message.id.clone();
+    let method = message.method().to_owned();
+    let target = CallTarget::of(&message);
+    let gated = crate::policy::FunctionKind::of_method(&method).is_some()
+        || method == "completion/complete";
+    if gated && target.name.is_none() {
+        // Policy and catalog decide by name: a request whose name cannot be read (not a
+        // string, given twice, …) must not reach an upstream that might read it differently.
+        let what = if method.starts_with("resources/") {
+            "params.uri"
+        } else if method == "completion/complete" {
+            "params.ref"
+        } else {
+            "params.name"
+        };
+        let err = Message::error_response(
+            id,
+            ErrorCode::INVALID_PARAMS,
+            &format!("{what} is required: a string, given once"),
+            None,
+        );
+        return Err(answered(ticket, err));
+    }
+    let routed = match server.route(src, message).await {
+        Ok(r) => r,
+        Err(e) => return Err(answered(ticket, rpc_error(id, &e))),
+    };
+    let upstream = &server.members[routed.member].upstream;
+    if let Some(refused) = catalog_refusal(server, upstream, &routed.message, &id) {
+        if let Some(t) = ticket {
+            t.decision("deny", Some("catalog"));
+        }
+        return Err(answered(ticket, refused));
+    }
+    let policy_span = tracing::debug_span!("gatehouse.policy");
+    match policy_span.in_scope(|| access.check_call(server, &method, routed.member, &target, &id)) {
+        Ok(decision) => {
+            if let (Some(t), Some(d)) = (ticket, decision) {
+                t.decision("allow", Some(&d.rule));
+            }
+            Ok(routed)
+        }
+        Err(Refusal::Rpc(m, rule)) => {
+            METRICS.policy_denial(&server.name, &rule);
+            if let Some(t) = ticket {
+                t.decision("deny", Some(&rule));
+                t.complete(Outcome::Refused(m.error_code().unwrap_or_default()));
+            }
+            Err(json(StatusCode::OK, m.to_bytes()))
+        }
+        Err(Refusal::Http(e, rule)) => {
+            METRICS.auth_failure(&server.name, "insufficient_scope");
+            if let Some(t) = ticket {
+                t.decision("insufficient_scope", Some(&rule));
+                t.complete(Outcome::Refused(403));
+            }
+            Err(e.into_response())
+        }
+    }
+}
+
+/// A tool, prompt or resource the catalog holds back answers like one no upstream offers.
+fn catalog_refusal(
+    server: &VirtualServer,
+    upstream: &str,
+    routed: &Message,
+    id: &Option<RequestId>,
+) -> Option<Message> {
+    use crate::catalog::pin::DefinitionKind;
+    let catalog = server.catalog.as_ref()?;
+    let target = CallTarget::of(routed);
+    let (kind, label) = match (routed.method(), target.kind) {
+        ("tools/call", _) => (DefinitionKind::Tool, "tool"),
+        ("prompts/get", _) => (DefinitionKind::Prompt, "prompt"),
+        ("resources/read" | "resources/subscribe" | "resources/unsubscribe", _) => {
+            (DefinitionKind::Resource, "resource")
+        }
+        ("completion/complete", Some(crate::policy::FunctionKind::Prompt)) => {
+            (DefinitionKind::Prompt, "prompt")
+        }
+        // A completion names a template by its URI template, exactly.
+        ("completion/complete", Some(_)) => (DefinitionKind::ResourceTemplate, "resource"),
+        _ => {
+            // Anything else routed to one upstream needs at least the upstream approved.
+            if catalog.upstream_served(upstream) || routed.method() == "ping" {
+                return None;
+            }
+            return Some(rpc_error(
+                id.clone(),
+                &FederationError::MethodNotFound(routed.method().to_owned()),
+            ));
+        }
+    };
+    let name = target.name?;
+    if catalog.callable(upstream, kind, &name) {
+        return None;
+    }
+    tracing::info!(%upstream, %name, "call refused: the catalog holds this definition back");
+    Some(rpc_error(
+        id.clone(),
+        &FederationError::Unknown { kind: label, name },
+    ))
+}
