@@ -19,4 +19,4 @@ pub mod tokens;
 mod common;
 mod jwks;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
