@@ -339,14 +339,16 @@ impl ConsentService {
 
     /// Back from the IdP: verify who signed in, then send them to the upstream's server.
     pub async fn signed_in(&self, query: &CallbackQuery, cookies: &[String]) -> Answer {
-        let taken = self.flows.take(query.state.as_deref(), cookies, |s| match s {
-            Step::SigningIn {
-                state,
-                verifier,
-                nonce,
-            } => Some((state.clone(), (verifier.clone(), nonce.clone()))),
-            _ => None,
-        });
+        let taken = self
+            .flows
+            .take(query.state.as_deref(), cookies, |s| match s {
+                Step::SigningIn {
+                    state,
+                    verifier,
+                    nonce,
+                } => Some((state.clone(), (verifier.clone(), nonce.clone()))),
+                _ => None,
+            });
         let taken = match taken {
             Ok(t) => t,
             Err(e) => {
@@ -441,14 +443,16 @@ impl ConsentService {
 
     /// Back from the upstream's server: redeem the code and store the tokens sealed.
     pub async fn authorized(&self, query: &CallbackQuery, cookies: &[String]) -> Answer {
-        let taken = self.flows.take(query.state.as_deref(), cookies, |s| match s {
-            Step::Authorizing {
-                state,
-                verifier,
-                nonce,
-            } => Some((state.clone(), (verifier.clone(), nonce.clone()))),
-            _ => None,
-        });
+        let taken = self
+            .flows
+            .take(query.state.as_deref(), cookies, |s| match s {
+                Step::Authorizing {
+                    state,
+                    verifier,
+                    nonce,
+                } => Some((state.clone(), (verifier.clone(), nonce.clone()))),
+                _ => None,
+            });
         let taken = match taken {
             Ok(t) => t,
             Err(e) => {
@@ -495,7 +499,10 @@ impl ConsentService {
         };
         let account = match &nonce {
             None => None,
-            Some(nonce) => match self.verify_service(&up, token.id_token.as_deref(), nonce).await {
+            Some(nonce) => match self
+                .verify_service(&up, token.id_token.as_deref(), nonce)
+                .await
+            {
                 Ok(i) => Some(account_name(&i)),
                 Err(e) => {
                     tracing::warn!(upstream = %up.name, error = %e, "consent refused: the service's ID token was not accepted");

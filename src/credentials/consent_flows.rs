@@ -234,10 +234,7 @@ impl Flows {
     /// Puts a taken flow back, at its next step.
     pub(super) fn advance(&self, id: String, mut flow: Flow, step: Step) {
         flow.step = step;
-        self.inner
-            .lock()
-            .expect("consent lock")
-            .insert(id, flow);
+        self.inner.lock().expect("consent lock").insert(id, flow);
     }
 
     #[cfg(test)]
@@ -282,7 +279,9 @@ mod tests {
         assert_ne!(flows.link(&who("bob"), "crm").unwrap(), id);
         flows.open(&id, digest("cookie"), signing_in("s1")).unwrap();
         assert_eq!(
-            flows.open(&id, digest("other"), signing_in("s2")).unwrap_err(),
+            flows
+                .open(&id, digest("other"), signing_in("s2"))
+                .unwrap_err(),
             FlowError::Used
         );
         assert_eq!(
@@ -304,7 +303,9 @@ mod tests {
             .take(Some("s1"), &cookies("theirs"), pick_signing_in)
             .err();
         assert_eq!(e, Some(FlowError::OtherBrowser));
-        let e = flows.take(Some("s1"), &cookies("mine"), pick_signing_in).err();
+        let e = flows
+            .take(Some("s1"), &cookies("mine"), pick_signing_in)
+            .err();
         assert_eq!(e, Some(FlowError::NotInProgress));
 
         let id = flows.link(&who("alice"), "crm").unwrap();
@@ -316,7 +317,10 @@ mod tests {
         let taken = flows
             .take(Some("s2"), &cookies("mine"), pick_signing_in)
             .unwrap();
-        assert_eq!((taken.picked.as_str(), taken.cookie.as_str()), ("n", "mine"));
+        assert_eq!(
+            (taken.picked.as_str(), taken.cookie.as_str()),
+            ("n", "mine")
+        );
         let next = Step::Authorizing {
             state: "s3".into(),
             verifier: "v".into(),
@@ -324,7 +328,11 @@ mod tests {
         };
         flows.advance(taken.id, taken.flow, next);
         // The sign-in state does not work twice; the next step's state works once.
-        assert!(flows.take(Some("s2"), &cookies("mine"), pick_signing_in).is_err());
+        assert!(
+            flows
+                .take(Some("s2"), &cookies("mine"), pick_signing_in)
+                .is_err()
+        );
         let pick_authorizing = |s: &Step| match s {
             Step::Authorizing { state, .. } => Some((state.clone(), ())),
             _ => None,

@@ -21,8 +21,14 @@ async fn service(idp: &MockIdp, public_url: &str) -> ConsentService {
         idp.issuer
     ))
     .unwrap();
-    svc.register("crm", &client, &["crm:read".into()], "https://crm.example/mcp".into(), "https://crm.example/mcp")
-        .unwrap();
+    svc.register(
+        "crm",
+        &client,
+        &["crm:read".into()],
+        "https://crm.example/mcp".into(),
+        "https://crm.example/mcp",
+    )
+    .unwrap();
     svc
 }
 
@@ -36,7 +42,11 @@ fn alice(issuer: &str) -> OnBehalfOf {
 }
 
 fn query_of(url: &str) -> HashMap<String, String> {
-    url::Url::parse(url).unwrap().query_pairs().into_owned().collect()
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
 }
 
 /// Opens a fresh link for alice: the callback query (with a code), the nonce sent to the IdP
@@ -158,11 +168,17 @@ async fn the_consent_login_needs_a_verified_id_token_of_the_same_user_with_its_n
     let Page::Redirect(url) = &a.page else {
         panic!("expected the service's authorization page, got {a:?}");
     };
-    assert!(url.starts_with(&format!("{iss}/authorize?p=policy&")), "{url}");
+    assert!(
+        url.starts_with(&format!("{iss}/authorize?p=policy&")),
+        "{url}"
+    );
     let at_service = query_of(url);
     assert_eq!(at_service["client_id"], "gw-at-crm");
     assert_eq!(at_service["resource"], "https://crm.example/mcp");
-    assert!(!at_service.contains_key("nonce"), "no openid asked for: no nonce");
+    assert!(
+        !at_service.contains_key("nonce"),
+        "no openid asked for: no nonce"
+    );
     // The IdP was sent the code with the PKCE verifier and the gateway's client authentication.
     let requests = idp.state.token_requests.lock().unwrap();
     let (auth, form) = requests.last().unwrap();
@@ -179,13 +195,26 @@ async fn flow_cookies_are_host_only_over_https_and_read_back_by_prefix() {
     let v = https.set_cookie(&BrowserCookie::Set("abc".into())).unwrap();
     let v = v.to_str().unwrap();
     assert!(v.starts_with("__Host-gatehouse_connect_"), "{v}");
-    for part in ["=abc;", "Path=/;", "HttpOnly", "SameSite=Lax", "Max-Age=600", "Secure"] {
+    for part in [
+        "=abc;",
+        "Path=/;",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Max-Age=600",
+        "Secure",
+    ] {
         assert!(v.contains(part), "{part} in {v}");
     }
-    let cleared = https.set_cookie(&BrowserCookie::Clear("abc".into())).unwrap();
+    let cleared = https
+        .set_cookie(&BrowserCookie::Clear("abc".into()))
+        .unwrap();
     let cleared = cleared.to_str().unwrap();
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
-    assert_eq!(cleared.split('=').next(), v.split('=').next(), "the same cookie name");
+    assert_eq!(
+        cleared.split('=').next(),
+        v.split('=').next(),
+        "the same cookie name"
+    );
     let http = service(&idp, "http://127.0.0.1:9").await;
     let plain = http.set_cookie(&BrowserCookie::Set("abc".into())).unwrap();
     assert!(!plain.to_str().unwrap().contains("Secure"));
@@ -193,7 +222,9 @@ async fn flow_cookies_are_host_only_over_https_and_read_back_by_prefix() {
     let mut headers = HeaderMap::new();
     headers.append(
         header::COOKIE,
-        HeaderValue::from_static("other=1; __Host-gatehouse_connect_0123=a; gatehouse_connect_45=b"),
+        HeaderValue::from_static(
+            "other=1; __Host-gatehouse_connect_0123=a; gatehouse_connect_45=b",
+        ),
     );
     assert_eq!(ConsentService::browser_cookies(&headers), ["a", "b"]);
 }

@@ -10,6 +10,7 @@ use super::tokens::{AccessTokenClaims, issue_access_token, issue_refresh_token};
 use crate::downstream::AppState;
 use axum::Json;
 use axum::Router;
+use axum::extract::rejection::{BytesRejection, StringRejection};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,19 +29,50 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The façade's routes (answering 404 while no `oauth_server` is configured).
 pub fn router(state: AppState) -> Router {
+    use super::cors::{preflight_get, preflight_post, readable};
+    // What browser-based clients call with fetch(): CORS (preflights and readable answers).
+    let machine = Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(metadata).options(preflight_get),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(metadata).options(preflight_get),
+        )
+        .route("/oauth/token", post(token).options(preflight_post))
+        .route("/oauth/revoke", post(revoke).options(preflight_post))
+        .route("/oauth/register", post(register).options(preflight_post))
+        .route("/oauth/jwks", get(jwks).options(preflight_get))
+        .layer(axum::middleware::map_response(readable));
     Router::new()
-        .route("/.well-known/oauth-authorization-server", get(metadata))
-        .route("/.well-known/openid-configuration", get(metadata))
         .route("/oauth/authorize", get(super::authorize::authorize))
         .route("/oauth/callback", get(super::authorize::callback))
         .route("/oauth/consent", post(super::authorize::consent))
-        .route("/oauth/token", post(token))
-        .route("/oauth/revoke", post(revoke))
-        .route("/oauth/register", post(register))
-        .route("/oauth/jwks", get(jwks))
+        .merge(machine)
         // Every request here is small; refuse large ones before buffering them.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// The body of a form request, or the OAuth error answering it: a body over the limit gets a
+/// JSON 413 (RFC 6749 §5.2 shape), not the framework's plain text.
+fn form_body(body: Result<String, StringRejection>) -> Result<String, Box<Response>> {
+    body.map_err(|e| {
+        Box::new(if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            oauth_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                &format!("the request is larger than {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the body is not a UTF-8 form",
+            )
+        })
+    })
 }
 
 /// An RFC 6749 §5.2 error body, never cached.
@@ -161,6 +193,18 @@ async fn authenticate_client(
         }
         None => None,
     };
+    // RFC 6749 §2.3: one authentication method per request.
+    if basic.is_some()
+        && ["client_secret", "client_assertion"]
+            .iter()
+            .any(|k| form.contains_key(*k))
+    {
+        return Err(Box::new(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the client authenticated twice (HTTP Basic and credentials in the body); use one method",
+        )));
+    }
     let form_id = form.get("client_id");
     let (client_id, secret) = match (&basic, form_id) {
         (Some((id, _)), Some(fid)) if id != fid => {
@@ -192,9 +236,17 @@ async fn authenticate_client(
 }
 
 /// `POST /oauth/token`.
-async fn token(State(state): State<AppState>, headers: HeaderMap, body: String) -> Response {
+async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<String, StringRejection>,
+) -> Response {
     let f = match facade(&state) {
         Ok(f) => f,
+        Err(r) => return *r,
+    };
+    let body = match form_body(body) {
+        Ok(b) => b,
         Err(r) => return *r,
     };
     let bad =
@@ -221,6 +273,8 @@ async fn token(State(state): State<AppState>, headers: HeaderMap, body: String) 
         }
     };
     let (grant, with_refresh, refresh) = redeemed;
+    // RFC 7591 §2: a client that did not register the refresh_token grant gets none.
+    let with_refresh = with_refresh && client.allows_refresh();
     let claims = AccessTokenClaims::for_grant(&f.issuer, &grant, f.access_ttl);
     let access = match issue_access_token(&f.keys, &claims) {
         Ok(t) => t,
@@ -314,15 +368,56 @@ async fn redeem(
     client: &RegisteredClient,
 ) -> Result<Redeemed, Refusal> {
     let redeemed = redeem_grant(f, form, client).await?;
-    if let Some(asked) = form.get("resource")
-        && f.resource(asked).map(|(r, _)| r.as_str()) != Some(redeemed.0.resource.as_str())
-    {
+    check_resource(f, form, &redeemed.0)?;
+    Ok(redeemed)
+}
+
+/// A `resource` sent along must be the server `grant` is for (RFC 8707).
+fn check_resource(
+    f: &Facade,
+    form: &HashMap<String, String>,
+    grant: &Grant,
+) -> Result<(), Refusal> {
+    match form.get("resource") {
+        Some(asked)
+            if f.resource(asked).map(|(r, _)| r.as_str()) != Some(grant.resource.as_str()) =>
+        {
+            Err(Refusal::new(
+                "invalid_target",
+                "resource is not the server this grant is for",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The scope of a refreshed access token (RFC 6749 §6): the grant's, or the narrower one asked
+/// for; a scope the grant does not hold is refused, never added.
+fn narrowed(asked: Option<&str>, granted: &str) -> Result<String, Refusal> {
+    let Some(asked) = asked.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(granted.to_owned());
+    };
+    let held: Vec<&str> = granted.split_whitespace().collect();
+    let mut kept: Vec<&str> = Vec::new();
+    let mut wider: Vec<String> = Vec::new();
+    for s in asked.split_whitespace() {
+        if !held.contains(&s) {
+            wider.push(s.chars().take(64).collect());
+        } else if !kept.contains(&s) {
+            kept.push(s);
+        }
+    }
+    if !wider.is_empty() {
+        wider.truncate(4);
         return Err(Refusal::new(
-            "invalid_target",
-            "resource is not the server this grant is for",
+            "invalid_scope",
+            format!(
+                "scope {} was not granted; a refresh may only narrow the scope",
+                wider.join(" ")
+            ),
         ));
     }
-    Ok(redeemed)
+    Ok(kept.join(" "))
 }
 
 async fn redeem_grant(
@@ -345,9 +440,25 @@ async fn redeem_grant(
             Ok((grant, true, None))
         }
         Some("refresh_token") => {
-            let (next, grant) = super::tokens::rotate(&f.store, need("refresh_token")?, client_id)
+            if !client.allows_refresh() {
+                return Err(Refusal::new(
+                    "unauthorized_client",
+                    "this client did not register the refresh_token grant",
+                ));
+            }
+            let presented = need("refresh_token")?;
+            // Everything is checked before the token is used up: a refused request must leave
+            // the client's token working, or its next correct refresh would count as a replay
+            // and revoke the whole family.
+            let stored = super::tokens::peek(&f.store, presented, client_id)
                 .await
                 .map_err(|e| Refusal::new(e.oauth_error(), e.to_string()))?;
+            check_resource(f, form, &stored)?;
+            let scope = narrowed(get("scope"), &stored.scope)?;
+            let (next, mut grant) = super::tokens::rotate(&f.store, presented, client_id)
+                .await
+                .map_err(|e| Refusal::new(e.oauth_error(), e.to_string()))?;
+            grant.scope = scope;
             Ok((grant, false, Some(next)))
         }
         Some(JWT_BEARER) => {
@@ -434,9 +545,17 @@ async fn redeem_grant(
 }
 
 /// `POST /oauth/revoke` (RFC 7009): always 200 for an authenticated client.
-async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: String) -> Response {
+async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<String, StringRejection>,
+) -> Response {
     let f = match facade(&state) {
         Ok(f) => f,
+        Err(r) => return *r,
+    };
+    let body = match form_body(body) {
+        Ok(b) => b,
         Err(r) => return *r,
     };
     let form = match params(&body) {
@@ -472,18 +591,32 @@ async fn register(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Response {
     let f = match facade(&state) {
         Ok(f) => f,
         Err(r) => return *r,
     };
-    if body.len() > MAX_REGISTRATION_BYTES {
-        return oauth_error(
+    let too_large = || {
+        oauth_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_client_metadata",
             &format!("the request is larger than {MAX_REGISTRATION_BYTES} bytes"),
-        );
+        )
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return too_large(),
+        Err(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_client_metadata",
+                "the body could not be read",
+            );
+        }
+    };
+    if body.len() > MAX_REGISTRATION_BYTES {
+        return too_large();
     }
     let parsed: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,

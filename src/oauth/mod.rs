@@ -5,6 +5,7 @@
 pub mod authorize;
 pub mod cimd;
 pub mod clients;
+mod cors;
 pub mod endpoints;
 pub mod facade;
 pub mod grants;
