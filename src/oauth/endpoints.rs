@@ -3,6 +3,7 @@
 //! `/oauth/jwks`, and the routes of the whole façade.
 
 use super::authorize::{facade, params};
+use super::client_auth::authenticate_client;
 use super::clients::RegisteredClient;
 use super::facade::Facade;
 use super::grants::Grant;
@@ -14,7 +15,6 @@ use axum::extract::rejection::{BytesRejection, StringRejection};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -152,89 +152,6 @@ fn public_json(v: Value) -> Response {
     crate::downstream::metadata::document(bytes::Bytes::from(v.to_string()))
 }
 
-/// The client a token or revocation request comes from, authenticated as it registered:
-/// HTTP Basic or form secret for confidential clients, `client_id` alone for public ones.
-async fn authenticate_client(
-    f: &Facade,
-    headers: &HeaderMap,
-    form: &HashMap<String, String>,
-) -> Result<RegisteredClient, Box<Response>> {
-    let unauthorized = |description: &str| {
-        let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", description);
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"gatehouse\""),
-        );
-        Box::new(r)
-    };
-    let basic = match headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("basic").then_some(rest)
-        }) {
-        Some(b) => {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .ok()
-                .and_then(|d| String::from_utf8(d).ok())
-                .ok_or_else(|| unauthorized("the Basic credentials are not valid base64"))?;
-            let (id, secret) = decoded
-                .split_once(':')
-                .ok_or_else(|| unauthorized("the Basic credentials have no ':'"))?;
-            let unescape = |s: &str| {
-                url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                    .next()
-                    .map(|(_, v)| v.to_string())
-                    .unwrap_or_default()
-            };
-            Some((unescape(id), unescape(secret)))
-        }
-        None => None,
-    };
-    // RFC 6749 §2.3: one authentication method per request.
-    if basic.is_some()
-        && ["client_secret", "client_assertion"]
-            .iter()
-            .any(|k| form.contains_key(*k))
-    {
-        return Err(Box::new(oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the client authenticated twice (HTTP Basic and credentials in the body); use one method",
-        )));
-    }
-    let form_id = form.get("client_id");
-    let (client_id, secret) = match (&basic, form_id) {
-        (Some((id, _)), Some(fid)) if id != fid => {
-            return Err(unauthorized(
-                "client_id differs from the authenticated client",
-            ));
-        }
-        (Some((id, s)), _) => (id.clone(), Some(s.clone())),
-        (None, Some(id)) => (id.clone(), form.get("client_secret").cloned()),
-        (None, None) => return Err(unauthorized("client authentication is required")),
-    };
-    let client = f
-        .registry
-        .find(&client_id)
-        .await
-        .map_err(|e| unauthorized(&e.to_string()))?;
-    match (&secret, client.is_public()) {
-        (None, true) => {}
-        (Some(_), true) => return Err(unauthorized("this client is public and has no secret")),
-        (None, false) => {
-            return Err(unauthorized(
-                "this client must authenticate with its secret",
-            ));
-        }
-        (Some(s), false) if client.verify_secret(s) => {}
-        (Some(_), false) => return Err(unauthorized("the client secret is wrong")),
-    }
-    Ok(client)
-}
-
 /// `POST /oauth/token`.
 async fn token(
     State(state): State<AppState>,
@@ -329,6 +246,7 @@ async fn token(
 }
 
 /// A token request refused: the OAuth error and its description.
+#[derive(Debug)]
 struct Refusal {
     error: &'static str,
     description: String,
@@ -667,5 +585,26 @@ async fn register(
             }
             resp
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::narrowed;
+
+    #[test]
+    fn a_refresh_scope_narrows_and_never_widens() {
+        assert_eq!(narrowed(None, "a b").unwrap(), "a b");
+        assert_eq!(narrowed(Some("  "), "a b").unwrap(), "a b");
+        assert_eq!(narrowed(Some("b b"), "a b").unwrap(), "b");
+        let e = narrowed(Some("a c"), "a b").unwrap_err();
+        assert_eq!(e.error, "invalid_scope");
+        assert!(
+            e.description.contains("scope c was not granted"),
+            "{}",
+            e.description
+        );
+        let long = narrowed(Some(&"x".repeat(5000)), "a").unwrap_err();
+        assert!(long.description.len() < 200, "{}", long.description);
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod authorize;
 pub mod cimd;
+mod client_auth;
 pub mod clients;
 mod cors;
 pub mod endpoints;
