@@ -379,10 +379,10 @@ impl ConsentService {
         };
         let identity = match self.verify_login(token.id_token.as_deref(), &nonce).await {
             Ok(i) => i,
-            Err(e) => {
+            Err((status, e)) => {
                 tracing::warn!(upstream = %flow.upstream, error = %e, "consent refused: the sign-in's ID token was not accepted");
                 return end(refused(
-                    403,
+                    status,
                     format!("The sign-in could not be verified: {e}. The connection was not made."),
                 ));
             }
@@ -543,12 +543,14 @@ impl ConsentService {
     }
 
     /// Verifies the sign-in's ID token: the IdP's keys, issuer, audience, expiry, `nonce`.
+    /// Err: the page's status (403 for the token, 502 when the IdP cannot be used) and why.
     async fn verify_login(
         &self,
         id_token: Option<&str>,
         nonce: &str,
-    ) -> Result<IdpIdentity, String> {
-        let id_token = id_token.ok_or("the identity provider sent no ID token")?;
+    ) -> Result<IdpIdentity, (u16, String)> {
+        let id_token =
+            id_token.ok_or((403, "the identity provider sent no ID token".to_owned()))?;
         let idp = self
             .login_id_tokens
             .get_or_try_init(|| {
@@ -557,10 +559,10 @@ impl ConsentService {
                 Idp::discover(settings, self.http.clone())
             })
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| (502, e.to_string()))?;
         idp.verify_id_token(id_token, nonce)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| (403, e.to_string()))
     }
 
     /// Verifies the service's ID token the same way, against the service's own keys.
