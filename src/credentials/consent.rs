@@ -17,17 +17,13 @@ use crate::oauth::idp::{Idp, IdpFlavor, IdpIdentity, IdpSettings};
 use crate::store::{Store, StoredConnection};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// The cookies binding a flow to the browser that opened its link: this prefix, then part of
-/// the value's digest, so that two flows at once in one browser do not overwrite each other.
-const BROWSER_COOKIE: &str = "gatehouse_connect_";
-/// The prefix that, over https, forbids other hosts and paths to set the cookie.
-const HOST_ONLY: &str = "__Host-";
+pub use super::consent_flows::BrowserCookie;
 
 /// One `user_oauth` upstream as the consent service knows it.
 pub struct ConnectableUpstream {
@@ -77,15 +73,6 @@ pub enum Page {
         /// A sentence for the user.
         message: String,
     },
-}
-
-/// A change to the browser's flow cookies that goes with a page.
-#[derive(Debug)]
-pub enum BrowserCookie {
-    /// Set a cookie with this value (the link was opened).
-    Set(String),
-    /// Remove the cookie with this value (the flow ended).
-    Clear(String),
 }
 
 /// A page and the cookie change that goes with it.
@@ -504,7 +491,7 @@ impl ConsentService {
                 .await
             {
                 Ok(i) => Some(account_name(&i)),
-                Err(e) => {
+                Err((_, e)) => {
                     tracing::warn!(upstream = %up.name, error = %e, "consent refused: the service's ID token was not accepted");
                     return end(refused(
                         502,
@@ -542,27 +529,22 @@ impl ConsentService {
         })
     }
 
-    /// Verifies the sign-in's ID token: the IdP's keys, issuer, audience, expiry, `nonce`.
-    /// Err: the page's status (403 for the token, 502 when the IdP cannot be used) and why.
+    /// Verifies the sign-in's ID token (see [`verify_id_token`]).
     async fn verify_login(
         &self,
         id_token: Option<&str>,
         nonce: &str,
     ) -> Result<IdpIdentity, (u16, String)> {
-        let id_token =
-            id_token.ok_or((403, "the identity provider sent no ID token".to_owned()))?;
-        let idp = self
-            .login_id_tokens
-            .get_or_try_init(|| {
-                let settings =
-                    IdpSettings::new(IdpFlavor::Oidc, &self.login_issuer, self.login.client_id());
-                Idp::discover(settings, self.http.clone())
-            })
-            .await
-            .map_err(|e| (502, e.to_string()))?;
-        idp.verify_id_token(id_token, nonce)
-            .await
-            .map_err(|e| (403, e.to_string()))
+        let (issuer, client_id) = (&self.login_issuer, self.login.client_id());
+        verify_id_token(
+            &self.login_id_tokens,
+            &self.http,
+            issuer,
+            client_id,
+            id_token,
+            nonce,
+        )
+        .await
     }
 
     /// Verifies the service's ID token the same way, against the service's own keys.
@@ -571,58 +553,22 @@ impl ConsentService {
         up: &ConnectableUpstream,
         id_token: Option<&str>,
         nonce: &str,
-    ) -> Result<IdpIdentity, String> {
-        let id_token = id_token.ok_or("openid was asked for but the service sent no ID token")?;
+    ) -> Result<IdpIdentity, (u16, String)> {
         let issuer = up
             .client
             .issuer(&self.http)
             .await
-            .map_err(|e| e.to_string())?;
-        let idp = up
-            .id_tokens
-            .get_or_try_init(|| {
-                let settings = IdpSettings::new(IdpFlavor::Oidc, &issuer, up.client.client_id());
-                Idp::discover(settings, self.http.clone())
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        idp.verify_id_token(id_token, nonce)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    /// The flow cookies a request carries (at most 32).
-    pub fn browser_cookies(headers: &HeaderMap) -> Vec<String> {
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().split_once('='))
-            .filter(|(k, _)| k.trim_start_matches(HOST_ONLY).starts_with(BROWSER_COOKIE))
-            .take(32)
-            .map(|(_, v)| v.to_owned())
-            .collect()
-    }
-
-    /// The `Set-Cookie` value for a cookie change: HttpOnly, SameSite=Lax (the callbacks are
-    /// top-level navigations from other sites), living as long as a link, and over https
-    /// `__Host-` and Secure.
-    pub fn set_cookie(&self, change: &BrowserCookie) -> Option<HeaderValue> {
-        let (value, max_age) = match change {
-            BrowserCookie::Set(v) => (v, self.link_ttl.as_secs().max(1)),
-            BrowserCookie::Clear(v) => (v, 0),
-        };
-        let (prefix, secure) = if self.public_url.starts_with("https://") {
-            (HOST_ONLY, "; Secure")
-        } else {
-            ("", "")
-        };
-        let name = format!("{prefix}{BROWSER_COOKIE}{}", &digest(value)[..12]);
-        HeaderValue::from_str(&format!(
-            "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
-        ))
-        .ok()
+            .map_err(|e| (502, e.to_string()))?;
+        let client_id = up.client.client_id();
+        verify_id_token(
+            &up.id_tokens,
+            &self.http,
+            &issuer,
+            client_id,
+            id_token,
+            nonce,
+        )
+        .await
     }
 
     /// A user's connections (upstream, scopes, when), for listing.
@@ -649,6 +595,17 @@ impl ConsentService {
         Ok(removed)
     }
 
+    /// The flow cookies a request carries.
+    pub fn browser_cookies(headers: &HeaderMap) -> Vec<String> {
+        super::consent_flows::browser_cookies(headers)
+    }
+
+    /// The `Set-Cookie` value for a cookie change.
+    pub fn set_cookie(&self, change: &BrowserCookie) -> Option<HeaderValue> {
+        let https = self.public_url.starts_with("https://");
+        super::consent_flows::set_cookie(https, self.link_ttl, change)
+    }
+
     fn redirect(&self, step: &str) -> String {
         format!("{}/connect/{step}", self.public_url)
     }
@@ -666,6 +623,34 @@ pub struct CallbackQuery {
     /// An OAuth error code.
     #[serde(default)]
     pub error: Option<String>,
+}
+
+/// Verifies an ID token issued to `client_id` by `issuer` for the login that sent `nonce`, with
+/// the façade's relying-party checks (signature against the issuer's published keys, `iss`,
+/// `aud`/`azp`, `exp`/`iat`, `nonce`, asymmetric algorithms only); the issuer's OpenID
+/// configuration is read once into `cell`. Err: the page's status (403 for the token, 502 when
+/// the issuer cannot be used) and why.
+async fn verify_id_token(
+    cell: &tokio::sync::OnceCell<Idp>,
+    http: &reqwest::Client,
+    issuer: &str,
+    client_id: &str,
+    id_token: Option<&str>,
+    nonce: &str,
+) -> Result<IdpIdentity, (u16, String)> {
+    let id_token = id_token.ok_or((403, format!("{issuer} sent no ID token")))?;
+    let idp = cell
+        .get_or_try_init(|| {
+            Idp::discover(
+                IdpSettings::new(IdpFlavor::Oidc, issuer, client_id),
+                http.clone(),
+            )
+        })
+        .await
+        .map_err(|e| (502, e.to_string()))?;
+    idp.verify_id_token(id_token, nonce)
+        .await
+        .map_err(|e| (403, e.to_string()))
 }
 
 /// How a page names an account: its user name, else its email, else its subject (cut short,

@@ -6,6 +6,7 @@
 //! otherwise connect the victim's account to the attacker's user, or the reverse).
 
 use super::OnBehalfOf;
+use http::{HeaderMap, HeaderValue, header};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,6 +20,58 @@ pub(super) const MAX_FLOWS: usize = 10_000;
 pub(super) const MAX_FLOWS_PER_USER: usize = 8;
 /// Most cookies of ours read from one request.
 const MAX_COOKIES: usize = 32;
+/// The cookies binding a flow to the browser that opened its link: this prefix, then part of
+/// the value's digest, so that two flows at once in one browser do not overwrite each other.
+const BROWSER_COOKIE: &str = "gatehouse_connect_";
+/// The prefix that, over https, forbids other hosts and paths to set the cookie.
+const HOST_ONLY: &str = "__Host-";
+
+/// A change to the browser's flow cookies that goes with a page.
+#[derive(Debug)]
+pub enum BrowserCookie {
+    /// Set a cookie with this value (the link was opened).
+    Set(String),
+    /// Remove the cookie with this value (the flow ended).
+    Clear(String),
+}
+
+/// The values of the flow cookies a request carries (at most [`MAX_COOKIES`]).
+pub(super) fn browser_cookies(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .filter(|(k, _)| k.trim_start_matches(HOST_ONLY).starts_with(BROWSER_COOKIE))
+        .take(MAX_COOKIES)
+        .map(|(_, v)| v.to_owned())
+        .collect()
+}
+
+/// The `Set-Cookie` value for a cookie change: HttpOnly, SameSite=Lax (the callbacks are
+/// top-level navigations from other sites), living `ttl` (as long as a link), and over https
+/// `__Host-` and Secure.
+pub(super) fn set_cookie(
+    https: bool,
+    ttl: Duration,
+    change: &BrowserCookie,
+) -> Option<HeaderValue> {
+    let (value, max_age) = match change {
+        BrowserCookie::Set(v) => (v, ttl.as_secs().max(1)),
+        BrowserCookie::Clear(v) => (v, 0),
+    };
+    let (prefix, secure) = if https {
+        (HOST_ONLY, "; Secure")
+    } else {
+        ("", "")
+    };
+    let name = format!("{prefix}{BROWSER_COOKIE}{}", &digest(value)[..12]);
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+    ))
+    .ok()
+}
 
 /// Where a flow is.
 #[derive(Debug, Clone, PartialEq, Eq)]

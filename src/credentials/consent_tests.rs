@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::oauth::testing::{MockIdp, TestKey, now, unsigned};
+use http::header;
 use serde_json::{Value, json};
 
 const CLIENT: &str = "gatehouse-consent";
@@ -111,7 +112,7 @@ async fn the_consent_login_needs_a_verified_id_token_of_the_same_user_with_its_n
     let iss = idp.issuer.clone();
 
     let refusals: Vec<(&str, Option<String>, &str)> = vec![
-        ("no id token", None, "no ID token"),
+        ("no id token", None, "sent no ID token"),
         (
             "wrong nonce",
             Some(id_token(&key, &iss, json!({"nonce": "another-login"}))),
