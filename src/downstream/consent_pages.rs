@@ -197,3 +197,28 @@ pub(crate) fn escape(s: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_connected_page_names_both_accounts_escaped() {
+        let resp = render(Page::Connected {
+            upstream: "crm".into(),
+            account: Some("<img src=x onerror=alert(1)>".into()),
+            user: "alice & bob".into(),
+        });
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["cache-control"], "no-store");
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(!body.contains("<img"), "{body}");
+        assert!(
+            body.contains("Your crm account &lt;img src=x onerror=alert(1)&gt; is now connected for alice &amp; bob,"),
+            "{body}"
+        );
+    }
+}
