@@ -176,7 +176,13 @@ async fn token(
         Ok(c) => c,
         Err(r) => {
             let who = form.get("client_id").map_or("-", String::as_str);
-            audit(&state, "oauth/token", who, None, "invalid_client");
+            // 400 is the one refusal that is not about who the client is (it authenticated twice).
+            let error = if r.status() == StatusCode::BAD_REQUEST {
+                "invalid_request"
+            } else {
+                "invalid_client"
+            };
+            audit(&state, "oauth/token", who, None, error);
             return *r;
         }
     };
