@@ -1,26 +1,29 @@
 //! Per-user consent for `user_oauth` upstreams. A call for a user who has not connected the
 //! upstream yet gets a link (URL-mode elicitation). On that page the user signs in to the
-//! gateway at the enterprise IdP — the signed-in subject must be the MCP token's subject —
-//! and then authorizes the gateway at the upstream's authorization server (code + PKCE).
-//! The tokens are sealed (AES-256-GCM) into the store; they never pass through the client.
+//! gateway at the enterprise IdP — the ID token is verified (signature against the IdP's keys,
+//! `nonce`, issuer, audience, expiry) and its subject must be the MCP token's subject — and
+//! then authorizes the gateway at the upstream's authorization server (code + PKCE). The link
+//! works once and the flow is bound to the browser that opened it (see `consent_flows`); the
+//! last page names the accounts linked. The tokens are sealed (AES-256-GCM) into the store;
+//! they never pass through the client.
 
 use super::cache::{Fresh, TokenCache};
+use super::consent_flows::{FlowError, Flows, MAX_FLOWS, MAX_FLOWS_PER_USER, Step, digest};
 use super::sealed::TokenSealer;
 use super::token_client::TokenClient;
 use super::{CredentialError, OnBehalfOf};
 use crate::config::{self, ConsentConfig, Secret};
+use crate::oauth::idp::{Idp, IdpFlavor, IdpIdentity, IdpSettings};
 use crate::store::{Store, StoredConnection};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-/// Most consent flows kept at once (expired ones are swept first).
-const MAX_FLOWS: usize = 10_000;
+pub use super::consent_flows::BrowserCookie;
 
 /// One `user_oauth` upstream as the consent service knows it.
 pub struct ConnectableUpstream {
@@ -29,23 +32,14 @@ pub struct ConnectableUpstream {
     scopes: String,
     resource: String,
     cache: TokenCache,
+    /// Verifies the service's ID tokens (only when `openid` is among the scopes).
+    id_tokens: tokio::sync::OnceCell<Idp>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Step {
-    Issued,
-    SigningIn { state: String, verifier: String },
-    Authorizing { state: String, verifier: String },
-}
-
-#[derive(Debug, Clone)]
-struct Flow {
-    binding: String,
-    subject: String,
-    issuer: String,
-    upstream: String,
-    created: Instant,
-    step: Step,
+impl ConnectableUpstream {
+    fn asks_openid(&self) -> bool {
+        self.scopes.split(' ').any(|s| s == "openid")
+    }
 }
 
 /// The sealed form of a user's tokens for one upstream.
@@ -67,6 +61,10 @@ pub enum Page {
     Connected {
         /// The upstream's name.
         upstream: String,
+        /// The account at the service, when its ID token names it.
+        account: Option<String>,
+        /// The user at the enterprise IdP the connection serves.
+        user: String,
     },
     /// The flow stopped; say why (no secrets).
     Refused {
@@ -77,6 +75,21 @@ pub enum Page {
     },
 }
 
+/// A page and the cookie change that goes with it.
+#[derive(Debug)]
+pub struct Answer {
+    /// What to show.
+    pub page: Page,
+    /// What to do to the browser's cookies.
+    pub cookie: Option<BrowserCookie>,
+}
+
+impl From<Page> for Answer {
+    fn from(page: Page) -> Answer {
+        Answer { page, cookie: None }
+    }
+}
+
 fn refused(status: u16, message: impl Into<String>) -> Page {
     Page::Refused {
         status,
@@ -84,16 +97,22 @@ fn refused(status: u16, message: impl Into<String>) -> Page {
     }
 }
 
+fn flow_refused(e: FlowError) -> Page {
+    refused(e.status(), e.to_string())
+}
+
 /// Consent flows, sealing and the store of user connections.
 pub struct ConsentService {
     public_url: String,
     login: TokenClient,
     login_issuer: String,
+    /// Verifies the sign-in's ID token (discovered on first use).
+    login_id_tokens: tokio::sync::OnceCell<Idp>,
     sealer: TokenSealer,
     store: Store,
-    link_ttl: Duration,
+    link_ttl: std::time::Duration,
     http: reqwest::Client,
-    flows: Mutex<HashMap<String, Flow>>,
+    flows: Flows,
     upstreams: Mutex<HashMap<String, Arc<ConnectableUpstream>>>,
 }
 
@@ -115,11 +134,12 @@ impl ConsentService {
             public_url: public_url.trim_end_matches('/').to_owned(),
             login: TokenClient::new(&cfg.login, None)?,
             login_issuer,
+            login_id_tokens: tokio::sync::OnceCell::new(),
             sealer,
             store,
             link_ttl: cfg.link_ttl.0,
             http: super::oauth_http()?,
-            flows: Mutex::new(HashMap::new()),
+            flows: Flows::new(cfg.link_ttl.0, MAX_FLOWS, MAX_FLOWS_PER_USER),
             upstreams: Mutex::new(HashMap::new()),
         })
     }
@@ -139,6 +159,7 @@ impl ConsentService {
             scopes: scopes.join(" "),
             resource,
             cache: TokenCache::default(),
+            id_tokens: tokio::sync::OnceCell::new(),
         };
         self.upstreams
             .lock()
@@ -254,90 +275,84 @@ impl ConsentService {
             .map_err(|e| CredentialError::Store(e.to_string()))
     }
 
-    /// A link for `who` to connect `upstream` (one per user and upstream at a time).
+    /// A link for `who` to connect `upstream` (the unopened one, or a new one).
     fn consent_required(&self, who: &OnBehalfOf, upstream: &str) -> CredentialError {
-        let mut flows = self.flows.lock().expect("consent lock");
-        let ttl = self.link_ttl;
-        flows.retain(|_, f| f.created.elapsed() < ttl);
-        let existing = flows
-            .iter()
-            .find(|(_, f)| f.binding == who.binding && f.upstream == upstream)
-            .map(|(id, _)| id.clone());
-        let id = match existing {
-            Some(id) => id,
-            None => {
-                if flows.len() >= MAX_FLOWS {
-                    return CredentialError::NoSubject(
-                        "too many consent flows are open; try again later",
-                    );
-                }
-                let id = random_token();
-                flows.insert(
-                    id.clone(),
-                    Flow {
-                        binding: who.binding.clone(),
-                        subject: who.subject.clone(),
-                        issuer: who.issuer.clone(),
-                        upstream: upstream.to_owned(),
-                        created: Instant::now(),
-                        step: Step::Issued,
-                    },
-                );
-                id
+        match self.flows.link(who, upstream) {
+            Ok(id) => CredentialError::ConsentRequired {
+                url: format!("{}/connect/{id}", self.public_url),
+                elicitation_id: id,
+            },
+            Err(_) => {
+                CredentialError::NoSubject("too many consent flows are open; try again later")
             }
-        };
-        CredentialError::ConsentRequired {
-            url: format!("{}/connect/{id}", self.public_url),
-            elicitation_id: id,
         }
     }
 
-    /// The consent link was opened: sign the user in at the IdP first.
-    pub async fn open_link(&self, id: &str) -> Page {
-        let Some(flow) = self.flow(id) else {
-            return refused(
-                404,
-                "This link is unknown or has expired. Call the tool again to get a new one.",
-            );
-        };
+    /// The consent link was opened: bind the flow to this browser (a cookie) and sign the
+    /// user in at the IdP. A link opens once.
+    pub async fn open_link(&self, id: &str) -> Answer {
         let authorize = match self.login.authorization_endpoint(&self.http).await {
             Ok(a) => a,
-            Err(e) => return refused(502, format!("The sign-in page cannot be found: {e}")),
+            Err(e) => return refused(502, format!("The sign-in page cannot be found: {e}")).into(),
         };
-        let (state, verifier) = (random_token(), random_token());
+        let browser = random_token();
+        let (state, verifier, nonce) = (random_token(), random_token(), random_token());
+        let step = Step::SigningIn {
+            state: state.clone(),
+            verifier: verifier.clone(),
+            nonce: nonce.clone(),
+        };
+        if let Err(e) = self.flows.open(id, digest(&browser), step) {
+            return flow_refused(e).into();
+        }
         let url = authorize_url(
             &authorize,
             &[
                 ("response_type", "code"),
                 ("client_id", self.login.client_id()),
                 ("redirect_uri", &self.redirect("signed-in")),
-                ("scope", "openid"),
+                ("scope", "openid profile email"),
                 ("state", &state),
+                ("nonce", &nonce),
                 ("code_challenge", &challenge(&verifier)),
                 ("code_challenge_method", "S256"),
             ],
         );
-        self.set_step(id, &flow, Step::SigningIn { state, verifier });
-        Page::Redirect(url)
+        Answer {
+            page: Page::Redirect(url),
+            cookie: Some(BrowserCookie::Set(browser)),
+        }
     }
 
-    /// Back from the IdP: check who signed in, then send them to the upstream's server.
-    pub async fn signed_in(&self, query: &CallbackQuery) -> Page {
-        let Some((id, flow, verifier)) = self.take_state(query, |s| match s {
-            Step::SigningIn { state, verifier } => Some((state.clone(), verifier.clone())),
-            _ => None,
-        }) else {
-            return refused(
-                400,
-                "This sign-in does not belong to a consent in progress.",
-            );
+    /// Back from the IdP: verify who signed in, then send them to the upstream's server.
+    pub async fn signed_in(&self, query: &CallbackQuery, cookies: &[String]) -> Answer {
+        let taken = self
+            .flows
+            .take(query.state.as_deref(), cookies, |s| match s {
+                Step::SigningIn {
+                    state,
+                    verifier,
+                    nonce,
+                } => Some((state.clone(), (verifier.clone(), nonce.clone()))),
+                _ => None,
+            });
+        let taken = match taken {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "consent refused at sign-in");
+                return flow_refused(e).into();
+            }
+        };
+        let (mut flow, (verifier, nonce)) = (taken.flow, taken.picked);
+        let end = |page: Page| Answer {
+            page,
+            cookie: Some(BrowserCookie::Clear(taken.cookie.clone())),
         };
         if let Some(e) = &query.error {
-            self.drop_flow(&id);
-            return refused(
+            return end(refused(
                 403,
                 format!("Sign-in was not completed ({}).", printable(e)),
-            );
+            ));
         }
         let params = vec![
             ("grant_type", "authorization_code".to_owned()),
@@ -347,41 +362,40 @@ impl ConsentService {
         ];
         let token = match self.login.request(&self.http, "sign-in", params).await {
             Ok(t) => t,
-            Err(e) => {
-                self.drop_flow(&id);
-                return refused(502, format!("Sign-in failed: {e}"));
+            Err(e) => return end(refused(502, format!("Sign-in failed: {e}"))),
+        };
+        let identity = match self.verify_login(token.id_token.as_deref(), &nonce).await {
+            Ok(i) => i,
+            Err((status, e)) => {
+                tracing::warn!(upstream = %flow.upstream, error = %e, "consent refused: the sign-in's ID token was not accepted");
+                return end(refused(
+                    status,
+                    format!("The sign-in could not be verified: {e}. The connection was not made."),
+                ));
             }
         };
-        let signed_in = token.id_token.as_deref().and_then(id_token_claims);
-        let now = crate::audit::now_ms() / 1000;
-        let matches = signed_in.as_ref().is_some_and(|c| {
-            c.iss == self.login_issuer
-                && c.aud.iter().any(|a| a == self.login.client_id())
-                && c.exp > now
-                && c.sub == flow.subject
-                && flow.issuer == self.login_issuer
-        });
-        if !matches {
-            self.drop_flow(&id);
+        if identity.subject != flow.subject || flow.issuer != self.login_issuer {
             tracing::warn!(upstream = %flow.upstream, "consent refused: the signed-in user is not the user of the MCP session");
-            return refused(
+            return end(refused(
                 403,
                 "You signed in as a different user than the one using the MCP client. The connection was not made.",
-            );
+            ));
         }
+        flow.signed_in_as = Some(account_name(&identity));
         let Some(up) = self.upstream(&flow.upstream) else {
-            return refused(404, "This upstream is no longer configured.");
+            return end(refused(404, "This upstream is no longer configured."));
         };
         let authorize = match up.client.authorization_endpoint(&self.http).await {
             Ok(a) => a,
             Err(e) => {
-                return refused(
+                return end(refused(
                     502,
                     format!("The service's authorization server cannot be found: {e}"),
-                );
+                ));
             }
         };
         let (state, verifier) = (random_token(), random_token());
+        let nonce = up.asks_openid().then(random_token);
         let url = {
             let redirect = self.redirect("callback");
             let code_challenge = challenge(&verifier);
@@ -397,38 +411,58 @@ impl ConsentService {
             if !up.scopes.is_empty() {
                 params.push(("scope", up.scopes.as_str()));
             }
+            if let Some(n) = &nonce {
+                params.push(("nonce", n.as_str()));
+            }
             if up.scopes.split(' ').any(|s| s == "offline_access") {
                 params.push(("prompt", "consent"));
             }
             authorize_url(&authorize, &params)
         };
-        self.set_step(&id, &flow, Step::Authorizing { state, verifier });
-        Page::Redirect(url)
+        let step = Step::Authorizing {
+            state,
+            verifier,
+            nonce,
+        };
+        self.flows.advance(taken.id, flow, step);
+        Page::Redirect(url).into()
     }
 
     /// Back from the upstream's server: redeem the code and store the tokens sealed.
-    pub async fn authorized(&self, query: &CallbackQuery) -> Page {
-        let Some((id, flow, verifier)) = self.take_state(query, |s| match s {
-            Step::Authorizing { state, verifier } => Some((state.clone(), verifier.clone())),
-            _ => None,
-        }) else {
-            return refused(
-                400,
-                "This authorization does not belong to a consent in progress.",
-            );
+    pub async fn authorized(&self, query: &CallbackQuery, cookies: &[String]) -> Answer {
+        let taken = self
+            .flows
+            .take(query.state.as_deref(), cookies, |s| match s {
+                Step::Authorizing {
+                    state,
+                    verifier,
+                    nonce,
+                } => Some((state.clone(), (verifier.clone(), nonce.clone()))),
+                _ => None,
+            });
+        let taken = match taken {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "consent refused at the service's callback");
+                return flow_refused(e).into();
+            }
         };
-        self.drop_flow(&id);
+        let (flow, (verifier, nonce)) = (taken.flow, taken.picked);
+        let end = |page: Page| Answer {
+            page,
+            cookie: Some(BrowserCookie::Clear(taken.cookie.clone())),
+        };
         if let Some(e) = &query.error {
-            return refused(
+            return end(refused(
                 403,
                 format!(
                     "The service did not authorize the connection ({}).",
                     printable(e)
                 ),
-            );
+            ));
         }
         let Some(up) = self.upstream(&flow.upstream) else {
-            return refused(404, "This upstream is no longer configured.");
+            return end(refused(404, "This upstream is no longer configured."));
         };
         let params = vec![
             ("grant_type", "authorization_code".to_owned()),
@@ -443,7 +477,30 @@ impl ConsentService {
             .await
         {
             Ok(t) => t,
-            Err(e) => return refused(502, format!("The service refused the connection: {e}")),
+            Err(e) => {
+                return end(refused(
+                    502,
+                    format!("The service refused the connection: {e}"),
+                ));
+            }
+        };
+        let account = match &nonce {
+            None => None,
+            Some(nonce) => match self
+                .verify_service(&up, token.id_token.as_deref(), nonce)
+                .await
+            {
+                Ok(i) => Some(account_name(&i)),
+                Err((_, e)) => {
+                    tracing::warn!(upstream = %up.name, error = %e, "consent refused: the service's ID token was not accepted");
+                    return end(refused(
+                        502,
+                        format!(
+                            "The service's sign-in could not be verified: {e}. The connection was not made."
+                        ),
+                    ));
+                }
+            },
         };
         let now = crate::audit::now_ms();
         let set = TokenSet {
@@ -458,13 +515,60 @@ impl ConsentService {
             subject_token: None,
         };
         if let Err(e) = self.save(&who, &up.name, &set, &up.scopes).await {
-            return refused(503, format!("The connection could not be stored: {e}"));
+            return end(refused(
+                503,
+                format!("The connection could not be stored: {e}"),
+            ));
         }
         up.cache.forget(&flow.binding);
         tracing::info!(upstream = %up.name, "a user connected an upstream");
-        Page::Connected {
+        end(Page::Connected {
             upstream: up.name.clone(),
-        }
+            account,
+            user: flow.signed_in_as.clone().unwrap_or(flow.subject.clone()),
+        })
+    }
+
+    /// Verifies the sign-in's ID token (see [`verify_id_token`]).
+    async fn verify_login(
+        &self,
+        id_token: Option<&str>,
+        nonce: &str,
+    ) -> Result<IdpIdentity, (u16, String)> {
+        let (issuer, client_id) = (&self.login_issuer, self.login.client_id());
+        verify_id_token(
+            &self.login_id_tokens,
+            &self.http,
+            issuer,
+            client_id,
+            id_token,
+            nonce,
+        )
+        .await
+    }
+
+    /// Verifies the service's ID token the same way, against the service's own keys.
+    async fn verify_service(
+        &self,
+        up: &ConnectableUpstream,
+        id_token: Option<&str>,
+        nonce: &str,
+    ) -> Result<IdpIdentity, (u16, String)> {
+        let issuer = up
+            .client
+            .issuer(&self.http)
+            .await
+            .map_err(|e| (502, e.to_string()))?;
+        let client_id = up.client.client_id();
+        verify_id_token(
+            &up.id_tokens,
+            &self.http,
+            &issuer,
+            client_id,
+            id_token,
+            nonce,
+        )
+        .await
     }
 
     /// A user's connections (upstream, scopes, when), for listing.
@@ -491,46 +595,19 @@ impl ConsentService {
         Ok(removed)
     }
 
+    /// The flow cookies a request carries.
+    pub fn browser_cookies(headers: &HeaderMap) -> Vec<String> {
+        super::consent_flows::browser_cookies(headers)
+    }
+
+    /// The `Set-Cookie` value for a cookie change.
+    pub fn set_cookie(&self, change: &BrowserCookie) -> Option<HeaderValue> {
+        let https = self.public_url.starts_with("https://");
+        super::consent_flows::set_cookie(https, self.link_ttl, change)
+    }
+
     fn redirect(&self, step: &str) -> String {
         format!("{}/connect/{step}", self.public_url)
-    }
-
-    fn flow(&self, id: &str) -> Option<Flow> {
-        let flows = self.flows.lock().expect("consent lock");
-        flows
-            .get(id)
-            .filter(|f| f.created.elapsed() < self.link_ttl)
-            .cloned()
-    }
-
-    fn set_step(&self, id: &str, flow: &Flow, step: Step) {
-        let mut flows = self.flows.lock().expect("consent lock");
-        let mut f = flow.clone();
-        f.step = step;
-        flows.insert(id.to_owned(), f);
-    }
-
-    fn drop_flow(&self, id: &str) {
-        self.flows.lock().expect("consent lock").remove(id);
-    }
-
-    /// The flow waiting for `query.state` at the step `pick` accepts; the state is single-use.
-    fn take_state(
-        &self,
-        query: &CallbackQuery,
-        pick: impl Fn(&Step) -> Option<(String, String)>,
-    ) -> Option<(String, Flow, String)> {
-        let state = query.state.as_deref()?;
-        let mut flows = self.flows.lock().expect("consent lock");
-        let (id, flow, verifier) = flows.iter().find_map(|(id, f)| {
-            let (expected, verifier) = pick(&f.step)?;
-            (expected == state && f.created.elapsed() < self.link_ttl)
-                .then(|| (id.clone(), f.clone(), verifier))
-        })?;
-        if let Some(f) = flows.get_mut(&id) {
-            f.step = Step::Issued;
-        }
-        Some((id, flow, verifier))
     }
 }
 
@@ -548,42 +625,55 @@ pub struct CallbackQuery {
     pub error: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct IdTokenClaims {
-    iss: String,
-    sub: String,
-    #[serde(deserialize_with = "one_or_many")]
-    aud: Vec<String>,
-    exp: i64,
+/// Verifies an ID token issued to `client_id` by `issuer` for the login that sent `nonce`, with
+/// the façade's relying-party checks (signature against the issuer's published keys, `iss`,
+/// `aud`/`azp`, `exp`/`iat`, `nonce`, asymmetric algorithms only); the issuer's OpenID
+/// configuration is read once into `cell`. Err: the page's status (403 for the token, 502 when
+/// the issuer cannot be used) and why.
+async fn verify_id_token(
+    cell: &tokio::sync::OnceCell<Idp>,
+    http: &reqwest::Client,
+    issuer: &str,
+    client_id: &str,
+    id_token: Option<&str>,
+    nonce: &str,
+) -> Result<IdpIdentity, (u16, String)> {
+    let id_token = id_token.ok_or((403, format!("{issuer} sent no ID token")))?;
+    let idp = cell
+        .get_or_try_init(|| {
+            Idp::discover(
+                IdpSettings::new(IdpFlavor::Oidc, issuer, client_id),
+                http.clone(),
+            )
+        })
+        .await
+        .map_err(|e| (502, e.to_string()))?;
+    idp.verify_id_token(id_token, nonce)
+        .await
+        .map_err(|e| (403, e.to_string()))
 }
 
-fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(s) => vec![s],
-        OneOrMany::Many(v) => v,
-    })
-}
-
-/// The claims of an ID token received directly from the IdP's token endpoint over the
-/// back channel (OpenID Connect Core §3.1.3.7 lets TLS to the token endpoint stand in for
-/// the signature check); issuer, audience, expiry and subject are still checked by the caller.
-fn id_token_claims(token: &str) -> Option<IdTokenClaims> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    serde_json::from_slice(&bytes).ok()
+/// How a page names an account: its user name, else its email, else its subject (cut short,
+/// without control characters; the page escapes it).
+fn account_name(i: &IdpIdentity) -> String {
+    let claim = |k: &str| {
+        i.claims
+            .get(k)
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let name = claim("preferred_username")
+        .or_else(|| i.email.clone())
+        .unwrap_or_else(|| i.subject.clone());
+    name.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
 fn aad(binding: &str, upstream: &str) -> String {
     format!("{binding}\n{upstream}")
 }
 
-fn random_token() -> String {
+pub(super) fn random_token() -> String {
     // 32 bytes: 43 characters, the shortest PKCE verifier RFC 7636 allows.
     let mut b = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut b);
@@ -610,36 +700,5 @@ fn printable(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pkce_challenge_is_the_s256_of_the_verifier() {
-        // RFC 7636 appendix B.
-        assert_eq!(
-            challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
-        );
-    }
-
-    #[test]
-    fn id_token_claims_accept_one_or_many_audiences() {
-        let payload =
-            URL_SAFE_NO_PAD.encode(br#"{"iss":"i","sub":"alice","aud":["a","b"],"exp":9}"#);
-        let c = id_token_claims(&format!("h.{payload}.s")).unwrap();
-        assert_eq!((c.sub.as_str(), c.aud.len()), ("alice", 2));
-        assert!(id_token_claims("not a token").is_none());
-    }
-
-    #[test]
-    fn authorize_urls_are_form_encoded() {
-        let u = authorize_url(
-            "https://as/auth",
-            &[("scope", "a b"), ("redirect_uri", "http://x/y?z")],
-        );
-        assert_eq!(
-            u,
-            "https://as/auth?scope=a+b&redirect_uri=http%3A%2F%2Fx%2Fy%3Fz"
-        );
-    }
-}
+#[path = "consent_tests.rs"]
+mod tests;

@@ -8,6 +8,7 @@
 
 mod cache;
 pub mod consent;
+mod consent_flows;
 pub mod sealed;
 mod token_client;
 

@@ -1,8 +1,9 @@
-//! The browser side of per-user consent (`/connect/…`) and the user's list of connections
-//! (`/connections`, authenticated with the user's own MCP token).
+//! The browser side of per-user consent (`/connect/…`: pages, redirects and the cookie that
+//! binds a flow to its browser) and the user's list of connections (`/connections`,
+//! authenticated with the user's own MCP token).
 
 use super::AppState;
-use crate::credentials::consent::{CallbackQuery, ConsentService, Page};
+use crate::credentials::consent::{Answer, CallbackQuery, ConsentService, Page};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -25,25 +26,48 @@ fn service(state: &AppState) -> Early<Arc<ConsentService>> {
 /// `GET /connect/{id}`: the link handed to the user.
 pub async fn open_link(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match service(&state) {
-        Ok(s) => render(s.open_link(&id).await),
+        Ok(s) => answer(&s, s.open_link(&id).await),
         Err(r) => *r,
     }
 }
 
 /// `GET /connect/signed-in`: back from the enterprise IdP.
-pub async fn signed_in(State(state): State<AppState>, Query(q): Query<CallbackQuery>) -> Response {
+pub async fn signed_in(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
     match service(&state) {
-        Ok(s) => render(s.signed_in(&q).await),
+        Ok(s) => {
+            let cookies = ConsentService::browser_cookies(&headers);
+            answer(&s, s.signed_in(&q, &cookies).await)
+        }
         Err(r) => *r,
     }
 }
 
 /// `GET /connect/callback`: back from the upstream's authorization server.
-pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQuery>) -> Response {
+pub async fn callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
     match service(&state) {
-        Ok(s) => render(s.authorized(&q).await),
+        Ok(s) => {
+            let cookies = ConsentService::browser_cookies(&headers);
+            answer(&s, s.authorized(&q, &cookies).await)
+        }
         Err(r) => *r,
     }
+}
+
+/// The page, with the cookie change that goes with it.
+fn answer(s: &ConsentService, a: Answer) -> Response {
+    let mut resp = render(a.page);
+    if let Some(v) = a.cookie.as_ref().and_then(|c| s.set_cookie(c)) {
+        resp.headers_mut().append(http::header::SET_COOKIE, v);
+    }
+    resp
 }
 
 /// `GET /connections`: the caller's connections, as JSON.
@@ -108,14 +132,33 @@ fn problem(status: StatusCode, message: &str) -> Response {
 
 fn render(p: Page) -> Response {
     match p {
-        Page::Redirect(url) => Redirect::to(&url).into_response(),
-        Page::Connected { upstream } => page(
-            StatusCode::OK,
-            "Connected",
-            &format!(
-                "Your account for {upstream} is connected. You can close this page and return to your client."
-            ),
-        ),
+        Page::Redirect(url) => {
+            let mut resp = Redirect::to(&url).into_response();
+            resp.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-store"),
+            );
+            resp
+        }
+        Page::Connected {
+            upstream,
+            account,
+            user,
+        } => {
+            let at = match account {
+                Some(a) => format!("Your {upstream} account {a}"),
+                None => format!("Your account at {upstream} (the one you just authorized there)"),
+            };
+            page(
+                StatusCode::OK,
+                "Connected",
+                &format!(
+                    "{at} is now connected for {user}, the user of your MCP client. If that is not \
+                     what you meant, remove it with DELETE /connections/{upstream}. You can close \
+                     this page and return to your client."
+                ),
+            )
+        }
         Page::Refused { status, message } => page(
             StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
             "Not connected",
@@ -153,4 +196,29 @@ pub(crate) fn escape(s: &str) -> String {
             c => c.to_string(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_connected_page_names_both_accounts_escaped() {
+        let resp = render(Page::Connected {
+            upstream: "crm".into(),
+            account: Some("<img src=x onerror=alert(1)>".into()),
+            user: "alice & bob".into(),
+        });
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["cache-control"], "no-store");
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(!body.contains("<img"), "{body}");
+        assert!(
+            body.contains("Your crm account &lt;img src=x onerror=alert(1)&gt; is now connected for alice &amp; bob,"),
+            "{body}"
+        );
+    }
 }

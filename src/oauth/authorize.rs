@@ -205,13 +205,17 @@ pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery) -
             );
         }
     };
+    let scope = match f.grant_scopes(get("scope")) {
+        Ok(s) => s,
+        Err(e) => return fail("invalid_scope", &e),
+    };
     let request = LoginRequest {
         client_id: client_id.to_owned(),
         redirect_uri: redirect_uri.to_owned(),
         client_state: client_state.map(str::to_owned),
         code_challenge: get("code_challenge").unwrap_or_default().to_owned(),
         resource,
-        scope: f.grant_scopes(get("scope")),
+        scope,
     };
     let (login, browser) = match PendingLogin::start(request, LOGIN_LIFETIME) {
         Ok(x) => x,

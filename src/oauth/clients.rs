@@ -106,6 +106,18 @@ impl RegisteredClient {
         }
     }
 
+    /// Whether it may hold refresh tokens: pre-registered clients may; a registered client or
+    /// metadata document only if its `grant_types` lists `refresh_token` (RFC 7591 §2: absent
+    /// means `authorization_code` alone).
+    pub fn allows_refresh(&self) -> bool {
+        let listed = |m: &ClientMetadata| m.grant_types.iter().any(|g| g == "refresh_token");
+        match self {
+            RegisteredClient::PreRegistered(_) => true,
+            RegisteredClient::Metadata(m) => listed(m),
+            RegisteredClient::Dynamic(d) => listed(&d.metadata),
+        }
+    }
+
     /// Whether it has no secret (PKCE alone binds codes to it).
     pub fn is_public(&self) -> bool {
         self.secret_hash().is_none()

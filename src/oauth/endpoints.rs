@@ -3,6 +3,7 @@
 //! `/oauth/jwks`, and the routes of the whole façade.
 
 use super::authorize::{facade, params};
+use super::client_auth::authenticate_client;
 use super::clients::RegisteredClient;
 use super::facade::Facade;
 use super::grants::Grant;
@@ -10,10 +11,10 @@ use super::tokens::{AccessTokenClaims, issue_access_token, issue_refresh_token};
 use crate::downstream::AppState;
 use axum::Json;
 use axum::Router;
+use axum::extract::rejection::{BytesRejection, StringRejection};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -28,19 +29,50 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The façade's routes (answering 404 while no `oauth_server` is configured).
 pub fn router(state: AppState) -> Router {
+    use super::cors::{preflight_get, preflight_post, readable};
+    // What browser-based clients call with fetch(): CORS (preflights and readable answers).
+    let machine = Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(metadata).options(preflight_get),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(metadata).options(preflight_get),
+        )
+        .route("/oauth/token", post(token).options(preflight_post))
+        .route("/oauth/revoke", post(revoke).options(preflight_post))
+        .route("/oauth/register", post(register).options(preflight_post))
+        .route("/oauth/jwks", get(jwks).options(preflight_get))
+        .layer(axum::middleware::map_response(readable));
     Router::new()
-        .route("/.well-known/oauth-authorization-server", get(metadata))
-        .route("/.well-known/openid-configuration", get(metadata))
         .route("/oauth/authorize", get(super::authorize::authorize))
         .route("/oauth/callback", get(super::authorize::callback))
         .route("/oauth/consent", post(super::authorize::consent))
-        .route("/oauth/token", post(token))
-        .route("/oauth/revoke", post(revoke))
-        .route("/oauth/register", post(register))
-        .route("/oauth/jwks", get(jwks))
+        .merge(machine)
         // Every request here is small; refuse large ones before buffering them.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// The body of a form request, or the OAuth error answering it: a body over the limit gets a
+/// JSON 413 (RFC 6749 §5.2 shape), not the framework's plain text.
+fn form_body(body: Result<String, StringRejection>) -> Result<String, Box<Response>> {
+    body.map_err(|e| {
+        Box::new(if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            oauth_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                &format!("the request is larger than {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the body is not a UTF-8 form",
+            )
+        })
+    })
 }
 
 /// An RFC 6749 §5.2 error body, never cached.
@@ -120,81 +152,18 @@ fn public_json(v: Value) -> Response {
     crate::downstream::metadata::document(bytes::Bytes::from(v.to_string()))
 }
 
-/// The client a token or revocation request comes from, authenticated as it registered:
-/// HTTP Basic or form secret for confidential clients, `client_id` alone for public ones.
-async fn authenticate_client(
-    f: &Facade,
-    headers: &HeaderMap,
-    form: &HashMap<String, String>,
-) -> Result<RegisteredClient, Box<Response>> {
-    let unauthorized = |description: &str| {
-        let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", description);
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"gatehouse\""),
-        );
-        Box::new(r)
-    };
-    let basic = match headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("basic").then_some(rest)
-        }) {
-        Some(b) => {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .ok()
-                .and_then(|d| String::from_utf8(d).ok())
-                .ok_or_else(|| unauthorized("the Basic credentials are not valid base64"))?;
-            let (id, secret) = decoded
-                .split_once(':')
-                .ok_or_else(|| unauthorized("the Basic credentials have no ':'"))?;
-            let unescape = |s: &str| {
-                url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                    .next()
-                    .map(|(_, v)| v.to_string())
-                    .unwrap_or_default()
-            };
-            Some((unescape(id), unescape(secret)))
-        }
-        None => None,
-    };
-    let form_id = form.get("client_id");
-    let (client_id, secret) = match (&basic, form_id) {
-        (Some((id, _)), Some(fid)) if id != fid => {
-            return Err(unauthorized(
-                "client_id differs from the authenticated client",
-            ));
-        }
-        (Some((id, s)), _) => (id.clone(), Some(s.clone())),
-        (None, Some(id)) => (id.clone(), form.get("client_secret").cloned()),
-        (None, None) => return Err(unauthorized("client authentication is required")),
-    };
-    let client = f
-        .registry
-        .find(&client_id)
-        .await
-        .map_err(|e| unauthorized(&e.to_string()))?;
-    match (&secret, client.is_public()) {
-        (None, true) => {}
-        (Some(_), true) => return Err(unauthorized("this client is public and has no secret")),
-        (None, false) => {
-            return Err(unauthorized(
-                "this client must authenticate with its secret",
-            ));
-        }
-        (Some(s), false) if client.verify_secret(s) => {}
-        (Some(_), false) => return Err(unauthorized("the client secret is wrong")),
-    }
-    Ok(client)
-}
-
 /// `POST /oauth/token`.
-async fn token(State(state): State<AppState>, headers: HeaderMap, body: String) -> Response {
+async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<String, StringRejection>,
+) -> Response {
     let f = match facade(&state) {
         Ok(f) => f,
+        Err(r) => return *r,
+    };
+    let body = match form_body(body) {
+        Ok(b) => b,
         Err(r) => return *r,
     };
     let bad =
@@ -207,7 +176,13 @@ async fn token(State(state): State<AppState>, headers: HeaderMap, body: String) 
         Ok(c) => c,
         Err(r) => {
             let who = form.get("client_id").map_or("-", String::as_str);
-            audit(&state, "oauth/token", who, None, "invalid_client");
+            // 400 is the one refusal that is not about who the client is (it authenticated twice).
+            let error = if r.status() == StatusCode::BAD_REQUEST {
+                "invalid_request"
+            } else {
+                "invalid_client"
+            };
+            audit(&state, "oauth/token", who, None, error);
             return *r;
         }
     };
@@ -221,6 +196,8 @@ async fn token(State(state): State<AppState>, headers: HeaderMap, body: String) 
         }
     };
     let (grant, with_refresh, refresh) = redeemed;
+    // RFC 7591 §2: a client that did not register the refresh_token grant gets none.
+    let with_refresh = with_refresh && client.allows_refresh();
     let claims = AccessTokenClaims::for_grant(&f.issuer, &grant, f.access_ttl);
     let access = match issue_access_token(&f.keys, &claims) {
         Ok(t) => t,
@@ -275,6 +252,7 @@ async fn token(State(state): State<AppState>, headers: HeaderMap, body: String) 
 }
 
 /// A token request refused: the OAuth error and its description.
+#[derive(Debug)]
 struct Refusal {
     error: &'static str,
     description: String,
@@ -314,15 +292,56 @@ async fn redeem(
     client: &RegisteredClient,
 ) -> Result<Redeemed, Refusal> {
     let redeemed = redeem_grant(f, form, client).await?;
-    if let Some(asked) = form.get("resource")
-        && f.resource(asked).map(|(r, _)| r.as_str()) != Some(redeemed.0.resource.as_str())
-    {
+    check_resource(f, form, &redeemed.0)?;
+    Ok(redeemed)
+}
+
+/// A `resource` sent along must be the server `grant` is for (RFC 8707).
+fn check_resource(
+    f: &Facade,
+    form: &HashMap<String, String>,
+    grant: &Grant,
+) -> Result<(), Refusal> {
+    match form.get("resource") {
+        Some(asked)
+            if f.resource(asked).map(|(r, _)| r.as_str()) != Some(grant.resource.as_str()) =>
+        {
+            Err(Refusal::new(
+                "invalid_target",
+                "resource is not the server this grant is for",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The scope of a refreshed access token (RFC 6749 §6): the grant's, or the narrower one asked
+/// for; a scope the grant does not hold is refused, never added.
+fn narrowed(asked: Option<&str>, granted: &str) -> Result<String, Refusal> {
+    let Some(asked) = asked.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(granted.to_owned());
+    };
+    let held: Vec<&str> = granted.split_whitespace().collect();
+    let mut kept: Vec<&str> = Vec::new();
+    let mut wider: Vec<String> = Vec::new();
+    for s in asked.split_whitespace() {
+        if !held.contains(&s) {
+            wider.push(s.chars().take(64).collect());
+        } else if !kept.contains(&s) {
+            kept.push(s);
+        }
+    }
+    if !wider.is_empty() {
+        wider.truncate(4);
         return Err(Refusal::new(
-            "invalid_target",
-            "resource is not the server this grant is for",
+            "invalid_scope",
+            format!(
+                "scope {} was not granted; a refresh may only narrow the scope",
+                wider.join(" ")
+            ),
         ));
     }
-    Ok(redeemed)
+    Ok(kept.join(" "))
 }
 
 async fn redeem_grant(
@@ -345,9 +364,25 @@ async fn redeem_grant(
             Ok((grant, true, None))
         }
         Some("refresh_token") => {
-            let (next, grant) = super::tokens::rotate(&f.store, need("refresh_token")?, client_id)
+            if !client.allows_refresh() {
+                return Err(Refusal::new(
+                    "unauthorized_client",
+                    "this client did not register the refresh_token grant",
+                ));
+            }
+            let presented = need("refresh_token")?;
+            // Everything is checked before the token is used up: a refused request must leave
+            // the client's token working, or its next correct refresh would count as a replay
+            // and revoke the whole family.
+            let stored = super::tokens::peek(&f.store, presented, client_id)
                 .await
                 .map_err(|e| Refusal::new(e.oauth_error(), e.to_string()))?;
+            check_resource(f, form, &stored)?;
+            let scope = narrowed(get("scope"), &stored.scope)?;
+            let (next, mut grant) = super::tokens::rotate(&f.store, presented, client_id)
+                .await
+                .map_err(|e| Refusal::new(e.oauth_error(), e.to_string()))?;
+            grant.scope = scope;
             Ok((grant, false, Some(next)))
         }
         Some(JWT_BEARER) => {
@@ -434,9 +469,17 @@ async fn redeem_grant(
 }
 
 /// `POST /oauth/revoke` (RFC 7009): always 200 for an authenticated client.
-async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: String) -> Response {
+async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<String, StringRejection>,
+) -> Response {
     let f = match facade(&state) {
         Ok(f) => f,
+        Err(r) => return *r,
+    };
+    let body = match form_body(body) {
+        Ok(b) => b,
         Err(r) => return *r,
     };
     let form = match params(&body) {
@@ -472,18 +515,32 @@ async fn register(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Response {
     let f = match facade(&state) {
         Ok(f) => f,
         Err(r) => return *r,
     };
-    if body.len() > MAX_REGISTRATION_BYTES {
-        return oauth_error(
+    let too_large = || {
+        oauth_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_client_metadata",
             &format!("the request is larger than {MAX_REGISTRATION_BYTES} bytes"),
-        );
+        )
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return too_large(),
+        Err(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_client_metadata",
+                "the body could not be read",
+            );
+        }
+    };
+    if body.len() > MAX_REGISTRATION_BYTES {
+        return too_large();
     }
     let parsed: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -534,5 +591,26 @@ async fn register(
             }
             resp
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::narrowed;
+
+    #[test]
+    fn a_refresh_scope_narrows_and_never_widens() {
+        assert_eq!(narrowed(None, "a b").unwrap(), "a b");
+        assert_eq!(narrowed(Some("  "), "a b").unwrap(), "a b");
+        assert_eq!(narrowed(Some("b b"), "a b").unwrap(), "b");
+        let e = narrowed(Some("a c"), "a b").unwrap_err();
+        assert_eq!(e.error, "invalid_scope");
+        assert!(
+            e.description.contains("scope c was not granted"),
+            "{}",
+            e.description
+        );
+        let long = narrowed(Some(&"x".repeat(5000)), "a").unwrap_err();
+        assert!(long.description.len() < 200, "{}", long.description);
     }
 }

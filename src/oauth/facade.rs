@@ -287,16 +287,32 @@ impl Facade {
             .find(|(r, _)| r.trim_end_matches('/') == uri)
     }
 
-    /// The scopes granted for a request: those asked for that are offered (all offered ones
-    /// when none are asked for).
-    pub fn grant_scopes(&self, asked: Option<&str>) -> String {
+    /// The scopes granted for an authorization request: those asked for that are offered (all
+    /// offered ones when none are asked for). Err (for `invalid_scope`) when scopes were asked
+    /// for and none of them is offered: an empty grant would silently be worth nothing.
+    pub fn grant_scopes(&self, asked: Option<&str>) -> Result<String, String> {
         match asked.map(str::trim).filter(|s| !s.is_empty()) {
-            None => self.scopes.join(" "),
-            Some(a) => a
-                .split_whitespace()
-                .filter(|s| self.scopes.iter().any(|o| o == s))
-                .collect::<Vec<_>>()
-                .join(" "),
+            None => Ok(self.scopes.join(" ")),
+            Some(a) => {
+                let mut kept: Vec<&str> = Vec::new();
+                for s in a.split_whitespace() {
+                    if self.scopes.iter().any(|o| o == s) && !kept.contains(&s) {
+                        kept.push(s);
+                    }
+                }
+                if kept.is_empty() {
+                    Err(format!(
+                        "none of the requested scopes is offered here (offered: {})",
+                        if self.scopes.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            self.scopes.join(" ")
+                        }
+                    ))
+                } else {
+                    Ok(kept.join(" "))
+                }
+            }
         }
     }
 
@@ -322,9 +338,10 @@ impl Facade {
             "scopes_supported": self.scopes,
             "authorization_response_iss_parameter_supported": true,
             "client_id_metadata_document_supported": self.config.cimd.enabled,
-            "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["ES256"],
         });
+        // No ID-token fields (subject_types_supported, id_token_signing_alg_values_supported):
+        // the façade issues access tokens only, and the OpenID path serves this same document
+        // for clients that look there first.
         if self.registration.enabled {
             m["registration_endpoint"] = json!(format!("{i}/oauth/register"));
         }

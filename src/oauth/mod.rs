@@ -4,7 +4,9 @@
 
 pub mod authorize;
 pub mod cimd;
+mod client_auth;
 pub mod clients;
+mod cors;
 pub mod endpoints;
 pub mod facade;
 pub mod grants;
@@ -19,4 +21,4 @@ pub mod tokens;
 mod common;
 mod jwks;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;

@@ -220,14 +220,23 @@ async fn insert_refresh(
     Ok(RefreshToken(token))
 }
 
-/// Redeems a refresh token presented by `client_id`: marks it used and returns its successor
-/// and the grant. A token already used (a replay: one of the two parties holds a stolen copy)
-/// revokes its whole family, so the successor stops working too.
-pub async fn rotate(
+/// The grant of a refresh token presented by `client_id`, without using it up: the token
+/// endpoint checks the rest of the request (resource, scope) against it before [`rotate`], so
+/// that a refused request leaves the client's token working. A token already used (a replay:
+/// one of the two parties holds a stolen copy) revokes its whole family here already.
+pub async fn peek(store: &Store, presented: &str, client_id: &str) -> Result<Grant, TokenError> {
+    read_refresh(store, presented, client_id)
+        .await
+        .map(|(_, grant)| grant)
+}
+
+/// Reads and checks a refresh token: known, not revoked, not used (else its family is
+/// revoked), issued to `client_id`, not expired.
+async fn read_refresh(
     store: &Store,
     presented: &str,
     client_id: &str,
-) -> Result<(RefreshToken, Grant), TokenError> {
+) -> Result<(RefreshRow, Grant), TokenError> {
     let hash = digest(presented);
     let now = now_ms();
     let select = "SELECT family_id, client_id, grant_json, expires_at_ms, used_at_ms, revoked_at_ms \
@@ -266,6 +275,20 @@ pub async fn rotate(
     let mut grant: Grant =
         serde_json::from_str(&row.grant_json).map_err(|e| TokenError::Corrupt(e.to_string()))?;
     grant.family_id = row.family_id.clone();
+    Ok((row, grant))
+}
+
+/// Redeems a refresh token presented by `client_id`: marks it used and returns its successor
+/// (with the same grant: RFC 6749 §6, the new token's scope is the old one's) and the grant.
+/// A token already used revokes its whole family, so the successor stops working too.
+pub async fn rotate(
+    store: &Store,
+    presented: &str,
+    client_id: &str,
+) -> Result<(RefreshToken, Grant), TokenError> {
+    let hash = digest(presented);
+    let now = now_ms();
+    let (row, grant) = read_refresh(store, presented, client_id).await?;
     // The claim and the successor commit together; the WHERE clause makes the claim atomic, so
     // of two replicas racing with one token exactly one sees a row change.
     let claim = "UPDATE oauth_refresh_tokens SET used_at_ms = $1 \
@@ -453,6 +476,33 @@ mod tests {
             "{e}"
         );
         assert!(!format!("{second:?}").contains(second.expose()));
+    }
+
+    #[tokio::test]
+    async fn peeking_leaves_the_token_usable_and_still_detects_a_replay() {
+        let store = memory_store().await;
+        let g = grant();
+        let first = issue_refresh_token(&store, &g, HOUR).await.unwrap();
+        // A request refused after the peek (wrong resource, wider scope) costs the client nothing.
+        for _ in 0..3 {
+            assert_eq!(peek(&store, first.expose(), &g.client_id).await.unwrap(), g);
+        }
+        let (second, _) = rotate(&store, first.expose(), &g.client_id).await.unwrap();
+        // Peeking at a used token is a replay like any other: the family goes.
+        let e = peek(&store, first.expose(), &g.client_id)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, TokenError::InvalidGrant(m) if m.contains("already used")),
+            "{e}"
+        );
+        let e = peek(&store, second.expose(), &g.client_id)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, TokenError::InvalidGrant(m) if m.contains("revoked")),
+            "{e}"
+        );
     }
 
     #[tokio::test]

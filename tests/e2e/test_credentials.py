@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import time
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx2 as httpx  # what the MCP SDK 2.x installs
 from conftest import OIDC_AS_JS, free_port, gateway_bin, node22
@@ -14,6 +15,10 @@ from test_oauth import PROTOCOL, RawSession, jwt_claims, mint, result_of
 
 EXCHANGER = "client_id: gatehouse-exchanger, client_secret: { env: EXCHANGER_SECRET }"
 SECRET_ENV = {"EXCHANGER_SECRET": "exchanger-secret"}
+
+
+def query_of(url: str) -> dict:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
 def counters(issuer: str) -> dict:
@@ -273,6 +278,8 @@ def test_user_oauth_consent_connects_the_users_own_account(oidc_as, processes, f
     page = browse(elicitation["url"])
     assert page.status_code == 200 and "connected" in page.text, page.text
     assert str(page.url).startswith(f"{base}/connect/callback")
+    # The page says what was linked to whom (the IdP's preferred_username of the signed-in user).
+    assert "Your account at fx (the one you just authorized there) is now connected for alice," in page.text, page.text
 
     # The retry goes through with the SaaS's token for alice, never her MCP token.
     header = upstream_authorization(alice)
@@ -329,6 +336,84 @@ def test_user_oauth_consent_refuses_a_different_signed_in_user(oidc_as, processe
     assert page.status_code == 403 and "different user" in page.text, page.text
     still = bob.request("tools/call", {"name": "whoami", "arguments": {}}).json()
     assert still["error"]["code"] == -32042, "nothing was connected for bob"
+
+
+def walk(browser: httpx.Client, url: str, stop=lambda _url: False):
+    """Follows redirects by hand with `browser` (its cookies kept): the first URL for which
+    `stop` is true (not requested), else the final response."""
+    for _ in range(16):
+        if stop(url):
+            return url
+        resp = browser.get(url)
+        if resp.status_code in (301, 302, 303, 307) and "location" in resp.headers:
+            url = urljoin(url, resp.headers["location"])
+            continue
+        return resp
+    raise AssertionError(f"more than 16 redirects from {url}")
+
+
+def new_link(session: RawSession) -> str:
+    error = session.request("tools/call", {"name": "whoami", "arguments": {}}).json()["error"]
+    assert error["code"] == -32042, error
+    return error["data"]["elicitations"][0]["url"]
+
+
+def test_user_oauth_consent_is_bound_to_the_browser_that_opened_the_link(oidc_as, processes, fixture_http, tmp_path):
+    """The account-linking attack: the attacker opens their own link, signs in as themselves and
+    stops at the service's authorization page, then gets the victim to open that URL. The
+    victim's browser lacks the cookie set when the link was opened: nothing is connected."""
+    base, saas_as, _fx, gw, _db = consent_stack(oidc_as, processes, fixture_http, tmp_path)
+    resource = base + "/mcp"
+    alice = RawSession(resource, mint(oidc_as.issuer, sub="alice", resource=resource, scope="mcp:tools")["access_token"]).open()
+
+    with httpx.Client(timeout=15) as attacker, httpx.Client(timeout=15) as victim:
+        link = new_link(alice)
+        at_saas = walk(attacker, link, stop=lambda u: u.startswith(f"{saas_as}/auth?"))
+        assert isinstance(at_saas, str), at_saas.text
+        assert any(c.name.startswith("gatehouse_connect_") for c in attacker.cookies.jar), "the link sets a cookie"
+        landed = walk(victim, at_saas)
+        assert str(landed.url).startswith(f"{base}/connect/callback"), landed.url
+        assert landed.status_code == 403 and "started in another browser" in landed.text, landed.text
+        # The state was spent: the attacker's own browser cannot use it afterwards either.
+        late = walk(attacker, at_saas)
+        assert late.status_code == 400 and "does not belong to a connection in progress" in late.text, late.text
+
+        # The same at the sign-in step: the IdP's answer reaches the gateway in another browser.
+        link = new_link(alice)
+        at_idp = walk(attacker, link, stop=lambda u: u.startswith(f"{oidc_as.issuer}/auth?"))
+        assert isinstance(at_idp, str), at_idp.text
+        sent = query_of(at_idp)
+        assert sent["nonce"] and sent["state"] and sent["code_challenge_method"] == "S256", sent
+        landed = walk(victim, at_idp)
+        assert str(landed.url).startswith(f"{base}/connect/signed-in"), landed.url
+        assert landed.status_code == 403 and "started in another browser" in landed.text, landed.text
+
+        # A link opens once: a second browser opening it is refused.
+        link = new_link(alice)
+        assert isinstance(walk(attacker, link, stop=lambda u: u.startswith(f"{oidc_as.issuer}/auth?")), str)
+        twice = walk(victim, link)
+        assert twice.status_code == 400 and "already opened" in twice.text, twice.text
+
+    still = alice.request("tools/call", {"name": "whoami", "arguments": {}}).json()
+    assert still["error"]["code"] == -32042, "nothing was connected"
+    assert "consent refused" in gw.stderr()
+
+
+def test_user_oauth_consent_names_the_linked_account_from_the_services_verified_id_token(
+        oidc_as, processes, fixture_http, tmp_path):
+    """With openid among the upstream's scopes the service's ID token (nonce, signature against
+    its keys) names the account being linked on the final page."""
+    base, saas_as, _fx, _gw, _db = consent_stack(oidc_as, processes, fixture_http, tmp_path,
+                                                 scopes="[openid, crm:read]")
+    resource = base + "/mcp"
+    alice = RawSession(resource, mint(oidc_as.issuer, sub="alice", resource=resource, scope="mcp:tools")["access_token"]).open()
+    with httpx.Client(timeout=15) as browser:
+        at_saas = walk(browser, new_link(alice), stop=lambda u: u.startswith(f"{saas_as}/auth?"))
+        assert query_of(at_saas)["nonce"], at_saas
+        page = walk(browser, at_saas)
+    assert page.status_code == 200, page.text
+    assert "Your fx account alice is now connected for alice," in page.text, page.text
+    assert upstream_authorization(alice).startswith("Bearer ")
 
 
 def test_user_oauth_refreshes_an_expiring_token_without_asking_again(oidc_as, processes, fixture_http, tmp_path):

@@ -705,6 +705,9 @@ def test_metadata_names_gatehouse_as_the_authorization_server(facade):
     assert meta["client_id_metadata_document_supported"] is True
     assert meta["authorization_response_iss_parameter_supported"] is True
     assert "mcp:tools" in meta["scopes_supported"], meta
+    # The façade issues no ID tokens: its metadata (on the OpenID path too) does not say it does.
+    for never in ("id_token_signing_alg_values_supported", "subject_types_supported"):
+        assert never not in meta, (never, meta)
 
     jwks = httpx.get(meta["jwks_uri"], timeout=10).json()
     assert jwks["keys"] and all(k["kty"] == "EC" and k.get("crv") == "P-256" for k in jwks["keys"]), jwks
@@ -876,7 +879,8 @@ def test_unknown_client_or_unregistered_redirect_uri_gets_400_and_no_redirect(fa
     ({"code_challenge_method": "plain"}, "invalid_request"),
     ({"response_type": "token"}, "unsupported_response_type"),
     ({"resource": "http://127.0.0.1:1/elsewhere"}, "invalid_target"),
-], ids=["no-pkce", "no-method", "plain", "response-type-token", "unknown-resource"])
+    ({"scope": "files:read"}, "invalid_scope"),  # no scope of the request is offered: no empty grant
+], ids=["no-pkce", "no-method", "plain", "response-type-token", "unknown-resource", "unknown-scope"])
 def test_authorization_errors_go_back_to_the_client(facade, change, error):
     _v, challenge = pkce_pair()
     params = {"response_type": "code", "client_id": STATIC_CLIENT, "redirect_uri": STATIC_REDIRECT,
@@ -1013,6 +1017,83 @@ def test_refresh_tokens_rotate_and_a_replay_revokes_the_family(facade):
 
     assert_oauth_error(refresh(r1), 400, "invalid_grant")  # replay of the rotated token
     assert_oauth_error(refresh(r2), 400, "invalid_grant")  # ... revoked its whole family
+
+
+def test_a_refused_refresh_leaves_the_token_working_and_scope_only_narrows(facade):
+    """A refresh refused for its resource or for a scope wider than the grant is checked before
+    the token is used up: the client's next correct refresh is not taken for a replay."""
+    code, verifier, _ = facade.code_for(scope="mcp:tools mcp:admin")
+    tokens = facade.token({"grant_type": "authorization_code", "client_id": STATIC_CLIENT, "code": code,
+                           "redirect_uri": STATIC_REDIRECT, "code_verifier": verifier}).json()
+    assert tokens["scope"].split() == ["mcp:tools", "mcp:admin"], tokens
+    refresh = lambda rt, **extra: facade.token(  # noqa: E731
+        {"grant_type": "refresh_token", "refresh_token": rt, "client_id": STATIC_CLIENT, **extra})
+
+    r1 = tokens["refresh_token"]
+    assert_oauth_error(refresh(r1, resource=f"{facade.base}/other"), 400, "invalid_target")
+    assert_oauth_error(refresh(r1, scope="mcp:tools crm:write"), 400, "invalid_scope")
+    narrow = refresh(r1, scope="mcp:tools")
+    assert narrow.status_code == 200, f"the refused requests must not have used the token up: {narrow.text}"
+    assert narrow.json()["scope"] == "mcp:tools", narrow.json()
+    assert jwt_claims(narrow.json()["access_token"])["scope"] == "mcp:tools"
+    # The successor keeps the grant's scope (RFC 6749 §6): narrowing once is not for good.
+    again = refresh(narrow.json()["refresh_token"])
+    assert again.status_code == 200, again.text
+    assert again.json()["scope"].split() == ["mcp:tools", "mcp:admin"], again.json()
+
+
+def test_a_client_registered_without_grant_types_gets_no_refresh_token(facade):
+    redirect = f"http://127.0.0.1:{free_port()}/cb"
+    reg = httpx.post(f"{facade.base}/oauth/register", timeout=10, json={
+        "client_name": "No refresh", "redirect_uris": [redirect], "token_endpoint_auth_method": "none"})
+    assert reg.status_code == 201, reg.text
+    assert reg.json()["grant_types"] == ["authorization_code"], reg.json()  # RFC 7591 §2 default
+    client_id = reg.json()["client_id"]
+    code, verifier, _ = facade.code_for(client_id, redirect)
+    ok = facade.token({"grant_type": "authorization_code", "client_id": client_id, "code": code,
+                       "redirect_uri": redirect, "code_verifier": verifier})
+    assert ok.status_code == 200 and ok.json()["access_token"], ok.text
+    assert "refresh_token" not in ok.json(), ok.json()
+    refused = facade.token({"grant_type": "refresh_token", "refresh_token": "anything", "client_id": client_id})
+    assert_oauth_error(refused, 400, "unauthorized_client")
+
+
+def test_a_client_authenticating_twice_is_refused(facade):
+    data = {"grant_type": "refresh_token", "refresh_token": "not-a-token"}
+    both = facade.token(data | {"client_secret": AGENT[1]}, auth=AGENT)
+    assert_oauth_error(both, 400, "invalid_request")
+    assert "twice" in both.json()["error_description"], both.json()
+    # control: the same request authenticated once gets as far as the grant
+    assert_oauth_error(facade.token(data, auth=AGENT), 400, "invalid_grant")
+    assert_oauth_error(facade.token(data | {"client_id": AGENT[0], "client_secret": AGENT[1]}), 400, "invalid_grant")
+
+
+@pytest.mark.parametrize("path", ["/oauth/token", "/oauth/revoke", "/oauth/register"])
+def test_machine_endpoints_answer_browser_preflights(facade, path):
+    origin = "https://app.example"
+    pre = httpx.options(f"{facade.base}{path}", timeout=10, headers={
+        "Origin": origin, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    assert pre.status_code in (200, 204), f"{pre.status_code} {pre.text[:300]}"
+    assert pre.headers.get("access-control-allow-origin") in ("*", origin), pre.headers
+    assert "POST" in pre.headers.get("access-control-allow-methods", ""), pre.headers
+    allowed = {h.strip().lower() for h in pre.headers.get("access-control-allow-headers", "").split(",")}
+    assert {"authorization", "content-type"} <= allowed, pre.headers
+    assert "access-control-allow-credentials" not in pre.headers, "no credentials mode: no cookies here"
+    # The answer itself (an error, here) is readable by the page too.
+    answer = httpx.post(f"{facade.base}{path}", content=b"{}" if path.endswith("register") else b"x=1",
+                        headers={"Origin": origin, "Content-Type": "application/json" if path.endswith("register")
+                                 else "application/x-www-form-urlencoded"}, timeout=10)
+    assert 400 <= answer.status_code < 500, answer.text
+    assert answer.headers.get("access-control-allow-origin") in ("*", origin), answer.headers
+
+
+@pytest.mark.parametrize("path", ["/oauth/token", "/oauth/revoke"])
+def test_an_oversized_token_request_gets_an_oauth_json_error(facade, path):
+    resp = httpx.post(f"{facade.base}{path}", timeout=10, data={
+        "grant_type": "refresh_token", "client_id": STATIC_CLIENT, "refresh_token": "x" * (70 * 1024)})
+    assert_oauth_error(resp, 413, "invalid_request")
+    assert "larger than 65536 bytes" in resp.json()["error_description"], resp.json()
 
 
 def test_revoked_refresh_token_is_dead(facade):
