@@ -361,6 +361,7 @@ fn check_upstream(name: &str, u: &Upstream, prefixes: &mut HashSet<String>, issu
                 (!u.args.is_empty(), "args"),
                 (!u.env.is_empty(), "env"),
                 (u.cwd.is_some(), "cwd"),
+                (u.inherit_env != DEFAULT_INHERIT_ENV, "inherit_env"),
             ] {
                 if present {
                     issues.add(format!("{field}.{what}"), "only allowed for kind stdio");
@@ -376,8 +377,23 @@ fn check_upstream(name: &str, u: &Upstream, prefixes: &mut HashSet<String>, issu
                 Some(_) => {}
             }
             for (k, v) in &u.env {
+                if !is_env_name(k) {
+                    issues.add(
+                        format!("{field}.env.{k}"),
+                        "not an environment variable name (no '=', NUL or empty name)",
+                    );
+                }
                 if let Err(e) = v.resolve() {
                     issues.add(format!("{field}.env.{k}"), e);
+                }
+            }
+            for (j, name) in u.inherit_env.iter().enumerate() {
+                let bare = name.strip_suffix('*').unwrap_or(name);
+                if !is_env_name(bare) || bare.contains('*') {
+                    issues.add(
+                        format!("{field}.inherit_env[{j}]"),
+                        format!("{name:?} is not a variable name, or a name prefix ending in '*'"),
+                    );
                 }
             }
             if let Some(cwd) = &u.cwd
@@ -405,6 +421,11 @@ fn check_upstream(name: &str, u: &Upstream, prefixes: &mut HashSet<String>, issu
             "initial_backoff must be > 0 and max_backoff >= initial_backoff",
         );
     }
+}
+
+/// A name `execve` can pass: not empty, no `=` and no NUL.
+fn is_env_name(s: &str) -> bool {
+    !s.is_empty() && !s.contains(['=', '\0'])
 }
 
 fn is_name_char(c: char) -> bool {

@@ -111,6 +111,8 @@ pub struct Metrics {
     pub audit_dropped: Counter,
     /// Records written.
     pub audit_written: Counter,
+    /// Starts of a stdio upstream's process after the first (crashes, exits, failed starts).
+    pub upstream_restarts: Family<UpstreamLabels, Counter>,
 }
 
 impl Metrics {
@@ -180,6 +182,12 @@ impl Metrics {
             "Audit records written",
             audit_written.clone(),
         );
+        let upstream_restarts = Family::default();
+        registry.register(
+            "upstream_restarts",
+            "Restarts of a stdio upstream's process",
+            upstream_restarts.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -194,6 +202,7 @@ impl Metrics {
             audit_queue_depth,
             audit_dropped,
             audit_written,
+            upstream_restarts,
         }
     }
 
@@ -274,6 +283,17 @@ impl Metrics {
                 .set(up_value);
         }
         self.requests.get_or_create(&labels).inc();
+    }
+}
+
+impl Metrics {
+    /// Counts a restart of a stdio upstream's process.
+    pub fn upstream_restart(&self, upstream: &str) {
+        self.upstream_restarts
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.into(),
+            })
+            .inc();
     }
 }
 

@@ -9,6 +9,7 @@ mod error;
 mod http;
 mod identity;
 mod reader;
+mod restart;
 mod stdio;
 
 pub use call::{AnswerId, CallStream, Delivery, Frame, ReplyRoute, StreamedResponse};
