@@ -507,6 +507,36 @@ upstreams:
     }
 
     #[test]
+    fn inherit_env_takes_names_or_prefixes_and_only_for_stdio() {
+        let yaml = GOOD.replace(
+            "b: { kind: stdio, command: \"true\" }",
+            "b: { kind: stdio, command: \"true\", inherit_env: [PATH, \"LC_*\", \"A=B\", \"*\", \"X*Y*\"], env: { \"K=V\": { value: x } } }",
+        );
+        let got = issues(&yaml).join("\n");
+        for needle in [
+            "upstreams.b.inherit_env[2]: \"A=B\" is not a variable name",
+            "upstreams.b.inherit_env[3]",
+            "upstreams.b.inherit_env[4]",
+            "upstreams.b.env.K=V: not an environment variable name",
+        ] {
+            assert!(got.contains(needle), "missing {needle:?} in:\n{got}");
+        }
+        assert!(
+            !got.contains("inherit_env[0]") && !got.contains("inherit_env[1]"),
+            "{got}"
+        );
+        let http = GOOD.replace(
+            "url: \"http://127.0.0.1:9/mcp\" }",
+            "url: \"http://127.0.0.1:9/mcp\", inherit_env: [HOME] }",
+        );
+        assert!(
+            issues(&http)
+                .join("\n")
+                .contains("upstreams.a.inherit_env: only allowed for kind stdio")
+        );
+    }
+
+    #[test]
     fn unknown_fields_and_bad_types_are_parse_errors_with_a_line() {
         let err = Config::from_yaml(
             "servers: []\nupstreams: {}\nlisten_on: x\n",
