@@ -11,6 +11,7 @@ mod identity;
 mod reader;
 mod restart;
 mod stdio;
+mod stdio_child;
 
 pub use call::{AnswerId, CallStream, Delivery, Frame, ReplyRoute, StreamedResponse};
 pub use error::UpstreamError;

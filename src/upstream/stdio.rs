@@ -2,6 +2,7 @@
 //! request ids and progress tokens rewritten so that answers find their way back.
 
 use super::restart::Backoff;
+use super::stdio_child::{inherited, log_stderr};
 use super::{
     CallStream, ClientIdentity, Frame, InitInfo, ReplyRoute, UpstreamClient, UpstreamError,
     UpstreamSession,
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
@@ -461,23 +462,6 @@ impl StdioUpstream {
     }
 }
 
-/// The variables of `from` that `allowed` names (exactly, or by a prefix ending in `*`).
-fn inherited(
-    allowed: &[String],
-    from: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
-) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
-    from.filter(|(name, _)| {
-        let Some(name) = name.to_str() else {
-            return false;
-        };
-        allowed.iter().any(|a| match a.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => name == a,
-        })
-    })
-    .collect()
-}
-
 /// Replaces a request's progress token with a gateway-unique one; returns (new, original).
 fn rewrite_progress_token(msg: &mut Message, upstream_id: &RequestId) -> Option<(String, Value)> {
     let raw = msg.params.as_ref()?;
@@ -509,59 +493,6 @@ async fn write_lines(
         }
     }
     let _ = stdin.shutdown().await;
-}
-
-/// Longest part of one stderr line forwarded to the log. The rest of a longer line is read and
-/// dropped, and the log says so, so that a child writing one endless line costs the gateway
-/// this much memory and no more.
-pub const MAX_STDERR_LINE_BYTES: usize = 4096;
-
-/// Forwards the child's stderr to the log, line by line, each cut at [`MAX_STDERR_LINE_BYTES`].
-/// Bytes that are not UTF-8 are shown as U+FFFD rather than ending the forwarding (a child
-/// whose stderr is no longer read would block once the pipe fills).
-async fn log_stderr(upstream: String, stderr: tokio::process::ChildStderr) {
-    let mut reader = BufReader::new(stderr);
-    let mut line: Vec<u8> = Vec::with_capacity(256);
-    // Set once the current line has reached the cap and been logged: drop until its end.
-    let mut dropping = false;
-    loop {
-        let buf = match reader.fill_buf().await {
-            Ok([]) | Err(_) => break,
-            Ok(buf) => buf,
-        };
-        let newline = buf.iter().position(|&b| b == b'\n');
-        let chunk = &buf[..newline.unwrap_or(buf.len())];
-        if !dropping {
-            let take = chunk.len().min(MAX_STDERR_LINE_BYTES - line.len());
-            line.extend_from_slice(&chunk[..take]);
-            if take < chunk.len() {
-                tracing::warn!(
-                    upstream = %upstream,
-                    "stderr (line longer than {MAX_STDERR_LINE_BYTES} bytes, the rest is dropped): {}",
-                    String::from_utf8_lossy(&line)
-                );
-                line.clear();
-                dropping = true;
-            }
-        }
-        let consumed = newline.map_or(buf.len(), |i| i + 1);
-        reader.consume(consumed);
-        if newline.is_some() {
-            if !dropping {
-                log_stderr_line(&upstream, &line);
-            }
-            line.clear();
-            dropping = false;
-        }
-    }
-    if !line.is_empty() {
-        log_stderr_line(&upstream, &line);
-    }
-}
-
-fn log_stderr_line(upstream: &str, line: &[u8]) {
-    let text = String::from_utf8_lossy(line);
-    tracing::info!(upstream = %upstream, "stderr: {}", text.trim_end_matches('\r'));
 }
 
 /// Reads the child's stdout and dispatches each message.
