@@ -167,7 +167,7 @@ impl IssuerState {
         }
         let (set, just_fetched) = match self.current() {
             Some(set) if set.fetched.elapsed() < self.max_age => (set, false),
-            Some(set) if set.fetched.elapsed() < self.max_age + self.stale_window => {
+            Some(set) if set.fetched.elapsed() < self.max_age.saturating_add(self.stale_window) => {
                 self.refresh_in_background();
                 (set, false)
             }
