@@ -18,6 +18,16 @@ impl CredentialDigest {
     pub fn of(credential: &str) -> Self {
         CredentialDigest(Sha256::digest(credential.as_bytes()).into())
     }
+
+    /// Digests a credential together with a scope (e.g. the issuers it was shown to), for
+    /// answers that hold only within that scope.
+    pub fn scoped(credential: &str, scope: &str) -> Self {
+        let mut h = Sha256::new();
+        h.update((scope.len() as u64).to_be_bytes());
+        h.update(scope.as_bytes());
+        h.update(credential.as_bytes());
+        CredentialDigest(h.finalize().into())
+    }
 }
 
 struct Entry {

@@ -22,6 +22,9 @@ pub struct ServerGuard {
     metadata_url: String,
     /// Accepted `iss` values, each with the audiences accepted from it.
     accepted: HashMap<String, Vec<String>>,
+    /// Names (under `auth.issuers`) of the accepted issuers: the only ones opaque tokens
+    /// sent to this server are introspected by.
+    issuer_names: Vec<String>,
     scopes: Vec<String>,
     rules: Vec<ScopeRule>,
     api_keys: bool,
@@ -70,10 +73,12 @@ impl ServerGuard {
         };
         let mut accepted = HashMap::new();
         let mut authorization_servers = Vec::new();
+        let mut issuer_names = Vec::new();
         for name in names {
             let Some(issuer) = auth.issuer(name) else {
                 continue;
             };
+            issuer_names.push(name.clone());
             let mut audiences = vec![resource.clone()];
             audiences.extend(issuer.config.audiences.iter().cloned());
             accepted.insert(issuer.config.issuer.clone(), audiences);
@@ -96,6 +101,7 @@ impl ServerGuard {
             metadata_url: format!("{}{METADATA_PREFIX}{}", config.public_base(), path),
             resource,
             accepted,
+            issuer_names,
             scopes: sa.scopes.clone(),
             rules: sa.require.clone(),
             api_keys: sa.api_keys,
@@ -121,7 +127,7 @@ impl ServerGuard {
     /// Authenticates a request from its `Authorization` header.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Principal>, AuthError> {
         let credential = bearer_credential(headers)?;
-        let verified = self.auth.verify(credential).await?;
+        let verified = self.auth.verify_for(credential, &self.issuer_names).await?;
         let p = verified.principal;
         if p.kind() == CredentialKind::ApiKey {
             if !self.api_keys {

@@ -27,7 +27,8 @@ pub(super) async fn introspect(
     }
     match (asked, unavailable) {
         (0, _) => Err(AuthError::Invalid(
-            "the token is not a JWT and no trusted issuer introspects opaque tokens".into(),
+            "the token is not a JWT and no issuer this server accepts introspects opaque tokens"
+                .into(),
         )),
         // One issuer could not answer: the token may be good, so this is not a 401.
         (_, Some(e)) => Err(e),

@@ -1,6 +1,8 @@
 //! A trusted issuer at run time: its metadata (RFC 8414 / OpenID Connect discovery) and its
-//! signing keys, fetched lazily, cached, and re-fetched on an unknown `kid` at most once per
-//! `jwks_refetch_interval` so that forged `kid`s cannot make the gateway hammer the IdP.
+//! signing keys, fetched lazily and cached. Aged keys keep serving for a bounded stale window
+//! while one fetch runs in the background; an unknown `kid` or a signature that fails under
+//! a known one (a key replaced under the same `kid`) causes a fetch at most once per
+//! `jwks_refetch_interval`, so that forged tokens cannot make the gateway hammer the IdP.
 
 use super::AuthError;
 use crate::config::{Auth, Issuer};
@@ -9,6 +11,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Largest metadata, JWKS or introspection document read from an issuer.
@@ -37,13 +40,34 @@ struct VerifyingKey {
     key: DecodingKey,
 }
 
-#[derive(Default)]
-struct Fetched {
-    metadata: Option<Arc<Metadata>>,
-    keys: Arc<Vec<VerifyingKey>>,
-    keys_fetched: Option<Instant>,
-    last_refetch: Option<Instant>,
+/// One fetched key set.
+struct KeySet {
+    keys: Vec<VerifyingKey>,
+    fetched: Instant,
+    /// Counts fetches, so that a caller can tell whether the set changed since it looked.
+    generation: u64,
 }
+
+/// What only the (single) fetch in progress touches.
+#[derive(Default)]
+struct Refresh {
+    metadata: Option<(Arc<Metadata>, Instant)>,
+    /// The last fetch a token caused (unknown `kid`, bad signature), for the rate limit.
+    last_on_demand: Option<Instant>,
+    /// The last fetch failed: when, and why (repeated to callers until a retry is due).
+    failed: Option<(Instant, AuthError)>,
+}
+
+/// The key that verifies one token, and which fetch it came from.
+pub(super) struct FoundKey {
+    /// The key.
+    pub key: DecodingKey,
+    generation: u64,
+}
+
+/// Longest an issuer whose fetch failed is left alone before the next attempt (shorter when
+/// `jwks_refetch_interval` is).
+const RETRY_FAILED_FETCH: Duration = Duration::from_secs(5);
 
 /// What [`LocalKeys::key_for`] returns: the key, `None` when unknown, or why it cannot be read.
 pub type LocalKeyLookup<'a> =
@@ -56,7 +80,8 @@ pub trait LocalKeys: Send + Sync {
     fn key_for<'a>(&'a self, kid: Option<&'a str>, alg: Algorithm) -> LocalKeyLookup<'a>;
 }
 
-/// One configured issuer and what has been learnt about it.
+/// One configured issuer and what has been learnt about it. Verifications read the current
+/// key set without waiting; at most one fetch per issuer runs at a time.
 pub struct IssuerState {
     /// The name under `auth.issuers`.
     pub name: String,
@@ -65,8 +90,12 @@ pub struct IssuerState {
     algorithms: Vec<Algorithm>,
     refetch_interval: Duration,
     max_age: Duration,
+    stale_window: Duration,
     http: reqwest::Client,
-    fetched: tokio::sync::Mutex<Fetched>,
+    keys: std::sync::RwLock<Option<Arc<KeySet>>>,
+    refresh: tokio::sync::Mutex<Refresh>,
+    /// A background refresh is under way (so that stale-window requests start only one).
+    refreshing: AtomicBool,
     /// Set for the gateway's own issuer: keys come from memory, never from a URL.
     local: Option<Arc<dyn LocalKeys>>,
 }
@@ -85,8 +114,11 @@ impl IssuerState {
             config: config.clone(),
             refetch_interval: settings.jwks_refetch_interval.0,
             max_age: settings.jwks_max_age.0,
+            stale_window: settings.jwks_stale_window.0,
             http,
-            fetched: Default::default(),
+            keys: Default::default(),
+            refresh: Default::default(),
+            refreshing: AtomicBool::new(false),
             local: None,
         }
     }
@@ -110,16 +142,22 @@ impl IssuerState {
         self.algorithms.contains(&alg)
     }
 
-    /// The key that verifies a token signed with `alg` under `kid`, fetching or re-fetching
-    /// the key set when needed.
+    fn current(&self) -> Option<Arc<KeySet>> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The key that verifies a token signed with `alg` under `kid`. Keys older than
+    /// `jwks_max_age` are still used for `jwks_stale_window` while a fetch runs in the
+    /// background (so an unreachable IdP does not stop the gateway); an unknown `kid` causes
+    /// a fetch at most once per `jwks_refetch_interval`.
     pub(super) async fn key_for(
-        &self,
+        self: &Arc<Self>,
         kid: Option<&str>,
         alg: Algorithm,
-    ) -> Result<(Jwk, DecodingKey), AuthError> {
+    ) -> Result<FoundKey, AuthError> {
         if let Some(local) = &self.local {
             return match local.key_for(kid, alg).await {
-                Ok(Some(found)) => Ok(found),
+                Ok(Some((_, key))) => Ok(FoundKey { key, generation: 0 }),
                 Ok(None) => Err(AuthError::Invalid(format!(
                     "the signing key {kid:?} is not a key of issuer {:?}",
                     self.config.issuer
@@ -127,26 +165,23 @@ impl IssuerState {
                 Err(e) => Err(AuthError::Unavailable(e)),
             };
         }
-        let mut state = self.fetched.lock().await;
-        let stale = state
-            .keys_fetched
-            .is_none_or(|t| t.elapsed() >= self.max_age);
-        if stale {
-            self.refresh_keys(&mut state).await?;
-        }
-        if let Some(found) = pick(&state.keys, kid, alg)? {
+        let (set, just_fetched) = match self.current() {
+            Some(set) if set.fetched.elapsed() < self.max_age => (set, false),
+            Some(set) if set.fetched.elapsed() < self.max_age.saturating_add(self.stale_window) => {
+                self.refresh_in_background();
+                (set, false)
+            }
+            old => (self.fetch_now(old.map(|s| s.generation)).await?, true),
+        };
+        if let Some(found) = pick(&set, kid, alg)? {
             return Ok(found);
         }
         // An unknown kid may mean the issuer rotated its keys; look again, but not too often.
-        let may_refetch = state
-            .last_refetch
-            .is_none_or(|t| t.elapsed() >= self.refetch_interval);
-        if !stale && may_refetch {
-            state.last_refetch = Some(Instant::now());
-            self.refresh_keys(&mut state).await?;
-            if let Some(found) = pick(&state.keys, kid, alg)? {
-                return Ok(found);
-            }
+        if !just_fetched
+            && let Some(newer) = self.refetch_on_demand(set.generation).await?
+            && let Some(found) = pick(&newer, kid, alg)?
+        {
+            return Ok(found);
         }
         Err(AuthError::Invalid(match kid {
             Some(k) => format!(
@@ -160,6 +195,111 @@ impl IssuerState {
         }))
     }
 
+    /// After `found` failed to verify a signature: the key now published under the same
+    /// `kid`, when a fetch (rate-limited like an unknown `kid`) shows the issuer replaced it.
+    pub(super) async fn replaced_key(
+        self: &Arc<Self>,
+        kid: Option<&str>,
+        alg: Algorithm,
+        found: &FoundKey,
+    ) -> Result<Option<FoundKey>, AuthError> {
+        if self.local.is_some() {
+            return Ok(None);
+        }
+        match self.refetch_on_demand(found.generation).await? {
+            Some(newer) => pick(&newer, kid, alg),
+            None => Ok(None),
+        }
+    }
+
+    /// A fetch the caller waits for (no usable keys); one at a time, whose result every
+    /// waiting caller shares.
+    async fn fetch_now(&self, seen: Option<u64>) -> Result<Arc<KeySet>, AuthError> {
+        let mut r = self.refresh.lock().await;
+        if let Some(set) = self.current()
+            && Some(set.generation) != seen
+        {
+            return Ok(set);
+        }
+        if let Some((at, e)) = &r.failed
+            && at.elapsed() < self.retry_failed()
+        {
+            return Err(e.clone());
+        }
+        self.fetch(&mut r).await
+    }
+
+    /// A fetch caused by a token, unless one happened since `seen` (then that set) or the
+    /// last one was less than `jwks_refetch_interval` ago (then `None`).
+    async fn refetch_on_demand(&self, seen: u64) -> Result<Option<Arc<KeySet>>, AuthError> {
+        let mut r = self.refresh.lock().await;
+        if let Some(set) = self.current()
+            && set.generation != seen
+        {
+            return Ok(Some(set));
+        }
+        if r.last_on_demand
+            .is_some_and(|t| t.elapsed() < self.refetch_interval)
+        {
+            return Ok(None);
+        }
+        r.last_on_demand = Some(Instant::now());
+        self.fetch(&mut r).await.map(Some)
+    }
+
+    /// Starts a fetch that no verification waits for, unless one is under way or the last
+    /// attempt failed too recently.
+    fn refresh_in_background(self: &Arc<Self>) {
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let seen = me.current().map(|s| s.generation);
+            let mut r = me.refresh.lock().await;
+            let fresh = me
+                .current()
+                .is_some_and(|s| Some(s.generation) != seen || s.fetched.elapsed() < me.max_age);
+            let resting = r
+                .failed
+                .as_ref()
+                .is_some_and(|(at, _)| at.elapsed() < me.retry_failed());
+            if !fresh && !resting {
+                let _ = me.fetch(&mut r).await;
+            }
+            drop(r);
+            me.refreshing.store(false, Ordering::Release);
+        });
+    }
+
+    fn retry_failed(&self) -> Duration {
+        self.refetch_interval.min(RETRY_FAILED_FETCH)
+    }
+
+    /// Fetches the key set now (the caller holds the refresh lock) and makes it current.
+    async fn fetch(&self, r: &mut Refresh) -> Result<Arc<KeySet>, AuthError> {
+        match self.fetch_keys(r).await {
+            Ok(keys) => {
+                tracing::info!(issuer = %self.name, keys = keys.len(), "fetched the issuer's signing keys");
+                let mut slot = self.keys.write().unwrap_or_else(|e| e.into_inner());
+                let set = Arc::new(KeySet {
+                    keys,
+                    fetched: Instant::now(),
+                    generation: slot.as_ref().map_or(1, |s| s.generation + 1),
+                });
+                *slot = Some(set.clone());
+                r.failed = None;
+                Ok(set)
+            }
+            Err(e) => {
+                let serving = self.current().map(|s| s.fetched.elapsed());
+                tracing::warn!(issuer = %self.name, error = %e, serving_keys_fetched_secs_ago = serving.map(|d| d.as_secs()), "cannot fetch the issuer's signing keys");
+                r.failed = Some((Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
+    }
+
     /// The introspection endpoint: configured, or from the metadata.
     pub(super) async fn introspection_endpoint(&self) -> Result<String, AuthError> {
         if let Some(e) = self
@@ -170,7 +310,7 @@ impl IssuerState {
         {
             return Ok(e);
         }
-        let mut state = self.fetched.lock().await;
+        let mut state = self.refresh.lock().await;
         let metadata = self.metadata(&mut state).await?;
         metadata.introspection_endpoint.clone().ok_or_else(|| {
             AuthError::Unavailable(format!(
@@ -180,7 +320,7 @@ impl IssuerState {
         })
     }
 
-    async fn refresh_keys(&self, state: &mut Fetched) -> Result<(), AuthError> {
+    async fn fetch_keys(&self, state: &mut Refresh) -> Result<Vec<VerifyingKey>, AuthError> {
         let uri = match &self.config.jwks_uri {
             Some(u) => u.clone(),
             None => self
@@ -220,17 +360,12 @@ impl IssuerState {
                 })
             })
             .collect();
-        tracing::info!(issuer = %self.name, keys = keys.len(), "fetched the issuer's signing keys");
-        state.keys = Arc::new(keys);
-        state.keys_fetched = Some(Instant::now());
-        Ok(())
+        Ok(keys)
     }
 
-    async fn metadata(&self, state: &mut Fetched) -> Result<Arc<Metadata>, AuthError> {
-        if let Some(m) = &state.metadata
-            && state
-                .keys_fetched
-                .is_none_or(|t| t.elapsed() < self.max_age)
+    async fn metadata(&self, state: &mut Refresh) -> Result<Arc<Metadata>, AuthError> {
+        if let Some((m, at)) = &state.metadata
+            && at.elapsed() < self.max_age
         {
             return Ok(m.clone());
         }
@@ -243,7 +378,7 @@ impl IssuerState {
             match fetch_json::<Metadata>(&self.http, url, None).await {
                 Ok(m) if m.issuer == self.config.issuer => {
                     let m = Arc::new(m);
-                    state.metadata = Some(m.clone());
+                    state.metadata = Some((m.clone(), Instant::now()));
                     return Ok(m);
                 }
                 // RFC 8414 §3.3: metadata naming another issuer must not be used.
@@ -261,11 +396,8 @@ impl IssuerState {
 
 /// The key for `kid` (or the only suitable one when the token names none) whose type fits
 /// `alg`; a key of another type under that kid is an error, not a fallback.
-fn pick(
-    keys: &[VerifyingKey],
-    kid: Option<&str>,
-    alg: Algorithm,
-) -> Result<Option<(Jwk, DecodingKey)>, AuthError> {
+fn pick(set: &KeySet, kid: Option<&str>, alg: Algorithm) -> Result<Option<FoundKey>, AuthError> {
+    let keys = &set.keys;
     let found = match kid {
         Some(kid) => match keys.iter().find(|k| k.kid.as_deref() == Some(kid)) {
             Some(k) => k,
@@ -285,7 +417,10 @@ fn pick(
             found.kid.as_deref().unwrap_or("")
         )));
     }
-    Ok(Some((found.jwk.clone(), found.key.clone())))
+    Ok(Some(FoundKey {
+        key: found.key.clone(),
+        generation: set.generation,
+    }))
 }
 
 /// Whether a key may verify `alg`: the key type and curve match, and a key that declares its

@@ -48,7 +48,8 @@ pub(super) async fn verify_jwt(
             issuer.config.algorithms.join(", ")
         )));
     }
-    let (_, key) = issuer.key_for(header.kid.as_deref(), alg).await?;
+    let kid = header.kid.as_deref();
+    let found = issuer.key_for(kid, alg).await?;
     let skew = auth.settings.clock_skew.0.as_secs();
     let mut validation = Validation::new(alg);
     validation.leeway = skew;
@@ -56,8 +57,17 @@ pub(super) async fn verify_jwt(
     validation.validate_aud = false;
     validation.set_issuer(&[&issuer.config.issuer]);
     validation.set_required_spec_claims(&["exp", "iss"]);
-    let data =
-        decode::<Value>(token, &key, &validation).map_err(|e| AuthError::Invalid(explain(&e)))?;
+    let data = match decode::<Value>(token, &found.key, &validation) {
+        // The issuer may have replaced the key under the same kid: look again (rate-limited).
+        Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
+            match issuer.replaced_key(kid, alg, &found).await? {
+                Some(newer) => decode::<Value>(token, &newer.key, &validation),
+                None => Err(e),
+            }
+        }
+        other => other,
+    }
+    .map_err(|e| AuthError::Invalid(explain(&e)))?;
     let claims = data.claims;
     if let Some(iat) = claims.get("iat").and_then(Value::as_f64)
         && iat > (crate::store::now_secs() as u64 + skew) as f64

@@ -98,6 +98,7 @@ impl Authenticator {
                 let reused = previous
                     .filter(|p| p.settings.jwks_refetch_interval == settings.jwks_refetch_interval)
                     .filter(|p| p.settings.jwks_max_age == settings.jwks_max_age)
+                    .filter(|p| p.settings.jwks_stale_window == settings.jwks_stale_window)
                     .and_then(|p| p.issuers.get(name))
                     .filter(|i| i.config == *cfg)
                     .cloned();
@@ -165,8 +166,22 @@ impl Authenticator {
         self.by_iss.get(iss).cloned()
     }
 
-    /// Verifies a presented credential, from the cache when it was verified before.
+    /// Verifies a presented credential, from the cache when it was verified before; opaque
+    /// tokens may go to every issuer that introspects.
+    #[cfg(test)]
     pub(crate) async fn verify(&self, credential: &str) -> Result<Verified, AuthError> {
+        let every: Vec<String> = self.issuers.keys().cloned().collect();
+        self.verify_for(credential, &every).await
+    }
+
+    /// Like [`Self::verify`], but an opaque token is shown only to the introspecting issuers
+    /// among `accepted` (names under `auth.issuers`): an issuer the server does not accept
+    /// must not learn its callers' tokens.
+    pub(crate) async fn verify_for(
+        &self,
+        credential: &str,
+        accepted: &[String],
+    ) -> Result<Verified, AuthError> {
         let digest = CredentialDigest::of(credential);
         if let Some(verified) = self.cache.get(&digest) {
             return Ok(verified);
@@ -187,7 +202,9 @@ impl Authenticator {
             // A signed token stays valid until it expires; re-verifying it would prove nothing new.
             (principal, Vec::new(), Duration::MAX)
         } else {
-            if let Some(why) = self.rejected.get(&digest) {
+            // A refusal holds only for the issuers that were asked.
+            let refusal = CredentialDigest::scoped(credential, &accepted.join("\n"));
+            if let Some(why) = self.rejected.get(&refusal) {
                 return Err(AuthError::Invalid(why));
             }
             let permit =
@@ -197,12 +214,15 @@ impl Authenticator {
                         AuthError::Unavailable("too many introspections in progress".into())
                     })?
                     .map_err(|_| AuthError::Unavailable("introspection is shutting down".into()))?;
-            let issuers: Vec<_> = self.issuers.values().cloned().collect();
+            let issuers: Vec<_> = accepted
+                .iter()
+                .filter_map(|name| self.issuers.get(name).cloned())
+                .collect();
             let result = introspect::introspect(&self.http, &issuers, credential, skew).await;
             drop(permit);
             let (principal, _) = result.inspect_err(|e| {
                 if let AuthError::Invalid(why) = e {
-                    self.rejected.insert(digest, why);
+                    self.rejected.insert(refusal, why);
                 }
             })?;
             // Introspection can report a revocation, so its answer is trusted only briefly.

@@ -23,6 +23,9 @@ pub struct Auth {
     pub jwks_refetch_interval: HumanDuration,
     /// How long fetched issuer metadata and keys are used before being fetched again.
     pub jwks_max_age: HumanDuration,
+    /// How long keys older than `jwks_max_age` keep verifying while they cannot be fetched
+    /// again (the IdP is unreachable); `0s`: not at all.
+    pub jwks_stale_window: HumanDuration,
 }
 
 impl Default for Auth {
@@ -34,6 +37,7 @@ impl Default for Auth {
             cache_max_ttl: HumanDuration(Duration::from_secs(60)),
             jwks_refetch_interval: HumanDuration(Duration::from_secs(30)),
             jwks_max_age: HumanDuration(Duration::from_secs(3600)),
+            jwks_stale_window: HumanDuration(Duration::from_secs(3600)),
         }
     }
 }
@@ -208,8 +212,40 @@ pub(super) fn check(c: &super::Config, add: &mut dyn FnMut(String, String)) {
     if a.cache_max_entries == 0 {
         add("auth.cache_max_entries".into(), "must be at least 1".into());
     }
+    if a.jwks_max_age.0.is_zero() {
+        add(
+            "auth.jwks_max_age".into(),
+            "must be greater than zero".into(),
+        );
+    }
+    if a.jwks_stale_window.0 > Duration::from_secs(7 * 24 * 3600) {
+        add(
+            "auth.jwks_stale_window".into(),
+            "at most 7d; keys the IdP may have withdrawn must not verify forever".into(),
+        );
+    }
+    // Tokens are matched to an issuer by `iss`: two entries with one issuer string would make
+    // the per-server `issuers` lists ambiguous.
+    let mut by_iss: BTreeMap<&str, &str> = BTreeMap::new();
+    if c.oauth_server.is_some()
+        && let Some(u) = &c.public_url
+    {
+        by_iss.insert(
+            u.trim_end_matches('/'),
+            super::oauth_server::FACADE_ISSUER_NAME,
+        );
+    }
     for (name, issuer) in &a.issuers {
         check_issuer(name, issuer, add);
+        if let Some(first) = by_iss.insert(issuer.issuer.as_str(), name.as_str()) {
+            add(
+                format!("auth.issuers.{name}.issuer"),
+                format!(
+                    "{:?} is also the issuer of auth.issuers.{first}; configure each issuer once and name it in every server that accepts it",
+                    issuer.issuer
+                ),
+            );
+        }
     }
     let facade = c.oauth_server.is_some();
     if let Some(o) = &c.oauth_server {
@@ -503,6 +539,34 @@ store: { url: "mysql://x" }
             assert!(got.contains(expected), "missing {expected:?} in:\n{got}");
         }
         assert!(!got.contains("plain-text-secret"), "{got}");
+    }
+
+    #[test]
+    fn one_issuer_string_configured_twice_is_refused() {
+        let yaml = r#"
+auth:
+  issuers:
+    corp: { issuer: "https://idp.example.com" }
+    corp-again: { issuer: "https://idp.example.com", audiences: [api://x] }
+    other: { issuer: "https://other.example.com" }
+servers:
+  - { name: m, path: /mcp, upstreams: [a], auth: { issuers: [corp-again] } }
+upstreams:
+  a: { kind: http, url: "http://127.0.0.1:9/mcp" }
+"#;
+        let got = issues(yaml);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(
+                "auth.issuers.corp-again.issuer: \"https://idp.example.com\" is also the issuer of auth.issuers.corp"
+            ),
+            "{got:?}"
+        );
+        let ok = yaml.replace(
+            "corp-again: { issuer: \"https://idp.example.com\"",
+            "corp-again: { issuer: \"https://idp2.example.com\"",
+        );
+        assert_eq!(issues(&ok), Vec::<String>::new());
     }
 
     #[test]

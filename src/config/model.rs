@@ -277,6 +277,10 @@ pub struct Upstream {
     /// stdio: extra environment variables; values may come from `env` or `file`.
     #[serde(default)]
     pub env: BTreeMap<String, ValueSource>,
+    /// stdio: variables passed on from the gateway's own environment; the child gets these,
+    /// `env` and the credential variable, nothing else. A name ending in `*` is a prefix.
+    #[serde(default = "default_inherit_env")]
+    pub inherit_env: Vec<String>,
     /// stdio: working directory.
     #[serde(default)]
     pub cwd: Option<PathBuf>,
@@ -289,6 +293,17 @@ pub struct Upstream {
     /// The credential the gateway presents to this upstream.
     #[serde(default)]
     pub auth: Option<super::credentials::UpstreamAuth>,
+}
+
+/// What a stdio child inherits by default: enough to find programs, a home, a locale and a
+/// temporary directory, and none of the secrets operators keep in the gateway's environment.
+pub const DEFAULT_INHERIT_ENV: [&str; 4] = ["PATH", "HOME", "LANG", "TMPDIR"];
+
+fn default_inherit_env() -> Vec<String> {
+    DEFAULT_INHERIT_ENV
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
 }
 
 /// Upstream transport.

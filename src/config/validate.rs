@@ -371,6 +371,7 @@ fn check_upstream(name: &str, u: &Upstream, prefixes: &mut HashSet<String>, issu
                 (!u.args.is_empty(), "args"),
                 (!u.env.is_empty(), "env"),
                 (u.cwd.is_some(), "cwd"),
+                (u.inherit_env != DEFAULT_INHERIT_ENV, "inherit_env"),
             ] {
                 if present {
                     issues.add(format!("{field}.{what}"), "only allowed for kind stdio");
@@ -386,8 +387,23 @@ fn check_upstream(name: &str, u: &Upstream, prefixes: &mut HashSet<String>, issu
                 Some(_) => {}
             }
             for (k, v) in &u.env {
+                if !is_env_name(k) {
+                    issues.add(
+                        format!("{field}.env.{k}"),
+                        "not an environment variable name (no '=', NUL or empty name)",
+                    );
+                }
                 if let Err(e) = v.resolve() {
                     issues.add(format!("{field}.env.{k}"), e);
+                }
+            }
+            for (j, name) in u.inherit_env.iter().enumerate() {
+                let bare = name.strip_suffix('*').unwrap_or(name);
+                if !is_env_name(bare) || bare.contains('*') {
+                    issues.add(
+                        format!("{field}.inherit_env[{j}]"),
+                        format!("{name:?} is not a variable name, or a name prefix ending in '*'"),
+                    );
                 }
             }
             if let Some(cwd) = &u.cwd
@@ -415,6 +431,11 @@ fn check_upstream(name: &str, u: &Upstream, prefixes: &mut HashSet<String>, issu
             "initial_backoff must be > 0 and max_backoff >= initial_backoff",
         );
     }
+}
+
+/// A name `execve` can pass: not empty, no `=` and no NUL.
+fn is_env_name(s: &str) -> bool {
+    !s.is_empty() && !s.contains(['=', '\0'])
 }
 
 fn is_name_char(c: char) -> bool {
@@ -493,6 +514,36 @@ upstreams:
         ] {
             assert!(got.contains(needle), "missing {needle:?} in:\n{got}");
         }
+    }
+
+    #[test]
+    fn inherit_env_takes_names_or_prefixes_and_only_for_stdio() {
+        let yaml = GOOD.replace(
+            "b: { kind: stdio, command: \"true\" }",
+            "b: { kind: stdio, command: \"true\", inherit_env: [PATH, \"LC_*\", \"A=B\", \"*\", \"X*Y*\"], env: { \"K=V\": { value: x } } }",
+        );
+        let got = issues(&yaml).join("\n");
+        for needle in [
+            "upstreams.b.inherit_env[2]: \"A=B\" is not a variable name",
+            "upstreams.b.inherit_env[3]",
+            "upstreams.b.inherit_env[4]",
+            "upstreams.b.env.K=V: not an environment variable name",
+        ] {
+            assert!(got.contains(needle), "missing {needle:?} in:\n{got}");
+        }
+        assert!(
+            !got.contains("inherit_env[0]") && !got.contains("inherit_env[1]"),
+            "{got}"
+        );
+        let http = GOOD.replace(
+            "url: \"http://127.0.0.1:9/mcp\" }",
+            "url: \"http://127.0.0.1:9/mcp\", inherit_env: [HOME] }",
+        );
+        assert!(
+            issues(&http)
+                .join("\n")
+                .contains("upstreams.a.inherit_env: only allowed for kind stdio")
+        );
     }
 
     #[test]

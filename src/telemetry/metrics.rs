@@ -120,6 +120,8 @@ pub struct Metrics {
     named: Mutex<HashMap<String, HashSet<String>>>,
     /// How many names each server may label (`limits.metric_names_per_server`).
     names_per_server: AtomicUsize,
+    /// Starts of a stdio upstream's process after the first (crashes, exits, failed starts).
+    pub upstream_restarts: Family<UpstreamLabels, Counter>,
 }
 
 impl Metrics {
@@ -189,6 +191,12 @@ impl Metrics {
             "Audit records written",
             audit_written.clone(),
         );
+        let upstream_restarts = Family::default();
+        registry.register(
+            "upstream_restarts",
+            "Restarts of a stdio upstream's process",
+            upstream_restarts.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -205,6 +213,7 @@ impl Metrics {
             audit_written,
             named: Mutex::new(HashMap::new()),
             names_per_server: AtomicUsize::new(DEFAULT_NAMES_PER_SERVER),
+            upstream_restarts,
         }
     }
 
@@ -316,6 +325,16 @@ impl Metrics {
 
 /// The label of a value that callers choose and the gateway does not recognise.
 pub const UNKNOWN: &str = "unknown";
+impl Metrics {
+    /// Counts a restart of a stdio upstream's process.
+    pub fn upstream_restart(&self, upstream: &str) {
+        self.upstream_restarts
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.into(),
+            })
+            .inc();
+    }
+}
 
 /// The process's metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);

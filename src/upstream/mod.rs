@@ -9,7 +9,9 @@ mod error;
 mod http;
 mod identity;
 mod reader;
+mod restart;
 mod stdio;
+mod stdio_child;
 
 pub use call::{AnswerId, CallStream, Delivery, Frame, ReplyRoute, StreamedResponse};
 pub use error::UpstreamError;

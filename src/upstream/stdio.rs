@@ -1,6 +1,8 @@
 //! stdio upstreams: one child process per upstream, shared by every downstream session, with
 //! request ids and progress tokens rewritten so that answers find their way back.
 
+use super::restart::Backoff;
+use super::stdio_child::{inherited, log_stderr};
 use super::{
     CallStream, ClientIdentity, Frame, InitInfo, ReplyRoute, UpstreamClient, UpstreamError,
     UpstreamSession,
@@ -12,10 +14,10 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
@@ -28,16 +30,25 @@ pub struct StdioUpstream {
     command: String,
     args: Vec<String>,
     env: Vec<(String, Secret)>,
+    inherit_env: Vec<String>,
     cwd: Option<PathBuf>,
     connect_timeout: Duration,
     request_timeout: Duration,
-    initial_backoff: Duration,
-    max_backoff: Duration,
     max_message: usize,
-    state: tokio::sync::Mutex<State>,
-    failures: AtomicU32,
+    state: tokio::sync::Mutex<Supervised>,
+    /// Copy of `Backoff::attempts`, readable without the lock: a caller that queued behind a
+    /// start which failed meanwhile gets that failure instead of starting the process again.
+    attempts: AtomicU64,
+    /// Cancelled by `shutdown`, so that no caller keeps waiting out a backoff.
+    stopping: CancellationToken,
     next_id: AtomicI64,
     unsolicited: broadcast::Sender<Message>,
+}
+
+/// The child, and how restarts are paced.
+struct Supervised {
+    state: State,
+    backoff: Backoff,
 }
 
 enum State {
@@ -65,6 +76,7 @@ struct Child {
     progress: Mutex<HashMap<String, Progress>>,
     alive: AtomicBool,
     died_at: Mutex<Option<Instant>>,
+    started_at: Instant,
     info: OnceLock<Arc<InitInfo>>,
     seq: AtomicU64,
     pid: Option<u32>,
@@ -108,14 +120,17 @@ impl StdioUpstream {
             command: cfg.command.clone().ok_or("command missing")?,
             args: cfg.args.clone(),
             env,
+            inherit_env: cfg.inherit_env.clone(),
             cwd: cfg.cwd.clone(),
             connect_timeout: cfg.timeouts.connect.0,
             request_timeout: cfg.timeouts.request.0,
-            initial_backoff: cfg.restart.initial_backoff.0,
-            max_backoff: cfg.restart.max_backoff.0,
             max_message: limits.max_upstream_message_bytes,
-            state: tokio::sync::Mutex::new(State::Idle),
-            failures: AtomicU32::new(0),
+            state: tokio::sync::Mutex::new(Supervised {
+                state: State::Idle,
+                backoff: Backoff::new(cfg.restart.initial_backoff.0, cfg.restart.max_backoff.0),
+            }),
+            attempts: AtomicU64::new(0),
+            stopping: CancellationToken::new(),
             next_id: AtomicI64::new(1),
             unsolicited: broadcast::channel(256).0,
         })
@@ -150,56 +165,87 @@ impl StdioUpstream {
         ))
     }
 
+    /// The running child, started (or restarted, at the pace of the backoff) when needed.
     async fn running(&self) -> Result<Arc<Child>, UpstreamError> {
-        let mut state = self.state.lock().await;
-        let died_at = match &*state {
+        let seen = self.attempts.load(Ordering::Acquire);
+        let mut sup = self.state.lock().await;
+        match &sup.state {
             State::Running(c) if c.alive.load(Ordering::Acquire) => return Ok(c.clone()),
-            State::Running(c) => *c.died_at.lock().expect("lock"),
-            State::Idle => None,
-            State::Stopped => {
-                return Err(UpstreamError::Unavailable {
-                    upstream: self.name.clone(),
-                    reason: "the gateway is shutting down".into(),
-                });
+            State::Running(c) => {
+                let died = c.died_at.lock().expect("lock").unwrap_or_else(Instant::now);
+                let uptime = died.saturating_duration_since(c.started_at);
+                sup.backoff.exited(died, uptime);
+                sup.state = State::Idle;
             }
-        };
-        let failures = self.failures.load(Ordering::Relaxed);
-        if let (Some(at), true) = (died_at, failures > 0) {
-            let backoff = self
-                .initial_backoff
-                .saturating_mul(1u32 << (failures - 1).min(16))
-                .min(self.max_backoff);
-            let wait = (at + backoff).saturating_duration_since(Instant::now());
-            if !wait.is_zero() {
-                tracing::info!(upstream = %self.name, wait_ms = wait.as_millis() as u64, "waiting before restarting the process");
-                tokio::time::sleep(wait).await;
+            State::Idle => {}
+            State::Stopped => return Err(self.shutting_down()),
+        }
+        // A start failed while this caller queued: that answer is this caller's too.
+        if sup.backoff.attempts() != seen
+            && let Some(e) = sup.backoff.last_error()
+        {
+            return Err(e.clone());
+        }
+        let wait = sup.backoff.wait(Instant::now());
+        if wait > self.connect_timeout {
+            return Err(UpstreamError::Unavailable {
+                upstream: self.name.clone(),
+                reason: format!(
+                    "restarting after {} consecutive failures; next attempt in {}ms",
+                    sup.backoff.failures(),
+                    wait.as_millis()
+                ),
+            });
+        }
+        if !wait.is_zero() {
+            tracing::info!(upstream = %self.name, wait_ms = wait.as_millis() as u64, failures = sup.backoff.failures(), "waiting before restarting the process");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.stopping.cancelled() => return Err(self.shutting_down()),
             }
         }
-        match tokio::time::timeout(self.connect_timeout, self.spawn()).await {
-            Ok(Ok(child)) => {
-                *state = State::Running(child.clone());
+        if sup.backoff.starting() {
+            crate::telemetry::metrics::METRICS.upstream_restart(&self.name);
+        }
+        let result = match tokio::time::timeout(self.connect_timeout, self.spawn()).await {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamError::Timeout {
+                upstream: self.name.clone(),
+                after: self.connect_timeout,
+            }),
+        };
+        self.attempts
+            .store(sup.backoff.attempts(), Ordering::Release);
+        match result {
+            Ok(child) => {
+                sup.backoff.started();
+                sup.state = State::Running(child.clone());
                 Ok(child)
             }
-            Ok(Err(e)) => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                *state = State::Idle;
+            Err(e) => {
+                tracing::warn!(upstream = %self.name, error = %e, "the process did not start");
+                sup.backoff.start_failed(Instant::now(), e.clone());
+                sup.state = State::Idle;
                 Err(e)
             }
-            Err(_) => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                *state = State::Idle;
-                Err(UpstreamError::Timeout {
-                    upstream: self.name.clone(),
-                    after: self.connect_timeout,
-                })
-            }
+        }
+    }
+
+    fn shutting_down(&self) -> UpstreamError {
+        UpstreamError::Unavailable {
+            upstream: self.name.clone(),
+            reason: "the gateway is shutting down".into(),
         }
     }
 
     async fn spawn(&self) -> Result<Arc<Child>, UpstreamError> {
         let mut cmd = Command::new(&self.command);
-        cmd.args(&self.args)
+        // A cleared environment: the gateway's own holds session and sealing keys, client
+        // secrets and other upstreams' credentials, none of which this child may read.
+        cmd.env_clear()
+            .envs(inherited(&self.inherit_env, std::env::vars_os()))
             .envs(self.env.iter().map(|(k, v)| (k, v.expose())))
+            .args(&self.args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -224,6 +270,7 @@ impl StdioUpstream {
             progress: Mutex::new(HashMap::new()),
             alive: AtomicBool::new(true),
             died_at: Mutex::new(None),
+            started_at: Instant::now(),
             info: OnceLock::new(),
             seq: AtomicU64::new(0),
             pid,
@@ -379,7 +426,7 @@ impl StdioUpstream {
         else {
             return;
         };
-        if let State::Running(child) = &*self.state.lock().await {
+        if let State::Running(child) = &self.state.lock().await.state {
             let removed = child.calls.lock().expect("lock").remove(&n);
             if let Some(key) = removed.and_then(|p| p.progress_key) {
                 child.progress.lock().expect("lock").remove(&key);
@@ -394,8 +441,9 @@ impl StdioUpstream {
 
     /// Closes stdin, waits briefly, then terminates the process group.
     pub async fn shutdown(&self) {
-        let mut state = self.state.lock().await;
-        if let State::Running(child) = std::mem::replace(&mut *state, State::Stopped) {
+        self.stopping.cancel();
+        let mut sup = self.state.lock().await;
+        if let State::Running(child) = std::mem::replace(&mut sup.state, State::Stopped) {
             if !child.alive.load(Ordering::Acquire) {
                 return;
             }
@@ -445,14 +493,6 @@ async fn write_lines(
         }
     }
     let _ = stdin.shutdown().await;
-}
-
-async fn log_stderr(upstream: String, stderr: tokio::process::ChildStderr) {
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let line: String = line.chars().take(4096).collect();
-        tracing::info!(upstream = %upstream, "stderr: {line}");
-    }
 }
 
 /// Reads the child's stdout and dispatches each message.

@@ -11,7 +11,7 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A signing key of the test issuer.
@@ -81,6 +81,22 @@ pub struct Shared {
     pub jwks_fetches: AtomicUsize,
     pub introspections: AtomicUsize,
     pub metadata_fetches: AtomicUsize,
+    /// How metadata and the key set are served: see [`KeyService`].
+    key_service: AtomicU8,
+    /// `EsB`'s key material is published under `EsA`'s kid (a key replaced in place).
+    es_a_replaced: AtomicBool,
+}
+
+/// How the issuer serves its metadata and key set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum KeyService {
+    /// Normally.
+    Up = 0,
+    /// HTTP 503.
+    Failing = 1,
+    /// Holds each request for 10 s, then answers 503 (an IdP that does not answer).
+    Hanging = 2,
 }
 
 /// A running test issuer.
@@ -104,6 +120,8 @@ impl TestIssuer {
             jwks_fetches: AtomicUsize::new(0),
             introspections: AtomicUsize::new(0),
             metadata_fetches: AtomicUsize::new(0),
+            key_service: AtomicU8::new(KeyService::Up as u8),
+            es_a_replaced: AtomicBool::new(false),
         });
         let app = Router::new()
             .route("/.well-known/oauth-authorization-server", get(metadata))
@@ -123,6 +141,33 @@ impl TestIssuer {
     /// Publishes `EsB` as well (a key rotation).
     pub fn rotate_in_es_b(&self) {
         self.shared.published.lock().unwrap().push(TestKey::EsB);
+    }
+
+    /// Makes metadata and the key set answer as `mode` says.
+    pub fn serve_keys(&self, mode: KeyService) {
+        self.shared.key_service.store(mode as u8, Ordering::SeqCst);
+    }
+
+    /// Replaces `EsA`'s key with `EsB`'s material under the same kid `es-a`.
+    pub fn replace_es_a_in_place(&self) {
+        self.shared.es_a_replaced.store(true, Ordering::SeqCst);
+    }
+
+    /// Signs `claims` with `key`, naming `kid` in the header.
+    pub fn sign_as(&self, key: TestKey, kid: &str, claims: &Value) -> String {
+        let mut header = Header::new(key.alg());
+        header.kid = Some(kid.into());
+        jsonwebtoken::encode(&header, claims, &key.encoding_key()).unwrap()
+    }
+
+    /// How many key-set requests reached this issuer (served or not).
+    pub fn jwks_fetches(&self) -> usize {
+        self.shared.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// How many introspection requests reached this issuer.
+    pub fn introspections(&self) -> usize {
+        self.shared.introspections.load(Ordering::SeqCst)
     }
 
     /// Claims of a good token for `aud`, valid for five minutes.
@@ -190,29 +235,55 @@ pub fn rand_u64() -> u64 {
     rand::rng().next_u64()
 }
 
-async fn metadata(State(s): State<Arc<Shared>>) -> Json<Value> {
+/// Whether the key service is down (after holding the request, when it hangs).
+async fn key_service_down(s: &Shared) -> bool {
+    match s.key_service.load(Ordering::SeqCst) {
+        1 => true,
+        2 => {
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            true
+        }
+        _ => false,
+    }
+}
+
+async fn metadata(State(s): State<Arc<Shared>>) -> Result<Json<Value>, StatusCode> {
     s.metadata_fetches.fetch_add(1, Ordering::SeqCst);
-    Json(json!({
+    if key_service_down(&s).await {
+        return Err(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    Ok(Json(json!({
         "issuer": s.issuer,
         "jwks_uri": format!("{}/jwks", s.issuer),
         "introspection_endpoint": format!("{}/introspect", s.issuer),
         "response_types_supported": ["code"],
-    }))
+    })))
 }
 
-async fn jwks(State(s): State<Arc<Shared>>) -> Json<Value> {
+async fn jwks(State(s): State<Arc<Shared>>) -> Result<Json<Value>, StatusCode> {
     s.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    if key_service_down(&s).await {
+        return Err(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let replaced = s.es_a_replaced.load(Ordering::SeqCst);
     let keys: Vec<Value> = s
         .published
         .lock()
         .unwrap()
         .iter()
-        .map(|k| k.jwk())
+        .map(|&k| match k {
+            TestKey::EsA if replaced => {
+                let mut jwk = TestKey::EsB.jwk();
+                jwk["kid"] = json!(TestKey::EsA.kid());
+                jwk
+            }
+            k => k.jwk(),
+        })
         .collect();
     // An HMAC key in the set must be ignored by the gateway, never used to verify.
     let mut all = keys;
     all.push(json!({"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"}));
-    Json(json!({ "keys": all }))
+    Ok(Json(json!({ "keys": all })))
 }
 
 async fn introspect(
