@@ -82,6 +82,18 @@ pub struct Limits {
     pub max_upstream_message_bytes: usize,
     /// How long a client may take to send its request body.
     pub body_read_timeout: HumanDuration,
+    /// Most live sessions one principal may hold in this process.
+    pub sessions_per_principal: usize,
+    /// Most live sessions one client address may hold on a server without authentication.
+    pub sessions_per_address: usize,
+    /// Most concurrent streams of one session: its GET stream and its requests in progress.
+    pub streams_per_session: usize,
+    /// Most concurrent streams of one principal (one client address on an open server): GET
+    /// streams, `subscriptions/listen` streams and requests in progress, across sessions.
+    pub streams_per_principal: usize,
+    /// Most 2026-07-28 calls of one principal (or client address) parked at once, waiting
+    /// for the answers to an InputRequiredResult.
+    pub parked_calls_per_principal: usize,
 }
 
 impl Default for Limits {
@@ -90,6 +102,11 @@ impl Default for Limits {
             max_body_bytes: 4 * 1024 * 1024,
             max_upstream_message_bytes: 64 * 1024 * 1024,
             body_read_timeout: HumanDuration(Duration::from_secs(30)),
+            sessions_per_principal: 64,
+            sessions_per_address: 64,
+            streams_per_session: 16,
+            streams_per_principal: 128,
+            parked_calls_per_principal: 16,
         }
     }
 }
@@ -103,6 +120,9 @@ pub struct Sessions {
     pub keys: Vec<SessionKey>,
     /// A session ends this long after it began, whatever its activity.
     pub max_lifetime: HumanDuration,
+    /// A session without requests or an open stream for this long ends, and its upstream
+    /// sessions are closed.
+    pub idle_timeout: HumanDuration,
 }
 
 impl Default for Sessions {
@@ -110,6 +130,7 @@ impl Default for Sessions {
         Sessions {
             keys: Vec::new(),
             max_lifetime: HumanDuration(Duration::from_secs(24 * 3600)),
+            idle_timeout: HumanDuration(Duration::from_secs(30 * 60)),
         }
     }
 }
