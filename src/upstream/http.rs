@@ -552,12 +552,15 @@ impl HttpUpstream {
             );
         }
         self.authorize(&mut h).await?;
-        let resp = self
-            .client
-            .get(self.url.clone())
-            .headers(h)
-            .send()
+        // The stream itself may stay open for ever, but its headers must come in time: an
+        // upstream that accepts and stays silent would hold the client's GET unanswered.
+        let send = self.client.get(self.url.clone()).headers(h).send();
+        let resp = tokio::time::timeout(self.request_timeout, send)
             .await
+            .map_err(|_| UpstreamError::Timeout {
+                upstream: self.name.clone(),
+                after: self.request_timeout,
+            })?
             .map_err(|e| self.unavailable(describe(&e)))?;
         if resp.status() != StatusCode::OK {
             return Ok(None);
