@@ -461,11 +461,19 @@ async fn unknown_paths_are_404_and_health_endpoints_answer() {
     let r = http.post(gw.url("/nope")).body("{}").send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(
-        http.get(gw.ops_url("/healthz")).send().await.unwrap().status(),
+        http.get(gw.ops_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
     assert_eq!(
-        http.get(gw.ops_url("/readyz")).send().await.unwrap().status(),
+        http.get(gw.ops_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
 }

@@ -31,7 +31,9 @@ where
 
 /// Open file descriptors of a process (Linux).
 fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 /// A session of its own on the fixture, to read its counters without going through the gateway.
@@ -262,7 +264,10 @@ async fn sessions_per_principal_are_capped_per_principal() {
     let alice = issuer.token(&resource, json!({}));
     let bob = issuer.token(&resource, json!({"sub": "bob"}));
     for _ in 0..64 {
-        Client::new(&resource).with_bearer(&alice).initialize().await;
+        Client::new(&resource)
+            .with_bearer(&alice)
+            .initialize()
+            .await;
     }
     let init = json!({"jsonrpc": "2.0", "id": 7, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25", "capabilities": {},
@@ -449,4 +454,36 @@ async fn parked_calls_per_principal_are_capped() {
         "{}",
         parked.raw
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_continues_a_session_another_one_ended_for_being_idle() {
+    const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let fx = Fixture::http(&[]);
+    let keyed = |extra: &str| {
+        format!(
+            "sessions:\n  keys:\n    - {{ id: k1, secret: {{ env: GH_KEY }} }}\n{extra}{}",
+            config(&fx)
+        )
+    };
+    let env = [("GH_KEY", KEY)];
+    let a = Gateway::start_with_env(&keyed("  idle_timeout: 1s\n"), &env);
+    let b = Gateway::start_with_env(&keyed(""), &env);
+    let fxc = &fixture_client(&fx).await;
+    let mut client = Client::new(&a.url("/mcp"));
+    client.initialize().await;
+    let deleted = eventually(Duration::from_secs(15), || async move {
+        stats(fxc).await["sessions_deleted"].as_u64().unwrap() >= 1
+    })
+    .await;
+    assert!(deleted, "replica a never ended the idle session");
+
+    // On b the id is still good; its upstream session is gone, so b opens a new one, for the
+    // GET stream (opened first here) as for calls.
+    client.url = b.url("/mcp");
+    let http = reqwest::Client::new();
+    let _stream = open_get(&http, &client).await;
+    assert_eq!(stats(fxc).await["get_streams_open"], 1);
+    let r = client.request("tools/list", json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.raw);
 }

@@ -152,7 +152,10 @@ fn check_limits(l: &Limits, issues: &mut Issues) {
         ("limits.sessions_per_address", l.sessions_per_address),
         ("limits.streams_per_session", l.streams_per_session),
         ("limits.streams_per_principal", l.streams_per_principal),
-        ("limits.parked_calls_per_principal", l.parked_calls_per_principal),
+        (
+            "limits.parked_calls_per_principal",
+            l.parked_calls_per_principal,
+        ),
     ];
     for (field, value) in caps {
         if value == 0 {

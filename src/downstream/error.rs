@@ -76,7 +76,9 @@ pub enum HttpError {
     },
     /// A cap on what one principal, session or client address may hold was reached: 429 with
     /// `Retry-After`. `limit` is the configuration field that sets the cap.
-    #[error("Too Many Requests: limit {limit} ({max}) reached; retry after {retry_after_secs}s or release one first")]
+    #[error(
+        "Too Many Requests: limit {limit} ({max}) reached; retry after {retry_after_secs}s or release one first"
+    )]
     LimitExceeded {
         /// The configuration field of the cap, e.g. `limits.sessions_per_principal`.
         limit: &'static str,

@@ -208,7 +208,15 @@ impl SessionSource for Session {
     > {
         Box::pin(async move {
             let session = self.session(member).await?;
-            member.client.listen(&session).await
+            match member.client.listen(&session).await {
+                // Ended meanwhile (e.g. for being idle on another replica): open a new one.
+                Err(UpstreamError::SessionExpired { .. }) => {
+                    self.expired(member, &session);
+                    let session = self.session(member).await?;
+                    member.client.listen(&session).await
+                }
+                other => other,
+            }
         })
     }
 
@@ -472,5 +480,91 @@ impl SessionRegistry {
     /// Whether no session is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::downstream::seal::SealingKey;
+
+    fn claims(principal: Option<&str>) -> SessionClaims {
+        SessionClaims {
+            server_path: "/mcp".into(),
+            version: "2025-11-25".into(),
+            client_info: serde_json::json!({}),
+            capabilities: serde_json::json!({}),
+            upstreams: vec![],
+            issued_at: 0,
+            principal: principal.map(str::to_owned),
+        }
+    }
+
+    const IDLE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn the_cap_counts_live_and_reserved_sessions_per_holder() {
+        let reg = SessionRegistry::new(Duration::from_secs(3600));
+        let sealer = Sealer::new(vec![SealingKey::random()]);
+        let alice = Holder::Principal("alice".into());
+        let s1 = reg.create(
+            &sealer,
+            claims(Some("alice")),
+            reg.reserve(&alice, 2, IDLE).unwrap(),
+        );
+        let pending = reg.reserve(&alice, 2, IDLE).unwrap();
+        let wait = reg.reserve(&alice, 2, IDLE).err().expect("at the cap");
+        // The soonest slot: the idle session's remaining time, plus one sweep.
+        assert!(wait > IDLE && wait <= IDLE + sweep_period(IDLE), "{wait:?}");
+        // Another holder has its own count.
+        let other = Holder::Address(None);
+        assert!(reg.reserve(&other, 2, IDLE).is_ok());
+        // An initialize that fails frees its slot; an ended session frees its own.
+        drop(pending);
+        let _s2 = reg.create(
+            &sealer,
+            claims(Some("alice")),
+            reg.reserve(&alice, 2, IDLE).unwrap(),
+        );
+        assert!(reg.reserve(&alice, 2, IDLE).is_err());
+        reg.end(&s1.id);
+        assert!(reg.reserve(&alice, 2, IDLE).is_ok());
+    }
+
+    #[test]
+    fn the_sweep_ends_idle_sessions_but_not_sessions_in_use() {
+        let reg = SessionRegistry::new(Duration::from_secs(3600));
+        let sealer = Sealer::new(vec![SealingKey::random()]);
+        let h = Holder::Address(None);
+        let idle = reg.create(&sealer, claims(None), reg.reserve(&h, 9, IDLE).unwrap());
+        let listening = reg.create(&sealer, claims(None), reg.reserve(&h, 9, IDLE).unwrap());
+        let stream = listening.replace_listener();
+        let calling = reg.create(&sealer, claims(None), reg.reserve(&h, 9, IDLE).unwrap());
+        calling.track(&RequestId::Number(1));
+        let ended = reg.sweep(Duration::ZERO);
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].id, idle.id);
+        assert_eq!(
+            reg.find(&sealer, &idle.id, "/mcp").err(),
+            Some(SessionLookup::Ended)
+        );
+        // The client dropping its stream or finishing its call makes the session idle.
+        stream.cancel();
+        calling.untrack(&RequestId::Number(1));
+        assert_eq!(reg.sweep(Duration::ZERO).len(), 2);
+        assert!(reg.is_empty());
+        assert!(reg.live.lock().unwrap().per_holder.is_empty());
+    }
+
+    #[test]
+    fn a_session_continued_from_its_id_counts_against_its_principal() {
+        let reg = SessionRegistry::new(Duration::from_secs(3600));
+        let sealer = Sealer::new(vec![SealingKey::random()]);
+        let mut c = claims(Some("bob"));
+        c.issued_at = now_secs();
+        let id = sealer.seal(&c);
+        reg.find(&sealer, &id, "/mcp").unwrap();
+        let bob = Holder::Principal("bob".into());
+        assert!(reg.reserve(&bob, 1, IDLE).is_err());
     }
 }

@@ -562,6 +562,11 @@ impl HttpUpstream {
                 after: self.request_timeout,
             })?
             .map_err(|e| self.unavailable(describe(&e)))?;
+        if resp.status() == StatusCode::NOT_FOUND && session.id.is_some() {
+            return Err(UpstreamError::SessionExpired {
+                upstream: self.name.clone(),
+            });
+        }
         if resp.status() != StatusCode::OK {
             return Ok(None);
         }
