@@ -400,7 +400,7 @@ impl SessionRegistry {
                 return Err(SessionLookup::Unknown);
             }
             if self.expired(s.claims.issued_at) {
-                self.end(id);
+                // Left for the sweep, which ends it and closes its upstream sessions too.
                 return Err(SessionLookup::Ended);
             }
             s.touch();
@@ -554,6 +554,24 @@ mod tests {
         assert_eq!(reg.sweep(Duration::ZERO).len(), 2);
         assert!(reg.is_empty());
         assert!(reg.live.lock().unwrap().per_holder.is_empty());
+    }
+
+    #[test]
+    fn a_session_past_its_lifetime_ends_even_with_a_stream_open() {
+        let reg = SessionRegistry::new(Duration::ZERO);
+        let sealer = Sealer::new(vec![SealingKey::random()]);
+        let h = Holder::Address(None);
+        let s = reg.create(&sealer, claims(None), reg.reserve(&h, 9, IDLE).unwrap());
+        let stream = s.replace_listener();
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(
+            reg.find(&sealer, &s.id, "/mcp").err(),
+            Some(SessionLookup::Ended)
+        );
+        // The sweep ends it (so that its upstream sessions are closed) and its stream.
+        let ended = reg.sweep(IDLE);
+        assert_eq!(ended.len(), 1);
+        assert!(stream.is_cancelled());
     }
 
     #[test]
