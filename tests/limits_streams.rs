@@ -487,3 +487,59 @@ async fn a_replica_continues_a_session_another_one_ended_for_being_idle() {
     let r = client.request("tools/list", json!({})).await;
     assert_eq!(r.status, 200, "{}", r.raw);
 }
+
+/// Opens a 2026-07-28 `subscriptions/listen` stream and waits for its acknowledgement.
+async fn open_listen(http: &reqwest::Client, url: &str) -> reqwest::Response {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "subscriptions/listen", "params": {
+        "notifications": {"toolsListChanged": true}, "_meta": stateless_meta()}});
+    let mut resp = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let first = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+        .await
+        .expect("the acknowledgement comes at once");
+    assert!(first.unwrap().is_some());
+    resp
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_listen_streams_free_their_slots_and_fds() {
+    let fx = Fixture::http(&[]);
+    let gw = Gateway::start(&config(&fx));
+    let pid = gw.proc.child.id();
+    let fxc = &fixture_client(&fx).await;
+    let http = reqwest::Client::new();
+    let url = gw.url("/mcp");
+    drop(open_listen(&http, &url).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline_fds = fds(pid);
+
+    // More cycles than limits.streams_per_principal (128): a slot kept by a dropped stream
+    // would refuse the later ones with 429.
+    for _ in 0..200 {
+        drop(open_listen(&http, &url).await);
+    }
+    // Stateless listeners share the upstream stream of the shared session, which closes
+    // once the last of them has gone.
+    let settled = eventually(Duration::from_secs(20), || async move {
+        stats(fxc).await["get_streams_open"] == 0 && fds(pid) <= baseline_fds + 8
+    })
+    .await;
+    assert!(
+        settled,
+        "upstream streams open: {}, gateway fds {} (baseline {baseline_fds})",
+        stats(fxc).await["get_streams_open"],
+        fds(pid)
+    );
+    // And a listener that comes later gets a stream again.
+    let _live = open_listen(&http, &url).await;
+    assert_eq!(stats(fxc).await["get_streams_open"], 1);
+}
