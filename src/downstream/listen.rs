@@ -183,6 +183,7 @@ async fn merged(
     stop: CancellationToken,
     subscription: Option<Subscription>,
 ) -> Body {
+    let session_for_drop = session.clone();
     let (tx, rx) = mpsc::channel::<(usize, Frame)>(64);
     for (i, m) in server.members.iter().enumerate() {
         match src.listen(m).await {
@@ -238,8 +239,10 @@ async fn merged(
     let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(KEEP_ALIVE))
         .map(|_| keep_alive());
     let stop2 = stop.clone();
-    // Dropping the body (the client went away) cancels `stop`: the session's listener is over.
-    let on_drop = stop.drop_guard();
+    let on_drop = EndOnDrop {
+        stop: stop.clone(),
+        session: session_for_drop,
+    };
     let body = futures_util::stream::select(translated, ticks)
         .take_until(async move { stop2.cancelled().await })
         .map(move |b| {
@@ -247,4 +250,21 @@ async fn merged(
             Ok::<Bytes, Infallible>(b)
         });
     Body::from_stream(body)
+}
+
+/// Held by a stream's body: dropping the body (the client went away) cancels `stop`, so the
+/// session's listener is over and the tasks reading upstream streams end; the session's idle
+/// time starts then (a client reconnecting its stream finds its session still there).
+struct EndOnDrop {
+    stop: CancellationToken,
+    session: Option<Arc<Session>>,
+}
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(s) = &self.session {
+            s.touch();
+        }
+    }
 }

@@ -116,9 +116,11 @@ impl Session {
         token
     }
 
-    /// Stops tracking a request.
+    /// Stops tracking a request. The session's idle time starts now, not when the request
+    /// began.
     pub fn untrack(&self, id: &RequestId) {
         self.inflight.lock().expect("lock").remove(id);
+        self.touch();
     }
 
     /// Cancels a tracked request; false if it was not in flight.
@@ -142,7 +144,8 @@ impl Session {
         token
     }
 
-    fn touch(&self) {
+    /// Marks the session as used now (its idle time restarts).
+    pub(super) fn touch(&self) {
         *self.last_used.lock().expect("lock") = Instant::now();
     }
 
