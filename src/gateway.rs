@@ -220,6 +220,8 @@ pub struct Gateway {
     pub sessions: SessionRegistry,
     /// Calls of stateless clients waiting for their answers (multi round-trip requests).
     pub parked: Arc<crate::downstream::input_required::ParkedCalls>,
+    /// Streams open to clients, counted against `limits.streams_per_*`.
+    pub streams: Arc<crate::downstream::limits::Streams>,
     /// The file to reload from, if any.
     pub config_path: Option<PathBuf>,
     /// Durable state, opened once at start (a changed `store` takes effect after a restart).
@@ -257,6 +259,7 @@ impl Gateway {
             sealer: ArcSwap::from_pointee(sealer),
             sessions,
             parked: Default::default(),
+            streams: Default::default(),
             config_path,
             store,
             default_public_url,

@@ -93,6 +93,18 @@ pub struct Limits {
     pub metric_names_per_server: usize,
     /// Caps and timers of client connections.
     pub connections: super::Connections,
+    /// Most live sessions one principal may hold in this process.
+    pub sessions_per_principal: usize,
+    /// Most live sessions one client address may hold on a server without authentication.
+    pub sessions_per_address: usize,
+    /// Most concurrent streams of one session: its GET stream and its requests in progress.
+    pub streams_per_session: usize,
+    /// Most concurrent streams of one principal (one client address on an open server): GET
+    /// streams, `subscriptions/listen` streams and requests in progress, across sessions.
+    pub streams_per_principal: usize,
+    /// Most 2026-07-28 calls of one principal (or client address) parked at once, waiting
+    /// for the answers to an InputRequiredResult.
+    pub parked_calls_per_principal: usize,
 }
 
 impl Default for Limits {
@@ -104,6 +116,11 @@ impl Default for Limits {
             body_read_timeout: HumanDuration(Duration::from_secs(30)),
             metric_names_per_server: crate::telemetry::metrics::DEFAULT_NAMES_PER_SERVER,
             connections: super::Connections::default(),
+            sessions_per_principal: 64,
+            sessions_per_address: 64,
+            streams_per_session: 16,
+            streams_per_principal: 128,
+            parked_calls_per_principal: 16,
         }
     }
 }
@@ -117,6 +134,9 @@ pub struct Sessions {
     pub keys: Vec<SessionKey>,
     /// A session ends this long after it began, whatever its activity.
     pub max_lifetime: HumanDuration,
+    /// A session without requests or an open stream for this long ends, and its upstream
+    /// sessions are closed.
+    pub idle_timeout: HumanDuration,
 }
 
 impl Default for Sessions {
@@ -124,6 +144,7 @@ impl Default for Sessions {
         Sessions {
             keys: Vec::new(),
             max_lifetime: HumanDuration(Duration::from_secs(24 * 3600)),
+            idle_timeout: HumanDuration(Duration::from_secs(30 * 60)),
         }
     }
 }

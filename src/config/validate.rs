@@ -157,6 +157,28 @@ fn check_limits(l: &Limits, issues: &mut Issues) {
     if l.body_read_timeout.0.is_zero() {
         issues.add("limits.body_read_timeout", "must be greater than zero");
     }
+    let caps = [
+        ("limits.sessions_per_principal", l.sessions_per_principal),
+        ("limits.sessions_per_address", l.sessions_per_address),
+        ("limits.streams_per_session", l.streams_per_session),
+        ("limits.streams_per_principal", l.streams_per_principal),
+        (
+            "limits.parked_calls_per_principal",
+            l.parked_calls_per_principal,
+        ),
+    ];
+    for (field, value) in caps {
+        if value == 0 {
+            issues.add(field, "must be at least 1");
+        }
+    }
+    // A GET stream takes a slot, so a session needs a second one for any request.
+    if l.streams_per_session == 1 {
+        issues.add(
+            "limits.streams_per_session",
+            "must be at least 2 (the GET stream and one request)",
+        );
+    }
 }
 
 fn check_sessions(s: &Sessions, issues: &mut Issues) {
@@ -195,6 +217,9 @@ fn check_sessions(s: &Sessions, issues: &mut Issues) {
     }
     if s.max_lifetime.0.is_zero() {
         issues.add("sessions.max_lifetime", "must be greater than zero");
+    }
+    if s.idle_timeout.0 < std::time::Duration::from_secs(1) {
+        issues.add("sessions.idle_timeout", "must be at least 1s");
     }
 }
 
@@ -544,6 +569,25 @@ upstreams:
                 .join("\n")
                 .contains("upstreams.a.inherit_env: only allowed for kind stdio")
         );
+    }
+
+    #[test]
+    fn caps_and_the_idle_timeout_name_their_field() {
+        let yaml = format!(
+            "limits:\n  sessions_per_principal: 0\n  sessions_per_address: 0\n  streams_per_session: 1\n  streams_per_principal: 0\n  parked_calls_per_principal: 0\nsessions:\n  idle_timeout: 500ms\n{}",
+            GOOD.trim_start()
+        );
+        let got = issues(&yaml).join("\n");
+        for needle in [
+            "limits.sessions_per_principal: must be at least 1",
+            "limits.sessions_per_address: must be at least 1",
+            "limits.streams_per_session: must be at least 2",
+            "limits.streams_per_principal: must be at least 1",
+            "limits.parked_calls_per_principal: must be at least 1",
+            "sessions.idle_timeout: must be at least 1s",
+        ] {
+            assert!(got.contains(needle), "missing {needle:?} in:\n{got}");
+        }
     }
 
     #[test]

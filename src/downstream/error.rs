@@ -207,11 +207,13 @@ impl HttpError {
     }
 }
 
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        let (id, bare) = match &self {
+impl HttpError {
+    /// The JSON-RPC error body of this refusal, answering `id` (for a refusal that can only
+    /// be sent as an event of a stream already open).
+    pub fn rpc_message(&self, id: Option<RequestId>) -> Message {
+        let (id, bare) = match self {
             HttpError::Identified { inner, id } => (Some(id.clone()), &**inner),
-            other => (None, other),
+            other => (id, other),
         };
         let data = match bare {
             HttpError::UnsupportedVersion(requested) => Some(serde_json::json!({
@@ -228,7 +230,17 @@ impl IntoResponse for HttpError {
             }
             _ => None,
         };
-        let body = Message::error_response(id, self.code(), &self.to_string(), data).to_bytes();
+        Message::error_response(id, self.code(), &self.to_string(), data)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let bare = match &self {
+            HttpError::Identified { inner, .. } => &**inner,
+            other => other,
+        };
+        let body = self.rpc_message(None).to_bytes();
         let mut resp = json(self.status(), body);
         if let HttpError::LimitExceeded {
             retry_after_secs, ..

@@ -3,6 +3,8 @@
 //! client gets the questions as `inputRequests` with an unguessable `requestState`, and its
 //! retry carrying `inputResponses` delivers the answers upstream and resumes the same call.
 
+use super::error::HttpError;
+use super::limits::Holder;
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::{Message, RequestId};
 use crate::upstream::{CallStream, ReplyRoute};
@@ -23,6 +25,8 @@ pub struct Parked {
     parked_at: Instant,
     /// The binding of the principal whose call this is; only it may resume the call.
     owner: Option<String>,
+    /// Whom the call counts against (`limits.parked_calls_per_principal`).
+    holder: Holder,
 }
 
 /// Where a stateless client's calls are parked, and on whose behalf.
@@ -32,6 +36,24 @@ pub struct ParkingLot {
     pub calls: std::sync::Arc<ParkedCalls>,
     /// The caller's principal binding (`None` on an open server).
     pub owner: Option<String>,
+    /// Whom the caller's parked calls count against.
+    pub holder: Holder,
+    /// Most calls `holder` may have parked (`limits.parked_calls_per_principal`).
+    pub max: usize,
+}
+
+impl ParkingLot {
+    /// Parks a call for this caller (see [`ParkedCalls::park`]); refused when the caller
+    /// already has `max` calls parked, which drops (and so cancels) the upstream call.
+    pub fn park(
+        &self,
+        stream: CallStream,
+        member: usize,
+        question: Message,
+        route: ReplyRoute,
+    ) -> Result<Box<serde_json::value::RawValue>, HttpError> {
+        self.calls.park(stream, member, question, route, self)
+    }
 }
 
 /// Calls parked in this process.
@@ -49,14 +71,29 @@ const PARK_LIMIT: Duration = Duration::from_secs(600);
 
 impl ParkedCalls {
     /// Parks a call whose upstream asked `question`; returns the InputRequiredResult to send.
-    pub fn park(
+    fn park(
         &self,
         stream: CallStream,
         member: usize,
         question: Message,
         route: ReplyRoute,
-        owner: Option<String>,
-    ) -> Box<serde_json::value::RawValue> {
+        lot: &ParkingLot,
+    ) -> Result<Box<serde_json::value::RawValue>, HttpError> {
+        let mut calls = self.calls.lock().expect("lock");
+        calls.retain(|_, p| p.parked_at.elapsed() < PARK_LIMIT);
+        let mine = calls.values().filter(|p| p.holder == lot.holder);
+        let (count, oldest) = mine.fold((0, None::<Instant>), |(n, o), p| {
+            (n + 1, Some(o.map_or(p.parked_at, |o| o.min(p.parked_at))))
+        });
+        if count >= lot.max {
+            // A slot frees up when the caller answers one, or when the oldest expires.
+            let wait = oldest.map_or(PARK_LIMIT, |o| PARK_LIMIT.saturating_sub(o.elapsed()));
+            return Err(HttpError::LimitExceeded {
+                limit: "limits.parked_calls_per_principal",
+                max: lot.max,
+                retry_after_secs: wait.as_secs().max(1),
+            });
+        }
         let mut token = [0u8; 16];
         rand::rng().fill_bytes(&mut token);
         let hex = crate::hex::encode(&token);
@@ -71,8 +108,6 @@ impl ParkedCalls {
             "inputRequests": { key.clone(): request },
             "requestState": state,
         });
-        let mut calls = self.calls.lock().expect("lock");
-        calls.retain(|_, p| p.parked_at.elapsed() < PARK_LIMIT);
         calls.insert(
             state,
             Parked {
@@ -80,10 +115,11 @@ impl ParkedCalls {
                 member,
                 routes: HashMap::from([(key, route)]),
                 parked_at: Instant::now(),
-                owner,
+                owner: lot.owner.clone(),
+                holder: lot.holder.clone(),
             },
         );
-        to_raw(&result)
+        Ok(to_raw(&result))
     }
 
     /// Takes the call a retry refers to, if `owner` is the principal that started it; to

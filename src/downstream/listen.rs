@@ -1,9 +1,14 @@
 //! Streams of messages outside any request: the session GET stream (2025-11-25) and
 //! `subscriptions/listen` (2026-07-28).
+//!
+//! What a stream opens upstream lives exactly as long as the client's stream: when the client
+//! goes away its body is dropped, which cancels the stream's token and ends the tasks that
+//! read the upstream streams, which closes those.
 
 use super::access::Access;
 use super::error::{HttpError, rpc_error, upstream_error};
 use super::gate;
+use super::limits::{Holder, hold};
 use super::post::{answered, find_session};
 use super::relay::{sse_response, translate};
 use super::rules;
@@ -38,6 +43,7 @@ pub async fn get(
     server: Arc<VirtualServer>,
     headers: HeaderMap,
     caller: Option<super::Caller>,
+    holder: Holder,
 ) -> Result<Response, HttpError> {
     if rules::version_header(&headers)?.is_some_and(|v| v.is_stateless()) {
         return Err(HttpError::MethodNotAllowed(
@@ -46,9 +52,12 @@ pub async fn get(
     }
     rules::check_get_accept(&headers)?;
     let session = find_session(&gw, &server, &headers, caller.as_ref())?;
+    let permit = gw
+        .streams
+        .acquire(Some(&session.id), &holder, &gw.runtime().config.limits)?;
     let stop = session.replace_listener();
     let body = merged(server, Some(session.clone()), &*session, stop, None).await;
-    Ok(sse_response(body))
+    Ok(hold(sse_response(body), permit))
 }
 
 /// What a `subscriptions/listen` client opted in to (2026-07-28 notifications are opt-in).
@@ -229,12 +238,15 @@ async fn merged(
     stop: CancellationToken,
     subscription: Option<Subscription>,
 ) -> Body {
+    let session_for_drop = session.clone();
     let (tx, rx) = mpsc::channel::<(usize, Frame)>(64);
     for (i, m) in server.members.iter().enumerate() {
         match src.listen(m).await {
             Ok(Some(mut frames)) => {
                 let tx = tx.clone();
                 let stop = stop.clone();
+                // Ends when the client's stream does (`tx` closed, `stop` cancelled) even if the
+                // upstream is silent; dropping `frames` then closes the upstream stream.
                 tokio::spawn(async move {
                     loop {
                         tokio::select! {
@@ -242,6 +254,7 @@ async fn merged(
                                 Some(f) => if tx.send((i, f)).await.is_err() { return },
                                 None => return,
                             },
+                            _ = tx.closed() => return,
                             _ = stop.cancelled() => return,
                         }
                     }
@@ -281,8 +294,32 @@ async fn merged(
     let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(KEEP_ALIVE))
         .map(|_| keep_alive());
     let stop2 = stop.clone();
+    let on_drop = EndOnDrop {
+        stop: stop.clone(),
+        session: session_for_drop,
+    };
     let body = futures_util::stream::select(translated, ticks)
         .take_until(async move { stop2.cancelled().await })
-        .map(Ok::<Bytes, Infallible>);
+        .map(move |b| {
+            let _ = &on_drop;
+            Ok::<Bytes, Infallible>(b)
+        });
     Body::from_stream(body)
+}
+
+/// Held by a stream's body: dropping the body (the client went away) cancels `stop`, so the
+/// session's listener is over and the tasks reading upstream streams end; the session's idle
+/// time starts then (a client reconnecting its stream finds its session still there).
+struct EndOnDrop {
+    stop: CancellationToken,
+    session: Option<Arc<Session>>,
+}
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(s) = &self.session {
+            s.touch();
+        }
+    }
 }

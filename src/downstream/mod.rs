@@ -8,6 +8,7 @@ mod discovery;
 pub mod error;
 mod gate;
 pub mod input_required;
+pub mod limits;
 mod listen;
 pub mod metadata;
 mod post;
@@ -140,12 +141,29 @@ async fn serve_mcp(state: AppState, req: Request) -> Response {
         .caller
         .as_ref()
         .map(|c| c.on_behalf_of(&parts.headers));
+    // Caps count against the principal, or against the client address on an open server.
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let holder = limits::Holder::of(access.caller.as_ref(), peer);
     let handled = async {
         match parts.method {
             Method::POST => {
-                post::handle(gw.clone(), rt.clone(), server, parts.headers, body, access).await
+                post::handle(
+                    gw.clone(),
+                    rt.clone(),
+                    server,
+                    parts.headers,
+                    body,
+                    access,
+                    holder,
+                )
+                .await
             }
-            Method::GET => listen::get(gw.clone(), server, parts.headers, access.caller).await,
+            Method::GET => {
+                listen::get(gw.clone(), server, parts.headers, access.caller, holder).await
+            }
             Method::DELETE => delete(&gw, &server, &parts.headers, access.caller.as_ref()).await,
             _ => Err(HttpError::MethodNotAllowed(
                 "use POST (or GET/DELETE with a session)",
@@ -222,13 +240,8 @@ async fn delete(
         ));
     }
     let session = post::find_session(gw, server, headers, caller)?;
-    let links = session.links().await;
     gw.sessions.end(&session.id);
-    for (name, upstream_session) in links {
-        if let Some(m) = server.members.iter().find(|m| m.upstream == name) {
-            m.client.close(&upstream_session).await;
-        }
-    }
+    session.close_upstreams(server).await;
     tracing::info!(server = %server.name, "session ended by the client");
     Ok(StatusCode::OK.into_response())
 }

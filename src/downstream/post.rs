@@ -5,6 +5,7 @@ use super::access::{Access, CallTarget};
 use super::error::{HttpError, consent_input_required, json, rpc_error};
 use super::gate;
 use super::input_required::ParkingLot;
+use super::limits::{Holder, hold};
 use super::relay::Relay;
 use super::rules::{self, SESSION_HEADER};
 use super::seal::SessionClaims;
@@ -33,6 +34,7 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
     access: Access,
+    holder: Holder,
 ) -> Result<Response, HttpError> {
     if let Err(e) =
         rules::check_post_accept(&headers).and_then(|_| rules::check_content_type(&headers))
@@ -79,7 +81,7 @@ pub async fn handle(
         )
         .map_err(|e| e.with_id(id.clone()))?;
     }
-    let result = dispatch(gw, server, headers, message, access, ticket.clone()).await;
+    let result = dispatch(gw, server, headers, message, access, holder, ticket.clone()).await;
     if let Some(t) = ticket {
         match &result {
             Err(e) => t.complete(Outcome::Refused(i64::from(e.status().as_u16()))),
@@ -98,33 +100,48 @@ async fn dispatch(
     headers: HeaderMap,
     message: Message,
     access: Access,
+    holder: Holder,
     ticket: Option<Arc<Ticket>>,
 ) -> Result<Response, HttpError> {
     let header_version = rules::version_header(&headers)?;
     let stateless = header_version.is_some_and(ProtocolVersion::is_stateless);
-    if message.method() == "initialize" && message.kind == MessageKind::Request && !stateless {
-        let r = initialize(&gw, &server, message, access.caller.as_ref()).await;
+    let limits = gw.runtime().config.limits.clone();
+    let is_request = message.kind == MessageKind::Request;
+    if message.method() == "initialize" && is_request && !stateless {
+        let r = initialize(&gw, &server, message, access.caller.as_ref(), &holder).await;
         if let (Ok(_), Some(t)) = (&r, &ticket) {
             t.complete(Outcome::Ok);
         }
         return r;
     }
     if stateless {
+        // Every request may become a stream (a listen stream, an SSE answer); answers and
+        // notifications take no slot.
+        let permit = if is_request {
+            Some(gw.streams.acquire(None, &holder, &limits)?)
+        } else {
+            None
+        };
         let lot = ParkingLot {
             calls: gw.parked.clone(),
             owner: Caller::binding(access.caller.as_ref()),
+            holder,
+            max: limits.parked_calls_per_principal,
         };
-        let max_subscriptions = gw.runtime().config.limits.subscriptions_per_listen;
-        return stateless::handle(
+        let resp = stateless::handle(
             server,
             &headers,
             message,
             lot,
             &access,
             ticket,
-            max_subscriptions,
+            limits.subscriptions_per_listen,
         )
-        .await;
+        .await?;
+        return Ok(match permit {
+            Some(p) => hold(resp, p),
+            None => resp,
+        });
     }
     if header_version.is_none()
         && crate::protocol::stateless::declared_version(&message)
@@ -136,10 +153,21 @@ async fn dispatch(
         ));
     }
     let session = find_session(&gw, &server, &headers, access.caller.as_ref())?;
+    // Answers to the server's questions never wait for a slot: the calls holding the slots
+    // may be the ones waiting for them.
+    let permit = if is_request {
+        Some(gw.streams.acquire(Some(&session.id), &holder, &limits)?)
+    } else {
+        None
+    };
     // A supported version other than the negotiated one is accepted: clients such as the
     // TypeScript SDK send their own default on some requests, and the spec only requires
     // rejecting unsupported versions.
-    Ok(in_session(server, session, message, &access, ticket).await)
+    let resp = in_session(server, session, message, &access, ticket).await;
+    Ok(match permit {
+        Some(p) => hold(resp, p),
+        None => resp,
+    })
 }
 
 async fn read_body(
@@ -210,6 +238,7 @@ async fn initialize(
     server: &Arc<VirtualServer>,
     message: Message,
     caller: Option<&Caller>,
+    holder: &Holder,
 ) -> Result<Response, HttpError> {
     let id = message.id.clone();
     let params: InitializeParams = match message.params_as() {
@@ -235,6 +264,29 @@ async fn initialize(
         client_info: params.client_info,
         capabilities: params.capabilities,
     };
+    // The slot is taken before any upstream session is opened for it.
+    let rt = gw.runtime();
+    let (limit, max) = match holder {
+        Holder::Principal(_) => (
+            "limits.sessions_per_principal",
+            rt.config.limits.sessions_per_principal,
+        ),
+        Holder::Address(_) => (
+            "limits.sessions_per_address",
+            rt.config.limits.sessions_per_address,
+        ),
+    };
+    let slot = gw
+        .sessions
+        .reserve(holder, max, rt.config.sessions.idle_timeout.0)
+        .map_err(|wait| {
+            tracing::info!(server = %server.name, limit, "initialize refused: too many sessions");
+            HttpError::LimitExceeded {
+                limit,
+                max,
+                retry_after_secs: wait.as_secs().max(1),
+            }
+        })?;
     let opens = server.members.iter().map(|m| m.client.open(&identity));
     let opened = futures_util::future::join_all(opens).await;
     let mut links = Vec::new();
@@ -264,7 +316,7 @@ async fn initialize(
         issued_at: 0,
         principal: Caller::binding(caller),
     };
-    let session = gw.sessions.create(&gw.sealer(), claims);
+    let session = gw.sessions.create(&gw.sealer(), claims, slot);
     let mut result = server.server_description(&infos);
     result["protocolVersion"] = Value::String(version.as_str().into());
     let answer = Message::response(id.unwrap_or(RequestId::Number(0)), to_raw(&result));

@@ -1,7 +1,7 @@
 //! Relays one upstream call to the client: a single JSON answer when the upstream answers at
 //! once, otherwise an SSE stream that passes each message on as it arrives.
 
-use super::error::{json, upstream_error};
+use super::error::{HttpError, json, upstream_error};
 use super::input_required::ParkingLot;
 use super::session::Session;
 use crate::audit::{Outcome, Ticket};
@@ -11,7 +11,7 @@ use crate::protocol::stateless::{log_allowed, with_result_type};
 use crate::protocol::{ErrorCode, Message, RequestId};
 use crate::upstream::{CallStream, Frame, ReplyRoute, StreamedResponse, UpstreamError};
 use axum::body::Body;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
@@ -93,9 +93,16 @@ impl Relay {
                 )
             }
             Some(Frame::Request { message, route }) if self.can_park(&message) => {
-                let bytes = self.park(stream, message, route);
-                self.outcome(Outcome::Ok, bytes.len());
-                json(StatusCode::OK, bytes)
+                match self.park(stream, message, route) {
+                    Ok(bytes) => {
+                        self.outcome(Outcome::Ok, bytes.len());
+                        json(StatusCode::OK, bytes)
+                    }
+                    Err(refusal) => {
+                        self.outcome(Outcome::Refused(429), 0);
+                        refusal.with_id(self.request_id.clone()).into_response()
+                    }
+                }
             }
             Some(frame) => sse_response(self.into_body(frame, stream)),
         }
@@ -116,17 +123,21 @@ impl Relay {
             && self.client_capabilities.get(needed).is_some()
     }
 
-    /// Parks the call and answers this request with the upstream's question.
-    fn park(&self, stream: CallStream, question: Message, route: ReplyRoute) -> Vec<u8> {
+    /// Parks the call and answers this request with the upstream's question; refused when
+    /// the caller has too many calls parked.
+    fn park(
+        &self,
+        stream: CallStream,
+        question: Message,
+        route: ReplyRoute,
+    ) -> Result<Vec<u8>, HttpError> {
         let lot = self.parked.as_ref().expect("can_park checked");
-        let result = lot
-            .calls
-            .park(stream, self.member, question, route, lot.owner.clone());
-        Message::response(
+        let result = lot.park(stream, self.member, question, route)?;
+        Ok(Message::response(
             self.request_id.clone().unwrap_or(RequestId::Number(0)),
             result,
         )
-        .to_bytes()
+        .to_bytes())
     }
 
     fn finish(&self) {
@@ -167,9 +178,16 @@ impl Relay {
                             return Some((pieces, (relay, None, None)));
                         }
                         Frame::Request { message, route } if relay.can_park(&message) => {
-                            let bytes = relay.park(open, message, route);
+                            let (bytes, outcome) = match relay.park(open, message, route) {
+                                Ok(bytes) => (bytes, Outcome::Ok),
+                                // The stream is open: the refusal can only be its last event.
+                                Err(refusal) => (
+                                    refusal.rpc_message(relay.request_id.clone()).to_bytes(),
+                                    Outcome::Refused(429),
+                                ),
+                            };
                             relay.finish();
-                            relay.outcome(Outcome::Ok, bytes.len());
+                            relay.outcome(outcome, bytes.len());
                             return Some((one(encode_event(&bytes, None)), (relay, None, None)));
                         }
                         other => other,
@@ -254,6 +272,15 @@ impl Relay {
             self.cacheable,
         )
         .await
+    }
+}
+
+// A relay dropped before its call ended (the client went away mid-stream, or the request was
+// abandoned while waiting for the upstream) must not leave the request tracked: the session
+// would look busy for ever and never be reaped.
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

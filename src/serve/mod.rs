@@ -18,9 +18,6 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// How often the configuration file is checked for changes.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
-/// Cached sessions idle this long are dropped from memory (they remain valid: their ids
-/// carry their state).
-const SESSION_CACHE_IDLE: Duration = Duration::from_secs(15 * 60);
 
 /// Serves until SIGINT (stop now) or SIGTERM (drain first).
 pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
@@ -225,10 +222,14 @@ async fn watch_config(gateway: Arc<Gateway>, path: PathBuf) {
     }
 }
 
+/// Ends sessions idle for `sessions.idle_timeout` (read at each round, so a reload applies)
+/// or past their lifetime, and closes their upstream sessions.
 async fn sweep_sessions(gateway: Arc<Gateway>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    use crate::downstream::session::{close_ended, sweep_period};
     loop {
-        tick.tick().await;
-        gateway.sessions.sweep(SESSION_CACHE_IDLE);
+        let idle = gateway.runtime().config.sessions.idle_timeout.0;
+        tokio::time::sleep(sweep_period(idle)).await;
+        let ended = gateway.sessions.sweep(idle);
+        close_ended(&gateway, ended).await;
     }
 }

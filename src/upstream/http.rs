@@ -26,6 +26,9 @@ const VERSION_HEADER: &str = "mcp-protocol-version";
 /// credentials).
 const MAX_SHARED_SESSIONS: usize = 10_000;
 
+/// How often a shared GET stream checks whether it still has listeners.
+const SHARED_STREAM_CHECK: Duration = Duration::from_secs(1);
+
 /// A Streamable HTTP upstream.
 pub struct HttpUpstream {
     name: String,
@@ -552,13 +555,21 @@ impl HttpUpstream {
             );
         }
         self.authorize(&mut h).await?;
-        let resp = self
-            .client
-            .get(self.url.clone())
-            .headers(h)
-            .send()
+        // The stream itself may stay open for ever, but its headers must come in time: an
+        // upstream that accepts and stays silent would hold the client's GET unanswered.
+        let send = self.client.get(self.url.clone()).headers(h).send();
+        let resp = tokio::time::timeout(self.request_timeout, send)
             .await
+            .map_err(|_| UpstreamError::Timeout {
+                upstream: self.name.clone(),
+                after: self.request_timeout,
+            })?
             .map_err(|e| self.unavailable(describe(&e)))?;
+        if resp.status() == StatusCode::NOT_FOUND && session.id.is_some() {
+            return Err(UpstreamError::SessionExpired {
+                upstream: self.name.clone(),
+            });
+        }
         if resp.status() != StatusCode::OK {
             return Ok(None);
         }
@@ -591,8 +602,24 @@ impl HttpUpstream {
                 let (tx, _) = broadcast::channel(256);
                 let pump = tx.clone();
                 let name = self.name.clone();
+                // The upstream stream is closed (by dropping `frames`) once the last listener
+                // has gone, not only when a message finds nobody: a silent upstream would
+                // otherwise keep one stream per listen cycle open. A hub without receivers is
+                // never handed out again (see the `retain` above), so none can join late.
+                let mut idle = tokio::time::interval_at(
+                    tokio::time::Instant::now() + SHARED_STREAM_CHECK,
+                    SHARED_STREAM_CHECK,
+                );
                 tokio::spawn(async move {
-                    while let Some(frame) = frames.recv().await {
+                    loop {
+                        let frame = tokio::select! {
+                            f = frames.recv() => f,
+                            _ = idle.tick() => {
+                                if pump.receiver_count() == 0 { break }
+                                continue;
+                            }
+                        };
+                        let Some(frame) = frame else { break };
                         match frame {
                             Frame::Notification(m) => {
                                 let delivered = pump.send(m).is_ok();
