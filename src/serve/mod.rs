@@ -143,9 +143,9 @@ fn raise_fd_limit(max_connections: usize) {
     }
     // Upstream connections, stdio pipes, the store and the ops listener need descriptors too.
     let needed = max_connections as u64 * 2 + 256;
-    if (lim.rlim_cur as u64) < needed {
+    if lim.rlim_cur < needed {
         tracing::warn!(
-            open_files = lim.rlim_cur as u64,
+            open_files = lim.rlim_cur,
             "limits.connections.max ({max_connections}) may exceed what the open-file limit allows; raise `ulimit -n` or lower the cap"
         );
     }
