@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let token = format!("{}.{}.c2ln", b64.encode(header), b64.encode(claims));
     if let Ok((alg, claims)) = gatehouse::fuzzing::jwt_read_unverified(&token) {
-        assert!(!alg.starts_with("HS"), "HMAC tokens are refused before any claim is read");
+        assert!(
+            !alg.starts_with("HS"),
+            "HMAC tokens are refused before any claim is read"
+        );
         let _ = claims.get("iss");
     }
 });

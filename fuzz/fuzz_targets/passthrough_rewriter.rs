@@ -84,10 +84,16 @@ fuzz_target!(|data: &[u8]| {
         (a, b) => assert_eq!(a.is_ok(), b.is_ok(), "chunks of {chunk}: {a:?} / {b:?}"),
     }
     if let Ok(Progress::NotStreamable) = whole.result {
-        assert_eq!(whole.head, input, "the head is the input, for the whole parser");
+        assert_eq!(
+            whole.head, input,
+            "the head is the input, for the whole parser"
+        );
     }
     if let Ok(Progress::NotStreamable) = cut.result {
-        assert!(input.starts_with(&cut.head), "the head is a prefix of the input");
+        assert!(
+            input.starts_with(&cut.head),
+            "the head is a prefix of the input"
+        );
     }
     if whole.result != Ok(Progress::Streaming) {
         return;

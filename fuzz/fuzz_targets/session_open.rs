@@ -15,7 +15,10 @@ use libfuzzer_sys::fuzz_target;
 const KEY: [u8; 32] = [7; 32];
 
 fuzz_target!(|data: &[u8]| {
-    let sealer = Sealer::new(vec![SealingKey::new("k1", &KEY), SealingKey::new("k0", &[1; 32])]);
+    let sealer = Sealer::new(vec![
+        SealingKey::new("k1", &KEY),
+        SealingKey::new("k0", &[1; 32]),
+    ]);
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };

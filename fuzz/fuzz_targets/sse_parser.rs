@@ -27,7 +27,11 @@ fn reference(stream: &[u8]) -> Option<Vec<Vec<u8>>> {
             return Some(events);
         };
         let line = &rest[..end];
-        let skip = if rest[end] == b'\r' && rest.get(end + 1) == Some(&b'\n') { 2 } else { 1 };
+        let skip = if rest[end] == b'\r' && rest.get(end + 1) == Some(&b'\n') {
+            2
+        } else {
+            1
+        };
         rest = &rest[end + skip..];
         if line.is_empty() {
             if let Some(d) = data.take() {

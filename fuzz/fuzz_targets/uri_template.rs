@@ -24,7 +24,9 @@ fn valid_varspec(name: &str) -> bool {
     };
     !base.is_empty()
         && !base.starts_with('.')
-        && base.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        && base
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
 }
 
 /// The expansion of `template` with short alphanumeric values drawn from `seed`; `None` when
@@ -55,11 +57,27 @@ fn expand(template: &str, seed: &[u8]) -> Option<String> {
         if !names.iter().all(|n| valid_varspec(n)) {
             return None;
         }
-        let bare = |n: &str| n.split(':').next().unwrap().trim_end_matches('*').to_owned();
+        let bare = |n: &str| {
+            n.split(':')
+                .next()
+                .unwrap()
+                .trim_end_matches('*')
+                .to_owned()
+        };
         let values: Vec<(String, String)> = names.iter().map(|n| (bare(n), value())).collect();
-        let plain = |sep: &str| values.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(sep);
+        let plain = |sep: &str| {
+            values
+                .iter()
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+                .join(sep)
+        };
         let named = |sep: &str| {
-            values.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(sep)
+            values
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join(sep)
         };
         match op {
             None | Some('+') => out.push_str(&plain(",")),
@@ -83,7 +101,10 @@ fn expand(template: &str, seed: &[u8]) -> Option<String> {
 /// backslash separators), restated.
 fn climbs(uri: &str) -> bool {
     let lower = uri.to_ascii_lowercase();
-    if ["%2f", "%5c", "%2e", "\\"].iter().any(|s| lower.contains(s)) {
+    if ["%2f", "%5c", "%2e", "\\"]
+        .iter()
+        .any(|s| lower.contains(s))
+    {
         return true;
     }
     let path = lower.split(['?', '#']).next().unwrap_or_default();
@@ -100,12 +121,18 @@ fuzz_target!(|data: &[u8]| {
     };
     let matched = compiled.matches(rest);
     if climbs(rest) || rest.len() > MAX_URI_BYTES {
-        assert!(!matched, "{rest:?} climbs or is too long, yet matches {template:?}");
+        assert!(
+            !matched,
+            "{rest:?} climbs or is too long, yet matches {template:?}"
+        );
     }
     if let Some(uri) = expand(template, rest.as_bytes())
         && !climbs(&uri)
         && uri.len() <= MAX_URI_BYTES
     {
-        assert!(compiled.matches(&uri), "{template:?} expands to {uri:?}, which does not match");
+        assert!(
+            compiled.matches(&uri),
+            "{template:?} expands to {uri:?}, which does not match"
+        );
     }
 });
