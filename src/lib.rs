@@ -13,6 +13,8 @@ pub mod config;
 pub mod credentials;
 pub mod downstream;
 pub mod federation;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod hex;
 pub mod oauth;

@@ -4,20 +4,18 @@
 use super::issuer::IssuerState;
 use super::principal::{CredentialKind, Principal};
 use super::{AuthError, Authenticator};
-use jsonwebtoken::{Algorithm, Validation, decode, decode_header};
+use jsonwebtoken::{Algorithm, Header, Validation, decode, decode_header};
 use serde_json::Value;
 use std::sync::Arc;
 
 /// Whether a credential has the shape of a JWS (three base64url parts).
-pub(super) fn looks_like_jwt(token: &str) -> bool {
+pub(crate) fn looks_like_jwt(token: &str) -> bool {
     token.split('.').count() == 3
 }
 
-/// Verifies a JWT access token; the audience is checked later, per virtual server.
-pub(super) async fn verify_jwt(
-    auth: &Authenticator,
-    token: &str,
-) -> Result<(Principal, Arc<IssuerState>), AuthError> {
+/// The header and the claims of a token, read without believing either: enough to pick the
+/// issuer and its key. `alg: none` and HMAC algorithms are refused here, in their own words.
+pub(crate) fn read_unverified(token: &str) -> Result<(Header, Value), AuthError> {
     let header = decode_header(token).map_err(|e| {
         // `alg: none` and HMAC names fail here or below; say so rather than "malformed".
         AuthError::Invalid(match raw_alg(token) {
@@ -35,6 +33,16 @@ pub(super) async fn verify_jwt(
     }
     let unverified: Value = jsonwebtoken::dangerous::insecure_decode_claims(token)
         .map_err(|e| AuthError::Invalid(format!("malformed token claims: {e}")))?;
+    Ok((header, unverified))
+}
+
+/// Verifies a JWT access token; the audience is checked later, per virtual server.
+pub(super) async fn verify_jwt(
+    auth: &Authenticator,
+    token: &str,
+) -> Result<(Principal, Arc<IssuerState>), AuthError> {
+    let (header, unverified) = read_unverified(token)?;
+    let alg = header.alg;
     let iss = unverified
         .get("iss")
         .and_then(Value::as_str)

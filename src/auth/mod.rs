@@ -17,7 +17,9 @@ pub(crate) use guard::glob_match;
 pub use guard::{METADATA_PREFIX, ServerGuard, add_scopes, bearer_token, required_scopes};
 pub use issuer::{IssuerState, LocalKeyLookup, LocalKeys};
 pub(crate) use issuer::{fetch_json, fits as key_fits_algorithm, metadata_candidates};
-pub(crate) use jwt::{explain as explain_jwt_error, raw_alg};
+pub(crate) use jwt::{
+    explain as explain_jwt_error, looks_like_jwt, raw_alg, read_unverified as read_jwt_unverified,
+};
 pub use principal::{CredentialKind, Principal};
 pub(crate) use principal::{string_at as claim_string, strings_at as claim_strings};
 

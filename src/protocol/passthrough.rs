@@ -221,6 +221,12 @@ impl ResponseRewriter {
                         return self
                             .not_streamable(PassthroughError::Invalid("escaped top-level key"));
                     }
+                    // Keys go out as they came: a raw line break would end the SSE data line.
+                    _ if b < 0x20 => {
+                        return self.not_streamable(PassthroughError::Invalid(
+                            "control character in a string",
+                        ));
+                    }
                     _ => self.token.push(b),
                 },
                 Top::Colon => match b {
@@ -262,6 +268,13 @@ impl ResponseRewriter {
                     }
                 },
                 Top::StringValue => {
+                    // Checked before the escape: `\` followed by a line break is no escape,
+                    // and would put a raw line break in the output.
+                    if b < 0x20 {
+                        return self.not_streamable(PassthroughError::Invalid(
+                            "control character in a string",
+                        ));
+                    }
                     self.token.push(b);
                     if self.escaped {
                         self.escaped = false;
@@ -269,10 +282,6 @@ impl ResponseRewriter {
                         self.escaped = true;
                     } else if b == b'"' {
                         self.value_done(out)?;
-                    } else if b < 0x20 {
-                        return self.not_streamable(PassthroughError::Invalid(
-                            "control character in a string",
-                        ));
                     }
                 }
                 Top::Literal => {
@@ -374,6 +383,11 @@ impl ResponseRewriter {
         while i < input.len() {
             if self.in_string {
                 if self.escaped {
+                    // `\` then a line break is not an escape; passed on, the line break would
+                    // end the SSE data line and let the upstream write its own events.
+                    if matches!(input[i], b'\n' | b'\r') {
+                        return Err(PassthroughError::Invalid("line break in a string"));
+                    }
                     self.escaped = false;
                     out.push(input[i]);
                     i += 1;
@@ -542,6 +556,24 @@ mod tests {
             (
                 "{\"result\":{\"a\":\"x\ny\"},\"jsonrpc\":\"2.0\",\"id\":7}",
                 PassthroughError::Invalid("line break in a string"),
+            ),
+            // Found by the passthrough_rewriter fuzz target: a line break after a backslash, or
+            // in a top-level key or string after the result, went out raw.
+            (
+                "{\"result\":{\"a\":\"x\\\ny\"},\"jsonrpc\":\"2.0\",\"id\":7}",
+                PassthroughError::Invalid("line break in a string"),
+            ),
+            (
+                "{\"result\":{\"a\":\"x\\\r\"},\"jsonrpc\":\"2.0\",\"id\":7}",
+                PassthroughError::Invalid("line break in a string"),
+            ),
+            (
+                "{\"result\":{},\"a\nb\":1,\"jsonrpc\":\"2.0\",\"id\":7}",
+                PassthroughError::Invalid("control character in a string"),
+            ),
+            (
+                "{\"result\":{},\"x\":\"\\\n\",\"jsonrpc\":\"2.0\",\"id\":7}",
+                PassthroughError::Invalid("control character in a string"),
             ),
         ] {
             assert_eq!(every_split(input, false), Err(want), "{input}");

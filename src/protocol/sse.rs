@@ -81,13 +81,13 @@ impl SseParser {
                 Line::Name(name) => match b {
                     b':' if name.is_empty() => self.line = Line::Skip,
                     b':' if &name[..] == b"data" => {
-                        self.start_data(&mut out);
+                        self.start_data(&mut out)?;
                         self.line = Line::Data { skip_space: true };
                     }
                     b':' => self.line = Line::Skip,
                     b'\n' | b'\r' => {
                         if &name[..] == b"data" {
-                            self.start_data(&mut out);
+                            self.start_data(&mut out)?;
                         }
                         self.end_line(b);
                     }
@@ -145,12 +145,21 @@ impl SseParser {
         Ok(pieces.into_iter().filter_map(|p| events.push(p)).collect())
     }
 
-    fn start_data(&mut self, out: &mut Vec<SsePiece>) {
+    /// A `data` field begins: the line break that joins it to the previous one counts
+    /// towards the event's size like any data byte (an event of empty `data` lines is made of
+    /// nothing else).
+    fn start_data(&mut self, out: &mut Vec<SsePiece>) -> Result<(), EventTooLarge> {
         if self.has_data {
             self.event_bytes += 1;
+            if self.event_bytes > self.max_event {
+                return Err(EventTooLarge {
+                    limit: self.max_event,
+                });
+            }
             out.push(SsePiece::Data(Bytes::from_static(b"\n")));
         }
         self.has_data = true;
+        Ok(())
     }
 
     fn end_line(&mut self, terminator: u8) {
@@ -271,6 +280,20 @@ mod tests {
             ))
             .is_err()
         );
+    }
+
+    /// Found by the `sse_parser` fuzz target: the line breaks joining empty `data` lines were
+    /// counted but not checked, so an upstream sending `data` lines without end grew the
+    /// gateway's event buffer without limit.
+    #[test]
+    fn refuses_an_event_of_empty_data_lines_over_the_limit() {
+        // 18 empty `data` lines: 17 joining line breaks, one more than the limit.
+        let mut p = SseParser::new(16);
+        let stream = Bytes::from("data\n".repeat(18));
+        assert_eq!(p.feed(&stream), Err(EventTooLarge { limit: 16 }));
+        let mut p = SseParser::new(16);
+        let at_limit = events(&mut p, &["data\n".repeat(17).as_bytes(), b"\n"]).unwrap();
+        assert_eq!(at_limit, ["\n".repeat(16)]);
     }
 
     #[test]
