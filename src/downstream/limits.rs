@@ -125,20 +125,24 @@ impl Drop for StreamPermit {
 /// A response whose slot is held until its body is finished or dropped (the client went away):
 /// an SSE stream counts for as long as it is open, a JSON answer until it is written.
 pub fn hold(resp: Response, permit: StreamPermit) -> Response {
-    resp.map(|inner| {
-        Body::new(Held {
-            inner,
-            _permit: permit,
-        })
+    resp.map(|inner| holding(inner, permit))
+}
+
+/// `inner`, keeping `guard` alive until the body is finished or dropped. Also how the
+/// listener counts a connection's requests in progress.
+pub fn holding<G: Send + Sync + Unpin + 'static>(inner: Body, guard: G) -> Body {
+    Body::new(Held {
+        inner,
+        _guard: guard,
     })
 }
 
-struct Held {
+struct Held<G> {
     inner: Body,
-    _permit: StreamPermit,
+    _guard: G,
 }
 
-impl http_body::Body for Held {
+impl<G: Send + Sync + Unpin + 'static> http_body::Body for Held<G> {
     type Data = Bytes;
     type Error = axum::Error;
 

@@ -5,7 +5,6 @@
 use crate::config::Connections;
 use axum::Router;
 use axum::extract::ConnectInfo;
-use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -277,12 +276,9 @@ async fn connection(
         let call = tower_service::Service::call(&mut app.clone(), req.map(axum::body::Body::new));
         async move {
             let resp = call.await?;
-            Ok::<_, std::convert::Infallible>(resp.map(|body| {
-                axum::body::Body::new(CountedBody {
-                    inner: body,
-                    _in_flight: in_flight,
-                })
-            }))
+            Ok::<_, std::convert::Infallible>(
+                resp.map(|body| crate::downstream::limits::holding(body, in_flight)),
+            )
         }
     });
     let conn = builder.serve_connection(io, service);
@@ -352,32 +348,6 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A response body that keeps its request counted as in progress.
-struct CountedBody {
-    inner: axum::body::Body,
-    _in_flight: InFlight,
-}
-
-impl http_body::Body for CountedBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 
