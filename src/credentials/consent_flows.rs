@@ -6,7 +6,7 @@
 //! otherwise connect the victim's account to the attacker's user, or the reverse).
 
 use super::OnBehalfOf;
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,8 +23,6 @@ const MAX_COOKIES: usize = 32;
 /// The cookies binding a flow to the browser that opened its link: this prefix, then part of
 /// the value's digest, so that two flows at once in one browser do not overwrite each other.
 const BROWSER_COOKIE: &str = "gatehouse_connect_";
-/// The prefix that, over https, forbids other hosts and paths to set the cookie.
-const HOST_ONLY: &str = "__Host-";
 
 /// A change to the browser's flow cookies that goes with a page.
 #[derive(Debug)]
@@ -37,16 +35,7 @@ pub enum BrowserCookie {
 
 /// The values of the flow cookies a request carries (at most [`MAX_COOKIES`]).
 pub(super) fn browser_cookies(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .filter(|(k, _)| k.trim_start_matches(HOST_ONLY).starts_with(BROWSER_COOKIE))
-        .take(MAX_COOKIES)
-        .map(|(_, v)| v.to_owned())
-        .collect()
+    crate::oauth::cookies::values(headers, BROWSER_COOKIE, MAX_COOKIES)
 }
 
 /// The `Set-Cookie` value for a cookie change: HttpOnly, SameSite=Lax (the callbacks are
@@ -61,16 +50,7 @@ pub(super) fn set_cookie(
         BrowserCookie::Set(v) => (v, ttl.as_secs().max(1)),
         BrowserCookie::Clear(v) => (v, 0),
     };
-    let (prefix, secure) = if https {
-        (HOST_ONLY, "; Secure")
-    } else {
-        ("", "")
-    };
-    let name = format!("{prefix}{BROWSER_COOKIE}{}", &digest(value)[..12]);
-    HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
-    ))
-    .ok()
+    crate::oauth::cookies::set(BROWSER_COOKIE, value, max_age, https)
 }
 
 /// Where a flow is.

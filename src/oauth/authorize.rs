@@ -10,15 +10,12 @@ use axum::extract::{RawQuery, State};
 use axum::response::{Html, IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The cookies binding logins to the browser that started them: one per login (this prefix,
 /// then a random part), so that two logins at once do not overwrite each other.
 const LOGIN_COOKIE: &str = "gatehouse_login_";
-/// The prefix that, over https, forbids other hosts and paths to set the cookie.
-const HOST_ONLY: &str = "__Host-";
 /// Associated data of consent tickets (so no other sealed value passes for one).
 const TICKET_AAD: &[u8] = b"gatehouse oauth consent ticket v1";
 /// Longest query or form accepted.
@@ -108,38 +105,21 @@ fn error_to_client(
     )
 }
 
-fn digest(s: &str) -> String {
-    crate::hex::encode(&Sha256::digest(s.as_bytes()))
-}
+use super::common::digest;
 
 /// The values of the login cookies the browser sent.
 fn login_cookies(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .filter(|(k, _)| k.trim_start_matches(HOST_ONLY).starts_with(LOGIN_COOKIE))
-        .take(32)
-        .map(|(_, v)| v.to_owned())
-        .collect()
+    super::cookies::values(headers, LOGIN_COOKIE, 32)
 }
 
 /// The `Set-Cookie` value for a login cookie (`max_age` 0 removes it).
 fn login_cookie(f: &Facade, value: &str, max_age: u64) -> Option<HeaderValue> {
-    let https = f.issuer.starts_with("https://");
-    let (prefix, secure) = if https {
-        (HOST_ONLY, "; Secure")
-    } else {
-        ("", "")
-    };
-    // The name carries part of the value's digest, so the removal names the same cookie.
-    let name = format!("{prefix}{LOGIN_COOKIE}{}", &digest(value)[..12]);
-    HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
-    ))
-    .ok()
+    super::cookies::set(
+        LOGIN_COOKIE,
+        value,
+        max_age,
+        f.issuer.starts_with("https://"),
+    )
 }
 
 /// `GET /oauth/authorize`.

@@ -19,6 +19,7 @@ pub mod registration;
 pub mod tokens;
 
 mod common;
+pub(crate) mod cookies;
 mod jwks;
 #[cfg(test)]
 pub(crate) mod testing;
