@@ -217,10 +217,11 @@ def register_client(issuer: str, redirect_uri: str, grants: list[str]) -> tuple[
 
 
 def consent_stack(oidc_as, processes, fixture_http, tmp_path, saas_args=(), scopes="[crm:read]",
-                  top="", server=""):
+                  top="", server="", members="[fx]", more_upstreams=""):
     """The enterprise IdP (oidc_as), the SaaS's own authorization server, a SaaS upstream that
     accepts only that server's tokens, and a gateway with a consent configuration (`top`: more
-    top-level blocks; `server`: more fields of the virtual server)."""
+    top-level blocks; `server`: more fields of the virtual server; `members` its upstreams, the
+    others in `more_upstreams`)."""
     saas_as = processes([node22(), OIDC_AS_JS, "--port", "0", *saas_args]).read_line_starting("ready ")
     fx = fixture_http("--require-jwt-issuer", saas_as)
     port = free_port()
@@ -237,9 +238,9 @@ consent:
   login: {{ issuer: "{oidc_as.issuer}", client_id: "{login_id}", client_secret: {{ env: LOGIN_SECRET }} }}
   keys: [{{ id: k1, key: {{ env: TOKEN_KEY }} }}]
 servers:
-  - {{ name: main, path: /mcp, upstreams: [fx], auth: {{ scopes: [mcp:tools] }}{server} }}
+  - {{ name: main, path: /mcp, upstreams: {members}, auth: {{ scopes: [mcp:tools] }}{server} }}
 upstreams:
-  fx:
+{more_upstreams}  fx:
     kind: http
     url: "{fx}"
     protocol: "{PROTOCOL}"
@@ -514,3 +515,25 @@ def test_a_user_not_connected_yet_lists_the_approved_definitions_and_is_asked_at
     assert jwt_claims(json.loads(seen["content"][0]["text"])["authorization"].removeprefix("Bearer "))["sub"] == "alice"
     for secret in token.values():
         assert secret not in gw.stderr()
+
+
+def test_a_name_no_listed_member_offers_is_asked_for_by_the_member_to_connect(
+        oidc_as, processes, fixture_http, tmp_path):
+    """Federation without prefixes and without a catalog: the member the user has not connected is
+    left out of the listing (the rest is listed), so its tools are unknown to the gateway; a call
+    naming one goes to that member, which asks for consent, instead of answering unknown."""
+    plain = fixture_http("--without-tool", "whoami")
+    base, _saas_as, _fx, _gw, _db = consent_stack(
+        oidc_as, processes, fixture_http, tmp_path, server=", prefix: never", members="[plain, fx]",
+        more_upstreams=f'  plain: {{ kind: http, url: "{plain}" }}\n')
+    resource = base + "/mcp"
+    alice = RawSession(resource, mint(oidc_as.issuer, sub="alice", resource=resource, scope="mcp:tools")["access_token"]).open()
+    names = {t["name"] for t in result_of(alice.request("tools/list"))["tools"]}
+    assert "echo" in names and "whoami" not in names, names
+    echoed = result_of(alice.request("tools/call", {"name": "echo", "arguments": {"text": "plain"}}))
+    assert echoed["content"][0]["text"] == "plain", "the other member serves meanwhile"
+    link = new_link(alice, "whoami")
+    assert browse(link).status_code == 200
+    names = {t["name"] for t in result_of(alice.request("tools/list"))["tools"]}
+    assert "whoami" in names, names
+    assert upstream_authorization(alice).startswith("Bearer "), "connected: whoami reaches fx"
