@@ -404,12 +404,21 @@ mod tests {
         assert_eq!(supported(&default), every);
 
         let all = guard("      challenge_scopes: all\n");
-        assert_eq!(challenged_scope(&all, &missing), "mcp:tools crm:write crm:admin");
-        assert_eq!(challenged_scope(&all, &invalid), "mcp:tools crm:write crm:admin");
+        assert_eq!(
+            challenged_scope(&all, &missing),
+            "mcp:tools crm:write crm:admin"
+        );
+        assert_eq!(
+            challenged_scope(&all, &invalid),
+            "mcp:tools crm:write crm:admin"
+        );
         assert_eq!(supported(&all), every);
 
         let listed = guard("      challenge_scopes: [crm:write, crm:read]\n");
-        assert_eq!(challenged_scope(&listed, &missing), "mcp:tools crm:write crm:read");
+        assert_eq!(
+            challenged_scope(&listed, &missing),
+            "mcp:tools crm:write crm:read"
+        );
         assert_eq!(
             supported(&listed),
             serde_json::json!(["mcp:tools", "crm:write", "crm:admin", "crm:read"])
