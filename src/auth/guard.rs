@@ -2,7 +2,7 @@
 //! how it says so (RFC 9728 metadata and RFC 6750 challenges).
 
 use super::{AuthError, Authenticator, CredentialKind, Principal};
-use crate::config::{Config, ScopeRule, ServerAuth, VirtualServer};
+use crate::config::{ChallengeScopes, Config, ScopeRule, ServerAuth, VirtualServer};
 use bytes::Bytes;
 use http::HeaderMap;
 use std::collections::HashMap;
@@ -26,6 +26,8 @@ pub struct ServerGuard {
     /// sent to this server are introspected by.
     issuer_names: Vec<String>,
     scopes: Vec<String>,
+    /// What a 401 challenge names (`auth.challenge_scopes`).
+    challenge_scopes: Vec<String>,
     rules: Vec<ScopeRule>,
     api_keys: bool,
     metadata: Bytes,
@@ -39,13 +41,21 @@ impl ServerGuard {
         auth: Arc<Authenticator>,
     ) -> Option<ServerGuard> {
         let sa = server.auth.as_ref()?;
-        Some(Self::for_resource(
+        // Policy rules can require scopes too (step-up): they are scopes of this server.
+        let policy_scopes: Vec<String> = server
+            .policy
+            .iter()
+            .flat_map(|p| &p.rules)
+            .flat_map(|r| r.require_scopes.iter().cloned())
+            .collect();
+        Some(Self::build(
             config,
             &server.name,
             &server.path,
             sa,
             config.resource_uri(server),
             auth,
+            &policy_scopes,
         ))
     }
 
@@ -58,6 +68,19 @@ impl ServerGuard {
         sa: &ServerAuth,
         resource: String,
         auth: Arc<Authenticator>,
+    ) -> ServerGuard {
+        Self::build(config, name, path, sa, resource, auth, &[])
+    }
+
+    /// The guard; `step_up` are scopes that rules outside `sa` (policy) can require.
+    fn build(
+        config: &Config,
+        name: &str,
+        path: &str,
+        sa: &ServerAuth,
+        resource: String,
+        auth: Arc<Authenticator>,
+        step_up: &[String],
     ) -> ServerGuard {
         // "Every issuer" means the IdPs configured under auth.issuers, never Gatehouse's own
         // authorization server: a server accepts its tokens only when it names it.
@@ -84,14 +107,26 @@ impl ServerGuard {
             accepted.insert(issuer.config.issuer.clone(), audiences);
             authorization_servers.push(issuer.config.issuer.clone());
         }
-        let mut supported = sa.scopes.clone();
+        let mut every = sa.scopes.clone();
         for r in &sa.require {
-            add_scopes(&mut supported, &r.scopes);
+            add_scopes(&mut every, &r.scopes);
         }
+        add_scopes(&mut every, step_up);
+        let challenge_scopes = match &sa.challenge_scopes {
+            ChallengeScopes::Required => sa.scopes.clone(),
+            ChallengeScopes::All => every.clone(),
+            ChallengeScopes::These(listed) => {
+                let mut named = sa.scopes.clone();
+                add_scopes(&mut named, listed);
+                named
+            }
+        };
+        // Whatever a challenge names is a scope of this resource too.
+        add_scopes(&mut every, &challenge_scopes);
         let metadata = serde_json::json!({
             "resource": resource,
             "authorization_servers": authorization_servers,
-            "scopes_supported": supported,
+            "scopes_supported": every,
             "bearer_methods_supported": ["header"],
             "resource_name": name,
         });
@@ -103,6 +138,7 @@ impl ServerGuard {
             accepted,
             issuer_names,
             scopes: sa.scopes.clone(),
+            challenge_scopes,
             rules: sa.require.clone(),
             api_keys: sa.api_keys,
             metadata: Bytes::from(serde_json::to_vec(&metadata).expect("metadata serializes")),
@@ -202,7 +238,7 @@ impl ServerGuard {
         parts.push(format!(r#"resource_metadata="{}""#, self.metadata_url));
         let scopes = match err {
             AuthError::InsufficientScope { required } => required,
-            _ => &self.scopes,
+            _ => &self.challenge_scopes,
         };
         if !scopes.is_empty() {
             parts.push(format!(r#"scope="{}""#, scopes.join(" ")));
@@ -330,6 +366,81 @@ pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The guard of a server with base scope `mcp:tools`, a `require` rule (`crm:write`) and a
+    /// policy rule requiring `crm:admin`; `challenge` is the `challenge_scopes` line, if any.
+    fn guard(challenge: &str) -> ServerGuard {
+        let yaml = format!(
+            "auth:\n  issuers:\n    idp: {{ issuer: \"https://idp.example\" }}\nservers:\n  - name: s\n    path: /mcp\n    upstreams: [crm]\n    auth:\n      scopes: [mcp:tools]\n      require: [{{ tools: \"slow\", scopes: [crm:write] }}]\n{challenge}    policy:\n      default: allow\n      rules:\n        - {{ tools: \"admin*\", require_scopes: [crm:admin] }}\nupstreams:\n  crm: {{ kind: http, url: \"http://127.0.0.1:9/\" }}\n"
+        );
+        let config = Config::from_yaml(&yaml, std::path::Path::new("t.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let auth = Arc::new(Authenticator::new(&config.auth, None, None));
+        ServerGuard::new(&config, &config.servers[0], auth).unwrap()
+    }
+
+    fn challenged_scope(g: &ServerGuard, err: &AuthError) -> String {
+        let c = g.challenge(err).unwrap();
+        let (_, rest) = c.split_once("scope=\"").unwrap_or_else(|| panic!("{c}"));
+        rest.split('"').next().unwrap().to_owned()
+    }
+
+    fn supported(g: &ServerGuard) -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(&g.metadata_document()).unwrap()
+            ["scopes_supported"]
+            .clone()
+    }
+
+    #[test]
+    fn a_first_challenge_names_the_base_scopes_unless_told_to_name_every_scope() {
+        let missing = AuthError::Missing;
+        let invalid = AuthError::Invalid("expired".into());
+        let every = serde_json::json!(["mcp:tools", "crm:write", "crm:admin"]);
+
+        let default = guard("");
+        assert_eq!(challenged_scope(&default, &missing), "mcp:tools");
+        assert_eq!(challenged_scope(&default, &invalid), "mcp:tools");
+        // Policy step-up scopes are scopes of the resource, with or without the option.
+        assert_eq!(supported(&default), every);
+
+        let all = guard("      challenge_scopes: all\n");
+        assert_eq!(
+            challenged_scope(&all, &missing),
+            "mcp:tools crm:write crm:admin"
+        );
+        assert_eq!(
+            challenged_scope(&all, &invalid),
+            "mcp:tools crm:write crm:admin"
+        );
+        assert_eq!(supported(&all), every);
+
+        let listed = guard("      challenge_scopes: [crm:write, crm:read]\n");
+        assert_eq!(
+            challenged_scope(&listed, &missing),
+            "mcp:tools crm:write crm:read"
+        );
+        assert_eq!(
+            supported(&listed),
+            serde_json::json!(["mcp:tools", "crm:write", "crm:admin", "crm:read"])
+        );
+
+        // A step-up challenge names what the call needs, whatever the option says.
+        let needed = AuthError::InsufficientScope {
+            required: vec!["mcp:tools".into(), "crm:write".into()],
+        };
+        assert_eq!(challenged_scope(&all, &needed), "mcp:tools crm:write");
+    }
+
+    #[test]
+    fn challenge_scopes_refuses_anything_but_required_all_or_scope_tokens() {
+        for bad in ["some", "[\"a b\"]", "[\"\"]", "{ a: 1 }"] {
+            let yaml = format!(
+                "servers:\n  - {{ name: s, path: /mcp, upstreams: [crm], auth: {{ challenge_scopes: {bad} }} }}\nupstreams:\n  crm: {{ kind: http, url: \"http://127.0.0.1:9/\" }}\n"
+            );
+            let e = Config::from_yaml(&yaml, std::path::Path::new("t.yaml")).unwrap_err();
+            assert!(e.to_string().contains("challenge_scopes"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn globs() {

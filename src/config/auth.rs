@@ -157,6 +157,63 @@ pub struct ServerAuth {
     /// The canonical resource URI; by default `public_url` followed by the server's path.
     #[serde(default)]
     pub resource: Option<String>,
+    /// The scopes a 401 challenge names (clients register and authorize with them).
+    #[serde(default)]
+    pub challenge_scopes: ChallengeScopes,
+}
+
+/// The scopes a 401 challenge (no token, or a bad one) names. Clients authorize with them, and
+/// the MCP SDKs register with them: an authorization server that holds a client to the scopes
+/// it registered with then refuses every later step-up beyond them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum ChallengeScopes {
+    /// `required`: the scopes every request needs (`scopes`); step-up asks for more later.
+    #[default]
+    Required,
+    /// `all`: every scope the server can require (`scopes`, `require` rules, policy
+    /// `require_scopes`), so that the first authorization asks for them all.
+    All,
+    /// A list: `scopes` and these.
+    These(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for ChallengeScopes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ChallengeScopes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`required`, `all`, or a list of scopes")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ChallengeScopes, E> {
+                match v {
+                    "required" => Ok(ChallengeScopes::Required),
+                    "all" => Ok(ChallengeScopes::All),
+                    other => Err(E::custom(format!(
+                        "challenge_scopes is `required`, `all` or a list of scopes, not {other:?}"
+                    ))),
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ChallengeScopes, A::Error> {
+                let mut scopes = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    // RFC 6749 §3.3: a scope token is visible ASCII without `"` or `\`.
+                    let token = |c: char| c.is_ascii_graphic() && c != '"' && c != '\\';
+                    if s.is_empty() || !s.chars().all(token) {
+                        return Err(serde::de::Error::custom(format!(
+                            "challenge_scopes: {s:?} is not a scope (visible ASCII, no spaces, quotes or backslashes)"
+                        )));
+                    }
+                    scopes.push(s);
+                }
+                Ok(ChallengeScopes::These(scopes))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// Extra scopes for the functions whose names match.

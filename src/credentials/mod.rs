@@ -157,6 +157,11 @@ impl UpstreamCredentials {
         )
     }
 
+    /// Whether the user must have connected the upstream first (`user_oauth`).
+    pub fn asks_consent(&self) -> bool {
+        matches!(self.kind, Kind::UserOauth { .. })
+    }
+
     /// Builds the source for an HTTP upstream's `auth` block (validated); `None` without one.
     /// `consent` serves `user_oauth` upstreams.
     pub fn for_http(

@@ -6,7 +6,7 @@
 //! hidden name is refused exactly like one no upstream offers.
 
 use super::access::{Access, CallTarget, Refusal};
-use super::error::{HttpError, json, rpc_error};
+use super::error::{HttpError, consent_input_required, json, rpc_error};
 use super::post::answered;
 use crate::audit::{Outcome, Ticket};
 use crate::federation::{FederationError, Routed, SessionSource, VirtualServer};
@@ -77,6 +77,17 @@ pub async fn admit(
     };
     let upstream = &server.members[routed.member].upstream;
     if let Some(refused) = catalog_refusal(server, upstream, &routed.message, &id) {
+        // Listings never ask for consent, and a connected user's listing is what records a
+        // per-user upstream's definitions for review: ask here, before refusing (connecting
+        // reveals nothing the catalog holds back).
+        if let Err(e) = server.members[routed.member].client.check_consent().await {
+            let e = FederationError::Upstream(e);
+            let stateless = crate::protocol::stateless::declared_version(&routed.message);
+            let ask = stateless
+                .and_then(|_| consent_input_required(id.clone(), &e))
+                .unwrap_or_else(|| rpc_error(id.clone(), &e));
+            return Err(answered(ticket, ask));
+        }
         if let Some(t) = ticket {
             t.decision("deny", Some("catalog"));
         }

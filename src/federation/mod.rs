@@ -1,6 +1,7 @@
 //! A virtual server: several upstreams behind one MCP endpoint. Merges lists, maps names and
 //! URIs, and routes each call to the upstream that owns its target.
 
+mod consent;
 mod cursor;
 mod names;
 
@@ -309,6 +310,18 @@ impl VirtualServer {
         params: Option<&RawValue>,
         visible: Option<&Visibility<'_>>,
     ) -> Result<Box<RawValue>, FederationError> {
+        self.list_noting(src, kind, params, visible, None).await
+    }
+
+    /// [`list`](Self::list), noting in `left_out` the members the user must connect first.
+    async fn list_noting(
+        &self,
+        src: &dyn SessionSource,
+        kind: ListKind,
+        params: Option<&RawValue>,
+        visible: Option<&Visibility<'_>>,
+        left_out: Option<&consent::LeftOut>,
+    ) -> Result<Box<RawValue>, FederationError> {
         let cursor_in = params
             .map(|p| serde_json::from_str::<Map<String, Value>>(p.get()))
             .transpose()
@@ -339,7 +352,7 @@ impl VirtualServer {
         let full_pass = pending.iter().all(|(_, c)| c.is_none());
         let fetches = pending
             .iter()
-            .map(|(i, c)| self.list_member(src, *i, kind, c.as_deref()));
+            .map(|(i, c)| self.list_member_or_catalog(src, *i, kind, c.as_deref(), left_out));
         let results = futures_util::future::join_all(fetches).await;
         let mut items = Vec::new();
         let mut next = BTreeMap::new();
@@ -348,9 +361,6 @@ impl VirtualServer {
         for ((i, _), result) in pending.iter().zip(results) {
             let (page, next_cursor) = match result {
                 Ok(r) => r,
-                // A listing without a member the user has not connected yet would hide its
-                // functions for good: ask for consent instead.
-                Err(e) if e.needs_consent() => return Err(e),
                 Err(e) if self.on_error == OnUpstreamError::Partial => {
                     tracing::warn!(server = %self.name, upstream = %self.members[*i].upstream, error = %e, "{} is partial: an upstream failed", kind.method());
                     continue;
@@ -569,6 +579,7 @@ impl VirtualServer {
         if self.members.len() == 1 {
             return Ok((0, name.to_owned()));
         }
+        let left_out = consent::LeftOut::default();
         for attempt in 0..2 {
             {
                 let routes = self.routes.read().expect("lock");
@@ -582,8 +593,14 @@ impl VirtualServer {
                 }
             }
             if attempt == 0 {
-                self.list(src, kind, None, None).await?;
+                self.list_noting(src, kind, None, None, Some(&left_out))
+                    .await?;
             }
+        }
+        // The name may be one of a member the user has not connected yet (its definitions are
+        // unknown without a catalog): that member asks for consent when called.
+        if let Some(i) = left_out.first() {
+            return Ok((i, name.to_owned()));
         }
         Err(FederationError::Unknown {
             kind: what,

@@ -268,6 +268,18 @@ impl HttpUpstream {
             .push(session.clone());
     }
 
+    /// `ConsentRequired` when the current user must connect this upstream first; nothing is
+    /// sent to it.
+    pub async fn check_consent(&self) -> Result<(), UpstreamError> {
+        if !self.credentials.as_ref().is_some_and(|c| c.asks_consent()) {
+            return Ok(());
+        }
+        match self.authorize(&mut HeaderMap::new()).await {
+            Err(e @ UpstreamError::ConsentRequired { .. }) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Adds this upstream's credential for the current request.
     async fn authorize(&self, h: &mut HeaderMap) -> Result<(), UpstreamError> {
         if let Some(c) = &self.credentials {

@@ -50,6 +50,14 @@ impl UpstreamClient {
         })
     }
 
+    /// `ConsentRequired` when the current user must connect this upstream first.
+    pub async fn check_consent(&self) -> Result<(), UpstreamError> {
+        match self {
+            UpstreamClient::Http(h) => h.check_consent().await,
+            UpstreamClient::Stdio(_) => Ok(()),
+        }
+    }
+
     /// The upstream's configured name.
     pub fn name(&self) -> &str {
         match self {

@@ -216,9 +216,12 @@ def register_client(issuer: str, redirect_uri: str, grants: list[str]) -> tuple[
     return body["client_id"], body["client_secret"]
 
 
-def consent_stack(oidc_as, processes, fixture_http, tmp_path, saas_args=(), scopes="[crm:read]"):
+def consent_stack(oidc_as, processes, fixture_http, tmp_path, saas_args=(), scopes="[crm:read]",
+                  top="", server="", members="[fx]", more_upstreams=""):
     """The enterprise IdP (oidc_as), the SaaS's own authorization server, a SaaS upstream that
-    accepts only that server's tokens, and a gateway with a consent configuration."""
+    accepts only that server's tokens, and a gateway with a consent configuration (`top`: more
+    top-level blocks; `server`: more fields of the virtual server; `members` its upstreams, the
+    others in `more_upstreams`)."""
     saas_as = processes([node22(), OIDC_AS_JS, "--port", "0", *saas_args]).read_line_starting("ready ")
     fx = fixture_http("--require-jwt-issuer", saas_as)
     port = free_port()
@@ -228,16 +231,16 @@ def consent_stack(oidc_as, processes, fixture_http, tmp_path, saas_args=(), scop
     config = tmp_path / "gatehouse-consent.yaml"
     config.write_text(f"""listen: 127.0.0.1:{port}
 ops: {{ listen: 127.0.0.1:0 }}
-auth:
+{top}auth:
   issuers:
     idp: {{ issuer: "{oidc_as.issuer}", algorithms: [ES256] }}
 consent:
   login: {{ issuer: "{oidc_as.issuer}", client_id: "{login_id}", client_secret: {{ env: LOGIN_SECRET }} }}
   keys: [{{ id: k1, key: {{ env: TOKEN_KEY }} }}]
 servers:
-  - {{ name: main, path: /mcp, upstreams: [fx], auth: {{ scopes: [mcp:tools] }} }}
+  - {{ name: main, path: /mcp, upstreams: {members}, auth: {{ scopes: [mcp:tools] }}{server} }}
 upstreams:
-  fx:
+{more_upstreams}  fx:
     kind: http
     url: "{fx}"
     protocol: "{PROTOCOL}"
@@ -271,8 +274,11 @@ def test_user_oauth_consent_connects_the_users_own_account(oidc_as, processes, f
     [elicitation] = first["error"]["data"]["elicitations"]
     assert elicitation["mode"] == "url" and elicitation["url"].startswith(f"{base}/connect/"), elicitation
     assert elicitation["elicitationId"] in elicitation["url"]
+    # A listing does not ask (clients list first and give up on an error): without a catalog to
+    # list from, the upstream is left out, and the next call asks again.
     listing = alice.request("tools/list").json()
-    assert listing["error"]["code"] == -32042, "a listing would otherwise hide the upstream for good"
+    assert listing["result"]["tools"] == [], listing
+    assert new_link(alice) == elicitation["url"], "the next call asks again (the same link, not opened yet)"
 
     # The user opens the link: signs in at the IdP as alice, authorizes at the SaaS, lands back.
     page = browse(elicitation["url"])
@@ -352,8 +358,8 @@ def walk(browser: httpx.Client, url: str, stop=lambda _url: False):
     raise AssertionError(f"more than 16 redirects from {url}")
 
 
-def new_link(session: RawSession) -> str:
-    error = session.request("tools/call", {"name": "whoami", "arguments": {}}).json()["error"]
+def new_link(session: RawSession, tool: str = "whoami") -> str:
+    error = session.request("tools/call", {"name": tool, "arguments": {}}).json()["error"]
     assert error["code"] == -32042, error
     return error["data"]["elicitations"][0]["url"]
 
@@ -428,3 +434,106 @@ def test_user_oauth_refreshes_an_expiring_token_without_asking_again(oidc_as, pr
     second = jwt_claims(upstream_authorization(alice).removeprefix("Bearer "))
     assert second["jti"] != first["jti"] and second["iat"] > first["iat"], (first, second)
     assert second["exp"] > time.time(), "the new token is valid"
+
+
+def stateless_list(resource: str, token: str, method: str) -> dict:
+    """A 2026-07-28 (sessionless) list request."""
+    body = {"jsonrpc": "2.0", "id": 7, "method": method, "params": {
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"url": {}}}}}}
+    return httpx.post(resource, json=body, timeout=10, headers={
+        "Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method}).json()
+
+
+def test_a_user_not_connected_yet_lists_the_approved_definitions_and_is_asked_at_the_first_call(
+        oidc_as, processes, fixture_http, tmp_path):
+    """Clients list first: a user who has not connected the upstream gets its tools, prompts and
+    resources as the catalog approved them (renamed and filtered by policy exactly as live ones),
+    and the consent link at the first call."""
+    base, _saas_as, _fx, gw, _db = consent_stack(
+        oidc_as, processes, fixture_http, tmp_path, top="catalog: {}\n",
+        server=(', prefix: always, policy: { default: allow, rules: '
+                '[{ name: hide-stats, effect: deny, tools: "fx__stats" }] }'))
+    resource = base + "/mcp"
+    config = tmp_path / "gatehouse-consent.yaml"
+    token = {who: mint(oidc_as.issuer, sub=who, resource=resource, scope="mcp:tools")["access_token"]
+             for who in ("alice", "bob")}
+
+    # Alice connects; her listing records the upstream's definitions for review.
+    alice = RawSession(resource, token["alice"]).open()
+    assert browse(new_link(alice, "fx__whoami")).status_code == 200
+    assert result_of(alice.request("tools/list"))["tools"] == [], "nothing is approved yet"
+    for method in ("prompts/list", "resources/list"):
+        result_of(alice.request(method))
+
+    def cli(*args: str) -> str:
+        out = subprocess.run([str(gateway_bin()), "catalog", *args, "--config", str(config)],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    deadline = time.monotonic() + 10
+    while "whoami" not in cli("list", "--upstream", "fx"):
+        assert time.monotonic() < deadline, "the listing's definitions were never recorded"
+        time.sleep(0.2)
+    time.sleep(0.5)  # the other kinds' rows are written by the same kind of task
+    cli("approve", "fx", "--by", "reviewer", "--accept-findings")
+
+    deadline = time.monotonic() + 10
+    while not (live := result_of(alice.request("tools/list"))["tools"]):
+        assert time.monotonic() < deadline, "the approval never reached the gateway"
+        time.sleep(0.3)
+    live_names = {t["name"] for t in live}
+    assert "fx__whoami" in live_names and "fx__stats" not in live_names, live_names
+
+    # Bob has never connected fx: his listings come from the catalog, with the same names,
+    # the same filtering and the same definitions as Alice's live ones.
+    bob = RawSession(resource, token["bob"]).open()
+    listed = result_of(bob.request("tools/list"))["tools"]
+    assert sorted(listed, key=lambda t: t["name"]) == sorted(live, key=lambda t: t["name"]), (listed, live)
+    for method, key in (("prompts/list", "prompts"), ("resources/list", "resources")):
+        theirs = result_of(bob.request(method))[key]
+        ours = result_of(alice.request(method))[key]
+        assert sorted(map(json.dumps, theirs)) == sorted(map(json.dumps, ours)), (method, theirs, ours)
+    stateless = stateless_list(resource, token["bob"], "tools/list")
+    assert {t["name"] for t in stateless["result"]["tools"]} == live_names, stateless
+
+    # The first call asks for consent; a hidden tool stays unknown (policy before consent).
+    error = bob.request("tools/call", {"name": "fx__whoami", "arguments": {}}).json()["error"]
+    assert error["code"] == -32042 and error["data"]["elicitations"][0]["mode"] == "url", error
+    hidden = bob.request("tools/call", {"name": "fx__stats", "arguments": {}}).json()["error"]
+    assert hidden["code"] == -32602 and "Unknown tool" in hidden["message"], hidden
+
+    # Alice disconnects: she too lists from the catalog, then connects again at her next call.
+    gone = httpx.delete(f"{base}/connections/fx", headers={"Authorization": f"Bearer {token['alice']}"}, timeout=10)
+    assert gone.status_code == 204
+    assert sorted(result_of(alice.request("tools/list"))["tools"], key=lambda t: t["name"]) == \
+        sorted(live, key=lambda t: t["name"])
+    assert browse(new_link(alice, "fx__whoami")).status_code == 200
+    seen = result_of(alice.request("tools/call", {"name": "fx__whoami", "arguments": {}}))
+    assert jwt_claims(json.loads(seen["content"][0]["text"])["authorization"].removeprefix("Bearer "))["sub"] == "alice"
+    for secret in token.values():
+        assert secret not in gw.stderr()
+
+
+def test_a_name_no_listed_member_offers_is_asked_for_by_the_member_to_connect(
+        oidc_as, processes, fixture_http, tmp_path):
+    """Federation without prefixes and without a catalog: the member the user has not connected is
+    left out of the listing (the rest is listed), so its tools are unknown to the gateway; a call
+    naming one goes to that member, which asks for consent, instead of answering unknown."""
+    plain = fixture_http("--without-tool", "whoami")
+    base, _saas_as, _fx, _gw, _db = consent_stack(
+        oidc_as, processes, fixture_http, tmp_path, server=", prefix: never", members="[plain, fx]",
+        more_upstreams=f'  plain: {{ kind: http, url: "{plain}" }}\n')
+    resource = base + "/mcp"
+    alice = RawSession(resource, mint(oidc_as.issuer, sub="alice", resource=resource, scope="mcp:tools")["access_token"]).open()
+    names = {t["name"] for t in result_of(alice.request("tools/list"))["tools"]}
+    assert "echo" in names and "whoami" not in names, names
+    echoed = result_of(alice.request("tools/call", {"name": "echo", "arguments": {"text": "plain"}}))
+    assert echoed["content"][0]["text"] == "plain", "the other member serves meanwhile"
+    link = new_link(alice, "whoami")
+    assert browse(link).status_code == 200
+    names = {t["name"] for t in result_of(alice.request("tools/list"))["tools"]}
+    assert "whoami" in names, names
+    assert upstream_authorization(alice).startswith("Bearer "), "connected: whoami reaches fx"

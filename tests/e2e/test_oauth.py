@@ -370,7 +370,8 @@ async def test_python_sdk_step_up_after_its_own_dcr_is_refused_by_the_as(stack):
     first challenge, `mcp:tools offline_access`; oidc-provider then allows that client those scopes
     only (RFC 7591 `scope`), so the step-up authorization for `crm:write` ends with
     error=invalid_scope and the call fails. If this test starts failing, the SDK (or the AS) changed:
-    fold the step-up test above back onto the SDK's own registration."""
+    fold the step-up test above back onto the SDK's own registration. `challenge_scopes: all` is
+    the gateway's answer to it (tests/e2e/test_step_up.py)."""
     idp, base = stack
     resource = base + "/mcp"
     client = OAuthClient(resource)
