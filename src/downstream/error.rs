@@ -279,6 +279,39 @@ pub fn rpc_error(id: Option<RequestId>, e: &FederationError) -> Message {
     Message::error_response(id, e.code(), &e.to_string(), e.data())
 }
 
+/// How a JSON-RPC error answering a 2026-07-28 client travels: with that revision's codes
+/// (`-32602` for a resource not found, never the retired `-32002`) and the HTTP status the
+/// spec gives it. `relayed` is the status an upstream answered its own error with: a 4xx is
+/// kept, so the client sees what it would see talking to that upstream directly. Errors about
+/// the call itself (an unknown tool, a denied call) stay 200: the spec gives them no status.
+pub fn for_stateless_client(mut msg: Message, relayed: Option<u16>) -> (StatusCode, Message) {
+    let code = msg.error_code();
+    if code == Some(ErrorCode::RESOURCE_NOT_FOUND.0)
+        && let Some(mut error) = msg.error.as_ref().and_then(|e| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(e.get()).ok()
+        })
+    {
+        error.insert("code".into(), ErrorCode::INVALID_PARAMS.0.into());
+        msg.error = Some(crate::protocol::jsonrpc::to_raw(&error));
+    }
+    let status = match (relayed, code) {
+        (Some(s), _) if (400..500).contains(&s) => {
+            StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_REQUEST)
+        }
+        (Some(_), _) => StatusCode::OK,
+        (None, Some(c)) if c == ErrorCode::METHOD_NOT_FOUND.0 => StatusCode::NOT_FOUND,
+        (None, Some(c))
+            if c == ErrorCode::HEADER_MISMATCH.0
+                || c == ErrorCode::MISSING_CLIENT_CAPABILITY.0
+                || c == ErrorCode::UNSUPPORTED_VERSION.0 =>
+        {
+            StatusCode::BAD_REQUEST
+        }
+        _ => StatusCode::OK,
+    };
+    (status, msg)
+}
+
 /// The JSON-RPC error for an upstream failure mid-call.
 pub fn upstream_error(id: Option<RequestId>, e: &UpstreamError) -> Message {
     Message::error_response(id, e.code(), &e.to_string(), e.data())

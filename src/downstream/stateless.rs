@@ -47,6 +47,10 @@ impl SessionSource for SharedSessions {
     fn expired(&self, member: &Member, session: &UpstreamSession) {
         member.client.drop_shared_session(session);
     }
+
+    fn stateless(&self) -> bool {
+        true
+    }
 }
 
 /// The requests a 2026-07-28 client may send; removed ones (`initialize`, `ping`,

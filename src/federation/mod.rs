@@ -36,6 +36,11 @@ pub trait SessionSource: Send + Sync {
     ) -> BoxFuture<'a, Result<UpstreamSession, UpstreamError>>;
     /// Forgets a session the upstream said it no longer knows.
     fn expired(&self, member: &Member, session: &UpstreamSession);
+    /// Whether these are the sessions of 2026-07-28 clients (whose refusals travel with the
+    /// HTTP statuses that revision gives them).
+    fn stateless(&self) -> bool {
+        false
+    }
     /// The member's messages outside any request, if it sends any.
     fn listen<'a>(
         &'a self,
@@ -91,6 +96,10 @@ impl FederationError {
     pub fn data(&self) -> Option<Value> {
         match self {
             FederationError::Upstream(e) => e.data(),
+            FederationError::Unknown {
+                kind: "resource",
+                name,
+            } => Some(serde_json::json!({ "uri": name })),
             _ => None,
         }
     }
