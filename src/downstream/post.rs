@@ -410,7 +410,17 @@ pub async fn request(
         };
         let result = server
             .list(src, kind, message.params.as_deref(), filter)
-            .await;
+            .await
+            .map(|mut listing| {
+                if stateless {
+                    crate::protocol::stateless::complete_authored(
+                        &mut listing.result,
+                        Some(listing.hints),
+                        &server.name,
+                    );
+                }
+                to_raw(&listing.result)
+            });
         return answer_cacheable(id, result, stateless, true, &ticket);
     }
     match method.as_str() {

@@ -12,7 +12,8 @@ use crate::audit::Ticket;
 use crate::federation::{Member, SessionSource, VirtualServer};
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::stateless::{
-    CAPABILITIES_META_KEY, VERSION_META_KEY, declared_version, name_header_value, name_param,
+    CAPABILITIES_META_KEY, CacheHints, VERSION_META_KEY, complete_authored, declared_version,
+    name_header_value, name_param,
 };
 use crate::protocol::{Message, MessageKind, ProtocolVersion, RequestId};
 use crate::upstream::{UpstreamError, UpstreamSession};
@@ -204,16 +205,43 @@ async fn discover(server: &VirtualServer, id: Option<RequestId>) -> Response {
         }
     }))
     .await;
-    let mut result = server.server_description(&infos);
-    result["supportedVersions"] = Value::Array(
+    let result = discover_result(server.server_description(&infos), &infos, &server.name);
+    let msg = Message::response(id.unwrap_or(RequestId::Number(0)), to_raw(&result));
+    json(StatusCode::OK, msg.to_bytes())
+}
+
+/// The `DiscoverResult` for a virtual server described by `description` (the body of its
+/// InitializeResult): `serverInfo` moves to `_meta`, and the caching hints are the members'
+/// merged. A member that answered `initialize` (or did not answer) gave none, so it makes the
+/// result immediately stale and private.
+fn discover_result(
+    description: Value,
+    infos: &[Option<Arc<crate::upstream::InitInfo>>],
+    server: &str,
+) -> Value {
+    let Value::Object(mut result) = description else {
+        unreachable!("server_description builds an object")
+    };
+    result.remove("serverInfo");
+    result.insert(
+        "supportedVersions".into(),
         ProtocolVersion::ALL
             .iter()
             .map(|v| Value::String(v.as_str().into()))
             .collect(),
     );
-    result["resultType"] = Value::String("complete".into());
-    let msg = Message::response(id.unwrap_or(RequestId::Number(0)), to_raw(&result));
-    json(StatusCode::OK, msg.to_bytes())
+    let hints = infos
+        .iter()
+        .map(|info| match info {
+            Some(i) if i.version.is_stateless() => serde_json::from_str(i.raw.get())
+                .map(|r| CacheHints::of(&r))
+                .unwrap_or(CacheHints::NONE),
+            _ => CacheHints::NONE,
+        })
+        .reduce(CacheHints::merge)
+        .unwrap_or(CacheHints::NONE);
+    complete_authored(&mut result, Some(hints), server);
+    Value::Object(result)
 }
 
 /// Continues a parked call with the client's answers.

@@ -3,11 +3,14 @@
 
 mod cursor;
 mod names;
+#[cfg(test)]
+mod tests;
 
 pub use names::{ListKind, Naming};
 
 use crate::config::{self, OnUpstreamError};
 use crate::protocol::jsonrpc::to_raw;
+use crate::protocol::stateless::CacheHints;
 use crate::protocol::{ErrorCode, Message, RequestId};
 use crate::upstream::{
     CallStream, Delivery, Frame, InitInfo, UpstreamClient, UpstreamError, UpstreamSession,
@@ -118,6 +121,15 @@ impl FederationError {
             FederationError::Refused { .. } => ErrorCode::UPSTREAM_UNAVAILABLE,
         }
     }
+}
+
+/// A merged list and the caching hints its parts allow.
+pub struct Listing {
+    /// The list result (`tools`, `nextCursor`…), without `resultType` or caching hints.
+    pub result: Map<String, Value>,
+    /// The members' hints merged: the shortest `ttlMs`, private if any part is (or if the
+    /// list was filtered for this caller), immediately stale if a member was left out.
+    pub hints: CacheHints,
 }
 
 /// A request routed to one member, with names already mapped back to the upstream's own.
@@ -317,7 +329,7 @@ impl VirtualServer {
         kind: ListKind,
         params: Option<&RawValue>,
         visible: Option<&Visibility<'_>>,
-    ) -> Result<Box<RawValue>, FederationError> {
+    ) -> Result<Listing, FederationError> {
         let cursor_in = params
             .map(|p| serde_json::from_str::<Map<String, Value>>(p.get()))
             .transpose()
@@ -354,18 +366,26 @@ impl VirtualServer {
         let mut next = BTreeMap::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut learned: HashMap<String, usize> = HashMap::new();
+        let mut hints: Option<CacheHints> = None;
+        let mut merge = |h: CacheHints| hints = Some(hints.map_or(h, |m| m.merge(h)));
         for ((i, _), result) in pending.iter().zip(results) {
-            let (page, next_cursor) = match result {
+            let (page, next_cursor, member_hints) = match result {
                 Ok(r) => r,
                 // A listing without a member the user has not connected yet would hide its
                 // functions for good: ask for consent instead.
                 Err(e) if e.needs_consent() => return Err(e),
                 Err(e) if self.on_error == OnUpstreamError::Partial => {
                     tracing::warn!(server = %self.name, upstream = %self.members[*i].upstream, error = %e, "{} is partial: an upstream failed", kind.method());
+                    // A partial list must not be kept as if it were whole.
+                    merge(CacheHints {
+                        ttl_ms: 0,
+                        public: true,
+                    });
                     continue;
                 }
                 Err(e) => return Err(e),
             };
+            merge(member_hints);
             if let Some(c) = next_cursor {
                 next.insert(self.members[*i].upstream.clone(), c);
             }
@@ -415,7 +435,12 @@ impl VirtualServer {
         if !next.is_empty() {
             out.insert("nextCursor".into(), Value::String(cursor::encode(&next)));
         }
-        Ok(to_raw(&out))
+        let mut hints = hints.unwrap_or(CacheHints::NONE);
+        if visible.is_some() {
+            // What the caller sees depends on who it is once policy filters the list.
+            hints = hints.private();
+        }
+        Ok(Listing { result: out, hints })
     }
 
     fn learn(&self, kind: ListKind, learned: HashMap<String, usize>, full_pass: bool) {
@@ -440,7 +465,7 @@ impl VirtualServer {
         i: usize,
         kind: ListKind,
         cursor: Option<&str>,
-    ) -> Result<(Vec<Value>, Option<String>), FederationError> {
+    ) -> Result<(Vec<Value>, Option<String>, CacheHints), FederationError> {
         let params = cursor.map(|c| to_raw(&serde_json::json!({ "cursor": c })));
         let request = Message::request(RequestId::Number(0), kind.method(), params);
         let mut stream = self.call(src, i, request).await?;
@@ -470,7 +495,7 @@ impl VirtualServer {
                     let next = result
                         .remove("nextCursor")
                         .and_then(|v| v.as_str().map(str::to_owned));
-                    return Ok((items, next));
+                    return Ok((items, next, CacheHints::of(&result)));
                 }
                 Frame::Failed(e) => return Err(e.into()),
                 _ => {}
