@@ -95,3 +95,24 @@ pub fn stateless_client(name: &str, url: &str) -> Arc<crate::upstream::UpstreamC
         serde_json::from_value(serde_json::json!({})).expect("default limits");
     Arc::new(crate::upstream::UpstreamClient::new(name, &cfg, &limits, None).expect("a client"))
 }
+
+/// A virtual server `main` at /mcp over scripted upstreams (name, script), in that order.
+pub async fn virtual_server(members: Vec<(&str, Script)>) -> crate::federation::VirtualServer {
+    let mut clients = std::collections::HashMap::new();
+    let mut upstreams = std::collections::BTreeMap::new();
+    for (name, script) in &members {
+        let url = scripted_upstream(script.clone()).await;
+        clients.insert(name.to_string(), stateless_client(name, &url));
+        upstreams.insert(
+            name.to_string(),
+            serde_json::from_value(serde_json::json!({ "kind": "http", "url": url }))
+                .expect("an upstream entry"),
+        );
+    }
+    let names: Vec<&str> = members.iter().map(|(n, _)| *n).collect();
+    let cfg: crate::config::VirtualServer = serde_json::from_value(
+        serde_json::json!({ "name": "main", "path": "/mcp", "upstreams": names }),
+    )
+    .expect("a server entry");
+    crate::federation::VirtualServer::new(&cfg, &upstreams, &clients, None)
+}

@@ -348,3 +348,43 @@ pub fn consent_input_required(id: Option<RequestId>, e: &FederationError) -> Opt
         crate::protocol::jsonrpc::to_raw(&result),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(code: ErrorCode) -> Message {
+        Message::error_response(Some(RequestId::Number(1)), code, "no", None)
+    }
+
+    #[test]
+    fn stateless_refusals_travel_with_the_status_the_spec_gives_them() {
+        let status = |code, relayed| for_stateless_client(error(code), relayed).0.as_u16();
+        assert_eq!(status(ErrorCode::METHOD_NOT_FOUND, None), 404);
+        assert_eq!(status(ErrorCode::HEADER_MISMATCH, None), 400);
+        assert_eq!(status(ErrorCode::MISSING_CLIENT_CAPABILITY, None), 400);
+        assert_eq!(status(ErrorCode::UNSUPPORTED_VERSION, None), 400);
+        // About the call itself (an unknown tool, a denial): no status in the spec.
+        assert_eq!(status(ErrorCode::INVALID_PARAMS, None), 200);
+        assert_eq!(status(ErrorCode::POLICY_DENIED, None), 200);
+        // An upstream's own error keeps its 4xx; a 5xx is the gateway's business.
+        assert_eq!(status(ErrorCode::INVALID_PARAMS, Some(400)), 400);
+        assert_eq!(status(ErrorCode::METHOD_NOT_FOUND, Some(404)), 404);
+        assert_eq!(status(ErrorCode::INTERNAL_ERROR, Some(500)), 200);
+    }
+
+    #[test]
+    fn the_retired_resource_code_becomes_invalid_params() {
+        let e = FederationError::Unknown {
+            kind: "resource",
+            name: "test://gone".into(),
+        };
+        let (_, m) = for_stateless_client(rpc_error(Some(RequestId::Number(2)), &e), None);
+        let v: serde_json::Value = serde_json::from_slice(&m.to_bytes()).unwrap();
+        assert_eq!(v["error"]["code"], -32602);
+        assert_eq!(v["error"]["data"]["uri"], "test://gone");
+        assert_eq!(v["id"], 2);
+        // Session clients keep the code of their revision.
+        assert_eq!(rpc_error(None, &e).error_code(), Some(-32002));
+    }
+}

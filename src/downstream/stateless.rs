@@ -309,3 +309,107 @@ fn without_consent_state(mut message: Message) -> Message {
     }
     message
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Script, discover as discovered, result, schema_errors, virtual_server};
+    use serde_json::json;
+
+    /// A session-based upstream: `server/discover` is unknown to it, `initialize` works.
+    fn session_based() -> Script {
+        Arc::new(|method, _| match method {
+            "initialize" => result(json!({
+                "protocolVersion": "2025-11-25",
+                "capabilities": { "tools": {}, "resources": { "subscribe": true } },
+                "serverInfo": { "name": "old", "version": "1" },
+                "instructions": "old-style"
+            })),
+            _ => (
+                400,
+                json!({ "jsonrpc": "2.0", "id": null, "error": { "code": -32600, "message": "no session" } }),
+            ),
+        })
+    }
+
+    async fn discover_of(members: Vec<(&str, Script)>) -> Value {
+        let server = virtual_server(members).await;
+        let resp = super::discover(&server, Some(RequestId::Number(5))).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["id"], 5);
+        v["result"].clone()
+    }
+
+    #[tokio::test]
+    async fn discover_validates_and_names_the_gateway_in_meta() {
+        let r = discover_of(vec![("a", Arc::new(|_: &str, _: &Value| discovered()))]).await;
+        assert_eq!(
+            schema_errors("DiscoverResult", &r),
+            Vec::<String>::new(),
+            "{r}"
+        );
+        assert!(r.get("serverInfo").is_none(), "{r}");
+        assert_eq!(
+            r["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+            "main"
+        );
+        // The one member said public for a minute.
+        assert_eq!(r["ttlMs"], 60_000);
+        assert_eq!(r["cacheScope"], "public");
+        assert!(
+            r["supportedVersions"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("2026-07-28"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_based_member_makes_discover_stale_and_private() {
+        let r = discover_of(vec![
+            ("a", Arc::new(|_: &str, _: &Value| discovered())),
+            ("b", session_based()),
+        ])
+        .await;
+        assert_eq!(
+            schema_errors("DiscoverResult", &r),
+            Vec::<String>::new(),
+            "{r}"
+        );
+        assert_eq!(r["ttlMs"], 0);
+        assert_eq!(r["cacheScope"], "private");
+        assert_eq!(r["capabilities"]["resources"]["subscribe"], true);
+    }
+
+    #[test]
+    fn the_gateways_own_refusals_validate() {
+        let refusals = [
+            HttpError::HeaderMismatch("Mcp-Name header is required for tools/call".into()),
+            HttpError::InvalidMeta("params._meta is required in protocol 2026-07-28".into()),
+            HttpError::UnknownMethod("ping (not a method of protocol 2026-07-28)".into()),
+            HttpError::UnsupportedVersion("1999-01-01".into()),
+        ];
+        for e in refusals {
+            let status = e.status();
+            let v: Value =
+                serde_json::from_slice(&e.rpc_message(Some(RequestId::Number(3))).to_bytes())
+                    .unwrap();
+            let def = match v["error"]["code"].as_i64() {
+                Some(-32020) => "HeaderMismatchError",
+                Some(-32022) => "UnsupportedProtocolVersionError",
+                _ => "JSONRPCErrorResponse",
+            };
+            assert_eq!(schema_errors(def, &v), Vec::<String>::new(), "{v}");
+            let expected = if v["error"]["code"] == -32601 {
+                404
+            } else {
+                400
+            };
+            assert_eq!(status.as_u16(), expected, "{v}");
+        }
+    }
+}

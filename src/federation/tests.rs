@@ -3,29 +3,8 @@
 
 use super::*;
 use crate::downstream::stateless::SharedSessions;
-use crate::testing::{
-    Script, discover, result, schema_errors, scripted_upstream, stateless_client,
-};
+use crate::testing::{Script, discover, result, schema_errors, virtual_server as server};
 use serde_json::json;
-
-/// A virtual server at /mcp over the given upstreams (name, script), in that order.
-async fn server(members: Vec<(&str, Script)>) -> VirtualServer {
-    let mut clients = HashMap::new();
-    let mut upstreams = BTreeMap::new();
-    for (name, script) in &members {
-        let url = scripted_upstream(script.clone()).await;
-        clients.insert(name.to_string(), stateless_client(name, &url));
-        upstreams.insert(
-            name.to_string(),
-            serde_json::from_value(json!({ "kind": "http", "url": url })).unwrap(),
-        );
-    }
-    let names: Vec<&str> = members.iter().map(|(n, _)| *n).collect();
-    let cfg: config::VirtualServer =
-        serde_json::from_value(json!({ "name": "main", "path": "/mcp", "upstreams": names }))
-            .unwrap();
-    VirtualServer::new(&cfg, &upstreams, &clients, None)
-}
 
 /// An upstream whose `tools/list` offers `tool` with these caching hints (none if `Null`).
 fn lister(tool: &'static str, ttl: Value, scope: Value) -> Script {
