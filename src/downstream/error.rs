@@ -285,15 +285,8 @@ pub fn rpc_error(id: Option<RequestId>, e: &FederationError) -> Message {
 /// kept, so the client sees what it would see talking to that upstream directly. Errors about
 /// the call itself (an unknown tool, a denied call) stay 200: the spec gives them no status.
 pub fn for_stateless_client(mut msg: Message, relayed: Option<u16>) -> (StatusCode, Message) {
+    crate::protocol::stateless::with_current_error_code(&mut msg);
     let code = msg.error_code();
-    if code == Some(ErrorCode::RESOURCE_NOT_FOUND.0)
-        && let Some(mut error) = msg.error.as_ref().and_then(|e| {
-            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(e.get()).ok()
-        })
-    {
-        error.insert("code".into(), ErrorCode::INVALID_PARAMS.0.into());
-        msg.error = Some(crate::protocol::jsonrpc::to_raw(&error));
-    }
     let status = match (relayed, code) {
         (Some(s), _) if (400..500).contains(&s) => {
             StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_REQUEST)

@@ -221,7 +221,7 @@ async fn anything_else_on_an_error_status_stays_a_gateway_error() {
     // Not JSON-RPC, an error for another request, a result on an error status, and a body
     // past the cap: none is the upstream's answer to our request.
     let huge = "x".repeat(100 * 1024);
-    let scripts: Vec<Script> = vec![
+    let mut scripts: Vec<Script> = vec![
         Arc::new(|m, _| {
             if m == "server/discover" {
                 discover()
@@ -260,6 +260,10 @@ async fn anything_else_on_an_error_status_stays_a_gateway_error() {
             }
         }),
     ];
+    // The gateway's own credential refused: the client must not read it as its own.
+    scripts.push(Arc::new(|m, msg| if m == "server/discover" { discover() } else {
+        (401, json!({ "jsonrpc": "2.0", "id": msg["id"], "error": { "code": -32001, "message": "bad token" } }))
+    }));
     for script in scripts {
         let e = call_error(script).await;
         assert!(

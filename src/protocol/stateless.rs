@@ -191,6 +191,23 @@ pub fn complete_authored(
     }
 }
 
+/// Gives an error answering a 2026-07-28 client that revision's code: a resource not found is
+/// `-32602`; the `-32002` earlier revisions used must not be emitted.
+pub fn with_current_error_code(msg: &mut Message) {
+    if msg.error_code() != Some(super::ErrorCode::RESOURCE_NOT_FOUND.0) {
+        return;
+    }
+    let Some(mut error) = msg
+        .error
+        .as_ref()
+        .and_then(|e| serde_json::from_str::<serde_json::Map<String, Value>>(e.get()).ok())
+    else {
+        return;
+    };
+    error.insert("code".into(), super::ErrorCode::INVALID_PARAMS.0.into());
+    msg.error = Some(to_raw(&error));
+}
+
 /// Completes a result for a 2026-07-28 client: the `resultType` discriminator every result
 /// needs and, for cacheable results, the caching hints. Session-based upstreams send neither.
 /// The hints say "private, do not reuse": what a caller sees depends on who the caller is.

@@ -374,6 +374,11 @@ impl HttpUpstream {
             upstream: self.name.clone(),
             status,
         };
+        // Refusals of the gateway's own credential are the gateway's problem: passed on, they
+        // would read as the client's (a 401 the client cannot answer).
+        if matches!(status, 401 | 403 | 407) {
+            return plain;
+        }
         let json = resp
             .headers()
             .get(CONTENT_TYPE)
