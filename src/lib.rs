@@ -23,4 +23,6 @@ pub mod protocol;
 pub mod serve;
 pub mod store;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod upstream;

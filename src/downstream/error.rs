@@ -279,6 +279,32 @@ pub fn rpc_error(id: Option<RequestId>, e: &FederationError) -> Message {
     Message::error_response(id, e.code(), &e.to_string(), e.data())
 }
 
+/// How a JSON-RPC error answering a 2026-07-28 client travels: with that revision's codes
+/// (`-32602` for a resource not found, never the retired `-32002`) and the HTTP status the
+/// spec gives it. `relayed` is the status an upstream answered its own error with: a 4xx is
+/// kept, so the client sees what it would see talking to that upstream directly. Errors about
+/// the call itself (an unknown tool, a denied call) stay 200: the spec gives them no status.
+pub fn for_stateless_client(mut msg: Message, relayed: Option<u16>) -> (StatusCode, Message) {
+    crate::protocol::stateless::with_current_error_code(&mut msg);
+    let code = msg.error_code();
+    let status = match (relayed, code) {
+        (Some(s), _) if (400..500).contains(&s) => {
+            StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_REQUEST)
+        }
+        (Some(_), _) => StatusCode::OK,
+        (None, Some(c)) if c == ErrorCode::METHOD_NOT_FOUND.0 => StatusCode::NOT_FOUND,
+        (None, Some(c))
+            if c == ErrorCode::HEADER_MISMATCH.0
+                || c == ErrorCode::MISSING_CLIENT_CAPABILITY.0
+                || c == ErrorCode::UNSUPPORTED_VERSION.0 =>
+        {
+            StatusCode::BAD_REQUEST
+        }
+        _ => StatusCode::OK,
+    };
+    (status, msg)
+}
+
 /// The JSON-RPC error for an upstream failure mid-call.
 pub fn upstream_error(id: Option<RequestId>, e: &UpstreamError) -> Message {
     Message::error_response(id, e.code(), &e.to_string(), e.data())
@@ -314,4 +340,44 @@ pub fn consent_input_required(id: Option<RequestId>, e: &FederationError) -> Opt
         id.unwrap_or(RequestId::Number(0)),
         crate::protocol::jsonrpc::to_raw(&result),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(code: ErrorCode) -> Message {
+        Message::error_response(Some(RequestId::Number(1)), code, "no", None)
+    }
+
+    #[test]
+    fn stateless_refusals_travel_with_the_status_the_spec_gives_them() {
+        let status = |code, relayed| for_stateless_client(error(code), relayed).0.as_u16();
+        assert_eq!(status(ErrorCode::METHOD_NOT_FOUND, None), 404);
+        assert_eq!(status(ErrorCode::HEADER_MISMATCH, None), 400);
+        assert_eq!(status(ErrorCode::MISSING_CLIENT_CAPABILITY, None), 400);
+        assert_eq!(status(ErrorCode::UNSUPPORTED_VERSION, None), 400);
+        // About the call itself (an unknown tool, a denial): no status in the spec.
+        assert_eq!(status(ErrorCode::INVALID_PARAMS, None), 200);
+        assert_eq!(status(ErrorCode::POLICY_DENIED, None), 200);
+        // An upstream's own error keeps its 4xx; a 5xx is the gateway's business.
+        assert_eq!(status(ErrorCode::INVALID_PARAMS, Some(400)), 400);
+        assert_eq!(status(ErrorCode::METHOD_NOT_FOUND, Some(404)), 404);
+        assert_eq!(status(ErrorCode::INTERNAL_ERROR, Some(500)), 200);
+    }
+
+    #[test]
+    fn the_retired_resource_code_becomes_invalid_params() {
+        let e = FederationError::Unknown {
+            kind: "resource",
+            name: "test://gone".into(),
+        };
+        let (_, m) = for_stateless_client(rpc_error(Some(RequestId::Number(2)), &e), None);
+        let v: serde_json::Value = serde_json::from_slice(&m.to_bytes()).unwrap();
+        assert_eq!(v["error"]["code"], -32602);
+        assert_eq!(v["error"]["data"]["uri"], "test://gone");
+        assert_eq!(v["id"], 2);
+        // Session clients keep the code of their revision.
+        assert_eq!(rpc_error(None, &e).error_code(), Some(-32002));
+    }
 }

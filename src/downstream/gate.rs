@@ -7,7 +7,7 @@
 
 use super::access::{Access, CallTarget, Refusal};
 use super::error::{HttpError, consent_input_required, json, rpc_error};
-use super::post::answered;
+use super::post::{answered, answered_error, refused};
 use crate::audit::{Outcome, Ticket};
 use crate::federation::{FederationError, Routed, SessionSource, VirtualServer};
 use crate::protocol::{ErrorCode, Message, RequestId};
@@ -73,7 +73,7 @@ pub async fn admit(
     }
     let routed = match server.route(src, message).await {
         Ok(r) => r,
-        Err(e) => return Err(answered(ticket, rpc_error(id, &e))),
+        Err(e) => return Err(refused(ticket, &e, rpc_error(id, &e), src.stateless())),
     };
     let upstream = &server.members[routed.member].upstream;
     if let Some(refused) = catalog_refusal(server, upstream, &routed.message, &id) {
@@ -91,7 +91,7 @@ pub async fn admit(
         if let Some(t) = ticket {
             t.decision("deny", Some("catalog"));
         }
-        return Err(answered(ticket, refused));
+        return Err(answered_error(ticket, refused, None, src.stateless()));
     }
     let policy_span = tracing::debug_span!("gatehouse.policy");
     match policy_span.in_scope(|| access.check_call(server, &method, routed.member, &target, &id)) {

@@ -16,7 +16,7 @@ mod relay;
 pub mod rules;
 pub mod seal;
 pub mod session;
-mod stateless;
+pub(crate) mod stateless;
 
 use crate::audit::{Outcome, Ticket, Who};
 use crate::auth::AuthError;

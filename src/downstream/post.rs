@@ -410,7 +410,17 @@ pub async fn request(
         };
         let result = server
             .list(src, kind, message.params.as_deref(), filter)
-            .await;
+            .await
+            .map(|mut listing| {
+                if stateless {
+                    crate::protocol::stateless::complete_authored(
+                        &mut listing.result,
+                        Some(listing.hints),
+                        &server.name,
+                    );
+                }
+                to_raw(&listing.result)
+            });
         return answer_cacheable(id, result, stateless, true, &ticket);
     }
     match method.as_str() {
@@ -482,7 +492,7 @@ pub async fn request(
             match (&session, consent_input_required(id.clone(), &e)) {
                 // 2026-07-28 clients are asked through an InputRequiredResult instead.
                 (None, Some(ask)) => answered(&ticket, ask),
-                _ => answered(&ticket, rpc_error(id, &e)),
+                _ => refused(&ticket, &e, rpc_error(id, &e), stateless),
             }
         }
     }
@@ -490,12 +500,46 @@ pub async fn request(
 
 /// Answers with `msg` as JSON and records the outcome.
 pub(super) fn answered(ticket: &Option<Arc<Ticket>>, msg: Message) -> Response {
+    answered_with(ticket, StatusCode::OK, msg)
+}
+
+fn answered_with(ticket: &Option<Arc<Ticket>>, status: StatusCode, msg: Message) -> Response {
     let bytes = msg.to_bytes();
     if let Some(t) = ticket {
         t.sent(bytes.len());
         t.complete(Outcome::of_message(&msg));
     }
-    json(StatusCode::OK, bytes)
+    json(status, bytes)
+}
+
+/// Answers with the JSON-RPC error `msg` reporting `e` (see [`answered_error`]).
+pub(super) fn refused(
+    ticket: &Option<Arc<Ticket>>,
+    e: &FederationError,
+    msg: Message,
+    stateless: bool,
+) -> Response {
+    let relayed = match e {
+        FederationError::Upstream(u) => u.relayed_status(),
+        _ => None,
+    };
+    answered_error(ticket, msg, relayed, stateless)
+}
+
+/// Answers with the JSON-RPC error `msg`: as it is to a session-based client, with the codes
+/// and HTTP status of 2026-07-28 to a stateless one (`relayed`: the status an upstream sent
+/// its own error with).
+pub(super) fn answered_error(
+    ticket: &Option<Arc<Ticket>>,
+    msg: Message,
+    relayed: Option<u16>,
+    stateless: bool,
+) -> Response {
+    if !stateless {
+        return answered(ticket, msg);
+    }
+    let (status, msg) = super::error::for_stateless_client(msg, relayed);
+    answered_with(ticket, status, msg)
 }
 
 fn answer(
@@ -520,7 +564,7 @@ fn answer_cacheable(
             crate::protocol::stateless::with_result_type(r, cacheable),
         ),
         Ok(r) => Message::response(id.unwrap_or(RequestId::Number(0)), r),
-        Err(e) => rpc_error(id, &e),
+        Err(e) => return refused(ticket, &e, rpc_error(id, &e), stateless),
     };
     answered(ticket, msg)
 }

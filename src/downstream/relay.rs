@@ -7,7 +7,7 @@ use super::session::Session;
 use crate::audit::{Outcome, Ticket};
 use crate::federation::VirtualServer;
 use crate::protocol::sse::encode_event;
-use crate::protocol::stateless::{log_allowed, with_result_type};
+use crate::protocol::stateless::{log_allowed, with_current_error_code, with_result_type};
 use crate::protocol::{ErrorCode, Message, RequestId};
 use crate::upstream::{CallStream, Frame, ReplyRoute, StreamedResponse, UpstreamError};
 use axum::body::Body;
@@ -63,6 +63,7 @@ impl Relay {
                 }
                 if self.session.is_none() {
                     m.result = m.result.map(|r| with_result_type(r, self.cacheable));
+                    with_current_error_code(&mut m);
                 }
                 let bytes = m.to_bytes();
                 self.outcome(Outcome::of_message(&m), bytes.len());
@@ -306,6 +307,7 @@ pub async fn translate(
         Frame::Response(mut m) => {
             if session.is_none() {
                 m.result = m.result.map(|r| with_result_type(r, cacheable));
+                with_current_error_code(&mut m);
             }
             if request_id.is_some() {
                 // A resumed call answers the retry, whose id differs from the first request's.

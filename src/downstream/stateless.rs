@@ -12,7 +12,8 @@ use crate::audit::Ticket;
 use crate::federation::{Member, SessionSource, VirtualServer};
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::stateless::{
-    CAPABILITIES_META_KEY, VERSION_META_KEY, declared_version, name_header_value, name_param,
+    CAPABILITIES_META_KEY, CacheHints, VERSION_META_KEY, complete_authored, declared_version,
+    name_header_value, name_param,
 };
 use crate::protocol::{Message, MessageKind, ProtocolVersion, RequestId};
 use crate::upstream::{UpstreamError, UpstreamSession};
@@ -46,6 +47,10 @@ impl SessionSource for SharedSessions {
 
     fn expired(&self, member: &Member, session: &UpstreamSession) {
         member.client.drop_shared_session(session);
+    }
+
+    fn stateless(&self) -> bool {
+        true
     }
 }
 
@@ -200,16 +205,43 @@ async fn discover(server: &VirtualServer, id: Option<RequestId>) -> Response {
         }
     }))
     .await;
-    let mut result = server.server_description(&infos);
-    result["supportedVersions"] = Value::Array(
+    let result = discover_result(server.server_description(&infos), &infos, &server.name);
+    let msg = Message::response(id.unwrap_or(RequestId::Number(0)), to_raw(&result));
+    json(StatusCode::OK, msg.to_bytes())
+}
+
+/// The `DiscoverResult` for a virtual server described by `description` (the body of its
+/// InitializeResult): `serverInfo` moves to `_meta`, and the caching hints are the members'
+/// merged. A member that answered `initialize` (or did not answer) gave none, so it makes the
+/// result immediately stale and private.
+fn discover_result(
+    description: Value,
+    infos: &[Option<Arc<crate::upstream::InitInfo>>],
+    server: &str,
+) -> Value {
+    let Value::Object(mut result) = description else {
+        unreachable!("server_description builds an object")
+    };
+    result.remove("serverInfo");
+    result.insert(
+        "supportedVersions".into(),
         ProtocolVersion::ALL
             .iter()
             .map(|v| Value::String(v.as_str().into()))
             .collect(),
     );
-    result["resultType"] = Value::String("complete".into());
-    let msg = Message::response(id.unwrap_or(RequestId::Number(0)), to_raw(&result));
-    json(StatusCode::OK, msg.to_bytes())
+    let hints = infos
+        .iter()
+        .map(|info| match info {
+            Some(i) if i.version.is_stateless() => serde_json::from_str(i.raw.get())
+                .map(|r| CacheHints::of(&r))
+                .unwrap_or(CacheHints::NONE),
+            _ => CacheHints::NONE,
+        })
+        .reduce(CacheHints::merge)
+        .unwrap_or(CacheHints::NONE);
+    complete_authored(&mut result, Some(hints), server);
+    Value::Object(result)
 }
 
 /// Continues a parked call with the client's answers.
@@ -276,4 +308,108 @@ fn without_consent_state(mut message: Message) -> Message {
         message.params = Some(crate::protocol::jsonrpc::to_raw(&Value::Object(map)));
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Script, discover as discovered, result, schema_errors, virtual_server};
+    use serde_json::json;
+
+    /// A session-based upstream: `server/discover` is unknown to it, `initialize` works.
+    fn session_based() -> Script {
+        Arc::new(|method, _| match method {
+            "initialize" => result(json!({
+                "protocolVersion": "2025-11-25",
+                "capabilities": { "tools": {}, "resources": { "subscribe": true } },
+                "serverInfo": { "name": "old", "version": "1" },
+                "instructions": "old-style"
+            })),
+            _ => (
+                400,
+                json!({ "jsonrpc": "2.0", "id": null, "error": { "code": -32600, "message": "no session" } }),
+            ),
+        })
+    }
+
+    async fn discover_of(members: Vec<(&str, Script)>) -> Value {
+        let server = virtual_server(members).await;
+        let resp = super::discover(&server, Some(RequestId::Number(5))).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["id"], 5);
+        v["result"].clone()
+    }
+
+    #[tokio::test]
+    async fn discover_validates_and_names_the_gateway_in_meta() {
+        let r = discover_of(vec![("a", Arc::new(|_: &str, _: &Value| discovered()))]).await;
+        assert_eq!(
+            schema_errors("DiscoverResult", &r),
+            Vec::<String>::new(),
+            "{r}"
+        );
+        assert!(r.get("serverInfo").is_none(), "{r}");
+        assert_eq!(
+            r["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+            "main"
+        );
+        // The one member said public for a minute.
+        assert_eq!(r["ttlMs"], 60_000);
+        assert_eq!(r["cacheScope"], "public");
+        assert!(
+            r["supportedVersions"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("2026-07-28"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_based_member_makes_discover_stale_and_private() {
+        let r = discover_of(vec![
+            ("a", Arc::new(|_: &str, _: &Value| discovered())),
+            ("b", session_based()),
+        ])
+        .await;
+        assert_eq!(
+            schema_errors("DiscoverResult", &r),
+            Vec::<String>::new(),
+            "{r}"
+        );
+        assert_eq!(r["ttlMs"], 0);
+        assert_eq!(r["cacheScope"], "private");
+        assert_eq!(r["capabilities"]["resources"]["subscribe"], true);
+    }
+
+    #[test]
+    fn the_gateways_own_refusals_validate() {
+        let refusals = [
+            HttpError::HeaderMismatch("Mcp-Name header is required for tools/call".into()),
+            HttpError::InvalidMeta("params._meta is required in protocol 2026-07-28".into()),
+            HttpError::UnknownMethod("ping (not a method of protocol 2026-07-28)".into()),
+            HttpError::UnsupportedVersion("1999-01-01".into()),
+        ];
+        for e in refusals {
+            let status = e.status();
+            let v: Value =
+                serde_json::from_slice(&e.rpc_message(Some(RequestId::Number(3))).to_bytes())
+                    .unwrap();
+            let def = match v["error"]["code"].as_i64() {
+                Some(-32020) => "HeaderMismatchError",
+                Some(-32022) => "UnsupportedProtocolVersionError",
+                _ => "JSONRPCErrorResponse",
+            };
+            assert_eq!(schema_errors(def, &v), Vec::<String>::new(), "{v}");
+            let expected = if v["error"]["code"] == -32601 {
+                404
+            } else {
+                400
+            };
+            assert_eq!(status.as_u16(), expected, "{v}");
+        }
+    }
 }

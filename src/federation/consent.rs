@@ -4,12 +4,19 @@
 //! same definitions a connected user is served), or the member is left out, and the link is
 //! asked for at the first call that needs the member.
 
-use super::{FederationError, ListKind, SessionSource, VirtualServer};
+use super::{CacheHints, FederationError, ListKind, SessionSource, VirtualServer};
 use serde_json::Value;
 use std::sync::Mutex;
 
-/// One member's page: its items and the upstream's next cursor.
-pub(super) type Page = (Vec<Value>, Option<String>);
+/// One member's page: its items, the upstream's next cursor, and its caching hints.
+pub(super) type Page = (Vec<Value>, Option<String>, CacheHints);
+
+/// What a page served in a member's stead may be cached as: it is this user's (the member is
+/// theirs to connect) and changes as soon as they connect it.
+const STAND_IN: CacheHints = CacheHints {
+    ttl_ms: 0,
+    public: false,
+};
 
 /// Members a listing left out because their user must connect them first, in member order.
 #[derive(Default)]
@@ -52,17 +59,17 @@ impl VirtualServer {
         tracing::debug!(server = %self.name, %upstream, error = %e, "{} without a member the user has not connected: served from the catalog", kind.method());
         // A later page of an upstream's own cursor has nothing the catalog's single page lacks.
         if cursor.is_some() {
-            return Ok((Vec::new(), None));
+            return Ok((Vec::new(), None, STAND_IN));
         }
         let Some(catalog) = &self.catalog else {
-            return Ok((Vec::new(), None));
+            return Ok((Vec::new(), None, STAND_IN));
         };
         match catalog.approved(upstream, kind.definition()).await {
-            Ok(items) => Ok((items, None)),
+            Ok(items) => Ok((items, None, STAND_IN)),
             Err(err) => {
                 // The member is left out rather than failing the whole listing.
                 tracing::warn!(server = %self.name, %upstream, error = %err, "catalog: cannot read the approved definitions");
-                Ok((Vec::new(), None))
+                Ok((Vec::new(), None, STAND_IN))
             }
         }
     }

@@ -4,11 +4,14 @@
 mod consent;
 mod cursor;
 mod names;
+#[cfg(test)]
+mod tests;
 
 pub use names::{ListKind, Naming};
 
 use crate::config::{self, OnUpstreamError};
 use crate::protocol::jsonrpc::to_raw;
+use crate::protocol::stateless::CacheHints;
 use crate::protocol::{ErrorCode, Message, RequestId};
 use crate::upstream::{
     CallStream, Delivery, Frame, InitInfo, UpstreamClient, UpstreamError, UpstreamSession,
@@ -37,6 +40,11 @@ pub trait SessionSource: Send + Sync {
     ) -> BoxFuture<'a, Result<UpstreamSession, UpstreamError>>;
     /// Forgets a session the upstream said it no longer knows.
     fn expired(&self, member: &Member, session: &UpstreamSession);
+    /// Whether these are the sessions of 2026-07-28 clients (whose refusals travel with the
+    /// HTTP statuses that revision gives them).
+    fn stateless(&self) -> bool {
+        false
+    }
     /// The member's messages outside any request, if it sends any.
     fn listen<'a>(
         &'a self,
@@ -92,6 +100,10 @@ impl FederationError {
     pub fn data(&self) -> Option<Value> {
         match self {
             FederationError::Upstream(e) => e.data(),
+            FederationError::Unknown {
+                kind: "resource",
+                name,
+            } => Some(serde_json::json!({ "uri": name })),
             _ => None,
         }
     }
@@ -110,6 +122,15 @@ impl FederationError {
             FederationError::Refused { .. } => ErrorCode::UPSTREAM_UNAVAILABLE,
         }
     }
+}
+
+/// A merged list and the caching hints its parts allow.
+pub struct Listing {
+    /// The list result (`tools`, `nextCursor`…), without `resultType` or caching hints.
+    pub result: Map<String, Value>,
+    /// The members' hints merged: the shortest `ttlMs`, private if any part is (or if the
+    /// list was filtered for this caller), immediately stale if a member was left out.
+    pub hints: CacheHints,
 }
 
 /// A request routed to one member, with names already mapped back to the upstream's own.
@@ -309,7 +330,7 @@ impl VirtualServer {
         kind: ListKind,
         params: Option<&RawValue>,
         visible: Option<&Visibility<'_>>,
-    ) -> Result<Box<RawValue>, FederationError> {
+    ) -> Result<Listing, FederationError> {
         self.list_noting(src, kind, params, visible, None).await
     }
 
@@ -321,7 +342,7 @@ impl VirtualServer {
         params: Option<&RawValue>,
         visible: Option<&Visibility<'_>>,
         left_out: Option<&consent::LeftOut>,
-    ) -> Result<Box<RawValue>, FederationError> {
+    ) -> Result<Listing, FederationError> {
         let cursor_in = params
             .map(|p| serde_json::from_str::<Map<String, Value>>(p.get()))
             .transpose()
@@ -358,15 +379,23 @@ impl VirtualServer {
         let mut next = BTreeMap::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut learned: HashMap<String, usize> = HashMap::new();
+        let mut hints: Option<CacheHints> = None;
+        let mut merge = |h: CacheHints| hints = Some(hints.map_or(h, |m| m.merge(h)));
         for ((i, _), result) in pending.iter().zip(results) {
-            let (page, next_cursor) = match result {
+            let (page, next_cursor, member_hints) = match result {
                 Ok(r) => r,
                 Err(e) if self.on_error == OnUpstreamError::Partial => {
                     tracing::warn!(server = %self.name, upstream = %self.members[*i].upstream, error = %e, "{} is partial: an upstream failed", kind.method());
+                    // A partial list must not be kept as if it were whole.
+                    merge(CacheHints {
+                        ttl_ms: 0,
+                        public: true,
+                    });
                     continue;
                 }
                 Err(e) => return Err(e),
             };
+            merge(member_hints);
             if let Some(c) = next_cursor {
                 next.insert(self.members[*i].upstream.clone(), c);
             }
@@ -416,7 +445,12 @@ impl VirtualServer {
         if !next.is_empty() {
             out.insert("nextCursor".into(), Value::String(cursor::encode(&next)));
         }
-        Ok(to_raw(&out))
+        let mut hints = hints.unwrap_or(CacheHints::NONE);
+        if visible.is_some() {
+            // What the caller sees depends on who it is once policy filters the list.
+            hints = hints.private();
+        }
+        Ok(Listing { result: out, hints })
     }
 
     fn learn(&self, kind: ListKind, learned: HashMap<String, usize>, full_pass: bool) {
@@ -441,7 +475,7 @@ impl VirtualServer {
         i: usize,
         kind: ListKind,
         cursor: Option<&str>,
-    ) -> Result<(Vec<Value>, Option<String>), FederationError> {
+    ) -> Result<(Vec<Value>, Option<String>, CacheHints), FederationError> {
         let params = cursor.map(|c| to_raw(&serde_json::json!({ "cursor": c })));
         let request = Message::request(RequestId::Number(0), kind.method(), params);
         let mut stream = self.call(src, i, request).await?;
@@ -471,7 +505,7 @@ impl VirtualServer {
                     let next = result
                         .remove("nextCursor")
                         .and_then(|v| v.as_str().map(str::to_owned));
-                    return Ok((items, next));
+                    return Ok((items, next, CacheHints::of(&result)));
                 }
                 Frame::Failed(e) => return Err(e.into()),
                 _ => {}

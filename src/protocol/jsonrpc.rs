@@ -33,6 +33,8 @@ impl ErrorCode {
     pub const HEADER_MISMATCH: ErrorCode = ErrorCode(-32020);
     /// MCP 2026-07-28: the requested protocol version is not supported.
     pub const UNSUPPORTED_VERSION: ErrorCode = ErrorCode(-32022);
+    /// 2026-07-28 `MissingRequiredClientCapabilityError`.
+    pub const MISSING_CLIENT_CAPABILITY: ErrorCode = ErrorCode(-32021);
     /// The request carries no acceptable credential (HTTP 401).
     pub const UNAUTHENTICATED: ErrorCode = ErrorCode(-32004);
     /// The credential lacks a scope the request needs (HTTP 403).

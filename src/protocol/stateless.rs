@@ -114,6 +114,100 @@ pub fn is_cacheable(method: &str) -> bool {
     )
 }
 
+/// The `_meta` key with which a 2026-07-28 result names the server that produced it.
+pub const SERVER_INFO_META_KEY: &str = "io.modelcontextprotocol/serverInfo";
+
+/// The caching hints of a 2026-07-28 cacheable result (`ttlMs`, `cacheScope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheHints {
+    /// How long the result may be considered fresh, in milliseconds.
+    pub ttl_ms: u64,
+    /// Whether it may be shared across authorization contexts (`cacheScope: "public"`).
+    pub public: bool,
+}
+
+impl CacheHints {
+    /// What a result without hints allows (a session-based upstream sends none): immediately
+    /// stale, and for this caller only, since what a caller sees may depend on who it is.
+    pub const NONE: CacheHints = CacheHints {
+        ttl_ms: 0,
+        public: false,
+    };
+
+    /// The hints a result object carries; a missing or negative `ttlMs` counts as 0 (as the
+    /// spec tells clients to read it) and anything but `"public"` as private.
+    pub fn of(result: &serde_json::Map<String, Value>) -> CacheHints {
+        CacheHints {
+            ttl_ms: result.get("ttlMs").and_then(Value::as_u64).unwrap_or(0),
+            public: result.get("cacheScope").and_then(Value::as_str) == Some("public"),
+        }
+    }
+
+    /// The hints of a result merged from two: the shorter freshness, and private if either
+    /// part is (a shared cache must not keep what one part says is the caller's own).
+    pub fn merge(self, other: CacheHints) -> CacheHints {
+        CacheHints {
+            ttl_ms: self.ttl_ms.min(other.ttl_ms),
+            public: self.public && other.public,
+        }
+    }
+
+    /// The same freshness, for this caller only.
+    pub fn private(self) -> CacheHints {
+        CacheHints {
+            public: false,
+            ..self
+        }
+    }
+
+    /// Writes `ttlMs` and `cacheScope` into a result object.
+    pub fn write(self, result: &mut serde_json::Map<String, Value>) {
+        result.insert("ttlMs".into(), self.ttl_ms.into());
+        let scope = if self.public { "public" } else { "private" };
+        result.insert("cacheScope".into(), scope.into());
+    }
+}
+
+/// Makes a result the gateway authored (or merged) a complete 2026-07-28 result: the
+/// `resultType`, the caching hints when it is cacheable, and `_meta` naming the gateway's
+/// virtual server `server` as the server that produced it.
+pub fn complete_authored(
+    result: &mut serde_json::Map<String, Value>,
+    hints: Option<CacheHints>,
+    server: &str,
+) {
+    result.insert("resultType".into(), "complete".into());
+    if let Some(h) = hints {
+        h.write(result);
+    }
+    let meta = result
+        .entry("_meta")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Value::Object(m) = meta {
+        m.insert(
+            SERVER_INFO_META_KEY.into(),
+            serde_json::json!({ "name": server, "version": env!("CARGO_PKG_VERSION") }),
+        );
+    }
+}
+
+/// Gives an error answering a 2026-07-28 client that revision's code: a resource not found is
+/// `-32602`; the `-32002` earlier revisions used must not be emitted.
+pub fn with_current_error_code(msg: &mut Message) {
+    if msg.error_code() != Some(super::ErrorCode::RESOURCE_NOT_FOUND.0) {
+        return;
+    }
+    let Some(mut error) = msg
+        .error
+        .as_ref()
+        .and_then(|e| serde_json::from_str::<serde_json::Map<String, Value>>(e.get()).ok())
+    else {
+        return;
+    };
+    error.insert("code".into(), super::ErrorCode::INVALID_PARAMS.0.into());
+    msg.error = Some(to_raw(&error));
+}
+
 /// Completes a result for a 2026-07-28 client: the `resultType` discriminator every result
 /// needs and, for cacheable results, the caching hints. Session-based upstreams send neither.
 /// The hints say "private, do not reuse": what a caller sees depends on who the caller is.
@@ -189,6 +283,96 @@ mod result_type_tests {
         assert_eq!(v["cacheScope"], "private");
         let own = r#"{"resultType":"complete","ttlMs":5,"cacheScope":"public","tools":[]}"#;
         assert_eq!(with_result_type(raw(own), true).get(), own);
+    }
+
+    fn hints(v: serde_json::Value) -> CacheHints {
+        CacheHints::of(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn hints_are_read_as_the_spec_tells_clients_to() {
+        let h = hints(serde_json::json!({"ttlMs": 60000, "cacheScope": "public"}));
+        assert_eq!(
+            h,
+            CacheHints {
+                ttl_ms: 60000,
+                public: true
+            }
+        );
+        // Absent, negative or malformed: immediately stale; any other scope: private.
+        assert_eq!(hints(serde_json::json!({})), CacheHints::NONE);
+        assert_eq!(
+            hints(serde_json::json!({"ttlMs": -5, "cacheScope": "public"})).ttl_ms,
+            0
+        );
+        assert_eq!(
+            hints(serde_json::json!({"ttlMs": "9", "cacheScope": "PUBLIC"})),
+            CacheHints::NONE
+        );
+    }
+
+    #[test]
+    fn merged_hints_take_the_shortest_ttl_and_private_if_any_is() {
+        let a = CacheHints {
+            ttl_ms: 300_000,
+            public: true,
+        };
+        let b = CacheHints {
+            ttl_ms: 60_000,
+            public: true,
+        };
+        let c = CacheHints {
+            ttl_ms: 900_000,
+            public: false,
+        };
+        assert_eq!(
+            a.merge(b),
+            CacheHints {
+                ttl_ms: 60_000,
+                public: true
+            }
+        );
+        assert_eq!(
+            a.merge(c),
+            CacheHints {
+                ttl_ms: 300_000,
+                public: false
+            }
+        );
+        assert_eq!(
+            b.merge(a).merge(c),
+            CacheHints {
+                ttl_ms: 60_000,
+                public: false
+            }
+        );
+        assert_eq!(a.merge(CacheHints::NONE), CacheHints::NONE);
+        assert_eq!(
+            a.private(),
+            CacheHints {
+                ttl_ms: 300_000,
+                public: false
+            }
+        );
+        let mut out = serde_json::Map::new();
+        a.merge(b).write(&mut out);
+        assert_eq!(
+            serde_json::Value::Object(out),
+            serde_json::json!({"ttlMs": 60000, "cacheScope": "public"})
+        );
+    }
+
+    #[test]
+    fn authored_results_name_the_gateway_in_meta() {
+        let mut r = serde_json::Map::new();
+        r.insert("_meta".into(), serde_json::json!({"k": 1}));
+        complete_authored(&mut r, Some(CacheHints::NONE), "main");
+        let v = serde_json::Value::Object(r);
+        assert_eq!(v["resultType"], "complete");
+        assert_eq!(v["ttlMs"], 0);
+        assert_eq!(v["cacheScope"], "private");
+        assert_eq!(v["_meta"]["k"], 1);
+        assert_eq!(v["_meta"][SERVER_INFO_META_KEY]["name"], "main");
     }
 }
 

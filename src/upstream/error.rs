@@ -66,6 +66,22 @@ pub enum UpstreamError {
         /// The elicitation id.
         elicitation_id: String,
     },
+    /// The upstream refused the request with a JSON-RPC error on an HTTP error status (how
+    /// 2026-07-28 carries protocol errors such as -32020, -32021, -32022, -32601, -32602).
+    /// The error is the upstream's answer, relayed as it is: its message is the whole text.
+    #[error("{message}")]
+    Rejected {
+        /// The upstream's name.
+        upstream: String,
+        /// The HTTP status it answered with (4xx or 5xx).
+        status: u16,
+        /// Its JSON-RPC error code.
+        code: i64,
+        /// Its JSON-RPC error message.
+        message: String,
+        /// Its JSON-RPC error `data`, if any.
+        data: Option<serde_json::Value>,
+    },
     /// The upstream no longer knows our session (HTTP 404); the caller may re-open it.
     #[error("upstream {upstream:?} ended our session")]
     SessionExpired {
@@ -94,6 +110,16 @@ impl UpstreamError {
                 "url": url,
                 "message": format!("Connect your account for {upstream} to continue."),
             }]})),
+            UpstreamError::Rejected { data, .. } => data.clone(),
+            _ => None,
+        }
+    }
+
+    /// For an error the upstream itself answered (relayed as it is), the HTTP status it came
+    /// with: a 2026-07-28 client should see the same one.
+    pub fn relayed_status(&self) -> Option<u16> {
+        match self {
+            UpstreamError::Rejected { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -105,6 +131,7 @@ impl UpstreamError {
             UpstreamError::Timeout { .. } => ErrorCode::REQUEST_TIMEOUT,
             UpstreamError::Credentials { .. } => ErrorCode::UPSTREAM_CREDENTIALS,
             UpstreamError::ConsentRequired { .. } => ErrorCode::URL_ELICITATION_REQUIRED,
+            UpstreamError::Rejected { code, .. } => ErrorCode(*code),
             _ => ErrorCode::UPSTREAM_UNAVAILABLE,
         }
     }

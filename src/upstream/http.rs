@@ -373,10 +373,45 @@ impl HttpUpstream {
             StatusCode::NOT_FOUND if session.id.is_some() => Err(UpstreamError::SessionExpired {
                 upstream: self.name.clone(),
             }),
-            s => Err(UpstreamError::Status {
+            _ => Err(self.rejection(resp, msg).await),
+        }
+    }
+
+    /// What an HTTP error status means: the upstream's own JSON-RPC error for `msg` when the
+    /// body is one (2026-07-28 sends protocol errors this way), relayed as it is; otherwise a
+    /// gateway error naming the status.
+    async fn rejection(&self, resp: reqwest::Response, msg: &Message) -> UpstreamError {
+        let status = resp.status().as_u16();
+        let plain = UpstreamError::Status {
+            upstream: self.name.clone(),
+            status,
+        };
+        // Refusals of the gateway's own credential are the gateway's problem: passed on, they
+        // would read as the client's (a 401 the client cannot answer).
+        if matches!(status, 401 | 403 | 407) {
+            return plain;
+        }
+        let json = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|c| c.to_ascii_lowercase().starts_with("application/json"));
+        if !json {
+            return plain;
+        }
+        let cap = self.max_message.min(MAX_ERROR_BODY);
+        let Ok(bytes) = read_capped(resp, cap).await else {
+            return plain;
+        };
+        match rejected_error(&bytes, msg) {
+            Some((code, message, data)) => UpstreamError::Rejected {
                 upstream: self.name.clone(),
-                status: s.as_u16(),
-            }),
+                status,
+                code,
+                message,
+                data,
+            },
+            None => plain,
         }
     }
 
@@ -677,6 +712,42 @@ impl HttpUpstream {
             tracing::debug!(upstream = %self.name, error = %describe(&e), "closing the upstream session failed");
         }
     }
+}
+
+/// Error bodies longer than this are not JSON-RPC errors worth relaying (a JSON-RPC error is
+/// a code, a sentence and a little data); reading stops there.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// The body of `resp`, or `Err` once it passes `cap` bytes or breaks off.
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, ()> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|_| ())? {
+        if out.len() + chunk.len() > cap {
+            return Err(());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// The code, message and data of `body` if it is a JSON-RPC error answering `request` (its
+/// id, or none: a server may refuse before reading the id).
+fn rejected_error(
+    body: &[u8],
+    request: &Message,
+) -> Option<(i64, String, Option<serde_json::Value>)> {
+    #[derive(serde::Deserialize)]
+    struct RpcError {
+        code: i64,
+        message: String,
+        data: Option<serde_json::Value>,
+    }
+    let m = Message::parse(body).ok()?;
+    if m.kind != MessageKind::Error || (m.id.is_some() && m.id != request.id) {
+        return None;
+    }
+    let e: RpcError = serde_json::from_str(m.error.as_deref()?.get()).ok()?;
+    Some((e.code, e.message, e.data))
 }
 
 /// A reqwest error described without its URL (which could carry credentials in userinfo).

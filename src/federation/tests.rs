@@ -1,0 +1,275 @@
+//! Federation against scripted 2026-07-28 upstreams: merged caching hints, and upstream
+//! JSON-RPC errors on HTTP 4xx relayed as they are.
+
+use super::*;
+use crate::downstream::stateless::SharedSessions;
+use crate::testing::{Script, discover, result, schema_errors, virtual_server as server};
+use serde_json::json;
+
+/// An upstream whose `tools/list` offers `tool` with these caching hints (none if `Null`).
+fn lister(tool: &'static str, ttl: Value, scope: Value) -> Script {
+    Arc::new(move |method, _| match method {
+        "server/discover" => discover(),
+        "tools/list" => {
+            let mut r = json!({ "resultType": "complete", "tools": [
+                { "name": tool, "inputSchema": { "type": "object" } }
+            ]});
+            if !ttl.is_null() {
+                r["ttlMs"] = ttl.clone();
+            }
+            if !scope.is_null() {
+                r["cacheScope"] = scope.clone();
+            }
+            result(r)
+        }
+        _ => (404, json!({})),
+    })
+}
+
+async fn merged(members: Vec<(&str, Script)>, filtered: bool) -> Listing {
+    let server = server(members).await;
+    let all = |_: usize, _: &str| true;
+    let visible: Option<&Visibility<'_>> = if filtered { Some(&all) } else { None };
+    server
+        .list(&SharedSessions, ListKind::Tools, None, visible)
+        .await
+        .expect("the list")
+}
+
+#[tokio::test]
+async fn merged_lists_take_the_shortest_ttl_and_private_if_any_member_is() {
+    let both_public = merged(
+        vec![
+            ("a", lister("one", json!(300_000), json!("public"))),
+            ("b", lister("two", json!(60_000), json!("public"))),
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(
+        both_public.hints,
+        CacheHints {
+            ttl_ms: 60_000,
+            public: true
+        }
+    );
+    assert_eq!(both_public.result["tools"].as_array().unwrap().len(), 2);
+
+    let one_private = merged(
+        vec![
+            ("a", lister("one", json!(300_000), json!("public"))),
+            ("b", lister("two", json!(900_000), json!("private"))),
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(
+        one_private.hints,
+        CacheHints {
+            ttl_ms: 300_000,
+            public: false
+        }
+    );
+
+    // A member that gives no hints makes the whole list immediately stale and private.
+    let one_silent = merged(
+        vec![
+            ("a", lister("one", json!(300_000), json!("public"))),
+            ("b", lister("two", Value::Null, Value::Null)),
+        ],
+        false,
+    )
+    .await;
+    assert_eq!(one_silent.hints, CacheHints::NONE);
+
+    // A list filtered by policy is the caller's own, whatever the members say.
+    let filtered = merged(
+        vec![("a", lister("one", json!(300_000), json!("public")))],
+        true,
+    )
+    .await;
+    assert_eq!(
+        filtered.hints,
+        CacheHints {
+            ttl_ms: 300_000,
+            public: false
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_partial_list_is_immediately_stale() {
+    let broken: Script = Arc::new(|method, _| match method {
+        "server/discover" => discover(),
+        _ => (500, json!({})),
+    });
+    let server = {
+        let mut s = server(vec![
+            ("a", lister("one", json!(300_000), json!("public"))),
+            ("b", broken),
+        ])
+        .await;
+        s.on_error = OnUpstreamError::Partial;
+        s
+    };
+    let listing = server
+        .list(&SharedSessions, ListKind::Tools, None, None)
+        .await
+        .unwrap();
+    assert_eq!(listing.result["tools"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        listing.hints,
+        CacheHints {
+            ttl_ms: 0,
+            public: true
+        }
+    );
+}
+
+#[tokio::test]
+async fn merged_lists_completed_for_a_stateless_client_validate_against_the_schema() {
+    let mut listing = merged(
+        vec![
+            ("a", lister("one", json!(300_000), json!("public"))),
+            ("b", lister("two", json!(60_000), json!("private"))),
+        ],
+        false,
+    )
+    .await;
+    crate::protocol::stateless::complete_authored(&mut listing.result, Some(listing.hints), "main");
+    let v = Value::Object(listing.result);
+    assert_eq!(
+        schema_errors("ListToolsResult", &v),
+        Vec::<String>::new(),
+        "{v}"
+    );
+    assert_eq!(v["ttlMs"], 60_000);
+    assert_eq!(v["cacheScope"], "private");
+    // Without the hints the schema refuses it: the check can fail.
+    let mut bare = v.clone();
+    bare.as_object_mut().unwrap().remove("ttlMs");
+    assert!(!schema_errors("ListToolsResult", &bare).is_empty());
+}
+
+/// An upstream that refuses `tools/call` with HTTP `status` and this JSON-RPC error.
+fn refuser(status: u16, error: Value) -> Script {
+    Arc::new(move |method, msg| match method {
+        "server/discover" => discover(),
+        "tools/call" => (
+            status,
+            json!({ "jsonrpc": "2.0", "id": msg["id"], "error": error }),
+        ),
+        _ => (404, json!({})),
+    })
+}
+
+async fn call_error(script: Script) -> UpstreamError {
+    let server = server(vec![("a", script)]).await;
+    let call = Message::request(
+        RequestId::Number(7),
+        "tools/call",
+        Some(to_raw(&json!({ "name": "x", "arguments": {} }))),
+    );
+    match server.call(&SharedSessions, 0, call).await {
+        Err(FederationError::Upstream(e)) => e,
+        Err(e) => panic!("not an upstream error: {e}"),
+        Ok(_) => panic!("the call was not refused"),
+    }
+}
+
+#[tokio::test]
+async fn each_protocol_error_on_a_4xx_is_relayed_as_it_is() {
+    let cases = [
+        (400, -32020, json!(null)),
+        (
+            400,
+            -32021,
+            json!({ "requiredCapabilities": { "sampling": {} } }),
+        ),
+        (
+            400,
+            -32022,
+            json!({ "requested": "2026-07-28", "supported": ["2025-11-25"] }),
+        ),
+        (404, -32601, json!(null)),
+        (400, -32602, json!({ "uri": "test://nowhere" })),
+    ];
+    for (status, code, data) in cases {
+        let mut error = json!({ "code": code, "message": format!("refused with {code}") });
+        if !data.is_null() {
+            error["data"] = data.clone();
+        }
+        let e = call_error(refuser(status, error)).await;
+        assert_eq!(e.relayed_status(), Some(status), "{e:?}");
+        assert_eq!(e.code().0, code, "{e:?}");
+        assert_eq!(e.to_string(), format!("refused with {code}"));
+        assert_eq!(e.data(), (!data.is_null()).then_some(data));
+        // What the downstream sends: the same error, under the client's id.
+        let out = crate::downstream::error::upstream_error(Some(RequestId::Number(1)), &e);
+        let v: Value = serde_json::from_slice(&out.to_bytes()).unwrap();
+        assert_eq!(v["id"], 1);
+        assert_eq!(v["error"]["code"], code);
+        assert_eq!(
+            schema_errors("JSONRPCErrorResponse", &v),
+            Vec::<String>::new()
+        );
+    }
+}
+
+#[tokio::test]
+async fn anything_else_on_an_error_status_stays_a_gateway_error() {
+    // Not JSON-RPC, an error for another request, a result on an error status, and a body
+    // past the cap: none is the upstream's answer to our request.
+    let huge = "x".repeat(100 * 1024);
+    let mut scripts: Vec<Script> = vec![
+        Arc::new(|m, _| {
+            if m == "server/discover" {
+                discover()
+            } else {
+                (400, json!({ "oops": true }))
+            }
+        }),
+        Arc::new(|m, _| {
+            if m == "server/discover" {
+                discover()
+            } else {
+                (
+                    400,
+                    json!({ "jsonrpc": "2.0", "id": 999_999, "error": { "code": -32602, "message": "other" } }),
+                )
+            }
+        }),
+        Arc::new(|m, msg| {
+            if m == "server/discover" {
+                discover()
+            } else {
+                (
+                    400,
+                    json!({ "jsonrpc": "2.0", "id": msg["id"], "result": {} }),
+                )
+            }
+        }),
+        Arc::new(move |m, msg| {
+            if m == "server/discover" {
+                discover()
+            } else {
+                (
+                    400,
+                    json!({ "jsonrpc": "2.0", "id": msg["id"], "error": { "code": -32602, "message": huge } }),
+                )
+            }
+        }),
+    ];
+    // The gateway's own credential refused: the client must not read it as its own.
+    scripts.push(Arc::new(|m, msg| if m == "server/discover" { discover() } else {
+        (401, json!({ "jsonrpc": "2.0", "id": msg["id"], "error": { "code": -32001, "message": "bad token" } }))
+    }));
+    for script in scripts {
+        let e = call_error(script).await;
+        assert!(
+            matches!(e, UpstreamError::Status { status: 400, .. }),
+            "{e:?}"
+        );
+        assert_eq!(e.code(), ErrorCode::UPSTREAM_UNAVAILABLE);
+    }
+}
