@@ -16,6 +16,7 @@ mod stdio_child;
 pub use call::{AnswerId, CallStream, Delivery, Frame, ReplyRoute, StreamedResponse};
 pub use error::UpstreamError;
 pub use http::HttpUpstream;
+pub use http::bridge::Bridge;
 pub use identity::{ClientIdentity, InitInfo, UpstreamSession};
 pub use stdio::StdioUpstream;
 
@@ -118,7 +119,7 @@ impl UpstreamClient {
     ) -> Result<(), UpstreamError> {
         answer.id = Some(route.id.clone());
         match self {
-            UpstreamClient::Http(h) => h.notify(&route.session, answer).await,
+            UpstreamClient::Http(h) => h.respond(route, answer).await,
             UpstreamClient::Stdio(s) => s.send(answer).await,
         }
     }
@@ -129,6 +130,14 @@ impl UpstreamClient {
         session: &UpstreamSession,
     ) -> Result<Option<mpsc::Receiver<Frame>>, UpstreamError> {
         match &**self {
+            UpstreamClient::Http(_) if session.bridge.is_some() => {
+                let bridge = session.bridge.clone().expect("checked");
+                Ok(Some(HttpUpstream::listen_bridged(
+                    self.clone(),
+                    session.clone(),
+                    bridge,
+                )))
+            }
             UpstreamClient::Http(h) => h.listen(session).await,
             UpstreamClient::Stdio(s) => Ok(Some(s.listen())),
         }
