@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 const GENERATIONS: [&str; 1] = ["both"]; // TEMP
 
 fn fixture(generations: &str) -> Fixture {
-    if generations == "both" { return Fixture::http(&[]); } // TEMP
+    if generations == "both" {
+        return Fixture::http(&[]);
+    } // TEMP
     Fixture::http(&["--generations", generations])
 }
 
@@ -34,19 +36,16 @@ async fn session_client(gw: &Gateway, capabilities: Value) -> (Client, Value) {
     let mut c = Client::new(&gw.url("/mcp"));
     let id = c.id();
     let reply = c
-        .post(&json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": capabilities,
-            "clientInfo": {"name": "bridging-test", "version": "1"}
-        }}))
+        .post(
+            &json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": capabilities,
+                "clientInfo": {"name": "bridging-test", "version": "1"}
+            }}),
+        )
         .await;
     assert_eq!(reply.status, 200, "initialize failed: {}", reply.raw);
-    c.session = Some(
-        reply.headers["mcp-session-id"]
-            .to_str()
-            .unwrap()
-            .to_owned(),
-    );
+    c.session = Some(reply.headers["mcp-session-id"].to_str().unwrap().to_owned());
     let r = c
         .post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
         .await;
@@ -155,7 +154,10 @@ async fn a_session_client_is_asked_and_answers_on_every_upstream_generation() {
 
         let mut s = call(&mut c, "sample", json!({})).await;
         let ask = s.next().await;
-        assert_eq!(ask["method"], "sampling/createMessage", "{generations}: {ask}");
+        assert_eq!(
+            ask["method"], "sampling/createMessage",
+            "{generations}: {ask}"
+        );
         answer(&c, &ask["id"], sampled("hi from the model")).await;
         let done = s.next().await;
         assert!(
@@ -173,10 +175,16 @@ async fn a_session_client_is_asked_and_answers_on_every_upstream_generation() {
         // Two rounds, one question each: the second comes only after the first is answered.
         let mut s = call(&mut c, "test_input_required_result_multi_round", json!({})).await;
         let first = s.next().await;
-        assert_eq!(first["method"], "elicitation/create", "{generations}: {first}");
+        assert_eq!(
+            first["method"], "elicitation/create",
+            "{generations}: {first}"
+        );
         answer(&c, &first["id"], accepted("name", "Ada")).await;
         let second = s.next().await;
-        assert_eq!(second["method"], "elicitation/create", "{generations}: {second}");
+        assert_eq!(
+            second["method"], "elicitation/create",
+            "{generations}: {second}"
+        );
         assert_ne!(first["id"], second["id"]);
         answer(&c, &second["id"], accepted("color", "teal")).await;
         let done = s.next().await;
@@ -195,7 +203,12 @@ async fn several_questions_of_one_round_are_all_relayed_and_answered() {
         let gw = gateway(&fx);
         let caps = json!({"sampling": {}, "elicitation": {}, "roots": {}});
         let (mut c, _) = session_client(&gw, caps).await;
-        let mut s = call(&mut c, "test_input_required_result_multiple_inputs", json!({})).await;
+        let mut s = call(
+            &mut c,
+            "test_input_required_result_multiple_inputs",
+            json!({}),
+        )
+        .await;
         let mut asked = Vec::new();
         for _ in 0..3 {
             let q = s.next().await;
@@ -273,7 +286,10 @@ async fn a_stateless_client_is_asked_and_answers_on_every_upstream_generation() 
 
         let first = stateless_call(&c, 1, "sample", &caps, json!({})).await;
         let result = &first["result"];
-        assert_eq!(result["resultType"], "input_required", "{generations}: {first}");
+        assert_eq!(
+            result["resultType"], "input_required",
+            "{generations}: {first}"
+        );
         let requests = result["inputRequests"].as_object().unwrap();
         assert_eq!(requests.len(), 1, "{generations}: {first}");
         let (key, request) = requests.iter().next().unwrap();
@@ -284,7 +300,10 @@ async fn a_stateless_client_is_asked_and_answers_on_every_upstream_generation() 
         });
         let done = stateless_call(&c, 2, "sample", &caps, retry).await;
         assert_eq!(done["id"], 2);
-        assert_eq!(done["result"]["resultType"], "complete", "{generations}: {done}");
+        assert_eq!(
+            done["result"]["resultType"], "complete",
+            "{generations}: {done}"
+        );
         assert!(
             final_text(&done).contains("hi from the model"),
             "{generations}: {done}"
@@ -365,13 +384,21 @@ async fn resources_subscribe_delivers_updates_on_every_upstream_generation() {
             // Unsubscribed URIs no longer flow (a session-side fixture sends every update to
             // every GET stream, subscribed or not, so this holds only where the gateway filters).
             let r = c
-                .request("resources/unsubscribe", json!({"uri": "test://watched-resource"}))
+                .request(
+                    "resources/unsubscribe",
+                    json!({"uri": "test://watched-resource"}),
+                )
                 .await;
             assert!(r.last().get("result").is_some(), "{}", r.raw);
             // Let the listen stream be re-opened without the URI before announcing.
             tokio::time::sleep(Duration::from_millis(500)).await;
             while get.next_within(Duration::from_millis(200)).await.is_some() {}
-            let seen = first_update(&mut c, &mut get, &["test://watched-resource", "test://other"]).await;
+            let seen = first_update(
+                &mut c,
+                &mut get,
+                &["test://watched-resource", "test://other"],
+            )
+            .await;
             assert_eq!(seen.as_deref(), Some("test://other"));
         }
     }

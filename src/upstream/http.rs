@@ -170,9 +170,21 @@ impl HttpUpstream {
     }
 
     /// The session used for stateless downstream clients (see [`shared_key`]), opened once and
-    /// re-opened if it expires.
-    pub async fn shared_session(&self) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
-        let key = self.shared_key();
+    /// re-opened if it expires. On a session-only upstream the session declares what the
+    /// clients using it declared (`declared`, so that the upstream never asks for what they
+    /// cannot answer): one session per set of askable capabilities. `None` is the gateway's
+    /// own (sampling and elicitation; what the listen streams and discovery use).
+    pub async fn shared_session(
+        &self,
+        declared: Option<&serde_json::Value>,
+    ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
+        let mut identity = ClientIdentity::gateway_stateless();
+        let mut key = self.shared_key();
+        if let Some(d) = declared {
+            identity.capabilities = super::askable_capabilities(d);
+            key.push('\0');
+            key.push_str(&identity.capabilities.to_string());
+        }
         let mut shared = self.shared.lock().await;
         let dropped = std::mem::take(&mut *self.shared_dropped.lock().expect("lock"));
         if !dropped.is_empty() {
@@ -187,7 +199,7 @@ impl HttpUpstream {
         {
             shared.remove(&evicted);
         }
-        let opened = self.open(&ClientIdentity::gateway_stateless()).await?;
+        let opened = self.open(&identity).await?;
         shared.insert(key, opened.clone());
         Ok(opened)
     }
@@ -600,7 +612,7 @@ impl HttpUpstream {
         let sender = match live {
             Some(tx) => tx,
             None => {
-                let (session, _) = self.shared_session().await?;
+                let (session, _) = self.shared_session(None).await?;
                 let Some(mut frames) = self.listen(&session).await? else {
                     return Ok(None);
                 };

@@ -46,6 +46,18 @@ impl ClientIdentity {
     }
 }
 
+/// The part of a client's capabilities an upstream may act on (it may ask for these), in one
+/// canonical form: what tells apart the sessions the gateway opens for 2026-07-28 clients.
+pub fn askable_capabilities(declared: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for key in ["elicitation", "roots", "sampling"] {
+        if let Some(v) = declared.get(key) {
+            out.insert(key.to_owned(), v.clone());
+        }
+    }
+    Value::Object(out)
+}
+
 /// One upstream session as a downstream session holds it.
 #[derive(Debug, Clone)]
 pub struct UpstreamSession {

@@ -17,7 +17,7 @@ pub use call::{AnswerId, CallStream, Delivery, Frame, ReplyRoute, StreamedRespon
 pub use error::UpstreamError;
 pub use http::HttpUpstream;
 pub use http::bridge::Bridge;
-pub use identity::{ClientIdentity, InitInfo, UpstreamSession};
+pub use identity::{ClientIdentity, InitInfo, UpstreamSession, askable_capabilities};
 pub use stdio::StdioUpstream;
 
 use crate::config::{self, UpstreamKind};
@@ -70,10 +70,14 @@ impl UpstreamClient {
         }
     }
 
-    /// A session shared by stateless downstream clients.
-    pub async fn shared_session(&self) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
+    /// A session shared by stateless downstream clients: those that declared `declared`
+    /// (see [`HttpUpstream::shared_session`]), or, with `None`, the gateway's own.
+    pub async fn shared_session(
+        &self,
+        declared: Option<&serde_json::Value>,
+    ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
         match self {
-            UpstreamClient::Http(h) => h.shared_session().await,
+            UpstreamClient::Http(h) => h.shared_session(declared).await,
             UpstreamClient::Stdio(s) => s.open().await,
         }
     }
