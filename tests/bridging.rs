@@ -14,12 +14,9 @@ use futures_util::stream::BoxStream;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-const GENERATIONS: [&str; 1] = ["both"]; // TEMP
+const GENERATIONS: [&str; 3] = ["both", "sessions", "stateless"];
 
 fn fixture(generations: &str) -> Fixture {
-    if generations == "both" {
-        return Fixture::http(&[]);
-    } // TEMP
     Fixture::http(&["--generations", generations])
 }
 
@@ -54,23 +51,39 @@ async fn session_client(gw: &Gateway, capabilities: Value) -> (Client, Value) {
     (c, result)
 }
 
-/// SSE events read one message at a time, with a deadline on each.
+/// SSE events read one message at a time, with a deadline on each (a JSON body is one
+/// message).
 struct Events {
     events: BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     buffer: String,
+    json: bool,
 }
 
 impl Events {
     fn of(resp: reqwest::Response) -> Events {
+        let json = resp
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.to_str().unwrap().starts_with("application/json"));
         Events {
             events: resp.bytes_stream().boxed(),
             buffer: String::new(),
+            json,
         }
     }
 
     /// The next message, or `None` if none comes within `wait`.
     async fn next_within(&mut self, wait: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + wait;
+        if self.json {
+            while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, self.events.next()).await
+            {
+                self.buffer
+                    .push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            }
+            let body = std::mem::take(&mut self.buffer);
+            return (!body.trim().is_empty()).then(|| serde_json::from_str(&body).unwrap());
+        }
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let event: String = self.buffer.drain(..end + 2).collect();
