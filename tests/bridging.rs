@@ -432,3 +432,33 @@ async fn which_generations_an_upstream_offers_is_learned_once() {
         "initialize was tried more than once on a stateless-only upstream"
     );
 }
+
+/// The fixture's counters, read through the gateway by `c`.
+async fn upstream_stats_via(c: &mut Client) -> Value {
+    let r = c.call_tool("stats", json!({})).await;
+    serde_json::from_str(&r.text()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_client_generation_gets_its_own_wire_from_a_dual_upstream() {
+    let fx = fixture("both");
+    let gw = gateway(&fx);
+    // A 2026-07-28 client first: the gateway speaks 2026-07-28 upstream, no session is opened.
+    let stateless = Client::new(&gw.url("/mcp"));
+    let r = stateless_call(
+        &stateless,
+        1,
+        "echo",
+        &json!({}),
+        json!({"arguments": {"text": "x"}}),
+    )
+    .await;
+    assert_eq!(final_text(&r), "x", "{r}");
+    let stats = stateless_call(&stateless, 2, "stats", &json!({}), json!({})).await;
+    let stats: Value = serde_json::from_str(&final_text(&stats)).unwrap();
+    assert_eq!(stats["sessions_opened"], 0, "{stats}");
+    // A session client gets an upstream session of its own.
+    let (mut c, _) = session_client(&gw, json!({})).await;
+    let stats = upstream_stats_via(&mut c).await;
+    assert_eq!(stats["sessions_opened"], 1, "{stats}");
+}

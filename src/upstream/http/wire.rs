@@ -78,7 +78,12 @@ fn not_offered(e: &UpstreamError) -> bool {
             (400..500).contains(status) && !matches!(status, 401 | 403 | 407 | 408 | 429)
         }
         UpstreamError::Protocol { .. } | UpstreamError::SessionExpired { .. } => true,
-        _ => false,
+        // Every variant named: a new kind of failure must be sorted here, not fall through.
+        UpstreamError::Unavailable { .. }
+        | UpstreamError::Crashed { .. }
+        | UpstreamError::Timeout { .. }
+        | UpstreamError::Credentials { .. }
+        | UpstreamError::ConsentRequired { .. } => false,
     }
 }
 
