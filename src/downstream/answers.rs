@@ -145,6 +145,7 @@ pub async fn deliver(
                     .version
                     .parse()
                     .unwrap_or(ProtocolVersion::LATEST_SESSION),
+                bridge: None,
             },
             id: sealed.id,
         }

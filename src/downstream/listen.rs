@@ -174,7 +174,7 @@ pub async fn subscriptions(
     let body = merged(
         server,
         None,
-        &SharedSessions,
+        &SharedSessions::gateway(),
         CancellationToken::new(),
         Some(subscription),
     )
@@ -202,11 +202,10 @@ async fn subscribe_upstream(
             "resources/subscribe",
             Some(to_raw(&serde_json::json!({ "uri": uri }))),
         );
-        let routed = gate::admit(server, &SharedSessions, access, sub, ticket).await?;
-        let failed = match server
-            .call(&SharedSessions, routed.member, routed.message)
-            .await
-        {
+        // On the gateway's own session: the one whose stream `merged` listens to.
+        let sessions = SharedSessions::gateway();
+        let routed = gate::admit(server, &sessions, access, sub, ticket).await?;
+        let failed = match server.call(&sessions, routed.member, routed.message).await {
             Err(e) => Some(rpc_error(Some(id.clone()), &e)),
             Ok(mut stream) => loop {
                 match stream.next().await {

@@ -52,25 +52,26 @@ impl Session {
         holder: Option<Holder>,
     ) -> Option<Session> {
         let version: ProtocolVersion = claims.version.parse().ok()?;
+        let identity = ClientIdentity {
+            version,
+            client_info: claims.client_info.clone(),
+            capabilities: claims.capabilities.clone(),
+        };
+        // A link on the stateless wire is bridged; its bridge (what the client declared, its
+        // subscriptions) is this process's: rebuilt here from the claims, empty of subscriptions.
         let links = claims
             .upstreams
             .iter()
             .filter_map(|(name, sid, v)| {
-                Some((
-                    name.clone(),
-                    UpstreamSession {
-                        id: sid.clone(),
-                        version: v.parse().ok()?,
-                    },
-                ))
+                let mut link = UpstreamSession::new(sid.clone(), v.parse().ok()?);
+                if link.version.is_stateless() {
+                    link.bridge = Some(Arc::new(crate::upstream::Bridge::new(&identity)));
+                }
+                Some((name.clone(), link))
             })
             .collect();
         Some(Session {
-            identity: ClientIdentity {
-                version,
-                client_info: claims.client_info.clone(),
-                capabilities: claims.capabilities.clone(),
-            },
+            identity,
             id,
             version,
             claims,

@@ -23,16 +23,39 @@ use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 use std::sync::Arc;
 
-/// Upstream sessions for stateless clients: one per upstream, held by the gateway (bridging to
-/// session-based upstreams), or none at all for stateless upstreams.
-pub struct SharedSessions;
+/// Upstream sessions for stateless clients: held by the gateway (bridging to session-based
+/// upstreams; one per set of capabilities the clients declare, so that none is claimed for a
+/// client that did not declare it), or none at all for stateless upstreams.
+pub struct SharedSessions {
+    declared: Option<Value>,
+}
+
+impl SharedSessions {
+    /// The sessions for a request that declared these client capabilities.
+    pub fn declaring(capabilities: Value) -> Self {
+        SharedSessions {
+            declared: Some(capabilities),
+        }
+    }
+
+    /// The gateway's own sessions (listen streams and the subscriptions they need).
+    pub fn gateway() -> Self {
+        SharedSessions { declared: None }
+    }
+}
 
 impl SessionSource for SharedSessions {
     fn session<'a>(
         &'a self,
         member: &'a Member,
     ) -> BoxFuture<'a, Result<UpstreamSession, UpstreamError>> {
-        Box::pin(async move { member.client.shared_session().await.map(|(s, _)| s) })
+        Box::pin(async move {
+            member
+                .client
+                .shared_session(self.declared.as_ref())
+                .await
+                .map(|(s, _)| s)
+        })
     }
 
     fn listen<'a>(
@@ -180,10 +203,13 @@ pub async fn handle(
             if let Some(retry) = Retry::from_request(&message) {
                 return resume(server, message, retry, parked, ticket).await;
             }
+            let sessions = SharedSessions::declaring(
+                crate::protocol::stateless::declared_capabilities(&message),
+            );
             Ok(post::request(
                 server,
                 None,
-                &SharedSessions,
+                &sessions,
                 message,
                 Some(parked),
                 access,
@@ -196,7 +222,7 @@ pub async fn handle(
 
 async fn discover(server: &VirtualServer, id: Option<RequestId>) -> Response {
     let infos = futures_util::future::join_all(server.members.iter().map(|m| async {
-        match m.client.shared_session().await {
+        match m.client.shared_session(None).await {
             Ok((_, info)) => Some(info),
             Err(e) => {
                 tracing::warn!(upstream = %m.upstream, error = %e, "upstream unavailable for server/discover");

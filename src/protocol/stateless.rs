@@ -9,6 +9,8 @@ use serde_json::Value;
 pub const VERSION_META_KEY: &str = "io.modelcontextprotocol/protocolVersion";
 /// The `_meta` key with the client's capabilities for this request.
 pub const CAPABILITIES_META_KEY: &str = "io.modelcontextprotocol/clientCapabilities";
+/// The `_meta` key with the client's `clientInfo`.
+pub const CLIENT_INFO_META_KEY: &str = "io.modelcontextprotocol/clientInfo";
 /// The `_meta` key with the log level a request opts in to.
 pub const LOG_LEVEL_META_KEY: &str = "io.modelcontextprotocol/logLevel";
 /// The `_meta` key naming the listen stream a notification belongs to.
@@ -51,8 +53,22 @@ pub fn declared_version(msg: &Message) -> Option<String> {
     p.meta?.version
 }
 
-/// A copy of `msg` whose params carry the 2026-07-28 version in `_meta`.
-pub fn with_stateless_meta(msg: &Message) -> Message {
+/// What the gateway declares on the stateless wire for a session-based client it bridges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclaredClient {
+    /// The capabilities the client declared at `initialize`.
+    pub capabilities: Value,
+    /// Its `clientInfo`.
+    pub client_info: Value,
+    /// The level it asked for with `logging/setLevel`, if it did.
+    pub log_level: Option<String>,
+}
+
+/// A copy of `msg` whose params carry the 2026-07-28 `_meta`: the version always; the client's
+/// capabilities and clientInfo from `client` when the gateway speaks for a session-based
+/// client, otherwise those the request carries (a 2026-07-28 client's own), or none at all
+/// for the gateway's own requests (so that the upstream never asks it for input).
+pub fn with_stateless_meta(msg: &Message, client: Option<&DeclaredClient>) -> Message {
     if msg.kind != super::MessageKind::Request && msg.kind != super::MessageKind::Notification {
         return msg.clone();
     }
@@ -69,15 +85,25 @@ pub fn with_stateless_meta(msg: &Message) -> Message {
             VERSION_META_KEY.into(),
             Value::String(ProtocolVersion::V2026_07_28.as_str().into()),
         );
-        // The gateway declares no client capabilities upstream: a stateless upstream then has
-        // no reason to ask for input mid-request, which a session-based client could not be
-        // asked for in that form.
-        m.entry(CAPABILITIES_META_KEY)
-            .or_insert_with(|| Value::Object(Default::default()));
-        m.entry("io.modelcontextprotocol/clientInfo")
-            .or_insert_with(
-                || serde_json::json!({ "name": "gatehouse", "version": env!("CARGO_PKG_VERSION") }),
-            );
+        match client {
+            Some(c) => {
+                m.insert(CAPABILITIES_META_KEY.into(), c.capabilities.clone());
+                m.insert(CLIENT_INFO_META_KEY.into(), c.client_info.clone());
+                match &c.log_level {
+                    Some(level) => {
+                        m.insert(LOG_LEVEL_META_KEY.into(), Value::String(level.clone()))
+                    }
+                    None => m.remove(LOG_LEVEL_META_KEY),
+                };
+            }
+            None => {
+                m.entry(CAPABILITIES_META_KEY)
+                    .or_insert_with(|| Value::Object(Default::default()));
+                m.entry(CLIENT_INFO_META_KEY).or_insert_with(|| {
+                    serde_json::json!({ "name": "gatehouse", "version": env!("CARGO_PKG_VERSION") })
+                });
+            }
+        }
     }
     let mut out = msg.clone();
     out.params = Some(to_raw(&params));
@@ -96,9 +122,40 @@ mod tests {
         .unwrap();
         assert_eq!(name_header_value(&m).as_deref(), Some("echo"));
         assert_eq!(declared_version(&m), None);
-        let with = with_stateless_meta(&m);
+        let with = with_stateless_meta(&m, None);
         assert_eq!(declared_version(&with).as_deref(), Some("2026-07-28"));
         assert_eq!(name_header_value(&with).as_deref(), Some("echo"));
+        assert_eq!(declared_capabilities(&with), serde_json::json!({}));
+    }
+
+    #[test]
+    fn a_bridged_client_declares_its_own_capabilities_and_info() {
+        let m = Message::parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","_meta":{"io.modelcontextprotocol/logLevel":"debug"}}}"#,
+        )
+        .unwrap();
+        let client = DeclaredClient {
+            capabilities: serde_json::json!({"sampling": {}}),
+            client_info: serde_json::json!({"name": "ide", "version": "2"}),
+            log_level: None,
+        };
+        let with = with_stateless_meta(&m, Some(&client));
+        assert_eq!(
+            declared_capabilities(&with),
+            serde_json::json!({"sampling": {}})
+        );
+        let p: Value = with.params_as().unwrap();
+        assert_eq!(p["_meta"][CLIENT_INFO_META_KEY]["name"], "ide");
+        assert!(p["_meta"].get(LOG_LEVEL_META_KEY).is_none());
+        // A 2026-07-28 client's own declaration passes unchanged.
+        let own = Message::parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{"elicitation":{}}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            declared_capabilities(&with_stateless_meta(&own, None)),
+            serde_json::json!({"elicitation": {}})
+        );
     }
 }
 

@@ -158,6 +158,21 @@ impl CallStream {
         }
     }
 
+    /// Frames made by the gateway itself (a bridged call, an answer it gives on its own):
+    /// nothing to cancel upstream when it is dropped, the senders of `rx` see to that.
+    pub fn local(rx: mpsc::Receiver<Frame>, timeout: Duration, upstream: &str) -> Self {
+        CallStream {
+            rx,
+            deadline: Instant::now() + timeout,
+            timeout,
+            done: false,
+            upstream: upstream.to_owned(),
+            cancel: None,
+            answer_id: None,
+            on_behalf_of: crate::credentials::current(),
+        }
+    }
+
     /// Lets the final response be re-addressed after the call started (see [`AnswerId`]).
     pub fn with_answer_id(mut self, id: AnswerId) -> Self {
         self.answer_id = Some(id);

@@ -1,9 +1,14 @@
 //! Streamable HTTP upstreams: a pooled client, per-downstream sessions, SSE relayed as it arrives.
+//! Which wire each client gets is decided in [`wire`]; session clients on a stateless-only
+//! upstream are bridged in [`bridge`].
+
+pub(super) mod bridge;
+mod wire;
 
 use super::reader::BodyReader;
 use super::{
-    AnswerId, CallStream, ClientIdentity, Delivery, Frame, InitInfo, UpstreamClient, UpstreamError,
-    UpstreamSession,
+    AnswerId, CallStream, ClientIdentity, Delivery, Frame, InitInfo, ReplyRoute, UpstreamClient,
+    UpstreamError, UpstreamSession,
 };
 use crate::config::{self, UpstreamProtocol};
 use crate::credentials::CredentialError;
@@ -47,6 +52,12 @@ pub struct HttpUpstream {
     shared_hub: tokio::sync::Mutex<HashMap<String, broadcast::Sender<Message>>>,
     /// What the gateway presents to this upstream (never the client's token).
     credentials: Option<Arc<crate::credentials::UpstreamCredentials>>,
+    /// Which generations the upstream was seen to offer (`protocol: auto`).
+    offers: wire::Offers,
+    /// Questions of bridged calls waiting for the client's answer.
+    waiting: bridge::Waiting,
+    /// Most URIs a bridged session may subscribe to (`limits.subscriptions_per_listen`).
+    max_subscriptions: usize,
 }
 
 enum Body {
@@ -105,6 +116,9 @@ impl HttpUpstream {
             shared_hub: Default::default(),
             credentials: crate::credentials::UpstreamCredentials::for_http(name, cfg, consent)?
                 .map(Arc::new),
+            offers: Default::default(),
+            waiting: Default::default(),
+            max_subscriptions: limits.subscriptions_per_listen,
         })
     }
 
@@ -144,88 +158,6 @@ impl HttpUpstream {
             })?
     }
 
-    async fn handshake(
-        &self,
-        who: &ClientIdentity,
-    ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
-        if self.protocol != UpstreamProtocol::Sessions {
-            match self.discover().await {
-                Ok(found) => return Ok(found),
-                Err(e) if self.protocol == UpstreamProtocol::Stateless => return Err(e),
-                Err(e) => {
-                    tracing::debug!(upstream = %self.name, error = %e, "server/discover failed; using initialize")
-                }
-            }
-        }
-        self.initialize(who).await
-    }
-
-    async fn discover(&self) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
-        let session = UpstreamSession {
-            id: None,
-            version: ProtocolVersion::V2026_07_28,
-        };
-        let params = serde_json::json!({
-            "_meta": { "io.modelcontextprotocol/protocolVersion": ProtocolVersion::V2026_07_28.as_str() }
-        });
-        let msg = Message::request(self.next_id(), "server/discover", Some(to_raw(&params)));
-        let answer = self.roundtrip(&session, &msg).await?;
-        let result = answer
-            .result
-            .ok_or_else(|| self.protocol_error("server/discover failed"))?;
-        let info = InitInfo::from_result(result, ProtocolVersion::V2026_07_28)
-            .map_err(|e| self.protocol_error(e))?;
-        Ok((session, Arc::new(info)))
-    }
-
-    async fn initialize(
-        &self,
-        who: &ClientIdentity,
-    ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
-        let version = if who.version.is_stateless() {
-            ProtocolVersion::LATEST_SESSION
-        } else {
-            who.version
-        };
-        let params = serde_json::json!({
-            "protocolVersion": version.as_str(),
-            "capabilities": who.capabilities,
-            "clientInfo": who.client_info,
-        });
-        let msg = Message::request(self.next_id(), "initialize", Some(to_raw(&params)));
-        let pre = UpstreamSession { id: None, version };
-        let resp = self.post(&pre, &msg, false).await?;
-        let sid = resp
-            .headers()
-            .get(SESSION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let answer = self.final_message(resp, &msg).await?;
-        if answer.kind == MessageKind::Error {
-            return Err(self.protocol_error(format!(
-                "initialize was refused: {}",
-                answer.error.as_ref().map(|e| e.get()).unwrap_or("")
-            )));
-        }
-        let result = answer
-            .result
-            .ok_or_else(|| self.protocol_error("initialize returned no result"))?;
-        let info = InitInfo::from_result(result, version).map_err(|e| self.protocol_error(e))?;
-        if info.version.is_stateless() {
-            return Err(self.protocol_error("initialize negotiated a stateless version"));
-        }
-        let session = UpstreamSession {
-            id: sid,
-            version: info.version,
-        };
-        self.notify(
-            &session,
-            Message::notification("notifications/initialized", None),
-        )
-        .await?;
-        Ok((session, Arc::new(info)))
-    }
-
     /// Whose shared session the current request uses: everybody's (`""`), or, with a per-user
     /// credential, the user's.
     fn shared_key(&self) -> String {
@@ -238,9 +170,21 @@ impl HttpUpstream {
     }
 
     /// The session used for stateless downstream clients (see [`shared_key`]), opened once and
-    /// re-opened if it expires.
-    pub async fn shared_session(&self) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
-        let key = self.shared_key();
+    /// re-opened if it expires. On a session-only upstream the session declares what the
+    /// clients using it declared (`declared`, so that the upstream never asks for what they
+    /// cannot answer): one session per set of askable capabilities. `None` is the gateway's
+    /// own (sampling and elicitation; what the listen streams and discovery use).
+    pub async fn shared_session(
+        &self,
+        declared: Option<&serde_json::Value>,
+    ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
+        let mut identity = ClientIdentity::gateway_stateless();
+        let mut key = self.shared_key();
+        if let Some(d) = declared {
+            identity.capabilities = super::askable_capabilities(d);
+            key.push('\0');
+            key.push_str(&identity.capabilities.to_string());
+        }
         let mut shared = self.shared.lock().await;
         let dropped = std::mem::take(&mut *self.shared_dropped.lock().expect("lock"));
         if !dropped.is_empty() {
@@ -255,7 +199,7 @@ impl HttpUpstream {
         {
             shared.remove(&evicted);
         }
-        let opened = self.open(&ClientIdentity::gateway()).await?;
+        let opened = self.open(&identity).await?;
         shared.insert(key, opened.clone());
         Ok(opened)
     }
@@ -350,7 +294,8 @@ impl HttpUpstream {
         streaming: bool,
     ) -> Result<reqwest::Response, UpstreamError> {
         let body = if session.version.is_stateless() {
-            crate::protocol::stateless::with_stateless_meta(msg).to_bytes()
+            let declared = session.bridge.as_deref().map(bridge::Bridge::declared);
+            crate::protocol::stateless::with_stateless_meta(msg, declared.as_ref()).to_bytes()
         } else {
             msg.to_bytes()
         };
@@ -513,8 +458,23 @@ impl HttpUpstream {
         self.final_message(resp, msg).await
     }
 
-    /// Sends a request and relays what comes back.
+    /// Sends a request and relays what comes back (through the bridge for a session client
+    /// on the stateless wire).
     pub async fn call(
+        &self,
+        me: &Arc<UpstreamClient>,
+        session: &UpstreamSession,
+        request: Message,
+        delivery: Delivery,
+    ) -> Result<CallStream, UpstreamError> {
+        match &session.bridge {
+            Some(b) => self.call_bridged(me, session, b, request).await,
+            None => self.call_once(me, session, request, delivery).await,
+        }
+    }
+
+    /// One request, one answer.
+    async fn call_once(
         &self,
         me: &Arc<UpstreamClient>,
         session: &UpstreamSession,
@@ -576,6 +536,63 @@ impl HttpUpstream {
         let resp = self.post(session, &message, false).await?;
         drop(resp);
         Ok(())
+    }
+
+    /// Delivers a client's answer to a server→client request: a POST in an upstream session; to
+    /// the bridged call that asked on the stateless wire (which has no such requests).
+    pub async fn respond(&self, route: &ReplyRoute, answer: Message) -> Result<(), UpstreamError> {
+        if !route.session.version.is_stateless() {
+            return self.notify(&route.session, answer).await;
+        }
+        self.waiting.deliver(answer).map_err(|_| {
+            self.protocol_error(
+                "no call waits for this answer here (it ended, or was relayed by another replica)",
+            )
+        })
+    }
+
+    /// Opens `subscriptions/listen` for a bridged session: the list changes and `uris`.
+    async fn open_listen(
+        &self,
+        session: &UpstreamSession,
+        uris: Vec<String>,
+    ) -> Result<mpsc::Receiver<Frame>, UpstreamError> {
+        let mut notifications = serde_json::json!({
+            "toolsListChanged": true,
+            "promptsListChanged": true,
+            "resourcesListChanged": true,
+        });
+        if !uris.is_empty() {
+            notifications["resourceSubscriptions"] = serde_json::json!(uris);
+        }
+        let params = serde_json::json!({ "notifications": notifications });
+        let msg = Message::request(
+            self.next_id(),
+            "subscriptions/listen",
+            Some(to_raw(&params)),
+        );
+        let resp = tokio::time::timeout(self.request_timeout, self.post(session, &msg, true))
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                upstream: self.name.clone(),
+                after: self.request_timeout,
+            })??;
+        let (tx, rx) = mpsc::channel(64);
+        let reader = BodyReader {
+            upstream: self.name.clone(),
+            session: session.clone(),
+            max_message: self.max_message,
+            expect: None,
+            delivery: Delivery::Whole,
+        };
+        match self.classify(resp, Delivery::Whole).await? {
+            Body::Stream(resp) => {
+                tokio::spawn(reader.run_sse(resp, tx));
+            }
+            // Answered at once: the upstream ended the subscription (or refused it).
+            Body::Json(_) | Body::Accepted | Body::LargeJson(_) => {}
+        }
+        Ok(rx)
     }
 
     /// Opens the GET stream for messages outside any request; `None` if the upstream has none.
@@ -642,7 +659,7 @@ impl HttpUpstream {
         let sender = match live {
             Some(tx) => tx,
             None => {
-                let (session, _) = self.shared_session().await?;
+                let (session, _) = self.shared_session(None).await?;
                 let Some(mut frames) = self.listen(&session).await? else {
                     return Ok(None);
                 };

@@ -16,7 +16,8 @@ mod stdio_child;
 pub use call::{AnswerId, CallStream, Delivery, Frame, ReplyRoute, StreamedResponse};
 pub use error::UpstreamError;
 pub use http::HttpUpstream;
-pub use identity::{ClientIdentity, InitInfo, UpstreamSession};
+pub use http::bridge::Bridge;
+pub use identity::{ClientIdentity, InitInfo, UpstreamSession, askable_capabilities};
 pub use stdio::StdioUpstream;
 
 use crate::config::{self, UpstreamKind};
@@ -77,10 +78,14 @@ impl UpstreamClient {
         }
     }
 
-    /// A session shared by stateless downstream clients.
-    pub async fn shared_session(&self) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
+    /// A session shared by stateless downstream clients: those that declared `declared`
+    /// (see [`HttpUpstream::shared_session`]), or, with `None`, the gateway's own.
+    pub async fn shared_session(
+        &self,
+        declared: Option<&serde_json::Value>,
+    ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
         match self {
-            UpstreamClient::Http(h) => h.shared_session().await,
+            UpstreamClient::Http(h) => h.shared_session(declared).await,
             UpstreamClient::Stdio(s) => s.open().await,
         }
     }
@@ -126,7 +131,7 @@ impl UpstreamClient {
     ) -> Result<(), UpstreamError> {
         answer.id = Some(route.id.clone());
         match self {
-            UpstreamClient::Http(h) => h.notify(&route.session, answer).await,
+            UpstreamClient::Http(h) => h.respond(route, answer).await,
             UpstreamClient::Stdio(s) => s.send(answer).await,
         }
     }
@@ -137,6 +142,14 @@ impl UpstreamClient {
         session: &UpstreamSession,
     ) -> Result<Option<mpsc::Receiver<Frame>>, UpstreamError> {
         match &**self {
+            UpstreamClient::Http(_) if session.bridge.is_some() => {
+                let bridge = session.bridge.clone().expect("checked");
+                Ok(Some(HttpUpstream::listen_bridged(
+                    self.clone(),
+                    session.clone(),
+                    bridge,
+                )))
+            }
             UpstreamClient::Http(h) => h.listen(session).await,
             UpstreamClient::Stdio(s) => Ok(Some(s.listen())),
         }

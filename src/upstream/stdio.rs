@@ -160,6 +160,7 @@ impl StdioUpstream {
             UpstreamSession {
                 id: None,
                 version: info.version,
+                bridge: None,
             },
             info,
         ))
@@ -395,6 +396,7 @@ impl StdioUpstream {
                 .get()
                 .map(|i| i.version)
                 .unwrap_or(ProtocolVersion::LATEST_SESSION),
+            bridge: None,
         };
         Ok(CallStream::new(
             rx,
@@ -604,6 +606,7 @@ impl Reader {
                         .get()
                         .map(|i| i.version)
                         .unwrap_or(ProtocolVersion::LATEST_SESSION),
+                    bridge: None,
                 },
                 id,
             };
