@@ -31,7 +31,7 @@ async fn merged(members: Vec<(&str, Script)>, filtered: bool) -> Listing {
     let all = |_: usize, _: &str| true;
     let visible: Option<&Visibility<'_>> = if filtered { Some(&all) } else { None };
     server
-        .list(&SharedSessions, ListKind::Tools, None, visible)
+        .list(&SharedSessions::gateway(), ListKind::Tools, None, visible)
         .await
         .expect("the list")
 }
@@ -113,7 +113,7 @@ async fn a_partial_list_is_immediately_stale() {
         s
     };
     let listing = server
-        .list(&SharedSessions, ListKind::Tools, None, None)
+        .list(&SharedSessions::gateway(), ListKind::Tools, None, None)
         .await
         .unwrap();
     assert_eq!(listing.result["tools"].as_array().unwrap().len(), 1);
@@ -170,7 +170,7 @@ async fn call_error(script: Script) -> UpstreamError {
         "tools/call",
         Some(to_raw(&json!({ "name": "x", "arguments": {} }))),
     );
-    match server.call(&SharedSessions, 0, call).await {
+    match server.call(&SharedSessions::gateway(), 0, call).await {
         Err(FederationError::Upstream(e)) => e,
         Err(e) => panic!("not an upstream error: {e}"),
         Ok(_) => panic!("the call was not refused"),

@@ -74,7 +74,7 @@ impl Offers {
 /// down, slow, or refusing our credential, which teach nothing about generations).
 fn not_offered(e: &UpstreamError) -> bool {
     match e {
-        UpstreamError::Status { status, .. } => {
+        UpstreamError::Status { status, .. } | UpstreamError::Rejected { status, .. } => {
             (400..500).contains(status) && !matches!(status, 401 | 403 | 407 | 408 | 429)
         }
         UpstreamError::Protocol { .. } | UpstreamError::SessionExpired { .. } => true,
