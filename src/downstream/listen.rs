@@ -3,7 +3,8 @@
 //!
 //! What a stream opens upstream lives exactly as long as the client's stream: when the client
 //! goes away its body is dropped, which cancels the stream's token and ends the tasks that
-//! read the upstream streams, which closes those.
+//! read the upstream streams, which closes those. (The one exception comes before: a session's
+//! upstream streams open when it starts, held for its first GET; see [`super::standalone`].)
 
 use super::access::Access;
 use super::error::{HttpError, rpc_error, upstream_error};
@@ -13,6 +14,7 @@ use super::post::{answered, find_session};
 use super::relay::{sse_response, translate};
 use super::rules;
 use super::session::Session;
+use super::standalone::Released;
 use super::stateless::SharedSessions;
 use crate::audit::Ticket;
 use crate::federation::{SessionSource, VirtualServer};
@@ -56,7 +58,12 @@ pub async fn get(
         .streams
         .acquire(Some(&session.id), &holder, &gw.runtime().config.limits)?;
     let stop = session.replace_listener();
-    let body = merged(server, Some(session.clone()), &*session, stop, None).await;
+    // What the upstreams sent since the session started, and their streams, held for this GET.
+    let held = match session.take_hold() {
+        Some(hold) => Some(hold.release().await),
+        None => None,
+    };
+    let body = merged(server, Some(session.clone()), &*session, stop, None, held).await;
     Ok(hold(sse_response(body), permit))
 }
 
@@ -177,6 +184,7 @@ pub async fn subscriptions(
         &SharedSessions,
         CancellationToken::new(),
         Some(subscription),
+        None,
     )
     .await;
     Ok(sse_response(body))
@@ -237,11 +245,21 @@ async fn merged(
     src: &dyn SessionSource,
     stop: CancellationToken,
     subscription: Option<Subscription>,
+    held: Option<Released>,
 ) -> Body {
     let session_for_drop = session.clone();
     let (tx, rx) = mpsc::channel::<(usize, Frame)>(64);
+    let (earlier, mut open) = match held {
+        Some(r) => (r.held, Some(r.streams)),
+        None => (Vec::new(), None),
+    };
     for (i, m) in server.members.iter().enumerate() {
-        match src.listen(m).await {
+        // A stream opened at session start is taken over; other members' are opened now.
+        let listened = match open.as_mut().and_then(|o| o.remove(&i)) {
+            Some(frames) => Ok(Some(frames)),
+            None => src.listen(m).await,
+        };
+        match listened {
             Ok(Some(mut frames)) => {
                 let tx = tx.clone();
                 let stop = stop.clone();
@@ -267,7 +285,7 @@ async fn merged(
         }
     }
     drop(tx);
-    let frames = ReceiverStream::new(rx);
+    let frames = futures_util::stream::iter(earlier).chain(ReceiverStream::new(rx));
     let subscription = subscription.map(Arc::new);
     let first = subscription.as_ref().map(|s| s.acknowledgement());
     let translated = frames

@@ -16,6 +16,7 @@ mod relay;
 pub mod rules;
 pub mod seal;
 pub mod session;
+mod standalone;
 mod stateless;
 
 use crate::audit::{Outcome, Ticket, Who};
