@@ -294,3 +294,70 @@ async fn without_a_get_the_hold_ends_its_questions_refused_and_its_streams_close
     answer(&client, &q["id"], reply).await;
     assert!(result_text(&finished(&mut c, Duration::from_secs(10)).await).contains(&expected));
 }
+
+/// Opens the session's GET stream resuming after `last_event_id`.
+async fn get_after(client: &Client, last_event_id: &str) -> Events {
+    let resp = client
+        .http
+        .get(&client.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", client.session.as_deref().unwrap())
+        .header("mcp-protocol-version", &client.version)
+        .header("last-event-id", last_event_id)
+        .send()
+        .await
+        .unwrap();
+    Events::of(resp)
+}
+
+impl Events {
+    /// The `id` of the next event, data or not (the priming event has none).
+    async fn next_id(&mut self, within: Duration) -> String {
+        loop {
+            let normalized = self.buffer.replace("\r\n", "\n");
+            self.buffer = normalized;
+            if let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                if let Some(id) = event.lines().find_map(|l| l.strip_prefix("id: ")) {
+                    return id.to_owned();
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(within, self.body.next())
+                .await
+                .expect("nothing more on the stream in time")
+                .expect("the stream ended")
+                .unwrap();
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_get_stream_replays_what_the_client_missed_and_only_its_own() {
+    let fx = Fixture::http(&["--requests-on-standalone-stream"]);
+    let gw = Gateway::start(&http_fixture_config(&fx.url, "2025-11-25"));
+    let mut client = Client::new(&gw.url("/mcp"));
+    client.initialize().await;
+    let mut stream = get(&client).await;
+    // SEP-1699: the stream starts with a priming event, an id to resume from.
+    let primed = stream.next_id(Duration::from_secs(5)).await;
+    let mut c = call(&mut client, "sample");
+    let question = stream.next(Duration::from_secs(10)).await;
+    assert_eq!(question["method"], "sampling/createMessage");
+    // The connection breaks before the client handled the question; it resumes after the
+    // priming event and gets the question again, then answers it.
+    drop(stream);
+    let mut other = Client::new(&gw.url("/mcp"));
+    other.initialize().await;
+    // Another session naming this session's event id gets nothing of it.
+    let mut foreign = get_after(&other, &primed).await;
+    let foreign_first = foreign.next_id(Duration::from_secs(5)).await;
+    assert_ne!(foreign_first.split('-').next(), primed.split('-').next());
+    let mut resumed = get_after(&client, &primed).await;
+    let again = resumed.next(Duration::from_secs(5)).await;
+    assert_eq!(again, question);
+    let (reply, expected) = answer_for("sampling/createMessage", 3);
+    answer(&client, &question["id"], reply).await;
+    assert!(result_text(&finished(&mut c, Duration::from_secs(10)).await).contains(&expected));
+}

@@ -111,6 +111,10 @@ pub struct Limits {
     /// How long the upstream standalone streams of a new session wait for the client's GET
     /// stream; also the longest a message is held for it.
     pub standalone_hold_time: HumanDuration,
+    /// Most events of a session's GET stream kept for a client resuming it (`Last-Event-ID`).
+    pub replay_events_per_stream: usize,
+    /// Most bytes of those events kept.
+    pub replay_bytes_per_stream: usize,
 }
 
 impl Default for Limits {
@@ -129,6 +133,8 @@ impl Default for Limits {
             parked_calls_per_principal: 16,
             standalone_hold_messages: 64,
             standalone_hold_time: HumanDuration(Duration::from_secs(30)),
+            replay_events_per_stream: 64,
+            replay_bytes_per_stream: 1024 * 1024,
         }
     }
 }

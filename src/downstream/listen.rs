@@ -12,6 +12,7 @@ use super::gate;
 use super::limits::{Holder, hold};
 use super::post::{answered, find_session};
 use super::relay::{sse_response, translate};
+use super::replay::ReplayLimits;
 use super::rules;
 use super::session::Session;
 use super::standalone::Released;
@@ -63,7 +64,18 @@ pub async fn get(
         Some(hold) => Some(hold.release().await),
         None => None,
     };
-    let body = merged(server, Some(session.clone()), &*session, stop, None, held).await;
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let start = session.stream_start(last_event_id);
+    let replay = ReplayLimits::of(&gw.runtime().config.limits);
+    let body = merged(
+        server,
+        Some((session.clone(), replay)),
+        &*session,
+        stop,
+        Start::Session(start),
+        held,
+    )
+    .await;
     Ok(hold(sse_response(body), permit))
 }
 
@@ -183,7 +195,7 @@ pub async fn subscriptions(
         None,
         &SharedSessions,
         CancellationToken::new(),
-        Some(subscription),
+        Start::Subscription(subscription),
         None,
     )
     .await;
@@ -239,15 +251,28 @@ async fn subscribe_upstream(
 }
 
 /// Merges the upstreams' unsolicited messages into one SSE body.
+/// How a merged stream begins.
+enum Start {
+    /// A session's GET stream: replayed events or the priming event.
+    Session(Vec<Bytes>),
+    /// A `subscriptions/listen` stream: its acknowledgement.
+    Subscription(Subscription),
+}
+
 async fn merged(
     server: Arc<VirtualServer>,
-    session: Option<Arc<Session>>,
+    session: Option<(Arc<Session>, ReplayLimits)>,
     src: &dyn SessionSource,
     stop: CancellationToken,
-    subscription: Option<Subscription>,
+    start: Start,
     held: Option<Released>,
 ) -> Body {
+    let (session, replay) = match session {
+        Some((s, limits)) => (Some(s), Some(limits)),
+        None => (None, None),
+    };
     let session_for_drop = session.clone();
+    let stamp_session = session.clone();
     let (tx, rx) = mpsc::channel::<(usize, Frame)>(64);
     let (earlier, mut open) = match held {
         Some(r) => (r.held, Some(r.streams)),
@@ -286,8 +311,10 @@ async fn merged(
     }
     drop(tx);
     let frames = futures_util::stream::iter(earlier).chain(ReceiverStream::new(rx));
-    let subscription = subscription.map(Arc::new);
-    let first = subscription.as_ref().map(|s| s.acknowledgement());
+    let (first, subscription) = match start {
+        Start::Session(events) => (events, None),
+        Start::Subscription(s) => (vec![s.acknowledgement()], Some(Arc::new(s))),
+    };
     let translated = frames
         .then(move |(i, frame)| {
             let server = server.clone();
@@ -307,7 +334,15 @@ async fn merged(
                 }
             }
         })
-        .filter_map(|bytes| async move { bytes.map(|b| encode_event(&b, None)) });
+        .filter_map(move |bytes| {
+            let stamp = stamp_session.clone().zip(replay);
+            async move {
+                bytes.map(|b| match stamp {
+                    Some((s, limits)) => s.stamp(&b, limits),
+                    None => encode_event(&b, None),
+                })
+            }
+        });
     let translated = futures_util::stream::iter(first).chain(translated);
     let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(KEEP_ALIVE))
         .map(|_| keep_alive());

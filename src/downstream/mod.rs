@@ -13,6 +13,7 @@ mod listen;
 pub mod metadata;
 mod post;
 mod relay;
+mod replay;
 pub mod rules;
 pub mod seal;
 pub mod session;

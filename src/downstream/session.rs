@@ -2,6 +2,7 @@
 //! itself when a request lands on a replica that has not seen the session.
 
 use super::limits::Holder;
+use super::replay::{Replay, ReplayLimits};
 use super::seal::{Sealer, SessionClaims};
 use super::standalone::{Hold, HoldLimits};
 use crate::federation::{Member, SessionSource, VirtualServer};
@@ -42,6 +43,8 @@ pub struct Session {
     /// The upstream standalone streams opened at session start, until the client's GET takes
     /// them over (see [`super::standalone`]).
     hold: Mutex<Option<Arc<Hold>>>,
+    /// The recent events of its GET stream, for `Last-Event-ID`.
+    replay: Mutex<Replay>,
     last_used: Mutex<Instant>,
     /// Whom the session counts against (`limits.sessions_per_*`); `None` for an anonymous
     /// session continued from an id issued elsewhere (its address is not known).
@@ -85,6 +88,7 @@ impl Session {
             next_reply_id: AtomicU64::new(1),
             listener: Mutex::new(None),
             hold: Mutex::new(None),
+            replay: Mutex::new(Replay::default()),
             last_used: Mutex::new(Instant::now()),
             holder,
         })
@@ -197,6 +201,25 @@ impl Session {
             }
         }
         futures_util::future::join_all(opened).await;
+    }
+
+    /// Encodes a message as the GET stream's next event (with its id), kept for replay.
+    pub fn stamp(&self, data: &[u8], limits: ReplayLimits) -> bytes::Bytes {
+        self.replay.lock().expect("lock").stamp(data, limits)
+    }
+
+    /// What a new GET stream starts with: the kept events after `last_event_id` when it names
+    /// one of this session's, else the priming event (for clients that know it).
+    pub fn stream_start(&self, last_event_id: Option<&str>) -> Vec<bytes::Bytes> {
+        let replay = self.replay.lock().expect("lock");
+        if let Some(events) = last_event_id.and_then(|id| replay.after(id)) {
+            return events;
+        }
+        if self.version >= ProtocolVersion::V2025_11_25 {
+            vec![replay.priming()]
+        } else {
+            Vec::new()
+        }
     }
 
     /// Takes the held upstream streams for the client's GET (`None` if there is no hold).
