@@ -105,6 +105,16 @@ pub struct Limits {
     /// Most 2026-07-28 calls of one principal (or client address) parked at once, waiting
     /// for the answers to an InputRequiredResult.
     pub parked_calls_per_principal: usize,
+    /// Most messages held per session from the upstream standalone streams (opened at session
+    /// start) until the client's GET stream arrives.
+    pub standalone_hold_messages: usize,
+    /// How long the upstream standalone streams of a new session wait for the client's GET
+    /// stream; also the longest a message is held for it.
+    pub standalone_hold_time: HumanDuration,
+    /// Most events of a session's GET stream kept for a client resuming it (`Last-Event-ID`).
+    pub replay_events_per_stream: usize,
+    /// Most bytes of those events kept.
+    pub replay_bytes_per_stream: usize,
 }
 
 impl Default for Limits {
@@ -121,6 +131,10 @@ impl Default for Limits {
             streams_per_session: 16,
             streams_per_principal: 128,
             parked_calls_per_principal: 16,
+            standalone_hold_messages: 64,
+            standalone_hold_time: HumanDuration(Duration::from_secs(30)),
+            replay_events_per_stream: 64,
+            replay_bytes_per_stream: 1024 * 1024,
         }
     }
 }

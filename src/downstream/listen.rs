@@ -3,7 +3,8 @@
 //!
 //! What a stream opens upstream lives exactly as long as the client's stream: when the client
 //! goes away its body is dropped, which cancels the stream's token and ends the tasks that
-//! read the upstream streams, which closes those.
+//! read the upstream streams, which closes those. (The one exception comes before: a session's
+//! upstream streams open when it starts, held for its first GET; see [`super::standalone`].)
 
 use super::access::Access;
 use super::error::{HttpError, rpc_error, upstream_error};
@@ -11,8 +12,10 @@ use super::gate;
 use super::limits::{Holder, hold};
 use super::post::{answered, find_session};
 use super::relay::{sse_response, translate};
+use super::replay::ReplayLimits;
 use super::rules;
 use super::session::Session;
+use super::standalone::Released;
 use super::stateless::SharedSessions;
 use crate::audit::Ticket;
 use crate::federation::{SessionSource, VirtualServer};
@@ -56,7 +59,23 @@ pub async fn get(
         .streams
         .acquire(Some(&session.id), &holder, &gw.runtime().config.limits)?;
     let stop = session.replace_listener();
-    let body = merged(server, Some(session.clone()), &*session, stop, None).await;
+    // What the upstreams sent since the session started, and their streams, held for this GET.
+    let held = match session.take_hold() {
+        Some(hold) => Some(hold.release().await),
+        None => None,
+    };
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let start = session.stream_start(last_event_id);
+    let replay = ReplayLimits::of(&gw.runtime().config.limits);
+    let body = merged(
+        server,
+        Some((session.clone(), replay)),
+        &*session,
+        stop,
+        Start::Session(start),
+        held,
+    )
+    .await;
     Ok(hold(sse_response(body), permit))
 }
 
@@ -176,7 +195,8 @@ pub async fn subscriptions(
         None,
         &SharedSessions::gateway(),
         CancellationToken::new(),
-        Some(subscription),
+        Start::Subscription(subscription),
+        None,
     )
     .await;
     Ok(sse_response(body))
@@ -230,17 +250,40 @@ async fn subscribe_upstream(
 }
 
 /// Merges the upstreams' unsolicited messages into one SSE body.
+/// How a merged stream begins.
+enum Start {
+    /// A session's GET stream: replayed events or the priming event.
+    Session(Vec<Bytes>),
+    /// A `subscriptions/listen` stream: its acknowledgement.
+    Subscription(Subscription),
+}
+
 async fn merged(
     server: Arc<VirtualServer>,
-    session: Option<Arc<Session>>,
+    session: Option<(Arc<Session>, ReplayLimits)>,
     src: &dyn SessionSource,
     stop: CancellationToken,
-    subscription: Option<Subscription>,
+    start: Start,
+    held: Option<Released>,
 ) -> Body {
+    let (session, replay) = match session {
+        Some((s, limits)) => (Some(s), Some(limits)),
+        None => (None, None),
+    };
     let session_for_drop = session.clone();
+    let stamp_session = session.clone();
     let (tx, rx) = mpsc::channel::<(usize, Frame)>(64);
+    let (earlier, mut open) = match held {
+        Some(r) => (r.held, Some(r.streams)),
+        None => (Vec::new(), None),
+    };
     for (i, m) in server.members.iter().enumerate() {
-        match src.listen(m).await {
+        // A stream opened at session start is taken over; other members' are opened now.
+        let listened = match open.as_mut().and_then(|o| o.remove(&i)) {
+            Some(frames) => Ok(Some(frames)),
+            None => src.listen(m).await,
+        };
+        match listened {
             Ok(Some(mut frames)) => {
                 let tx = tx.clone();
                 let stop = stop.clone();
@@ -266,9 +309,11 @@ async fn merged(
         }
     }
     drop(tx);
-    let frames = ReceiverStream::new(rx);
-    let subscription = subscription.map(Arc::new);
-    let first = subscription.as_ref().map(|s| s.acknowledgement());
+    let frames = futures_util::stream::iter(earlier).chain(ReceiverStream::new(rx));
+    let (first, subscription) = match start {
+        Start::Session(events) => (events, None),
+        Start::Subscription(s) => (vec![s.acknowledgement()], Some(Arc::new(s))),
+    };
     let translated = frames
         .then(move |(i, frame)| {
             let server = server.clone();
@@ -288,7 +333,15 @@ async fn merged(
                 }
             }
         })
-        .filter_map(|bytes| async move { bytes.map(|b| encode_event(&b, None)) });
+        .filter_map(move |bytes| {
+            let stamp = stamp_session.clone().zip(replay);
+            async move {
+                bytes.map(|b| match stamp {
+                    Some((s, limits)) => s.stamp(&b, limits),
+                    None => encode_event(&b, None),
+                })
+            }
+        });
     let translated = futures_util::stream::iter(first).chain(translated);
     let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(KEEP_ALIVE))
         .map(|_| keep_alive());

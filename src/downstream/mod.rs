@@ -13,9 +13,11 @@ mod listen;
 pub mod metadata;
 mod post;
 mod relay;
+mod replay;
 pub mod rules;
 pub mod seal;
 pub mod session;
+mod standalone;
 pub(crate) mod stateless;
 
 use crate::audit::{Outcome, Ticket, Who};

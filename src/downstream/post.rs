@@ -163,6 +163,11 @@ async fn dispatch(
     // A supported version other than the negotiated one is accepted: clients such as the
     // TypeScript SDK send their own default on some requests, and the spec only requires
     // rejecting unsupported versions.
+    if message.method() == "notifications/initialized" && message.kind == MessageKind::Notification
+    {
+        let limits = super::standalone::HoldLimits::of(&limits);
+        session.start_standalone(&server, limits).await;
+    }
     let resp = in_session(server, session, message, &access, ticket).await;
     Ok(match permit {
         Some(p) => hold(resp, p),

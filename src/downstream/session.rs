@@ -2,7 +2,9 @@
 //! itself when a request lands on a replica that has not seen the session.
 
 use super::limits::Holder;
+use super::replay::{Replay, ReplayLimits};
 use super::seal::{Sealer, SessionClaims};
+use super::standalone::{Hold, HoldLimits};
 use crate::federation::{Member, SessionSource, VirtualServer};
 use crate::protocol::{ProtocolVersion, RequestId};
 use crate::upstream::{ClientIdentity, ReplyRoute, UpstreamError, UpstreamSession};
@@ -38,6 +40,11 @@ pub struct Session {
     inflight: Mutex<HashMap<RequestId, CancellationToken>>,
     next_reply_id: AtomicU64,
     listener: Mutex<Option<CancellationToken>>,
+    /// The upstream standalone streams opened at session start, until the client's GET takes
+    /// them over (see [`super::standalone`]).
+    hold: Mutex<Option<Arc<Hold>>>,
+    /// The recent events of its GET stream, for `Last-Event-ID`.
+    replay: Mutex<Replay>,
     last_used: Mutex<Instant>,
     /// Whom the session counts against (`limits.sessions_per_*`); `None` for an anonymous
     /// session continued from an id issued elsewhere (its address is not known).
@@ -81,6 +88,8 @@ impl Session {
             inflight: Mutex::new(HashMap::new()),
             next_reply_id: AtomicU64::new(1),
             listener: Mutex::new(None),
+            hold: Mutex::new(None),
+            replay: Mutex::new(Replay::default()),
             last_used: Mutex::new(Instant::now()),
             holder,
         })
@@ -162,6 +171,71 @@ impl Session {
         token
     }
 
+    /// The session has started (`notifications/initialized`): opens the upstream standalone
+    /// streams of the members linked so far and holds what they send until the client's GET
+    /// arrives. Returns once those streams are open, so that the client's next call cannot
+    /// outrun them. Nothing to do if the client's GET is already there.
+    pub async fn start_standalone(
+        self: &Arc<Self>,
+        server: &Arc<VirtualServer>,
+        limits: HoldLimits,
+    ) {
+        let hold = {
+            let listening = self
+                .listener
+                .lock()
+                .expect("lock")
+                .as_ref()
+                .is_some_and(|t| !t.is_cancelled());
+            let mut slot = self.hold.lock().expect("lock");
+            if listening || slot.is_some() {
+                return;
+            }
+            let hold = Hold::new(server.clone(), limits, self);
+            *slot = Some(hold.clone());
+            hold
+        };
+        let mut opened = Vec::new();
+        for (name, upstream) in self.links().await {
+            if let Some(i) = server.members.iter().position(|m| m.upstream == name) {
+                opened.push(hold.start(i, upstream));
+            }
+        }
+        futures_util::future::join_all(opened).await;
+    }
+
+    /// Encodes a message as the GET stream's next event (with its id), kept for replay.
+    pub fn stamp(&self, data: &[u8], limits: ReplayLimits) -> bytes::Bytes {
+        self.replay.lock().expect("lock").stamp(data, limits)
+    }
+
+    /// What a new GET stream starts with: the kept events after `last_event_id` when it names
+    /// one of this session's, else the priming event (for clients that know it).
+    pub fn stream_start(&self, last_event_id: Option<&str>) -> Vec<bytes::Bytes> {
+        let replay = self.replay.lock().expect("lock");
+        if let Some(events) = last_event_id.and_then(|id| replay.after(id)) {
+            return events;
+        }
+        if self.version >= ProtocolVersion::V2025_11_25 {
+            vec![replay.priming()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Takes the held upstream streams for the client's GET (`None` if there is no hold).
+    pub fn take_hold(&self) -> Option<Arc<Hold>> {
+        self.hold.lock().expect("lock").take()
+    }
+
+    /// Forgets `hold` (it expired) unless another replaced it.
+    pub(super) fn end_hold(&self, hold: &Arc<Hold>) {
+        let mut slot = self.hold.lock().expect("lock");
+        if slot.as_ref().is_some_and(|h| Arc::ptr_eq(h, hold)) {
+            slot.take();
+        }
+    }
+
     /// Marks the session as used now (its idle time restarts).
     pub(super) fn touch(&self) {
         *self.last_used.lock().expect("lock") = Instant::now();
@@ -198,6 +272,9 @@ impl Session {
         if let Some(t) = self.listener.lock().expect("lock").take() {
             t.cancel();
         }
+        if let Some(h) = self.take_hold() {
+            h.end("the session ended");
+        }
         for (_, t) in self.inflight.lock().expect("lock").drain() {
             t.cancel();
         }
@@ -216,6 +293,15 @@ impl SessionSource for Session {
             }
             let (s, _) = member.client.open(&self.identity).await?;
             links.insert(member.upstream.clone(), s.clone());
+            drop(links);
+            // A member linked while the session still waits for its GET gets its standalone
+            // stream now, before the call that needed the link is sent.
+            let hold = self.hold.lock().expect("lock").clone();
+            if let Some(hold) = hold.filter(|h| !h.is_over())
+                && let Some(i) = hold.member_index(&member.upstream)
+            {
+                let _ = hold.start(i, s.clone()).await;
+            }
             Ok(s)
         })
     }

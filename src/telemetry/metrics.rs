@@ -122,6 +122,17 @@ pub struct Metrics {
     names_per_server: AtomicUsize,
     /// Starts of a stdio upstream's process after the first (crashes, exits, failed starts).
     pub upstream_restarts: Family<UpstreamLabels, Counter>,
+    /// Messages from upstream standalone streams dropped before the client's GET arrived.
+    pub standalone_dropped: Family<DropLabels, Counter>,
+}
+
+/// Labels of a message dropped from a session's standalone hold.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// The upstream that sent it.
+    pub upstream: String,
+    /// `overflow` (`limits.standalone_hold_messages`) or `expired` (`limits.standalone_hold_time`).
+    pub reason: String,
 }
 
 impl Metrics {
@@ -197,6 +208,12 @@ impl Metrics {
             "Restarts of a stdio upstream's process",
             upstream_restarts.clone(),
         );
+        let standalone_dropped = Family::default();
+        registry.register(
+            "standalone_dropped",
+            "Messages of upstream standalone streams dropped before the client's GET stream arrived",
+            standalone_dropped.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -214,6 +231,7 @@ impl Metrics {
             named: Mutex::new(HashMap::new()),
             names_per_server: AtomicUsize::new(DEFAULT_NAMES_PER_SERVER),
             upstream_restarts,
+            standalone_dropped,
         }
     }
 
@@ -331,6 +349,18 @@ impl Metrics {
         self.upstream_restarts
             .get_or_create(&UpstreamLabels {
                 upstream: upstream.into(),
+            })
+            .inc();
+    }
+}
+
+impl Metrics {
+    /// Counts a message dropped from a session's standalone hold.
+    pub fn standalone_dropped(&self, upstream: &str, reason: &str) {
+        self.standalone_dropped
+            .get_or_create(&DropLabels {
+                upstream: upstream.into(),
+                reason: reason.into(),
             })
             .inc();
     }

@@ -245,9 +245,10 @@ impl BodyReader {
                             Ok(Some(data)) => data,
                             Ok(None) | Err(Stop) => return,
                         };
-                        let msg = match Message::parse(&data) {
-                            Ok(m) => m,
-                            Err(e) => {
+                        let msg = match event_message(&data) {
+                            Event::Message(m) => m,
+                            Event::Empty => continue,
+                            Event::Invalid(e) => {
                                 tracing::warn!(upstream = %self.upstream, error = %e, "ignoring an invalid message on an SSE stream");
                                 continue;
                             }
@@ -295,5 +296,63 @@ impl BodyReader {
             }
         };
         frames.send(frame).await.is_err()
+    }
+}
+
+/// What one SSE event's data holds.
+#[derive(Debug)]
+enum Event {
+    /// A JSON-RPC message.
+    Message(Message),
+    /// No data: a priming event (SEP-1699: an `id` and `retry` to resume from, empty data) or
+    /// an empty keep-alive event. Valid, and nothing to relay.
+    Empty,
+    /// Data that is not a JSON-RPC message.
+    Invalid(crate::protocol::jsonrpc::EnvelopeError),
+}
+
+fn event_message(data: &[u8]) -> Event {
+    if data.iter().all(u8::is_ascii_whitespace) {
+        return Event::Empty;
+    }
+    match Message::parse(data) {
+        Ok(m) => Event::Message(m),
+        Err(e) => Event::Invalid(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::sse::EventBuffer;
+
+    fn events(stream: &[u8]) -> Vec<Event> {
+        let mut parser = SseParser::new(1 << 16);
+        let mut buf = EventBuffer::default();
+        parser
+            .feed_whole(&Bytes::copy_from_slice(stream), &mut buf)
+            .unwrap()
+            .iter()
+            .map(|d| event_message(d))
+            .collect()
+    }
+
+    #[test]
+    fn priming_events_are_valid_and_carry_no_message() {
+        // As SDK servers send them: an id and a retry, with an empty data line (or none at
+        // all after the field name), before the first message.
+        let got = events(
+            b"id: 0-abc\nretry: 1000\ndata: \n\nid: 1\ndata:\n\nevent: message\nid: 2\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/x\"}\n\n",
+        );
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(matches!(got[0], Event::Empty));
+        assert!(matches!(got[1], Event::Empty));
+        assert!(matches!(&got[2], Event::Message(m) if m.method() == "notifications/x"));
+    }
+
+    #[test]
+    fn data_that_is_not_a_message_is_still_invalid() {
+        let got = events(b"data: hello\n\n");
+        assert!(matches!(got[..], [Event::Invalid(_)]), "{got:?}");
     }
 }
