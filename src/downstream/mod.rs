@@ -17,6 +17,7 @@ pub mod rules;
 pub mod seal;
 pub mod session;
 mod stateless;
+mod tasks;
 
 use crate::audit::{Outcome, Ticket, Who};
 use crate::auth::AuthError;
@@ -136,6 +137,7 @@ async fn serve_mcp(state: AppState, req: Request) -> Response {
             .get(&server.path)
             .cloned()
             .unwrap_or_else(|| Arc::new(CompiledPolicy::open())),
+        sealer: gw.sealer(),
     };
     let on_behalf_of = access
         .caller

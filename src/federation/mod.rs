@@ -215,6 +215,10 @@ impl VirtualServer {
         if let Some(text) = instructions {
             out["instructions"] = Value::String(text);
         }
+        let extensions = names::relayed_extensions(infos.iter().flatten().map(|i| &i.capabilities));
+        if !extensions.is_empty() {
+            out["capabilities"]["extensions"] = Value::Object(extensions);
+        }
         out
     }
 

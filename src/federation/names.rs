@@ -151,6 +151,35 @@ impl Naming {
     }
 }
 
+/// The extensions the gateway relays faithfully: tasks (ids sealed and routed back, see
+/// `downstream::tasks`) and MCP Apps (`ui://` resources, routed like any resource URI).
+/// Others are not advertised, since their methods or ids might not survive federation.
+pub const RELAYED_EXTENSIONS: [&str; 2] = [
+    "io.modelcontextprotocol/tasks",
+    "io.modelcontextprotocol/ui",
+];
+
+/// The relayed extensions some member offers, with the first offering member's settings.
+pub fn relayed_extensions<'a>(
+    capabilities: impl Iterator<Item = &'a serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for caps in capabilities {
+        let Some(offered) = caps
+            .get("extensions")
+            .and_then(serde_json::Value::as_object)
+        else {
+            continue;
+        };
+        for (k, v) in offered {
+            if RELAYED_EXTENSIONS.contains(&k.as_str()) && !out.contains_key(k) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +199,18 @@ mod tests {
         assert_eq!(n.inward_name("a__b__echo"), Some((0, "b__echo")));
         assert_eq!(n.inward_name("c__echo"), None);
         assert_eq!(n.inward_name("a__"), None);
+    }
+
+    #[test]
+    fn only_relayed_extensions_offered_by_a_member_are_advertised() {
+        let a = serde_json::json!({"extensions": {"io.modelcontextprotocol/tasks": {}, "com.example/other": {}}});
+        let b = serde_json::json!({"tools": {}});
+        let got = relayed_extensions([&a, &b].into_iter());
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            ["io.modelcontextprotocol/tasks"]
+        );
+        assert!(relayed_extensions([&b].into_iter()).is_empty());
     }
 
     #[test]
