@@ -1,6 +1,7 @@
 //! MCP extensions through the gateway, with the real gateway and two fixture upstreams
 //! federated: the tasks extension (task ids sealed, routed back to the upstream that made the
-//! task, owner-bound, policy applied), and the advertisement of extensions only when a member
+//! task, owner-bound, policy applied), MCP Apps (`ui://` resources and the tools' links to them
+//! routed back to their upstream), and the advertisement of extensions only when a member
 //! offers them.
 
 mod auth_support;
@@ -12,6 +13,7 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 const TASKS: &str = "io.modelcontextprotocol/tasks";
+const UI: &str = "io.modelcontextprotocol/ui";
 
 struct Stack {
     issuer: TestIssuer,
@@ -23,8 +25,8 @@ struct Stack {
 
 async fn stack() -> Stack {
     let issuer = TestIssuer::start().await;
-    let a = Fixture::http(&["--tasks", "--name", "a"]);
-    let b = Fixture::http(&["--tasks", "--name", "b"]);
+    let a = Fixture::http(&["--tasks", "--apps", "--name", "a"]);
+    let b = Fixture::http(&["--tasks", "--apps", "--name", "b"]);
     let plain = Fixture::http(&["--name", "plain"]);
     let yaml = format!(
         r#"
@@ -366,6 +368,12 @@ async fn extensions_are_advertised_only_when_a_member_offers_them() {
             .is_some(),
         "{caps}"
     );
+    assert!(
+        caps.pointer("/extensions")
+            .and_then(|e| e.get(UI))
+            .is_some(),
+        "{caps}"
+    );
     let caps = discover(Client::new(&s.gw.url("/plain"))).await;
     assert!(caps.get("extensions").is_none(), "{caps}");
     // Session clients see the same in the InitializeResult.
@@ -375,4 +383,46 @@ async fn extensions_are_advertised_only_when_a_member_offers_them() {
         init["result"]["capabilities"].get("extensions").is_none(),
         "{init}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_resources_and_tool_links_route_back_to_their_upstream() {
+    let s = stack().await;
+    let alice = s.client("/mcp", "alice", &["eng"]);
+    // Both upstreams offer the same ui:// URI; each tool links to its own upstream's copy.
+    let r = stateless(&alice, "tools/list", json!({}), false).await;
+    let tools = result(&r)["tools"].as_array().unwrap().clone();
+    let link = |name: &str| {
+        let t = tools
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not listed: {}", r.raw));
+        t["_meta"]["ui"]["resourceUri"].as_str().unwrap().to_owned()
+    };
+    let (la, lb) = (link("a__show_app"), link("b__show_app"));
+    assert_eq!(la, "ui://a+fixture/app.html");
+    assert_eq!(lb, "ui://b+fixture/app.html");
+    // The listing shows the same outward URIs.
+    let r = stateless(&alice, "resources/list", json!({}), false).await;
+    let uris: Vec<String> = result(&r)["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["uri"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(uris.contains(&la) && uris.contains(&lb), "{uris:?}");
+    // Reading a link reaches the upstream whose tool it is, which sees its own URI.
+    for (uri, who) in [(&la, "a"), (&lb, "b")] {
+        let r = stateless(&alice, "resources/read", json!({"uri": uri}), false).await;
+        let c = &result(&r)["contents"][0];
+        assert_eq!(c["uri"], "ui://fixture/app.html", "{}", r.raw);
+        assert!(
+            c["text"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("app of {who}")),
+            "{}",
+            r.raw
+        );
+    }
 }
