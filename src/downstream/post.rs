@@ -437,7 +437,7 @@ pub async fn request(
     let (routed, tasks) = if super::tasks::is_task_method(&method) {
         match super::tasks::admit(&server, session.as_deref(), access, message, &ticket) {
             Ok((r, rewrite)) => (r, Some(rewrite)),
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         }
     } else {
         let tool = (method == "tools/call").then(|| CallTarget::of(&message).name);

@@ -180,7 +180,7 @@ pub fn admit(
     access: &Access,
     message: Message,
     ticket: &Option<Arc<Ticket>>,
-) -> Result<(Routed, Rewrite), Response> {
+) -> Result<(Routed, Rewrite), Box<Response>> {
     let id = message.id.clone();
     let stateless = session.is_none();
     let refuse = |code: ErrorCode, text: &str, data: Option<Value>| {
@@ -196,7 +196,7 @@ pub fn admit(
         } else {
             StatusCode::OK
         };
-        json(status, bytes)
+        Box::new(json(status, bytes))
     };
     if !declared(&message, session) {
         return Err(refuse(
@@ -287,4 +287,73 @@ pub fn admit(
         },
         Rewrite::Echo(outward),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::downstream::seal::SealingKey;
+    use crate::protocol::RequestId;
+
+    fn create(sealer: &Arc<Sealer>) -> Rewrite {
+        Rewrite::Create {
+            sealer: sealer.clone(),
+            context: "task:/mcp".into(),
+            member: 1,
+            upstream: "b".into(),
+            tool: "b__slow".into(),
+            inner: "slow".into(),
+            owner: Some("alice".into()),
+        }
+    }
+
+    fn answer(result: Value) -> Message {
+        Message::response(RequestId::Number(1), to_raw(&result))
+    }
+
+    #[test]
+    fn a_created_task_gets_a_sealed_id_that_opens_only_in_its_context() {
+        let sealer = Arc::new(Sealer::new(vec![SealingKey::random()]));
+        let mut m = answer(
+            serde_json::json!({"resultType": "task", "taskId": "up-1", "status": "working"}),
+        );
+        create(&sealer).apply(&mut m);
+        let r: Value = serde_json::from_str(m.result.unwrap().get()).unwrap();
+        let id = r["taskId"].as_str().unwrap();
+        assert_ne!(id, "up-1");
+        assert_eq!(r["status"], "working");
+        let c: TaskClaims = sealer.open_value(id, "task:/mcp").ok().unwrap();
+        assert_eq!(
+            (c.m, c.t.as_str(), c.o.as_deref()),
+            (1, "up-1", Some("alice"))
+        );
+        assert!(sealer.open_value::<TaskClaims>(id, "task:/other").is_err());
+    }
+
+    #[test]
+    fn only_task_results_are_rewritten_and_overlong_ids_are_refused() {
+        let sealer = Arc::new(Sealer::new(vec![SealingKey::random()]));
+        let plain = serde_json::json!({"resultType": "complete", "content": [], "structuredContent": {"taskId": "x"}});
+        let mut m = answer(plain.clone());
+        create(&sealer).apply(&mut m);
+        assert_eq!(
+            serde_json::from_str::<Value>(m.result.unwrap().get()).unwrap(),
+            plain
+        );
+        let long = "x".repeat(MAX_UPSTREAM_ID + 1);
+        let mut m = answer(serde_json::json!({"resultType": "task", "taskId": long}));
+        create(&sealer).apply(&mut m);
+        assert!(m.result.is_none());
+        assert_eq!(m.error_code(), Some(ErrorCode::INTERNAL_ERROR.0));
+    }
+
+    #[test]
+    fn an_answer_about_a_task_shows_the_clients_id() {
+        let mut m = answer(
+            serde_json::json!({"resultType": "complete", "taskId": "up-1", "status": "completed"}),
+        );
+        Rewrite::Echo("sealed".into()).apply(&mut m);
+        let r: Value = serde_json::from_str(m.result.unwrap().get()).unwrap();
+        assert_eq!(r["taskId"], "sealed");
+    }
 }
