@@ -55,11 +55,11 @@ pub fn explain(config: &Config, req: &ExplainRequest) -> Result<Explanation, Str
         None if server.upstreams.len() == 1 => server.upstreams[0].clone(),
         None => {
             let inward = match req.kind {
-                FunctionKind::Resource => naming.inward_uri(&req.name),
-                _ => naming.inward_name(&req.name),
+                FunctionKind::Resource => naming.inward_uri(&req.name).map(|(i, _)| i),
+                _ => naming.inward_name(&req.name).map(|(i, _)| i),
             };
             match inward {
-                Some((i, _)) => server.upstreams[i].clone(),
+                Some(i) => server.upstreams[i].clone(),
                 None => {
                     return Err(
                         "cannot tell which upstream offers this name; pass --upstream".into(),

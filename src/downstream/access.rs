@@ -19,6 +19,8 @@ pub struct Access {
     pub caller: Option<Caller>,
     /// The server's policy.
     pub policy: Arc<CompiledPolicy>,
+    /// Seals the ids the gateway hands out in place of upstream ones (task ids).
+    pub sealer: Arc<super::seal::Sealer>,
 }
 
 /// What a call targets, read from its params.

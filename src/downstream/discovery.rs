@@ -50,6 +50,7 @@ pub async fn servers(State(state): State<AppState>, headers: HeaderMap) -> Respo
                 .get(&cfg.path)
                 .cloned()
                 .unwrap_or_else(|| Arc::new(CompiledPolicy::open())),
+            sealer: state.gateway.sealer(),
         };
         let mut meta = json!({ "io.gatehouse/protected": protected });
         if let Some(catalog) = &server.catalog {

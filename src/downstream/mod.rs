@@ -19,6 +19,7 @@ pub mod seal;
 pub mod session;
 mod standalone;
 pub(crate) mod stateless;
+mod tasks;
 
 use crate::audit::{Outcome, Ticket, Who};
 use crate::auth::AuthError;
@@ -138,6 +139,7 @@ async fn serve_mcp(state: AppState, req: Request) -> Response {
             .get(&server.path)
             .cloned()
             .unwrap_or_else(|| Arc::new(CompiledPolicy::open())),
+        sealer: gw.sealer(),
     };
     let on_behalf_of = access
         .caller

@@ -448,9 +448,27 @@ pub async fn request(
         }
         _ => {}
     }
-    let routed = match gate::admit(&server, src, access, message, &ticket).await {
-        Ok(r) => r,
-        Err(refused) => return refused,
+    let declares_tasks = super::tasks::declared(&message, session.as_deref());
+    let (routed, tasks) = if super::tasks::is_task_method(&method) {
+        match super::tasks::admit(&server, session.as_deref(), access, message, &ticket) {
+            Ok((r, rewrite)) => (r, Some(rewrite)),
+            Err(refused) => return *refused,
+        }
+    } else {
+        let tool = (method == "tools/call").then(|| CallTarget::of(&message).name);
+        match gate::admit(&server, src, access, message, &ticket).await {
+            Ok(r) => {
+                let rewrite = super::tasks::Rewrite::for_call(
+                    &server,
+                    access,
+                    tool.flatten().as_deref(),
+                    &r,
+                    declares_tasks,
+                );
+                (r, rewrite)
+            }
+            Err(refused) => return refused,
+        }
     };
     if let Some(t) = &ticket {
         t.routed();
@@ -474,10 +492,12 @@ pub async fn request(
         client_capabilities: crate::protocol::stateless::declared_capabilities(&routed.message),
         parked,
         ticket: ticket.clone(),
+        tasks,
     };
     let upstream_span = tracing::debug_span!("gatehouse.upstream", upstream = %upstream);
     // Results the gateway only relays may stream through; cacheable ones gain fields.
-    let delivery = if relay.cacheable {
+    // A task id in the answer is rewritten, so the answer is read whole.
+    let delivery = if relay.cacheable || relay.tasks.is_some() {
         Delivery::Whole
     } else {
         Delivery::Streamed {

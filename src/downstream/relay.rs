@@ -42,6 +42,8 @@ pub struct Relay {
     pub client_capabilities: serde_json::Value,
     /// The audit record of this call, completed when the answer has been sent.
     pub ticket: Option<Arc<Ticket>>,
+    /// How a task id in the answer is shown to the client (tasks extension).
+    pub tasks: Option<super::tasks::Rewrite>,
 }
 
 impl Relay {
@@ -58,6 +60,9 @@ impl Relay {
         match first {
             Some(Frame::Response(mut m)) => {
                 self.finish();
+                if let Some(t) = &self.tasks {
+                    t.apply(&mut m);
+                }
                 if self.request_id.is_some() {
                     m.id = self.request_id.clone();
                 }
@@ -257,7 +262,10 @@ impl Relay {
     }
 
     /// Turns a frame into the bytes the client should see (or `None` to send nothing).
-    pub async fn translate(&self, frame: Frame) -> Option<Vec<u8>> {
+    pub async fn translate(&self, mut frame: Frame) -> Option<Vec<u8>> {
+        if let (Some(t), Frame::Response(m)) = (&self.tasks, &mut frame) {
+            t.apply(m);
+        }
         if let (None, Frame::Notification(m)) = (&self.session, &frame)
             && m.method() == "notifications/message"
             && !log_allowed(m, self.log_floor)

@@ -79,7 +79,10 @@ impl SessionSource for SharedSessions {
 
 /// The requests a 2026-07-28 client may send; removed ones (`initialize`, `ping`,
 /// `logging/setLevel`, `resources/subscribe`…) answer 404 with -32601.
-const METHODS: [&str; 10] = [
+const METHODS: [&str; 13] = [
+    "tasks/get",
+    "tasks/update",
+    "tasks/cancel",
     "server/discover",
     "subscriptions/listen",
     "tools/list",
@@ -307,6 +310,7 @@ async fn resume(
         client_capabilities: crate::protocol::stateless::declared_capabilities(&message),
         parked: Some(parked),
         ticket,
+        tasks: None,
     };
     Ok(relay.respond(call.stream).await)
 }

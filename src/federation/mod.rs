@@ -237,6 +237,10 @@ impl VirtualServer {
         if let Some(text) = instructions {
             out["instructions"] = Value::String(text);
         }
+        let extensions = names::relayed_extensions(infos.iter().flatten().map(|i| &i.capabilities));
+        if !extensions.is_empty() {
+            out["capabilities"]["extensions"] = Value::Object(extensions);
+        }
         out
     }
 
@@ -436,6 +440,9 @@ impl VirtualServer {
                     continue;
                 }
                 item[kind.id_key()] = Value::String(outward);
+                if kind == ListKind::Tools {
+                    self.naming.outward_ui_links(*i, &mut item);
+                }
                 items.push(item);
             }
         }
@@ -644,7 +651,7 @@ impl VirtualServer {
 
     fn resolve_uri(&self, uri: &str) -> (usize, String) {
         if let Some((i, inner)) = self.naming.inward_uri(uri) {
-            return (i, inner.to_owned());
+            return (i, inner);
         }
         let routes = self.routes.read().expect("lock");
         let i = routes.resources.get(uri).copied().unwrap_or(0);

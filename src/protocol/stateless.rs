@@ -21,6 +21,8 @@ pub fn name_param(method: &str) -> Option<&'static str> {
     match method {
         "tools/call" | "prompts/get" => Some("name"),
         "resources/read" => Some("uri"),
+        // The tasks extension routes by task (SEP-2663).
+        "tasks/get" | "tasks/update" | "tasks/cancel" => Some("taskId"),
         _ => None,
     }
 }
@@ -32,9 +34,15 @@ pub fn name_header_value(msg: &Message) -> Option<String> {
     struct Target {
         name: Option<String>,
         uri: Option<String>,
+        #[serde(rename = "taskId")]
+        task_id: Option<String>,
     }
     let t: Target = msg.params_as().ok()?;
-    if key == "name" { t.name } else { t.uri }
+    match key {
+        "name" => t.name,
+        "uri" => t.uri,
+        _ => t.task_id,
+    }
 }
 
 /// The protocol version a message declares in `params._meta`, if any.
