@@ -323,12 +323,27 @@ async fn a_stateless_client_is_asked_and_answers_on_every_upstream_generation() 
         );
 
         // Not declared: never asked. The call fails instead of waiting for an answer.
-        let refused = stateless_call(&c, 3, "test_missing_capability", &json!({}), json!({})).await;
-        assert!(
-            refused.get("error").is_some()
-                || refused.pointer("/result/isError") == Some(&Value::Bool(true)),
-            "{generations}: {refused}"
-        );
+        // A stateless upstream's -32021 comes back as it was sent: on HTTP 400.
+        let r = c
+            .stateless_call(
+                3,
+                json!({"name": "test_missing_capability", "arguments": {}, "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                    "io.modelcontextprotocol/clientInfo": {"name": "bridging-test", "version": "1"}
+                }}),
+            )
+            .await;
+        let refused = r.last().clone();
+        match r.status {
+            400 => assert_eq!(refused["error"]["code"], -32021, "{generations}: {refused}"),
+            200 => assert!(
+                refused.get("error").is_some()
+                    || refused.pointer("/result/isError") == Some(&Value::Bool(true)),
+                "{generations}: {refused}"
+            ),
+            other => panic!("{generations}: HTTP {other}: {}", r.raw),
+        }
     }
 }
 

@@ -102,6 +102,8 @@ async fn caller_chosen_methods_and_names_do_not_grow_metrics_or_memory() {
     assert!(!after.contains(&format!("x/{nonce}")));
     assert!(!after.contains(&format!("tool-{nonce}")));
     let grown_mib = rss_kib(gw.proc.child.id()).saturating_sub(rss_before) / 1024;
+    eprintln!("the gateway's RSS grew by {grown_mib} MiB");
+    eprintln!("the gateway's RSS grew by {grown_mib} MiB");
     assert!(
         grown_mib < 48,
         "the gateway's memory grew by {grown_mib} MiB"

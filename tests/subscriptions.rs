@@ -182,7 +182,7 @@ async fn listen_subscribes_only_to_what_a_read_may_reach() {
     // The catalog has never approved fx: its URIs are unknown, and nothing is subscribed there.
     let r = listen(&url, Some(&token), &["fixture://doc/1"]).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.error_code(), Some(-32002), "{}", r.first);
+    assert_eq!(r.error_code(), Some(-32602), "{}", r.first);
     assert_eq!(r.first["id"], 7);
     assert!(
         subscribed_upstream(&s.fx).await.is_empty(),
@@ -221,7 +221,7 @@ async fn listen_subscribes_only_to_what_a_read_may_reach() {
     let hidden = listen(&url, Some(&token), &["fixture://doc/0", "fixture://doc/2"]).await;
     let unknown = listen(&url, Some(&token), &["fixture://doc/0", "nothing://at-all"]).await;
     assert_eq!(hidden.status, unknown.status);
-    assert_eq!(hidden.error_code(), Some(-32002), "{}", hidden.first);
+    assert_eq!(hidden.error_code(), Some(-32602), "{}", hidden.first);
     assert_eq!(hidden.error_code(), unknown.error_code());
     assert_eq!(
         hidden.error_without("fixture://doc/2"),

@@ -213,6 +213,23 @@ pub struct Who<'a> {
     pub principal: Option<&'a crate::auth::Principal>,
 }
 
+/// Most bytes of a caller-chosen name (method, target) an audit record keeps: a name is
+/// the caller's to choose up to the body limit, and every record is queued, stored and
+/// exported.
+const MAX_NAME_BYTES: usize = 512;
+
+/// `name`, or its first [`MAX_NAME_BYTES`] (at a character boundary) and how long it was.
+fn clipped(name: &str) -> String {
+    if name.len() <= MAX_NAME_BYTES {
+        return name.to_owned();
+    }
+    let mut end = MAX_NAME_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &name[..end], name.len())
+}
+
 impl Ticket {
     /// A ticket for a request to `server`.
     pub fn new(
@@ -234,7 +251,7 @@ impl Ticket {
                 request_id: crate::hex::encode(&id),
                 server: server.into(),
                 upstream: None,
-                method: method.into(),
+                method: clipped(method),
                 target: None,
                 subject: p.map(|p| p.subject().to_owned()),
                 issuer: p.map(|p| p.issuer().to_owned()),
@@ -265,7 +282,7 @@ impl Ticket {
             .as_ref()
             .and_then(|a| a.arguments(if is_tool { name } else { None }, args));
         self.edit(|r| {
-            r.target = name.map(str::to_owned);
+            r.target = name.map(clipped);
             r.arguments = arguments;
         });
     }
@@ -353,4 +370,19 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_chosen_names_are_clipped_at_a_character_boundary() {
+        assert_eq!(clipped("tools/call"), "tools/call");
+        let long = format!("a{}", "é".repeat(MAX_NAME_BYTES));
+        let c = clipped(&long);
+        assert!(c.len() < MAX_NAME_BYTES + 32, "{}", c.len());
+        assert!(c.ends_with(&format!("… ({} bytes)", long.len())), "{c}");
+        assert!(long.starts_with(c.split('…').next().unwrap()));
+    }
 }

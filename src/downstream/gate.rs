@@ -102,12 +102,18 @@ pub async fn admit(
             Ok(routed)
         }
         Err(Refusal::Rpc(m, rule)) => {
+            // A hidden target answers exactly like an unknown one, in the client's revision.
+            let (status, m) = if src.stateless() {
+                super::error::for_stateless_client(m, None)
+            } else {
+                (StatusCode::OK, m)
+            };
             METRICS.policy_denial(&server.name, &rule);
             if let Some(t) = ticket {
                 t.decision("deny", Some(&rule));
                 t.complete(Outcome::Refused(m.error_code().unwrap_or_default()));
             }
-            Err(json(StatusCode::OK, m.to_bytes()))
+            Err(json(status, m.to_bytes()))
         }
         Err(Refusal::Http(e, rule)) => {
             METRICS.auth_failure(&server.name, "insufficient_scope");

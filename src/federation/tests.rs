@@ -267,7 +267,13 @@ async fn anything_else_on_an_error_status_stays_a_gateway_error() {
     for script in scripts {
         let e = call_error(script).await;
         assert!(
-            matches!(e, UpstreamError::Status { status: 400, .. }),
+            matches!(
+                e,
+                UpstreamError::Status {
+                    status: 400 | 401,
+                    ..
+                }
+            ),
             "{e:?}"
         );
         assert_eq!(e.code(), ErrorCode::UPSTREAM_UNAVAILABLE);

@@ -99,11 +99,15 @@ upstreams:
 """
 
 
+# Both generations on one endpoint (the fixture's default) with the extensions the suite judges.
+FIXTURE_MODE = ("--tasks", "--apps")
+
+
 def alone_and_through(start_gateway, fixture_http, cli: Path, *args: str) -> tuple[Run, Run]:
     """The same suite against a fixture alone and through the gateway (in front of another
     fixture of the same build and mode), run concurrently."""
-    alone_url = localhost(fixture_http())
-    through_url = localhost(start_gateway(default_config(fixture_http()))) + "/mcp"
+    alone_url = localhost(fixture_http(*FIXTURE_MODE))
+    through_url = localhost(start_gateway(default_config(fixture_http(*FIXTURE_MODE)))) + "/mcp"
     with ThreadPoolExecutor(2) as pool:
         alone = pool.submit(run_suite, cli, "server", "--url", alone_url, *args)
         through = pool.submit(run_suite, cli, "server", "--url", through_url, *args)
