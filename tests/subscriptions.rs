@@ -227,9 +227,14 @@ async fn listen_subscribes_only_to_what_a_read_may_reach() {
         hidden.error_without("fixture://doc/2"),
         unknown.error_without("nothing://at-all")
     );
+    // The data names the URI refused, and nothing else.
     assert_eq!(
         hidden.first["error"]["data"],
-        unknown.first["error"]["data"]
+        json!({"uri": "fixture://doc/2"})
+    );
+    assert_eq!(
+        unknown.first["error"]["data"],
+        json!({"uri": "nothing://at-all"})
     );
 
     // A URI whose reads need a step-up scope needs it to be subscribed to as well.

@@ -196,7 +196,7 @@ impl Access {
                     kind,
                     name: name.to_owned(),
                 };
-                Message::error_response(id.clone(), e.code(), &e.to_string(), None)
+                Message::error_response(id.clone(), e.code(), &e.to_string(), e.data())
             };
             return Err(Refusal::Rpc(message, decision.rule));
         }

