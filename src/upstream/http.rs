@@ -360,6 +360,21 @@ impl HttpUpstream {
         }
     }
 
+    /// Posts a request whose answer may stream for ever: only its headers must come within
+    /// `timeouts.request` (the stream's own deadline is the reader's).
+    async fn post_streamed(
+        &self,
+        session: &UpstreamSession,
+        msg: &Message,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        tokio::time::timeout(self.request_timeout, self.post(session, msg, true))
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                upstream: self.name.clone(),
+                after: self.request_timeout,
+            })?
+    }
+
     async fn classify(
         &self,
         resp: reqwest::Response,
@@ -485,12 +500,7 @@ impl HttpUpstream {
         let upstream_id = self.next_id();
         let mut outgoing = request;
         outgoing.id = Some(upstream_id.clone());
-        let resp = tokio::time::timeout(self.request_timeout, self.post(session, &outgoing, true))
-            .await
-            .map_err(|_| UpstreamError::Timeout {
-                upstream: self.name.clone(),
-                after: self.request_timeout,
-            })??;
+        let resp = self.post_streamed(session, &outgoing).await?;
         let (tx, rx) = mpsc::channel(16);
         let answer_id = AnswerId::new(downstream_id);
         let stream = CallStream::new(
@@ -571,12 +581,7 @@ impl HttpUpstream {
             "subscriptions/listen",
             Some(to_raw(&params)),
         );
-        let resp = tokio::time::timeout(self.request_timeout, self.post(session, &msg, true))
-            .await
-            .map_err(|_| UpstreamError::Timeout {
-                upstream: self.name.clone(),
-                after: self.request_timeout,
-            })??;
+        let resp = self.post_streamed(session, &msg).await?;
         let (tx, rx) = mpsc::channel(64);
         let reader = BodyReader {
             upstream: self.name.clone(),
