@@ -219,7 +219,7 @@ pub struct Who<'a> {
 const MAX_NAME_BYTES: usize = 512;
 
 /// `name`, or its first [`MAX_NAME_BYTES`] (at a character boundary) and how long it was.
-fn clipped(name: &str) -> String {
+pub fn clipped(name: &str) -> String {
     if name.len() <= MAX_NAME_BYTES {
         return name.to_owned();
     }

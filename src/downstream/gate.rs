@@ -99,6 +99,9 @@ pub async fn admit(
             if let (Some(t), Some(d)) = (ticket, decision) {
                 t.decision("allow", Some(&d.rule));
             }
+            if let Some(mismatch) = mirrored_mismatch(server, src, &routed, &id).await {
+                return Err(answered_error(ticket, mismatch, None, true));
+            }
             Ok(routed)
         }
         Err(Refusal::Rpc(m, rule)) => {
@@ -124,6 +127,33 @@ pub async fn admit(
             Err(e.into_response())
         }
     }
+}
+
+/// For a 2026-07-28 client's `tools/call`: the -32020 HeaderMismatch to answer when its
+/// `Mcp-Param-*` headers do not say what its arguments say (SEP-2243: the gateway processes
+/// the body, so it must check). Checked only after policy, so that a hidden tool's
+/// annotations are never revealed.
+async fn mirrored_mismatch(
+    server: &VirtualServer,
+    src: &dyn SessionSource,
+    routed: &Routed,
+    id: &Option<RequestId>,
+) -> Option<Message> {
+    let sent = src.mirrored_headers()?;
+    if routed.message.method() != "tools/call" {
+        return None;
+    }
+    let name = crate::protocol::stateless::name_header_value(&routed.message)?;
+    let tool = server.mirrored_params(src, routed.member, &name).await?;
+    let arguments = crate::protocol::stateless::call_arguments(&routed.message);
+    let reason = tool.check(sent, arguments.as_ref()).err()?;
+    tracing::info!(server = %server.name, %reason, "call refused: mirrored header mismatch");
+    Some(Message::error_response(
+        id.clone(),
+        ErrorCode::HEADER_MISMATCH,
+        &format!("Header mismatch: {reason}"),
+        None,
+    ))
 }
 
 /// A tool, prompt or resource the catalog holds back answers like one no upstream offers.

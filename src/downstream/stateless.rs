@@ -11,6 +11,7 @@ use super::rules::header_str;
 use crate::audit::Ticket;
 use crate::federation::{Member, SessionSource, VirtualServer};
 use crate::protocol::jsonrpc::to_raw;
+use crate::protocol::param_headers;
 use crate::protocol::stateless::{
     CAPABILITIES_META_KEY, CacheHints, VERSION_META_KEY, complete_authored, declared_version,
     name_header_value, name_param,
@@ -28,6 +29,8 @@ use std::sync::Arc;
 /// client that did not declare it), or none at all for stateless upstreams.
 pub struct SharedSessions {
     declared: Option<Value>,
+    /// The request's `Mcp-Param-*` headers.
+    mirrored: HeaderMap,
 }
 
 impl SharedSessions {
@@ -35,12 +38,27 @@ impl SharedSessions {
     pub fn declaring(capabilities: Value) -> Self {
         SharedSessions {
             declared: Some(capabilities),
+            mirrored: HeaderMap::new(),
         }
+    }
+
+    /// The same, for a request that came with these headers (its `Mcp-Param-*` ones are
+    /// kept, to be checked against the call's arguments once it is routed).
+    pub fn with_headers(mut self, headers: &HeaderMap) -> Self {
+        for (name, value) in headers {
+            if name.as_str().starts_with(param_headers::HEADER_PREFIX) {
+                self.mirrored.append(name.clone(), value.clone());
+            }
+        }
+        self
     }
 
     /// The gateway's own sessions (listen streams and the subscriptions they need).
     pub fn gateway() -> Self {
-        SharedSessions { declared: None }
+        SharedSessions {
+            declared: None,
+            mirrored: HeaderMap::new(),
+        }
     }
 }
 
@@ -74,6 +92,10 @@ impl SessionSource for SharedSessions {
 
     fn stateless(&self) -> bool {
         true
+    }
+
+    fn mirrored_headers(&self) -> Option<&HeaderMap> {
+        self.declared.is_some().then_some(&self.mirrored)
     }
 }
 
@@ -152,7 +174,13 @@ pub fn check_headers(headers: &HeaderMap, message: &Message) -> Result<(), HttpE
         }
         if let Some(key) = name_param(method) {
             let body = name_header_value(message);
-            match (header_str(headers, "mcp-name"), body) {
+            let sent = header_str(headers, "mcp-name")
+                .map(|h| {
+                    param_headers::decode(h)
+                        .map_err(|e| HttpError::HeaderMismatch(format!("Mcp-Name: {e}")))
+                })
+                .transpose()?;
+            match (sent, body) {
                 (None, _) => {
                     return Err(HttpError::HeaderMismatch(format!(
                         "Mcp-Name header is required for {method}"
@@ -208,7 +236,8 @@ pub async fn handle(
             }
             let sessions = SharedSessions::declaring(
                 crate::protocol::stateless::declared_capabilities(&message),
-            );
+            )
+            .with_headers(headers);
             Ok(post::request(
                 server,
                 None,

@@ -11,10 +11,11 @@ pub use names::{ListKind, Naming};
 
 use crate::config::{self, OnUpstreamError};
 use crate::protocol::jsonrpc::to_raw;
+use crate::protocol::param_headers::ToolHeaders;
 use crate::protocol::stateless::CacheHints;
 use crate::protocol::{ErrorCode, Message, RequestId};
 use crate::upstream::{
-    CallStream, Delivery, Frame, InitInfo, UpstreamClient, UpstreamError, UpstreamSession,
+    CallStream, Delivery, Frame, InitInfo, Known, UpstreamClient, UpstreamError, UpstreamSession,
 };
 use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
@@ -45,12 +46,20 @@ pub trait SessionSource: Send + Sync {
     fn stateless(&self) -> bool {
         false
     }
+    /// The `Mcp-Param-*` headers the client sent with this request, when it speaks
+    /// 2026-07-28 (checked against the arguments of a `tools/call`).
+    fn mirrored_headers(&self) -> Option<&http::HeaderMap> {
+        None
+    }
     /// The member's messages outside any request, if it sends any.
     fn listen<'a>(
         &'a self,
         member: &'a Member,
     ) -> BoxFuture<'a, Result<Option<mpsc::Receiver<Frame>>, UpstreamError>>;
 }
+
+/// Most pages of one member's tools read to learn their mirrored parameters on a call's behalf.
+const MAX_LEARNING_PAGES: usize = 100;
 
 /// Whether a listed item (by member index and outward name) is shown to the caller.
 pub type Visibility<'a> = dyn Fn(usize, &str) -> bool + Sync + 'a;
@@ -264,6 +273,13 @@ impl VirtualServer {
     ) -> Result<CallStream, FederationError> {
         let m = &self.members[member];
         let session = src.session(m).await?;
+        if session.version.is_stateless() && message.method() == "tools/call" {
+            // The upstream needs the call's mirrored parameters as headers: make sure they
+            // are known (the HTTP client adds them from its table).
+            if let Some(name) = crate::protocol::stateless::name_header_value(&message) {
+                Box::pin(self.mirrored_params(src, member, &name)).await;
+            }
+        }
         match m.client.call(&session, message.clone(), delivery).await {
             Err(UpstreamError::SessionExpired { .. }) => {
                 src.expired(m, &session);
@@ -400,6 +416,7 @@ impl VirtualServer {
                 Err(e) => return Err(e),
             };
             merge(member_hints);
+            let last_page = next_cursor.is_none();
             if let Some(c) = next_cursor {
                 next.insert(self.members[*i].upstream.clone(), c);
             }
@@ -412,6 +429,7 @@ impl VirtualServer {
                 }
                 None => page,
             };
+            let mut mirrored = Vec::new();
             for mut item in page {
                 let Some(id) = item
                     .get(kind.id_key())
@@ -420,6 +438,13 @@ impl VirtualServer {
                 else {
                     continue;
                 };
+                if kind == ListKind::Tools {
+                    match self.tool_mirrors(*i, &id, &item) {
+                        Ok(Some(h)) => mirrored.push((id.clone(), h)),
+                        Ok(None) => {}
+                        Err(()) => continue,
+                    }
+                }
                 let outward = if kind.is_uri() {
                     self.naming.outward_uri(*i, &id)
                 } else {
@@ -445,6 +470,13 @@ impl VirtualServer {
                 }
                 items.push(item);
             }
+            if kind == ListKind::Tools {
+                let first_page = pending_cursor_is_none(&pending, *i);
+                self.members[*i]
+                    .client
+                    .mirrored()
+                    .learn(mirrored, first_page, last_page);
+            }
         }
         self.learn(kind, learned, full_pass);
         let mut out = Map::new();
@@ -458,6 +490,82 @@ impl VirtualServer {
             hints = hints.private();
         }
         Ok(Listing { result: out, hints })
+    }
+
+    /// The parameters a listed tool mirrors into headers; `Err` (logged) when its
+    /// annotations break SEP-2243's rules, and the tool must be left out of the listing.
+    fn tool_mirrors(
+        &self,
+        member: usize,
+        name: &str,
+        tool: &Value,
+    ) -> Result<Option<Arc<ToolHeaders>>, ()> {
+        match ToolHeaders::of(tool.get("inputSchema")) {
+            Ok(h) => Ok(h.map(Arc::new)),
+            Err(reason) => {
+                tracing::warn!(
+                    server = %self.name, upstream = %self.members[member].upstream,
+                    tool = %crate::audit::clipped(name), %reason,
+                    "tool left out of the listing: its x-mcp-header annotations are invalid"
+                );
+                Err(())
+            }
+        }
+    }
+
+    /// What tool `name` of `member` (the upstream's own name) mirrors into headers. When no
+    /// whole listing of that member was read yet, lists it first (once, and again only after
+    /// a while if that failed): a call may come before any listing on this replica.
+    pub async fn mirrored_params(
+        &self,
+        src: &dyn SessionSource,
+        member: usize,
+        name: &str,
+    ) -> Option<Arc<ToolHeaders>> {
+        let table = self.members[member].client.mirrored();
+        match table.get(name) {
+            Known::Mirrors(h) => Some(h),
+            Known::Nothing => None,
+            Known::Unlearned => {
+                if table.may_learn() {
+                    self.learn_mirrored(src, member).await;
+                }
+                table.mirrors(name)
+            }
+        }
+    }
+
+    /// Reads every page of a member's tools for their mirrored parameters.
+    async fn learn_mirrored(&self, src: &dyn SessionSource, member: usize) {
+        let mut cursor: Option<String> = None;
+        for page in 0..MAX_LEARNING_PAGES {
+            let listed =
+                Box::pin(self.list_member(src, member, ListKind::Tools, cursor.as_deref())).await;
+            let (items, next, _) = match listed {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(upstream = %self.members[member].upstream, error = %e, "could not list tools for their mirrored parameters");
+                    return;
+                }
+            };
+            let mirrored = items
+                .iter()
+                .filter_map(|t| {
+                    let name = t.get("name")?.as_str()?;
+                    let h = self.tool_mirrors(member, name, t).ok()??;
+                    Some((name.to_owned(), h))
+                })
+                .collect();
+            let last = next.is_none();
+            self.members[member]
+                .client
+                .mirrored()
+                .learn(mirrored, page == 0, last);
+            if last {
+                return;
+            }
+            cursor = next;
+        }
     }
 
     fn learn(&self, kind: ListKind, learned: HashMap<String, usize>, full_pass: bool) {
@@ -674,6 +782,11 @@ impl VirtualServer {
         message.params = Some(to_raw(&params));
         message
     }
+}
+
+/// Whether member `i`'s part of this listing was asked for from its first page.
+fn pending_cursor_is_none(pending: &[(usize, Option<String>)], i: usize) -> bool {
+    pending.iter().any(|(m, c)| *m == i && c.is_none())
 }
 
 fn string_param(

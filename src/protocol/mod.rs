@@ -3,6 +3,7 @@
 
 pub mod jsonrpc;
 pub mod method;
+pub mod param_headers;
 pub mod passthrough;
 pub mod sse;
 pub mod stateless;

@@ -45,6 +45,15 @@ pub fn name_header_value(msg: &Message) -> Option<String> {
     }
 }
 
+/// The `arguments` of a `tools/call`, if it has any (read for mirrored `Mcp-Param-*` headers).
+pub fn call_arguments(msg: &Message) -> Option<Value> {
+    #[derive(Deserialize)]
+    struct Params {
+        arguments: Option<Value>,
+    }
+    msg.params_as::<Params>().ok()?.arguments
+}
+
 /// The protocol version a message declares in `params._meta`, if any.
 pub fn declared_version(msg: &Message) -> Option<String> {
     #[derive(Deserialize)]

@@ -13,6 +13,7 @@ use super::{
 use crate::config::{self, UpstreamProtocol};
 use crate::credentials::CredentialError;
 use crate::protocol::jsonrpc::to_raw;
+use crate::protocol::param_headers;
 use crate::protocol::sse::{EventBuffer, SseParser};
 use crate::protocol::{Message, MessageKind, ProtocolVersion, RequestId};
 use futures_util::StreamExt;
@@ -58,6 +59,8 @@ pub struct HttpUpstream {
     waiting: bridge::Waiting,
     /// Most URIs a bridged session may subscribe to (`limits.subscriptions_per_listen`).
     max_subscriptions: usize,
+    /// What its tools mirror into `Mcp-Param-*` headers.
+    pub(super) mirrored: super::MirroredParams,
 }
 
 enum Body {
@@ -119,6 +122,7 @@ impl HttpUpstream {
             offers: Default::default(),
             waiting: Default::default(),
             max_subscriptions: limits.subscriptions_per_listen,
+            mirrored: Default::default(),
         })
     }
 
@@ -278,10 +282,18 @@ impl HttpUpstream {
             {
                 h.insert("mcp-method", method);
             }
-            if let Some(name) = crate::protocol::stateless::name_header_value(msg)
-                && let Ok(v) = HeaderValue::from_str(&name)
-            {
-                h.insert("mcp-name", v);
+            if let Some(name) = crate::protocol::stateless::name_header_value(msg) {
+                if let Ok(v) = HeaderValue::from_str(&param_headers::encode(&name)) {
+                    h.insert("mcp-name", v);
+                }
+                if msg.method() == "tools/call"
+                    && let Some(tool) = self.mirrored.mirrors(&name)
+                {
+                    let arguments = crate::protocol::stateless::call_arguments(msg);
+                    for (k, v) in tool.headers_for(arguments.as_ref()) {
+                        h.insert(k, v);
+                    }
+                }
             }
         }
         h

@@ -8,6 +8,7 @@ mod call;
 mod error;
 mod http;
 mod identity;
+mod mirrored;
 mod reader;
 mod restart;
 mod stdio;
@@ -18,6 +19,7 @@ pub use error::UpstreamError;
 pub use http::HttpUpstream;
 pub use http::bridge::Bridge;
 pub use identity::{ClientIdentity, InitInfo, UpstreamSession, askable_capabilities};
+pub use mirrored::{Known, MirroredParams};
 pub use stdio::StdioUpstream;
 
 use crate::config::{self, UpstreamKind};
@@ -64,6 +66,14 @@ impl UpstreamClient {
         match self {
             UpstreamClient::Http(h) => h.name(),
             UpstreamClient::Stdio(s) => s.name(),
+        }
+    }
+
+    /// What its tools mirror into `Mcp-Param-*` headers, as its listings said.
+    pub fn mirrored(&self) -> &MirroredParams {
+        match self {
+            UpstreamClient::Http(h) => &h.mirrored,
+            UpstreamClient::Stdio(s) => &s.mirrored,
         }
     }
 

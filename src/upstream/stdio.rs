@@ -41,6 +41,8 @@ pub struct StdioUpstream {
     attempts: AtomicU64,
     /// Cancelled by `shutdown`, so that no caller keeps waiting out a backoff.
     stopping: CancellationToken,
+    /// What its tools mirror into `Mcp-Param-*` headers (checked on 2026-07-28 clients' calls).
+    pub(super) mirrored: super::MirroredParams,
     next_id: AtomicI64,
     unsolicited: broadcast::Sender<Message>,
 }
@@ -133,6 +135,7 @@ impl StdioUpstream {
             stopping: CancellationToken::new(),
             next_id: AtomicI64::new(1),
             unsolicited: broadcast::channel(256).0,
+            mirrored: Default::default(),
         })
     }
 
