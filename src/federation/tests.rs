@@ -279,3 +279,41 @@ async fn anything_else_on_an_error_status_stays_a_gateway_error() {
         assert_eq!(e.code(), ErrorCode::UPSTREAM_UNAVAILABLE);
     }
 }
+
+#[tokio::test]
+async fn tools_with_invalid_mirrored_parameters_are_left_out_and_valid_ones_learned() {
+    let upstream: Script = Arc::new(|method, _| match method {
+        "server/discover" => discover(),
+        "tools/list" => result(
+            json!({ "resultType": "complete", "ttlMs": 0, "cacheScope": "public", "tools": [
+                { "name": "good", "inputSchema": { "type": "object", "properties": {
+                    "region": { "type": "string", "x-mcp-header": "Region" } } } },
+                { "name": "plain", "inputSchema": { "type": "object" } },
+                { "name": "number", "inputSchema": { "type": "object", "properties": {
+                    "n": { "type": "number", "x-mcp-header": "N" } } } },
+                { "name": "in_items", "inputSchema": { "type": "object", "properties": {
+                    "xs": { "type": "array", "items": { "type": "string", "x-mcp-header": "X" } } } } }
+            ]}),
+        ),
+        _ => (404, json!({})),
+    });
+    let server = server(vec![("a", upstream)]).await;
+    let listing = server
+        .list(&SharedSessions::gateway(), ListKind::Tools, None, None)
+        .await
+        .expect("the list");
+    let names: Vec<_> = listing.result["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["good", "plain"]);
+    let table = server.members[0].client.mirrored();
+    assert!(table.mirrors("good").is_some());
+    assert_eq!(
+        table.get("plain"),
+        Known::Nothing,
+        "a whole listing was read"
+    );
+}

@@ -116,11 +116,7 @@ def alone_and_through(start_gateway, fixture_http, cli: Path, *args: str) -> tup
 
 # Scenarios that pass against the fixture alone and are known to fail through the gateway,
 # each with the open work that closes it. Nothing else may differ.
-KNOWN_GAPS = {
-    "http-custom-header-server-validation": "x-mcp-header (SEP-2243): the gateway neither "
-    "validates nor forwards Mcp-Param-* headers yet, so a strict upstream refuses valid calls "
-    "(issue 15, item 6, open)",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def compare(label: str, alone: Run, through: Run) -> None:
