@@ -317,3 +317,52 @@ async fn tools_with_invalid_mirrored_parameters_are_left_out_and_valid_ones_lear
         "a whole listing was read"
     );
 }
+
+#[tokio::test]
+async fn a_streamed_result_without_result_type_gains_it_for_a_stateless_client() {
+    // Large enough to be relayed while it arrives rather than read whole.
+    let big = "x".repeat(200 * 1024);
+    let upstream: Script = Arc::new(move |method, _| match method {
+        "server/discover" => discover(),
+        "tools/call" => result(json!({ "content": [{ "type": "text", "text": big }] })),
+        "tools/list" => result(json!({ "resultType": "complete", "tools": [] })),
+        _ => (404, json!({})),
+    });
+    let server = server(vec![("a", upstream)]).await;
+    let call = Message::request(
+        RequestId::Number(9),
+        "tools/call",
+        Some(to_raw(&json!({ "name": "t", "arguments": {} }))),
+    );
+    let sessions = SharedSessions::declaring(json!({}));
+    let mut stream = server
+        .call_with(
+            &sessions,
+            0,
+            call,
+            Delivery::Streamed {
+                stateless_client: true,
+            },
+        )
+        .await
+        .expect("the call");
+    let mut streamed = loop {
+        match stream.next().await.expect("a final frame") {
+            Frame::Streamed(s) => break s,
+            Frame::Response(m) => panic!("expected a streamed answer, got {:?}", m.result),
+            Frame::Failed(e) => panic!("{e}"),
+            _ => {}
+        }
+    };
+    let mut bytes = Vec::new();
+    while let Some(chunk) = streamed.next().await {
+        bytes.extend_from_slice(&chunk.expect("a chunk"));
+    }
+    let v: Value = serde_json::from_slice(&bytes).expect("one JSON-RPC message");
+    assert_eq!(v["id"], 9);
+    assert_eq!(v["result"]["resultType"], "complete");
+    assert_eq!(
+        schema_errors("CallToolResult", &v["result"]),
+        Vec::<String>::new()
+    );
+}

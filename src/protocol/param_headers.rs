@@ -254,14 +254,14 @@ fn same_value(header: &str, body: &Value, kind: Primitive) -> bool {
 /// Encodes a value for a header: as it is when it is plain visible ASCII without surrounding
 /// spaces, otherwise (and when it looks like the sentinel itself) as `=?base64?…?=`.
 pub fn encode(value: &str) -> String {
-    let plain = !value.is_empty()
-        && value
-            .bytes()
-            .all(|b| b == b' ' || b == b'\t' || (0x21..=0x7e).contains(&b))
+    let sentinel = value.starts_with(SENTINEL_START) && value.ends_with(SENTINEL_END);
+    let plain = value
+        .bytes()
+        .all(|b| b == b' ' || b == b'\t' || (0x21..=0x7e).contains(&b))
         && !value.starts_with([' ', '\t'])
         && !value.ends_with([' ', '\t'])
-        && !(value.starts_with(SENTINEL_START) && value.ends_with(SENTINEL_END));
-    if plain || value.is_empty() {
+        && !sentinel;
+    if plain {
         value.to_owned()
     } else {
         format!("{SENTINEL_START}{}{SENTINEL_END}", STANDARD.encode(value))

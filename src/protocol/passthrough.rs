@@ -1,6 +1,6 @@
 //! Relays a JSON-RPC response while it arrives: only the top-level `id` is replaced (and
-//! `resultType` added for stateless clients), so a 1 MiB result is neither parsed into values
-//! nor held whole before the client sees its first byte.
+//! `resultType` added for stateless clients when the result has none), so a 1 MiB result is
+//! neither parsed into values nor held whole before the client sees its first byte.
 //!
 //! The scanner reads the envelope exactly (keys, `jsonrpc`, `id`) and the result only as far
 //! as needed to find where it ends (strings, escapes, nesting). It decides within the first
@@ -66,7 +66,9 @@ const MAX_UNDECIDED: usize = 4096;
 pub struct ResponseRewriter {
     expect: Vec<u8>,
     replace: Vec<u8>,
-    inject: &'static [u8],
+    /// Add `"resultType":"complete"` at the end of the result unless it has a `resultType`.
+    add_result_type: bool,
+    result_keys: ResultKeys,
     max: usize,
     seen: usize,
     state: Top,
@@ -81,14 +83,29 @@ pub struct ResponseRewriter {
     saw_id: bool,
     saw_jsonrpc: bool,
     saw_result: bool,
-    /// An injected member needs a comma before the result's own first member, if any.
-    comma_due: bool,
 }
+
+/// The result object's own members, followed while it streams: whether one is `resultType`.
+#[derive(Debug, Default)]
+struct ResultKeys {
+    /// Inside the result object (not another nested value).
+    inside: bool,
+    /// The next string at the result's top level is a key.
+    expect_key: bool,
+    /// The key being read, while it is short enough to be `resultType`.
+    key: Option<Vec<u8>>,
+    any_member: bool,
+    has_result_type: bool,
+    /// A key spelled with escapes, which could say `resultType`: nothing is added then.
+    escaped_key: bool,
+}
+
+const RESULT_TYPE_KEY: &[u8] = b"resultType";
 
 impl ResponseRewriter {
     /// A rewriter for the answer to upstream request `expect`, restored to `replace`
-    /// downstream; `add_result_type` inserts `"resultType":"complete"` (2026-07-28 clients
-    /// talking to an upstream of the session generation).
+    /// downstream; `add_result_type` appends `"resultType":"complete"` to a result that has
+    /// none (a 2026-07-28 client, whose SDK rejects results without it).
     pub fn new(
         expect: &RequestId,
         replace: &Option<RequestId>,
@@ -102,11 +119,8 @@ impl ResponseRewriter {
                 .as_ref()
                 .map(json)
                 .unwrap_or_else(|| b"null".to_vec()),
-            inject: if add_result_type {
-                br#""resultType":"complete""#
-            } else {
-                b""
-            },
+            add_result_type,
+            result_keys: ResultKeys::default(),
             max,
             seen: 0,
             state: Top::Start,
@@ -121,7 +135,6 @@ impl ResponseRewriter {
             saw_id: false,
             saw_jsonrpc: false,
             saw_result: false,
-            comma_due: false,
         }
     }
 
@@ -252,8 +265,11 @@ impl ResponseRewriter {
                         }
                         out.push(b);
                         if b == b'{' && self.member == Member::Result {
-                            out.extend_from_slice(self.inject);
-                            self.comma_due = !self.inject.is_empty();
+                            self.result_keys = ResultKeys {
+                                inside: true,
+                                expect_key: true,
+                                ..ResultKeys::default()
+                            };
                         }
                         self.depth = 1;
                         self.in_string = false;
@@ -399,11 +415,18 @@ impl ResponseRewriter {
                     return Err(PassthroughError::Invalid("line break in a string"));
                 }
                 out.extend_from_slice(&rest[..stop]);
+                self.result_keys.key_bytes(&rest[..stop]);
                 i += stop;
                 let Some(&b) = input.get(i) else { break };
                 match b {
-                    b'"' => self.in_string = false,
-                    b'\\' => self.escaped = true,
+                    b'"' => {
+                        self.in_string = false;
+                        self.result_keys.key_done();
+                    }
+                    b'\\' => {
+                        self.escaped = true;
+                        self.result_keys.key_escaped();
+                    }
                     _ => return Err(PassthroughError::Invalid("line break in a string")),
                 }
                 out.push(b);
@@ -415,19 +438,24 @@ impl ResponseRewriter {
             if b == b'\n' || b == b'\r' {
                 continue;
             }
-            if self.comma_due && self.depth == 1 && !b.is_ascii_whitespace() {
-                self.comma_due = false;
-                if b != b'}' {
-                    out.push(b',');
-                }
+            let top = self.depth == 1 && self.result_keys.inside;
+            if top && b == b'}' && self.add_result_type {
+                self.result_keys.complete(out);
             }
             out.push(b);
             match b {
-                b'"' => self.in_string = true,
+                b'"' => {
+                    self.in_string = true;
+                    if top && self.result_keys.expect_key {
+                        self.result_keys.key_start();
+                    }
+                }
+                b',' if top => self.result_keys.expect_key = true,
                 b'{' | b'[' => self.depth += 1,
                 b'}' | b']' => {
                     self.depth -= 1;
                     if self.depth == 0 {
+                        self.result_keys.inside = false;
                         self.state = Top::CommaOrEnd;
                         return Ok(i);
                     }
@@ -436,6 +464,47 @@ impl ResponseRewriter {
             }
         }
         Ok(i)
+    }
+}
+
+impl ResultKeys {
+    fn key_start(&mut self) {
+        self.expect_key = false;
+        self.any_member = true;
+        self.key = Some(Vec::with_capacity(RESULT_TYPE_KEY.len()));
+    }
+
+    fn key_bytes(&mut self, bytes: &[u8]) {
+        if let Some(k) = &mut self.key {
+            if k.len() + bytes.len() > RESULT_TYPE_KEY.len() {
+                self.key = None;
+            } else {
+                k.extend_from_slice(bytes);
+            }
+        }
+    }
+
+    fn key_escaped(&mut self) {
+        if self.key.take().is_some() {
+            self.escaped_key = true;
+        }
+    }
+
+    fn key_done(&mut self) {
+        if let Some(k) = self.key.take() {
+            self.has_result_type |= k == RESULT_TYPE_KEY;
+        }
+    }
+
+    /// Writes the missing `resultType` before the result's closing brace.
+    fn complete(&self, out: &mut Vec<u8>) {
+        if self.has_result_type || self.escaped_key {
+            return;
+        }
+        if self.any_member {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#""resultType":"complete""#);
     }
 }
 
@@ -491,7 +560,7 @@ mod tests {
     }
 
     #[test]
-    fn adds_the_result_type_for_stateless_clients() {
+    fn adds_the_result_type_for_stateless_clients_when_it_is_missing() {
         let out = every_split(r#"{"jsonrpc":"2.0","id":7,"result":{"a":[1,{}]}}"#, true).unwrap();
         same_json(
             &out,
@@ -502,6 +571,35 @@ mod tests {
             &out,
             r#"{"jsonrpc":"2.0","id":"a","result":{"resultType":"complete"}}"#,
         );
+        // One the result carries is kept as it is, wherever it comes, and never doubled.
+        for input in [
+            r#"{"jsonrpc":"2.0","id":7,"result":{"resultType":"input_required","a":"resultType"}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"result":{"a":{"resultType":"x"},"resultType":"input_required"}}"#,
+        ] {
+            let out = every_split(input, true).unwrap();
+            assert_eq!(
+                out.matches(r#""resultType""#).count(),
+                input.matches(r#""resultType""#).count(),
+                "{out}"
+            );
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(v["result"]["resultType"], "input_required", "{out}");
+        }
+        // Keys and values that only resemble it do not count; nested ones do not either.
+        let out = every_split(
+            r#"{"jsonrpc":"2.0","id":7,"result":{"resultTypes":1,"x":"resultType","n":{"resultType":"task"}}}"#,
+            true,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["result"]["resultType"], "complete", "{out}");
+        // A key spelled with escapes might be it: nothing is added rather than a duplicate.
+        let out = every_split(
+            r#"{"jsonrpc":"2.0","id":7,"result":{"\u0072esultType":"task"}}"#,
+            true,
+        )
+        .unwrap();
+        assert_eq!(out.matches("esultType").count(), 1, "{out}");
     }
 
     #[test]

@@ -57,14 +57,9 @@ impl BodyReader {
 
     fn rewriter(&self) -> Option<ResponseRewriter> {
         match (&self.expect, self.delivery) {
-            (Some((up, answer)), Delivery::Streamed { stateless_client }) => {
-                Some(ResponseRewriter::new(
-                    up,
-                    &answer.get(),
-                    stateless_client && !self.session.version.is_stateless(),
-                    self.max_message,
-                ))
-            }
+            (Some((up, answer)), Delivery::Streamed { stateless_client }) => Some(
+                ResponseRewriter::new(up, &answer.get(), stateless_client, self.max_message),
+            ),
             _ => None,
         }
     }
