@@ -532,6 +532,10 @@ fn untagged(mut m: Message) -> Message {
 }
 
 #[cfg(test)]
+#[path = "bridge_caps_tests.rs"]
+mod caps_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
