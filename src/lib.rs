@@ -10,6 +10,7 @@ pub mod auth;
 pub mod catalog;
 pub mod commands;
 pub mod config;
+pub mod context;
 pub mod credentials;
 pub mod downstream;
 pub mod federation;

@@ -2,6 +2,7 @@
 //! templates, for registration and for the gateway's periodic re-check.
 
 use super::pin::DefinitionKind;
+use crate::context::CallContext;
 use crate::protocol::{Message, RequestId};
 use crate::upstream::{ClientIdentity, Delivery, Frame, UpstreamClient};
 use serde_json::{Map, Value};
@@ -38,7 +39,7 @@ pub async fn list_everything(
     client: &Arc<UpstreamClient>,
 ) -> Result<(Vec<(DefinitionKind, Vec<Value>)>, Vec<String>), String> {
     let (session, info) = client
-        .open(&ClientIdentity::gateway())
+        .open(&CallContext::gateway(), &ClientIdentity::gateway())
         .await
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
@@ -52,7 +53,7 @@ pub async fn list_everything(
             Err(e) => failures.push(format!("{method}: {e}")),
         }
     }
-    client.close(&session).await;
+    client.close(&CallContext::gateway(), &session).await;
     Ok((out, failures))
 }
 
@@ -94,7 +95,7 @@ async fn page(
         cursor.map(|c| crate::protocol::jsonrpc::to_raw(&serde_json::json!({ "cursor": c })));
     let request = Message::request(RequestId::Number(1), method, params);
     let mut stream = client
-        .call(session, request, Delivery::Whole)
+        .call(&CallContext::gateway(), session, request, Delivery::Whole)
         .await
         .map_err(|e| e.to_string())?;
     while let Some(frame) = stream.next().await {

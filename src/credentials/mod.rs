@@ -2,9 +2,9 @@
 //! for that upstream (and, for per-user kinds, for that user). The client's token is never
 //! forwarded; at most it is the subject of an exchange at the IdP.
 //!
-//! The user a request is made for travels with the request task ([`on_behalf_of`]), so the
-//! transport asks for a header at the moment it sends, whichever path led there (a call, a
-//! session handshake, a notification).
+//! The user a request is made for comes with each request as a [`CallContext`], which the
+//! transport hands over when it asks for a header at the moment it sends, whichever path led
+//! there (a call, a session handshake, a notification).
 
 mod cache;
 pub mod consent;
@@ -16,7 +16,6 @@ use crate::config::{self, Secret, UpstreamAuth};
 use cache::{Fresh, TokenCache};
 use consent::ConsentService;
 use http::{HeaderName, HeaderValue};
-use std::future::Future;
 use std::sync::Arc;
 use token_client::TokenClient;
 
@@ -73,35 +72,7 @@ pub enum CredentialError {
     },
 }
 
-/// The authenticated user a request is made for, as per-user credentials need it.
-#[derive(Clone)]
-pub struct OnBehalfOf {
-    /// A stable digest of issuer and subject (the cache key; never the token).
-    pub binding: String,
-    /// The subject, as the IdP names the user.
-    pub subject: String,
-    /// The issuer of the user's token.
-    pub issuer: String,
-    /// The token the client presented, when it can be exchanged (not an API key).
-    pub subject_token: Option<Secret>,
-}
-
-tokio::task_local! {
-    static ON_BEHALF_OF: OnBehalfOf;
-}
-
-/// Runs `f` on behalf of `who` (or of nobody, for unprotected servers).
-pub async fn on_behalf_of<F: Future>(who: Option<OnBehalfOf>, f: F) -> F::Output {
-    match who {
-        Some(w) => ON_BEHALF_OF.scope(w, f).await,
-        None => f.await,
-    }
-}
-
-/// The user the current task acts for, if any.
-pub fn current() -> Option<OnBehalfOf> {
-    ON_BEHALF_OF.try_with(Clone::clone).ok()
-}
+pub use crate::context::{CallContext, OnBehalfOf};
 
 // One value per configured upstream, built once: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
@@ -278,7 +249,10 @@ impl UpstreamCredentials {
     }
 
     /// The header to send for the current request.
-    pub async fn header(&self) -> Result<(HeaderName, HeaderValue), CredentialError> {
+    pub async fn header(
+        &self,
+        ctx: &CallContext,
+    ) -> Result<(HeaderName, HeaderValue), CredentialError> {
         let bearer = |value| (http::header::AUTHORIZATION, value);
         match &self.kind {
             Kind::Static { name, value } => Ok((name.clone(), value.clone())),
@@ -296,7 +270,7 @@ impl UpstreamCredentials {
                 params,
                 actor_token,
             } => {
-                let (who, subject) = subject()?;
+                let (who, subject) = subject(ctx)?;
                 let fetch = async {
                     let mut params = params.clone();
                     params.push(("subject_token", subject.expose().to_owned()));
@@ -315,7 +289,7 @@ impl UpstreamCredentials {
                 scopes,
                 resource,
             } => {
-                let (who, subject) = subject()?;
+                let (who, subject) = subject(ctx)?;
                 let fetch = async {
                     let audience = server.issuer(&self.http).await?;
                     let mut params = vec![
@@ -352,24 +326,24 @@ impl UpstreamCredentials {
                 self.cache.get_or_fetch(&who, fetch).await.map(bearer)
             }
             Kind::UserOauth { consent, upstream } => {
-                let who = current().ok_or(CredentialError::NoSubject(
+                let who = ctx.user().ok_or(CredentialError::NoSubject(
                     "this upstream needs the caller's identity; protect the virtual server with auth",
                 ))?;
-                consent.header_for(upstream, &who).await.map(bearer)
+                consent.header_for(upstream, who).await.map(bearer)
             }
         }
     }
 }
 
-/// The current user's cache key and exchangeable token.
-fn subject() -> Result<(String, Secret), CredentialError> {
-    let who = current().ok_or(CredentialError::NoSubject(
+/// The request's user: cache key and exchangeable token.
+fn subject(ctx: &CallContext) -> Result<(String, Secret), CredentialError> {
+    let who = ctx.user().ok_or(CredentialError::NoSubject(
         "this upstream needs the caller's identity; protect the virtual server with auth",
     ))?;
-    let token = who.subject_token.ok_or(CredentialError::NoSubject(
+    let token = who.subject_token.clone().ok_or(CredentialError::NoSubject(
         "an API key cannot be exchanged at the identity provider; call with an IdP token",
     ))?;
-    Ok((who.binding, token))
+    Ok((who.binding.clone(), token))
 }
 
 /// The environment variable a stdio upstream's `static` auth sets, resolved now.

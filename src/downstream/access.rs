@@ -21,6 +21,8 @@ pub struct Access {
     pub policy: Arc<CompiledPolicy>,
     /// Seals the ids the gateway hands out in place of upstream ones (task ids).
     pub sealer: Arc<super::seal::Sealer>,
+    /// For whom upstream requests are made (their credentials), derived from `caller`.
+    pub context: crate::context::CallContext,
 }
 
 /// What a call targets, read from its params.

@@ -112,6 +112,7 @@ pub fn seal(
 /// Delivers a client's answer (a JSON-RPC response or error) to the upstream that asked.
 pub async fn deliver(
     server: &VirtualServer,
+    ctx: &crate::context::CallContext,
     session: &Session,
     message: Message,
 ) -> Result<(), HttpError> {
@@ -157,7 +158,7 @@ pub async fn deliver(
     };
     member
         .client
-        .respond(&route, message)
+        .respond(ctx, &route, message)
         .await
         .map_err(|e| {
             tracing::warn!(upstream = %route.upstream, error = %e, "could not deliver the client's answer");

@@ -43,6 +43,9 @@ pub async fn servers(State(state): State<AppState>, headers: HeaderMap) -> Respo
             },
         };
         let protected = caller.is_some();
+        let context = crate::context::CallContext::for_user(
+            caller.as_ref().map(|c| c.on_behalf_of(&headers)),
+        );
         let access = Access {
             caller,
             policy: rt
@@ -51,6 +54,7 @@ pub async fn servers(State(state): State<AppState>, headers: HeaderMap) -> Respo
                 .cloned()
                 .unwrap_or_else(|| Arc::new(CompiledPolicy::open())),
             sealer: state.gateway.sealer(),
+            context,
         };
         let mut meta = json!({ "io.gatehouse/protected": protected });
         if let Some(catalog) = &server.catalog {

@@ -80,7 +80,11 @@ pub async fn admit(
         // Listings never ask for consent, and a connected user's listing is what records a
         // per-user upstream's definitions for review: ask here, before refusing (connecting
         // reveals nothing the catalog holds back).
-        if let Err(e) = server.members[routed.member].client.check_consent().await {
+        if let Err(e) = server.members[routed.member]
+            .client
+            .check_consent(src.context())
+            .await
+        {
             let e = FederationError::Upstream(e);
             let stateless = crate::protocol::stateless::declared_version(&routed.message);
             let ask = stateless

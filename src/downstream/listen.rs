@@ -46,6 +46,7 @@ pub async fn get(
     server: Arc<VirtualServer>,
     headers: HeaderMap,
     caller: Option<super::Caller>,
+    ctx: crate::context::CallContext,
     holder: Holder,
 ) -> Result<Response, HttpError> {
     if rules::version_header(&headers)?.is_some_and(|v| v.is_stateless()) {
@@ -70,7 +71,7 @@ pub async fn get(
     let body = merged(
         server,
         Some((session.clone(), replay)),
-        &*session,
+        &session.for_request(&ctx),
         stop,
         Start::Session(start),
         held,
@@ -193,7 +194,7 @@ pub async fn subscriptions(
     let body = merged(
         server,
         None,
-        &SharedSessions::gateway(),
+        &SharedSessions::gateway(access.context.clone()),
         CancellationToken::new(),
         Start::Subscription(subscription),
         None,
@@ -223,7 +224,7 @@ async fn subscribe_upstream(
             Some(to_raw(&serde_json::json!({ "uri": uri }))),
         );
         // On the gateway's own session: the one whose stream `merged` listens to.
-        let sessions = SharedSessions::gateway();
+        let sessions = SharedSessions::gateway(access.context.clone());
         let routed = gate::admit(server, &sessions, access, sub, ticket).await?;
         let failed = match server.call(&sessions, routed.member, routed.message).await {
             Err(e) => Some(rpc_error(Some(id.clone()), &e)),
@@ -271,6 +272,7 @@ async fn merged(
         None => (None, None),
     };
     let session_for_drop = session.clone();
+    let ctx = src.context().clone();
     let stamp_session = session.clone();
     let (tx, rx) = mpsc::channel::<(usize, Frame)>(64);
     let (earlier, mut open) = match held {
@@ -319,10 +321,11 @@ async fn merged(
             let server = server.clone();
             let session = session.clone();
             let subscription = subscription.clone();
+            let ctx = ctx.clone();
             async move {
                 match (subscription, frame) {
                     (None, frame) => {
-                        translate(&server, i, session.as_ref(), &None, frame, false).await
+                        translate(&server, &ctx, i, session.as_ref(), &None, frame, false).await
                     }
                     // Outward names first: the client subscribed to the URIs it sees.
                     (Some(sub), Frame::Notification(m)) => {

@@ -132,6 +132,9 @@ async fn serve_mcp(state: AppState, req: Request) -> Response {
             }
         },
     };
+    let context = crate::context::CallContext::for_user(
+        caller.as_ref().map(|c| c.on_behalf_of(&parts.headers)),
+    );
     let access = access::Access {
         caller,
         policy: rt
@@ -140,11 +143,8 @@ async fn serve_mcp(state: AppState, req: Request) -> Response {
             .cloned()
             .unwrap_or_else(|| Arc::new(CompiledPolicy::open())),
         sealer: gw.sealer(),
+        context,
     };
-    let on_behalf_of = access
-        .caller
-        .as_ref()
-        .map(|c| c.on_behalf_of(&parts.headers));
     // Caps count against the principal, or against the client address on an open server.
     let peer = parts
         .extensions
@@ -166,17 +166,24 @@ async fn serve_mcp(state: AppState, req: Request) -> Response {
                 .await
             }
             Method::GET => {
-                listen::get(gw.clone(), server, parts.headers, access.caller, holder).await
+                let access = access;
+                listen::get(
+                    gw.clone(),
+                    server,
+                    parts.headers,
+                    access.caller,
+                    access.context,
+                    holder,
+                )
+                .await
             }
-            Method::DELETE => delete(&gw, &server, &parts.headers, access.caller.as_ref()).await,
+            Method::DELETE => delete(&gw, &server, &parts.headers, &access).await,
             _ => Err(HttpError::MethodNotAllowed(
                 "use POST (or GET/DELETE with a session)",
             )),
         }
     };
-    crate::credentials::on_behalf_of(on_behalf_of, handled)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    handled.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Most body bytes read from a refused request so that its connection can be reused.
@@ -236,16 +243,16 @@ async fn delete(
     gw: &Gateway,
     server: &crate::federation::VirtualServer,
     headers: &http::HeaderMap,
-    caller: Option<&Caller>,
+    access: &access::Access,
 ) -> Result<Response, HttpError> {
     if rules::version_header(headers)?.is_some_and(|v| v.is_stateless()) {
         return Err(HttpError::MethodNotAllowed(
             "the 2026-07-28 protocol has no sessions to delete",
         ));
     }
-    let session = post::find_session(gw, server, headers, caller)?;
+    let session = post::find_session(gw, server, headers, access.caller.as_ref())?;
     gw.sessions.end(&session.id);
-    session.close_upstreams(server).await;
+    session.close_upstreams(&access.context, server).await;
     tracing::info!(server = %server.name, "session ended by the client");
     Ok(StatusCode::OK.into_response())
 }

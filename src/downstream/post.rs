@@ -108,7 +108,7 @@ async fn dispatch(
     let limits = gw.runtime().config.limits.clone();
     let is_request = message.kind == MessageKind::Request;
     if message.method() == "initialize" && is_request && !stateless {
-        let r = initialize(&gw, &server, message, access.caller.as_ref(), &holder).await;
+        let r = initialize(&gw, &server, message, &access, &holder).await;
         if let (Ok(_), Some(t)) = (&r, &ticket) {
             t.complete(Outcome::Ok);
         }
@@ -166,7 +166,9 @@ async fn dispatch(
     if message.method() == "notifications/initialized" && message.kind == MessageKind::Notification
     {
         let limits = super::standalone::HoldLimits::of(&limits);
-        session.start_standalone(&server, limits).await;
+        session
+            .start_standalone(&access.context, &server, limits)
+            .await;
     }
     let resp = in_session(server, session, message, &access, ticket).await;
     Ok(match permit {
@@ -242,9 +244,10 @@ async fn initialize(
     gw: &Gateway,
     server: &Arc<VirtualServer>,
     message: Message,
-    caller: Option<&Caller>,
+    access: &Access,
     holder: &Holder,
 ) -> Result<Response, HttpError> {
+    let caller = access.caller.as_ref();
     let id = message.id.clone();
     let params: InitializeParams = match message.params_as() {
         Ok(p) => p,
@@ -292,7 +295,10 @@ async fn initialize(
                 retry_after_secs: wait.as_secs().max(1),
             }
         })?;
-    let opens = server.members.iter().map(|m| m.client.open(&identity));
+    let opens = server
+        .members
+        .iter()
+        .map(|m| m.client.open(&access.context, &identity));
     let opened = futures_util::future::join_all(opens).await;
     let mut links = Vec::new();
     let mut infos = Vec::new();
@@ -348,12 +354,12 @@ async fn in_session(
     let id = message.id.clone();
     match message.kind {
         MessageKind::Notification => {
-            notification(&server, &session, message).await;
+            notification(&server, &session, &access.context, message).await;
             accepted()
         }
         // An answer is delivered or refused, never accepted and dropped.
         MessageKind::Response | MessageKind::Error => {
-            match super::answers::deliver(&server, &session, message).await {
+            match super::answers::deliver(&server, &access.context, &session, message).await {
                 Ok(()) => accepted(),
                 Err(e) => e.with_id(id).into_response(),
             }
@@ -362,7 +368,7 @@ async fn in_session(
             request(
                 server,
                 Some(session.clone()),
-                &*session,
+                &session.for_request(&access.context),
                 message,
                 None,
                 access,
@@ -373,7 +379,12 @@ async fn in_session(
     }
 }
 
-async fn notification(server: &VirtualServer, session: &Session, message: Message) {
+async fn notification(
+    server: &VirtualServer,
+    session: &Session,
+    ctx: &crate::context::CallContext,
+    message: Message,
+) {
     match message.method() {
         "notifications/initialized" => {}
         "notifications/cancelled" => {
@@ -388,7 +399,9 @@ async fn notification(server: &VirtualServer, session: &Session, message: Messag
                 tracing::debug!(request = %p.request_id, "cancellation for a request not in flight");
             }
         }
-        "notifications/roots/list_changed" => server.notify_all(session, message).await,
+        "notifications/roots/list_changed" => {
+            server.notify_all(&session.for_request(ctx), message).await
+        }
         other => tracing::debug!(method = other, "ignoring a client notification"),
     }
 }
@@ -493,6 +506,7 @@ pub async fn request(
         parked,
         ticket: ticket.clone(),
         tasks,
+        context: access.context.clone(),
     };
     let upstream_span = tracing::debug_span!("gatehouse.upstream", upstream = %upstream);
     // Results the gateway only relays may stream through; cacheable ones gain fields.

@@ -44,6 +44,8 @@ pub struct Relay {
     pub ticket: Option<Arc<Ticket>>,
     /// How a task id in the answer is shown to the client (tasks extension).
     pub tasks: Option<super::tasks::Rewrite>,
+    /// For whom the call is made (what refusing a server request upstream is sent as).
+    pub context: crate::context::CallContext,
 }
 
 impl Relay {
@@ -274,6 +276,7 @@ impl Relay {
         }
         translate(
             &self.server,
+            &self.context,
             self.member,
             self.session.as_ref(),
             &self.request_id,
@@ -305,6 +308,7 @@ fn failure(e: &crate::upstream::UpstreamError) -> Outcome {
 /// Frame translation shared by call relays and listen streams.
 pub async fn translate(
     server: &VirtualServer,
+    ctx: &crate::context::CallContext,
     member: usize,
     session: Option<&Arc<Session>>,
     request_id: &Option<RequestId>,
@@ -332,7 +336,7 @@ pub async fn translate(
                 Some(message.to_bytes())
             }
             None => {
-                refuse_server_request(server, member, route, message.method()).await;
+                refuse_server_request(server, ctx, member, route, message.method()).await;
                 None
             }
         },
@@ -341,6 +345,7 @@ pub async fn translate(
 
 async fn refuse_server_request(
     server: &VirtualServer,
+    ctx: &crate::context::CallContext,
     member: usize,
     route: ReplyRoute,
     method: &str,
@@ -351,7 +356,11 @@ async fn refuse_server_request(
         &format!("the client is stateless and cannot answer {method} through the gateway"),
         None,
     );
-    if let Err(e) = server.members[member].client.respond(&route, answer).await {
+    if let Err(e) = server.members[member]
+        .client
+        .respond(ctx, &route, answer)
+        .await
+    {
         tracing::debug!(error = %e, "could not refuse a server request");
     }
 }

@@ -5,6 +5,7 @@ use super::limits::Holder;
 use super::replay::{Replay, ReplayLimits};
 use super::seal::{Sealer, SessionClaims};
 use super::standalone::{Hold, HoldLimits};
+use crate::context::CallContext;
 use crate::federation::{Member, SessionSource, VirtualServer};
 use crate::protocol::{ProtocolVersion, RequestId};
 use crate::upstream::{ClientIdentity, ReplyRoute, UpstreamError, UpstreamSession};
@@ -177,6 +178,7 @@ impl Session {
     /// outrun them. Nothing to do if the client's GET is already there.
     pub async fn start_standalone(
         self: &Arc<Self>,
+        ctx: &CallContext,
         server: &Arc<VirtualServer>,
         limits: HoldLimits,
     ) {
@@ -191,7 +193,7 @@ impl Session {
             if listening || slot.is_some() {
                 return;
             }
-            let hold = Hold::new(server.clone(), limits, self);
+            let hold = Hold::new(server.clone(), limits, self, ctx.clone());
             *slot = Some(hold.clone());
             hold
         };
@@ -259,10 +261,10 @@ impl Session {
     }
 
     /// Ends the upstream sessions this session holds (HTTP DELETE; nothing for stdio).
-    pub async fn close_upstreams(&self, server: &VirtualServer) {
+    pub async fn close_upstreams(&self, ctx: &CallContext, server: &VirtualServer) {
         for (name, upstream_session) in self.links().await {
             if let Some(m) = server.members.iter().find(|m| m.upstream == name) {
-                m.client.close(&upstream_session).await;
+                m.client.close(ctx, &upstream_session).await;
             }
         }
     }
@@ -281,22 +283,40 @@ impl Session {
     }
 }
 
-impl SessionSource for Session {
+impl Session {
+    /// This session as the source of upstream sessions for one request made in `ctx`.
+    pub fn for_request<'a>(&'a self, ctx: &'a CallContext) -> ForRequest<'a> {
+        ForRequest { session: self, ctx }
+    }
+}
+
+/// A session serving one request: its upstream links, and the request's context.
+pub struct ForRequest<'a> {
+    session: &'a Session,
+    ctx: &'a CallContext,
+}
+
+impl SessionSource for ForRequest<'_> {
+    fn context(&self) -> &CallContext {
+        self.ctx
+    }
+
     fn session<'a>(
         &'a self,
         member: &'a Member,
     ) -> BoxFuture<'a, Result<UpstreamSession, UpstreamError>> {
         Box::pin(async move {
-            let mut links = self.links.lock().await;
+            let this = self.session;
+            let mut links = this.links.lock().await;
             if let Some(s) = links.get(&member.upstream) {
                 return Ok(s.clone());
             }
-            let (s, _) = member.client.open(&self.identity).await?;
+            let (s, _) = member.client.open(self.ctx, &this.identity).await?;
             links.insert(member.upstream.clone(), s.clone());
             drop(links);
             // A member linked while the session still waits for its GET gets its standalone
             // stream now, before the call that needed the link is sent.
-            let hold = self.hold.lock().expect("lock").clone();
+            let hold = this.hold.lock().expect("lock").clone();
             if let Some(hold) = hold.filter(|h| !h.is_over())
                 && let Some(i) = hold.member_index(&member.upstream)
             {
@@ -315,12 +335,12 @@ impl SessionSource for Session {
     > {
         Box::pin(async move {
             let session = self.session(member).await?;
-            match member.client.listen(&session).await {
+            match member.client.listen(self.ctx, &session).await {
                 // Ended meanwhile (e.g. for being idle on another replica): open a new one.
                 Err(UpstreamError::SessionExpired { .. }) => {
                     self.expired(member, &session);
                     let session = self.session(member).await?;
-                    member.client.listen(&session).await
+                    member.client.listen(self.ctx, &session).await
                 }
                 other => other,
             }
@@ -328,7 +348,7 @@ impl SessionSource for Session {
     }
 
     fn expired(&self, member: &Member, session: &UpstreamSession) {
-        if let Ok(mut links) = self.links.try_lock()
+        if let Ok(mut links) = self.session.links.try_lock()
             && links.get(&member.upstream) == Some(session)
         {
             links.remove(&member.upstream);
@@ -427,7 +447,8 @@ pub async fn close_ended(gw: &crate::gateway::Gateway, ended: Vec<Arc<Session>>)
             let server = rt.servers.get(&s.claims.server_path).cloned();
             async move {
                 if let Some(server) = server {
-                    s.close_upstreams(&server).await;
+                    // Nobody's request: the sweep closes as the gateway.
+                    s.close_upstreams(&CallContext::gateway(), &server).await;
                 }
             }
         })

@@ -12,6 +12,7 @@
 //! being left to time out.
 
 use super::session::Session;
+use crate::context::CallContext;
 use crate::federation::VirtualServer;
 use crate::protocol::{ErrorCode, Message};
 use crate::telemetry::metrics::METRICS;
@@ -71,6 +72,9 @@ pub struct Released {
 /// The upstream standalone streams of one session, opened before the client's GET.
 pub struct Hold {
     server: Arc<VirtualServer>,
+    /// The context of the request that started the session (`notifications/initialized`):
+    /// the streams are opened, and held requests refused, as made for its user.
+    ctx: CallContext,
     limits: HoldLimits,
     started: Instant,
     /// Ends the pumps (which hand their streams back) and the expiry task.
@@ -84,9 +88,11 @@ impl Hold {
         server: Arc<VirtualServer>,
         limits: HoldLimits,
         session: &Arc<Session>,
+        ctx: CallContext,
     ) -> Arc<Hold> {
         let hold = Arc::new(Hold {
             server,
+            ctx,
             limits,
             started: Instant::now(),
             stop: CancellationToken::new(),
@@ -139,7 +145,7 @@ impl Hold {
         let hold = self.clone();
         let pump = tokio::spawn(async move {
             let member = &hold.server.members[i];
-            let listened = member.client.listen(&upstream).await;
+            let listened = member.client.listen(&hold.ctx, &upstream).await;
             let _ = opened.send(());
             let mut frames = match listened {
                 Ok(Some(frames)) => frames,
@@ -224,8 +230,9 @@ impl Hold {
             None,
         );
         let client = self.server.members[member].client.clone();
+        let ctx = self.ctx.clone();
         tokio::spawn(async move {
-            if let Err(e) = client.respond(&route, answer).await {
+            if let Err(e) = client.respond(&ctx, &route, answer).await {
                 tracing::debug!(error = %e, "could not refuse a held server request");
             }
         });

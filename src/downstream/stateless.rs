@@ -9,6 +9,7 @@ use super::post;
 use super::relay::Relay;
 use super::rules::header_str;
 use crate::audit::Ticket;
+use crate::context::CallContext;
 use crate::federation::{Member, SessionSource, VirtualServer};
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::param_headers;
@@ -28,15 +29,17 @@ use std::sync::Arc;
 /// upstreams; one per set of capabilities the clients declare, so that none is claimed for a
 /// client that did not declare it), or none at all for stateless upstreams.
 pub struct SharedSessions {
+    context: CallContext,
     declared: Option<Value>,
     /// The request's `Mcp-Param-*` headers.
     mirrored: HeaderMap,
 }
 
 impl SharedSessions {
-    /// The sessions for a request that declared these client capabilities.
-    pub fn declaring(capabilities: Value) -> Self {
+    /// The sessions for a request made in `context` that declared these client capabilities.
+    pub fn declaring(context: CallContext, capabilities: Value) -> Self {
         SharedSessions {
+            context,
             declared: Some(capabilities),
             mirrored: HeaderMap::new(),
         }
@@ -53,9 +56,11 @@ impl SharedSessions {
         self
     }
 
-    /// The gateway's own sessions (listen streams and the subscriptions they need).
-    pub fn gateway() -> Self {
+    /// The gateway's own sessions (listen streams and the subscriptions they need), for a
+    /// request made in `context`.
+    pub fn gateway(context: CallContext) -> Self {
         SharedSessions {
+            context,
             declared: None,
             mirrored: HeaderMap::new(),
         }
@@ -63,6 +68,10 @@ impl SharedSessions {
 }
 
 impl SessionSource for SharedSessions {
+    fn context(&self) -> &CallContext {
+        &self.context
+    }
+
     fn session<'a>(
         &'a self,
         member: &'a Member,
@@ -70,7 +79,7 @@ impl SessionSource for SharedSessions {
         Box::pin(async move {
             member
                 .client
-                .shared_session(self.declared.as_ref())
+                .shared_session(&self.context, self.declared.as_ref())
                 .await
                 .map(|(s, _)| s)
         })
@@ -83,7 +92,7 @@ impl SessionSource for SharedSessions {
         'a,
         Result<Option<tokio::sync::mpsc::Receiver<crate::upstream::Frame>>, UpstreamError>,
     > {
-        Box::pin(async move { member.client.listen_shared().await })
+        Box::pin(async move { member.client.listen_shared(&self.context).await })
     }
 
     fn expired(&self, member: &Member, session: &UpstreamSession) {
@@ -225,16 +234,17 @@ pub async fn handle(
         )));
     }
     match message.method() {
-        "server/discover" => Ok(discover(&server, message.id).await),
+        "server/discover" => Ok(discover(&server, &access.context, message.id).await),
         "subscriptions/listen" => {
             listen::subscriptions(server, message, access, &ticket, max_subscriptions).await
         }
         _ => {
             let message = without_consent_state(message);
             if let Some(retry) = Retry::from_request(&message) {
-                return resume(server, message, retry, parked, ticket).await;
+                return resume(server, &access.context, message, retry, parked, ticket).await;
             }
             let sessions = SharedSessions::declaring(
+                access.context.clone(),
                 crate::protocol::stateless::declared_capabilities(&message),
             )
             .with_headers(headers);
@@ -252,9 +262,9 @@ pub async fn handle(
     }
 }
 
-async fn discover(server: &VirtualServer, id: Option<RequestId>) -> Response {
+async fn discover(server: &VirtualServer, ctx: &CallContext, id: Option<RequestId>) -> Response {
     let infos = futures_util::future::join_all(server.members.iter().map(|m| async {
-        match m.client.shared_session(None).await {
+        match m.client.shared_session(ctx, None).await {
             Ok((_, info)) => Some(info),
             Err(e) => {
                 tracing::warn!(upstream = %m.upstream, error = %e, "upstream unavailable for server/discover");
@@ -305,6 +315,7 @@ fn discover_result(
 /// Continues a parked call with the client's answers.
 async fn resume(
     server: Arc<VirtualServer>,
+    ctx: &CallContext,
     message: Message,
     retry: Retry,
     parked: ParkingLot,
@@ -321,7 +332,7 @@ async fn resume(
         let answer = retry.answer(key, &route.id);
         if let Err(e) = server.members[call.member]
             .client
-            .respond(route, answer)
+            .respond(ctx, route, answer)
             .await
         {
             tracing::warn!(upstream = %route.upstream, error = %e, "could not deliver an input response");
@@ -340,6 +351,7 @@ async fn resume(
         parked: Some(parked),
         ticket,
         tasks: None,
+        context: ctx.clone(),
     };
     Ok(relay.respond(call.stream).await)
 }
@@ -393,7 +405,8 @@ mod tests {
 
     async fn discover_of(members: Vec<(&str, Script)>) -> Value {
         let server = virtual_server(members).await;
-        let resp = super::discover(&server, Some(RequestId::Number(5))).await;
+        let resp =
+            super::discover(&server, &CallContext::gateway(), Some(RequestId::Number(5))).await;
         assert_eq!(resp.status(), StatusCode::OK);
         let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
             .await

@@ -10,6 +10,7 @@ mod tests;
 pub use names::{ListKind, Naming};
 
 use crate::config::{self, OnUpstreamError};
+use crate::context::CallContext;
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::param_headers::ToolHeaders;
 use crate::protocol::stateless::CacheHints;
@@ -32,8 +33,11 @@ pub struct Member {
     pub client: Arc<UpstreamClient>,
 }
 
-/// Gives federation the upstream session to use for a member, per downstream client.
+/// Gives federation the upstream session to use for a member, per downstream client, and the
+/// context of the request it serves.
 pub trait SessionSource: Send + Sync {
+    /// For whom the request is made (the upstream credentials depend on it).
+    fn context(&self) -> &CallContext;
     /// The session for this member, opening it if needed.
     fn session<'a>(
         &'a self,
@@ -280,11 +284,16 @@ impl VirtualServer {
                 Box::pin(self.mirrored_params(src, member, &name)).await;
             }
         }
-        match m.client.call(&session, message.clone(), delivery).await {
+        let ctx = src.context();
+        match m
+            .client
+            .call(ctx, &session, message.clone(), delivery)
+            .await
+        {
             Err(UpstreamError::SessionExpired { .. }) => {
                 src.expired(m, &session);
                 let session = src.session(m).await?;
-                Ok(m.client.call(&session, message, delivery).await?)
+                Ok(m.client.call(ctx, &session, message, delivery).await?)
             }
             other => Ok(other?),
         }
@@ -299,7 +308,7 @@ impl VirtualServer {
     ) -> Result<(), FederationError> {
         let m = &self.members[member];
         let session = src.session(m).await?;
-        Ok(m.client.notify(&session, message).await?)
+        Ok(m.client.notify(src.context(), &session, message).await?)
     }
 
     /// Sends a notification to every member, ignoring failures (they are logged).

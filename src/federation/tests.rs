@@ -31,7 +31,12 @@ async fn merged(members: Vec<(&str, Script)>, filtered: bool) -> Listing {
     let all = |_: usize, _: &str| true;
     let visible: Option<&Visibility<'_>> = if filtered { Some(&all) } else { None };
     server
-        .list(&SharedSessions::gateway(), ListKind::Tools, None, visible)
+        .list(
+            &SharedSessions::gateway(CallContext::gateway()),
+            ListKind::Tools,
+            None,
+            visible,
+        )
         .await
         .expect("the list")
 }
@@ -113,7 +118,12 @@ async fn a_partial_list_is_immediately_stale() {
         s
     };
     let listing = server
-        .list(&SharedSessions::gateway(), ListKind::Tools, None, None)
+        .list(
+            &SharedSessions::gateway(CallContext::gateway()),
+            ListKind::Tools,
+            None,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(listing.result["tools"].as_array().unwrap().len(), 1);
@@ -170,7 +180,10 @@ async fn call_error(script: Script) -> UpstreamError {
         "tools/call",
         Some(to_raw(&json!({ "name": "x", "arguments": {} }))),
     );
-    match server.call(&SharedSessions::gateway(), 0, call).await {
+    match server
+        .call(&SharedSessions::gateway(CallContext::gateway()), 0, call)
+        .await
+    {
         Err(FederationError::Upstream(e)) => e,
         Err(e) => panic!("not an upstream error: {e}"),
         Ok(_) => panic!("the call was not refused"),
@@ -299,7 +312,12 @@ async fn tools_with_invalid_mirrored_parameters_are_left_out_and_valid_ones_lear
     });
     let server = server(vec![("a", upstream)]).await;
     let listing = server
-        .list(&SharedSessions::gateway(), ListKind::Tools, None, None)
+        .list(
+            &SharedSessions::gateway(CallContext::gateway()),
+            ListKind::Tools,
+            None,
+            None,
+        )
         .await
         .expect("the list");
     let names: Vec<_> = listing.result["tools"]
@@ -334,7 +352,7 @@ async fn a_streamed_result_without_result_type_gains_it_for_a_stateless_client()
         "tools/call",
         Some(to_raw(&json!({ "name": "t", "arguments": {} }))),
     );
-    let sessions = SharedSessions::declaring(json!({}));
+    let sessions = SharedSessions::declaring(CallContext::gateway(), json!({}));
     let mut stream = server
         .call_with(
             &sessions,

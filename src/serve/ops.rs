@@ -111,12 +111,17 @@ async fn check(gw: &Gateway) -> Verdict {
         };
         let opened = tokio::time::timeout(
             CHECK_TIMEOUT,
-            client.open(&crate::upstream::ClientIdentity::gateway()),
+            client.open(
+                &crate::context::CallContext::gateway(),
+                &crate::upstream::ClientIdentity::gateway(),
+            ),
         )
         .await;
         let v = match opened {
             Ok(Ok((session, _))) => {
-                client.close(&session).await;
+                client
+                    .close(&crate::context::CallContext::gateway(), &session)
+                    .await;
                 "ok".to_owned()
             }
             Ok(Err(e)) => {

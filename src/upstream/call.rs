@@ -1,6 +1,7 @@
 //! One request in flight at an upstream, seen as a stream of frames.
 
 use super::{UpstreamClient, UpstreamError, UpstreamSession};
+use crate::context::CallContext;
 use crate::protocol::{Message, RequestId};
 use bytes::Bytes;
 use std::sync::{Arc, Mutex};
@@ -127,14 +128,13 @@ pub struct CallStream {
     deadline: Instant,
     timeout: Duration,
     done: bool,
-    cancel: Option<(Arc<UpstreamClient>, UpstreamSession, RequestId)>,
+    /// What a cancellation needs: the client, for whom the call is made (so that it carries
+    /// the same upstream credential), the session and the upstream's id of the call.
+    cancel: Option<(Arc<UpstreamClient>, CallContext, UpstreamSession, RequestId)>,
     /// Kept apart from `cancel`, which is taken when the call is cancelled: a timeout names
     /// the upstream after cancelling it.
     upstream: String,
     answer_id: Option<AnswerId>,
-    /// The user the call is made for, so that a cancellation sent later carries the same
-    /// upstream credential.
-    on_behalf_of: Option<crate::credentials::OnBehalfOf>,
 }
 
 impl CallStream {
@@ -143,6 +143,7 @@ impl CallStream {
         rx: mpsc::Receiver<Frame>,
         timeout: Duration,
         client: Arc<UpstreamClient>,
+        ctx: CallContext,
         session: UpstreamSession,
         upstream_id: RequestId,
     ) -> Self {
@@ -152,9 +153,8 @@ impl CallStream {
             timeout,
             done: false,
             upstream: client.name().to_owned(),
-            cancel: Some((client, session, upstream_id)),
+            cancel: Some((client, ctx, session, upstream_id)),
             answer_id: None,
-            on_behalf_of: crate::credentials::current(),
         }
     }
 
@@ -169,7 +169,6 @@ impl CallStream {
             upstream: upstream.to_owned(),
             cancel: None,
             answer_id: None,
-            on_behalf_of: crate::credentials::current(),
         }
     }
 
@@ -220,13 +219,12 @@ impl CallStream {
     }
 
     fn send_cancel(&mut self, reason: &'static str) {
-        if let Some((client, session, id)) = self.cancel.take()
+        if let Some((client, ctx, session, id)) = self.cancel.take()
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
-            let who = self.on_behalf_of.clone();
-            handle.spawn(crate::credentials::on_behalf_of(who, async move {
-                client.cancel(&session, &id, reason).await;
-            }));
+            handle.spawn(async move {
+                client.cancel(&ctx, &session, &id, reason).await;
+            });
         }
     }
 }

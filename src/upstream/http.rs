@@ -11,6 +11,7 @@ use super::{
     UpstreamError, UpstreamSession,
 };
 use crate::config::{self, UpstreamProtocol};
+use crate::context::CallContext;
 use crate::credentials::CredentialError;
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::param_headers;
@@ -152,9 +153,10 @@ impl HttpUpstream {
     /// Opens a session for one downstream client.
     pub async fn open(
         &self,
+        ctx: &CallContext,
         who: &ClientIdentity,
     ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
-        tokio::time::timeout(self.connect_timeout, self.handshake(who))
+        tokio::time::timeout(self.connect_timeout, self.handshake(ctx, who))
             .await
             .map_err(|_| UpstreamError::Timeout {
                 upstream: self.name.clone(),
@@ -162,13 +164,11 @@ impl HttpUpstream {
             })?
     }
 
-    /// Whose shared session the current request uses: everybody's (`""`), or, with a per-user
-    /// credential, the user's.
-    fn shared_key(&self) -> String {
+    /// Whose shared session a request uses: everybody's (`""`), or, with a per-user
+    /// credential, its user's.
+    fn shared_key(&self, ctx: &CallContext) -> String {
         match &self.credentials {
-            Some(c) if c.is_per_user() => crate::credentials::current()
-                .map(|o| o.binding)
-                .unwrap_or_default(),
+            Some(c) if c.is_per_user() => ctx.user().map(|o| o.binding.clone()).unwrap_or_default(),
             _ => String::new(),
         }
     }
@@ -180,10 +180,11 @@ impl HttpUpstream {
     /// own (sampling and elicitation; what the listen streams and discovery use).
     pub async fn shared_session(
         &self,
+        ctx: &CallContext,
         declared: Option<&serde_json::Value>,
     ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
         let mut identity = ClientIdentity::gateway_stateless();
-        let mut key = self.shared_key();
+        let mut key = self.shared_key(ctx);
         if let Some(d) = declared {
             identity.capabilities = super::askable_capabilities(d);
             key.push('\0');
@@ -203,7 +204,7 @@ impl HttpUpstream {
         {
             shared.remove(&evicted);
         }
-        let opened = self.open(&identity).await?;
+        let opened = self.open(ctx, &identity).await?;
         shared.insert(key, opened.clone());
         Ok(opened)
     }
@@ -216,22 +217,22 @@ impl HttpUpstream {
             .push(session.clone());
     }
 
-    /// `ConsentRequired` when the current user must connect this upstream first; nothing is
+    /// `ConsentRequired` when the request's user must connect this upstream first; nothing is
     /// sent to it.
-    pub async fn check_consent(&self) -> Result<(), UpstreamError> {
+    pub async fn check_consent(&self, ctx: &CallContext) -> Result<(), UpstreamError> {
         if !self.credentials.as_ref().is_some_and(|c| c.asks_consent()) {
             return Ok(());
         }
-        match self.authorize(&mut HeaderMap::new()).await {
+        match self.authorize(ctx, &mut HeaderMap::new()).await {
             Err(e @ UpstreamError::ConsentRequired { .. }) => Err(e),
             _ => Ok(()),
         }
     }
 
-    /// Adds this upstream's credential for the current request.
-    async fn authorize(&self, h: &mut HeaderMap) -> Result<(), UpstreamError> {
+    /// Adds this upstream's credential for the request made in `ctx`.
+    async fn authorize(&self, ctx: &CallContext, h: &mut HeaderMap) -> Result<(), UpstreamError> {
         if let Some(c) = &self.credentials {
-            let (name, value) = c.header().await.map_err(|e| match e {
+            let (name, value) = c.header(ctx).await.map_err(|e| match e {
                 CredentialError::ConsentRequired {
                     url,
                     elicitation_id,
@@ -301,6 +302,7 @@ impl HttpUpstream {
 
     async fn post(
         &self,
+        ctx: &CallContext,
         session: &UpstreamSession,
         msg: &Message,
         streaming: bool,
@@ -312,7 +314,7 @@ impl HttpUpstream {
             msg.to_bytes()
         };
         let mut headers = self.request_headers(session, msg);
-        self.authorize(&mut headers).await?;
+        self.authorize(ctx, &mut headers).await?;
         let mut req = self
             .client
             .post(self.url.clone())
@@ -376,10 +378,11 @@ impl HttpUpstream {
     /// `timeouts.request` (the stream's own deadline is the reader's).
     async fn post_streamed(
         &self,
+        ctx: &CallContext,
         session: &UpstreamSession,
         msg: &Message,
     ) -> Result<reqwest::Response, UpstreamError> {
-        tokio::time::timeout(self.request_timeout, self.post(session, msg, true))
+        tokio::time::timeout(self.request_timeout, self.post(ctx, session, msg, true))
             .await
             .map_err(|_| UpstreamError::Timeout {
                 upstream: self.name.clone(),
@@ -478,10 +481,11 @@ impl HttpUpstream {
 
     async fn roundtrip(
         &self,
+        ctx: &CallContext,
         session: &UpstreamSession,
         msg: &Message,
     ) -> Result<Message, UpstreamError> {
-        let resp = self.post(session, msg, false).await?;
+        let resp = self.post(ctx, session, msg, false).await?;
         self.final_message(resp, msg).await
     }
 
@@ -490,13 +494,14 @@ impl HttpUpstream {
     pub async fn call(
         &self,
         me: &Arc<UpstreamClient>,
+        ctx: &CallContext,
         session: &UpstreamSession,
         request: Message,
         delivery: Delivery,
     ) -> Result<CallStream, UpstreamError> {
         match &session.bridge {
-            Some(b) => self.call_bridged(me, session, b, request).await,
-            None => self.call_once(me, session, request, delivery).await,
+            Some(b) => self.call_bridged(me, ctx, session, b, request).await,
+            None => self.call_once(me, ctx, session, request, delivery).await,
         }
     }
 
@@ -504,6 +509,7 @@ impl HttpUpstream {
     async fn call_once(
         &self,
         me: &Arc<UpstreamClient>,
+        ctx: &CallContext,
         session: &UpstreamSession,
         request: Message,
         delivery: Delivery,
@@ -512,13 +518,14 @@ impl HttpUpstream {
         let upstream_id = self.next_id();
         let mut outgoing = request;
         outgoing.id = Some(upstream_id.clone());
-        let resp = self.post_streamed(session, &outgoing).await?;
+        let resp = self.post_streamed(ctx, session, &outgoing).await?;
         let (tx, rx) = mpsc::channel(16);
         let answer_id = AnswerId::new(downstream_id);
         let stream = CallStream::new(
             rx,
             self.request_timeout,
             me.clone(),
+            ctx.clone(),
             session.clone(),
             upstream_id.clone(),
         )
@@ -552,19 +559,25 @@ impl HttpUpstream {
     /// Sends a notification or a response (answered with 202).
     pub async fn notify(
         &self,
+        ctx: &CallContext,
         session: &UpstreamSession,
         message: Message,
     ) -> Result<(), UpstreamError> {
-        let resp = self.post(session, &message, false).await?;
+        let resp = self.post(ctx, session, &message, false).await?;
         drop(resp);
         Ok(())
     }
 
     /// Delivers a client's answer to a server→client request: a POST in an upstream session; to
     /// the bridged call that asked on the stateless wire (which has no such requests).
-    pub async fn respond(&self, route: &ReplyRoute, answer: Message) -> Result<(), UpstreamError> {
+    pub async fn respond(
+        &self,
+        ctx: &CallContext,
+        route: &ReplyRoute,
+        answer: Message,
+    ) -> Result<(), UpstreamError> {
         if !route.session.version.is_stateless() {
-            return self.notify(&route.session, answer).await;
+            return self.notify(ctx, &route.session, answer).await;
         }
         self.waiting.deliver(answer).map_err(|_| {
             self.protocol_error(
@@ -576,6 +589,7 @@ impl HttpUpstream {
     /// Opens `subscriptions/listen` for a bridged session: the list changes and `uris`.
     async fn open_listen(
         &self,
+        ctx: &CallContext,
         session: &UpstreamSession,
         uris: Vec<String>,
     ) -> Result<mpsc::Receiver<Frame>, UpstreamError> {
@@ -593,7 +607,7 @@ impl HttpUpstream {
             "subscriptions/listen",
             Some(to_raw(&params)),
         );
-        let resp = self.post_streamed(session, &msg).await?;
+        let resp = self.post_streamed(ctx, session, &msg).await?;
         let (tx, rx) = mpsc::channel(64);
         let reader = BodyReader {
             upstream: self.name.clone(),
@@ -615,6 +629,7 @@ impl HttpUpstream {
     /// Opens the GET stream for messages outside any request; `None` if the upstream has none.
     pub async fn listen(
         &self,
+        ctx: &CallContext,
         session: &UpstreamSession,
     ) -> Result<Option<mpsc::Receiver<Frame>>, UpstreamError> {
         if session.version.is_stateless() {
@@ -635,7 +650,7 @@ impl HttpUpstream {
                 HeaderValue::from_static(session.version.as_str()),
             );
         }
-        self.authorize(&mut h).await?;
+        self.authorize(ctx, &mut h).await?;
         // The stream itself may stay open for ever, but its headers must come in time: an
         // upstream that accepts and stays silent would hold the client's GET unanswered.
         let send = self.client.get(self.url.clone()).headers(h).send();
@@ -668,16 +683,19 @@ impl HttpUpstream {
 
     /// Unsolicited messages of the shared session, fanned out to every stateless listener
     /// over a single upstream stream (upstreams allow one GET stream per session).
-    pub async fn listen_shared(&self) -> Result<Option<mpsc::Receiver<Frame>>, UpstreamError> {
-        let key = self.shared_key();
+    pub async fn listen_shared(
+        &self,
+        ctx: &CallContext,
+    ) -> Result<Option<mpsc::Receiver<Frame>>, UpstreamError> {
+        let key = self.shared_key(ctx);
         let mut hubs = self.shared_hub.lock().await;
         hubs.retain(|_, tx| tx.receiver_count() > 0 || !tx.is_empty());
         let live = hubs.get(&key).cloned();
         let sender = match live {
             Some(tx) => tx,
             None => {
-                let (session, _) = self.shared_session(None).await?;
-                let Some(mut frames) = self.listen(&session).await? else {
+                let (session, _) = self.shared_session(ctx, None).await?;
+                let Some(mut frames) = self.listen(ctx, &session).await? else {
                     return Ok(None);
                 };
                 let (tx, _) = broadcast::channel(256);
@@ -726,12 +744,12 @@ impl HttpUpstream {
     }
 
     /// Ends a session with DELETE; failures are only logged.
-    pub async fn close(&self, session: &UpstreamSession) {
+    pub async fn close(&self, ctx: &CallContext, session: &UpstreamSession) {
         let Some(id) = session.id.as_deref() else {
             return;
         };
         let mut headers = self.headers.clone();
-        if let Err(e) = self.authorize(&mut headers).await {
+        if let Err(e) = self.authorize(ctx, &mut headers).await {
             tracing::debug!(upstream = %self.name, error = %e, "closing the upstream session without a credential");
         }
         let mut req = self

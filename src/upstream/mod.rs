@@ -23,6 +23,7 @@ pub use mirrored::{Known, MirroredParams};
 pub use stdio::StdioUpstream;
 
 use crate::config::{self, UpstreamKind};
+use crate::context::CallContext;
 use crate::protocol::{Message, RequestId};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -53,10 +54,10 @@ impl UpstreamClient {
         })
     }
 
-    /// `ConsentRequired` when the current user must connect this upstream first.
-    pub async fn check_consent(&self) -> Result<(), UpstreamError> {
+    /// `ConsentRequired` when the request's user must connect this upstream first.
+    pub async fn check_consent(&self, ctx: &CallContext) -> Result<(), UpstreamError> {
         match self {
-            UpstreamClient::Http(h) => h.check_consent().await,
+            UpstreamClient::Http(h) => h.check_consent(ctx).await,
             UpstreamClient::Stdio(_) => Ok(()),
         }
     }
@@ -80,10 +81,11 @@ impl UpstreamClient {
     /// Opens a session for one downstream client (HTTP), or makes sure the shared child runs (stdio).
     pub async fn open(
         &self,
+        ctx: &CallContext,
         who: &ClientIdentity,
     ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
         match self {
-            UpstreamClient::Http(h) => h.open(who).await,
+            UpstreamClient::Http(h) => h.open(ctx, who).await,
             UpstreamClient::Stdio(s) => s.open().await,
         }
     }
@@ -92,10 +94,11 @@ impl UpstreamClient {
     /// (see [`HttpUpstream::shared_session`]), or, with `None`, the gateway's own.
     pub async fn shared_session(
         &self,
+        ctx: &CallContext,
         declared: Option<&serde_json::Value>,
     ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
         match self {
-            UpstreamClient::Http(h) => h.shared_session(declared).await,
+            UpstreamClient::Http(h) => h.shared_session(ctx, declared).await,
             UpstreamClient::Stdio(s) => s.open().await,
         }
     }
@@ -111,24 +114,26 @@ impl UpstreamClient {
     /// `delivery` says whether the final response may arrive in pieces (HTTP upstreams only).
     pub async fn call(
         self: &Arc<Self>,
+        ctx: &CallContext,
         session: &UpstreamSession,
         request: Message,
         delivery: Delivery,
     ) -> Result<CallStream, UpstreamError> {
         match &**self {
-            UpstreamClient::Http(h) => h.call(self, session, request, delivery).await,
-            UpstreamClient::Stdio(s) => s.call(self, request).await,
+            UpstreamClient::Http(h) => h.call(self, ctx, session, request, delivery).await,
+            UpstreamClient::Stdio(s) => s.call(self, ctx, request).await,
         }
     }
 
     /// Sends a notification.
     pub async fn notify(
         &self,
+        ctx: &CallContext,
         session: &UpstreamSession,
         message: Message,
     ) -> Result<(), UpstreamError> {
         match self {
-            UpstreamClient::Http(h) => h.notify(session, message).await,
+            UpstreamClient::Http(h) => h.notify(ctx, session, message).await,
             UpstreamClient::Stdio(s) => s.send(message).await,
         }
     }
@@ -136,12 +141,13 @@ impl UpstreamClient {
     /// Delivers the client's answer to a server→client request.
     pub async fn respond(
         &self,
+        ctx: &CallContext,
         route: &ReplyRoute,
         mut answer: Message,
     ) -> Result<(), UpstreamError> {
         answer.id = Some(route.id.clone());
         match self {
-            UpstreamClient::Http(h) => h.respond(route, answer).await,
+            UpstreamClient::Http(h) => h.respond(ctx, route, answer).await,
             UpstreamClient::Stdio(s) => s.send(answer).await,
         }
     }
@@ -149,6 +155,7 @@ impl UpstreamClient {
     /// Messages the upstream sends outside any request (list changes, resource updates, logs).
     pub async fn listen(
         self: &Arc<Self>,
+        ctx: &CallContext,
         session: &UpstreamSession,
     ) -> Result<Option<mpsc::Receiver<Frame>>, UpstreamError> {
         match &**self {
@@ -156,11 +163,12 @@ impl UpstreamClient {
                 let bridge = session.bridge.clone().expect("checked");
                 Ok(Some(HttpUpstream::listen_bridged(
                     self.clone(),
+                    ctx.clone(),
                     session.clone(),
                     bridge,
                 )))
             }
-            UpstreamClient::Http(h) => h.listen(session).await,
+            UpstreamClient::Http(h) => h.listen(ctx, session).await,
             UpstreamClient::Stdio(s) => Ok(Some(s.listen())),
         }
     }
@@ -168,28 +176,35 @@ impl UpstreamClient {
     /// Like [`listen`](Self::listen), on the session shared by stateless clients.
     pub async fn listen_shared(
         self: &Arc<Self>,
+        ctx: &CallContext,
     ) -> Result<Option<mpsc::Receiver<Frame>>, UpstreamError> {
         match &**self {
-            UpstreamClient::Http(h) => h.listen_shared().await,
+            UpstreamClient::Http(h) => h.listen_shared(ctx).await,
             UpstreamClient::Stdio(s) => Ok(Some(s.listen())),
         }
     }
 
     /// Ends a per-client session (HTTP DELETE); a no-op for stdio.
-    pub async fn close(&self, session: &UpstreamSession) {
+    pub async fn close(&self, ctx: &CallContext, session: &UpstreamSession) {
         if let UpstreamClient::Http(h) = self {
-            h.close(session).await;
+            h.close(ctx, session).await;
         }
     }
 
     /// Tells the upstream to stop working on a request.
-    pub async fn cancel(&self, session: &UpstreamSession, upstream_id: &RequestId, reason: &str) {
+    pub async fn cancel(
+        &self,
+        ctx: &CallContext,
+        session: &UpstreamSession,
+        upstream_id: &RequestId,
+        reason: &str,
+    ) {
         let params = serde_json::json!({ "requestId": upstream_id, "reason": reason });
         let msg = Message::notification(
             "notifications/cancelled",
             Some(crate::protocol::jsonrpc::to_raw(&params)),
         );
-        if let Err(e) = self.notify(session, msg).await {
+        if let Err(e) = self.notify(ctx, session, msg).await {
             tracing::debug!(upstream = self.name(), error = %e, "could not deliver cancellation");
         }
     }

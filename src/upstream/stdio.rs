@@ -366,6 +366,7 @@ impl StdioUpstream {
     pub async fn call(
         &self,
         me: &Arc<UpstreamClient>,
+        ctx: &crate::context::CallContext,
         request: Message,
     ) -> Result<CallStream, UpstreamError> {
         let child = self.running().await?;
@@ -405,6 +406,7 @@ impl StdioUpstream {
             rx,
             self.request_timeout,
             me.clone(),
+            ctx.clone(),
             session,
             upstream_id,
         ))

@@ -13,6 +13,7 @@
 //! session; the call's deadline covers every round, and a client that goes away ends it.
 
 use super::HttpUpstream;
+use crate::context::CallContext;
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::stateless::{DeclaredClient, SUBSCRIPTION_META_KEY};
 use crate::protocol::{ErrorCode, Message, RequestId};
@@ -251,6 +252,7 @@ impl HttpUpstream {
     pub(super) async fn call_bridged(
         &self,
         me: &Arc<UpstreamClient>,
+        ctx: &CallContext,
         session: &UpstreamSession,
         bridge: &Arc<Bridge>,
         request: Message,
@@ -270,17 +272,17 @@ impl HttpUpstream {
         }
         // The result is read whole: it may be a question rather than the answer.
         let first = self
-            .call_once(me, session, request.clone(), Delivery::Whole)
+            .call_once(me, ctx, session, request.clone(), Delivery::Whole)
             .await?;
-        let who = crate::credentials::current();
         let rounds = Rounds {
             me: me.clone(),
+            ctx: ctx.clone(),
             session: session.clone(),
             bridge: bridge.clone(),
             request,
             tx,
         };
-        tokio::spawn(crate::credentials::on_behalf_of(who, rounds.run(first)));
+        tokio::spawn(rounds.run(first));
         Ok(stream)
     }
 }
@@ -288,6 +290,8 @@ impl HttpUpstream {
 /// One bridged call, round after round.
 struct Rounds {
     me: Arc<UpstreamClient>,
+    /// Every retry is made for the same user as the call.
+    ctx: CallContext,
     session: UpstreamSession,
     bridge: Arc<Bridge>,
     request: Message,
@@ -352,7 +356,7 @@ impl Rounds {
             let again = retry(&self.request, answers, asked.state);
             stream = match self
                 .http()
-                .call_once(&self.me, &self.session, again, Delivery::Whole)
+                .call_once(&self.me, &self.ctx, &self.session, again, Delivery::Whole)
                 .await
             {
                 Ok(s) => s,
@@ -460,19 +464,19 @@ impl HttpUpstream {
     /// the list changes and the subscribed URIs, opened again whenever they change.
     pub(in crate::upstream) fn listen_bridged(
         me: Arc<UpstreamClient>,
+        ctx: CallContext,
         session: UpstreamSession,
         bridge: Arc<Bridge>,
     ) -> mpsc::Receiver<Frame> {
         let (tx, rx) = mpsc::channel(64);
-        let who = crate::credentials::current();
-        tokio::spawn(crate::credentials::on_behalf_of(who, async move {
+        tokio::spawn(async move {
             let UpstreamClient::Http(h) = &*me else {
                 return;
             };
             let mut changes = bridge.subscriptions.subscribe();
             loop {
                 let uris: Vec<String> = changes.borrow_and_update().iter().cloned().collect();
-                let mut upstream = match h.open_listen(&session, uris).await {
+                let mut upstream = match h.open_listen(&ctx, &session, uris).await {
                     Ok(frames) => frames,
                     Err(e) => {
                         tracing::debug!(upstream = %h.name(), error = %e, "subscriptions/listen failed");
@@ -510,7 +514,7 @@ impl HttpUpstream {
                     }
                 }
             }
-        }));
+        });
         rx
     }
 }

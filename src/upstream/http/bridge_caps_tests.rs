@@ -37,7 +37,10 @@ async fn bridged(n: usize) -> (Arc<UpstreamClient>, UpstreamSession) {
         client_info: json!({"name": "c", "version": "1"}),
         capabilities: json!({"sampling": {}}),
     };
-    let (session, _) = client.open(&who).await.expect("a bridged session");
+    let (session, _) = client
+        .open(&CallContext::gateway(), &who)
+        .await
+        .expect("a bridged session");
     assert!(
         session.bridge.is_some(),
         "a stateless-only upstream is bridged"
@@ -71,7 +74,10 @@ async fn answer_all(client: &Arc<UpstreamClient>, mut stream: CallStream) -> (Fr
                         &json!({"role": "assistant", "content": {"type": "text", "text": "ok"}, "model": "m"}),
                     ),
                 );
-                client.respond(&route, answer).await.expect("delivered");
+                client
+                    .respond(&CallContext::gateway(), &route, answer)
+                    .await
+                    .expect("delivered");
             }
             f if f.is_final() => return (f, asked),
             _ => {}
@@ -83,7 +89,7 @@ async fn answer_all(client: &Arc<UpstreamClient>, mut stream: CallStream) -> (Fr
 async fn an_upstream_that_never_stops_asking_ends_after_the_round_cap() {
     let (client, session) = bridged(1).await;
     let stream = client
-        .call(&session, call(), Delivery::Whole)
+        .call(&CallContext::gateway(), &session, call(), Delivery::Whole)
         .await
         .expect("the call starts");
     let (last, asked) = answer_all(&client, stream).await;
@@ -105,7 +111,7 @@ async fn an_upstream_that_never_stops_asking_ends_after_the_round_cap() {
 async fn a_round_of_too_many_questions_is_refused_before_any_is_relayed() {
     let (client, session) = bridged(MAX_QUESTIONS + 1).await;
     let stream = client
-        .call(&session, call(), Delivery::Whole)
+        .call(&CallContext::gateway(), &session, call(), Delivery::Whole)
         .await
         .expect("the call starts");
     let (last, asked) = answer_all(&client, stream).await;
@@ -117,7 +123,7 @@ async fn a_round_of_too_many_questions_is_refused_before_any_is_relayed() {
     // At the cap itself the round goes through.
     let (client, session) = bridged(MAX_QUESTIONS).await;
     let stream = client
-        .call(&session, call(), Delivery::Whole)
+        .call(&CallContext::gateway(), &session, call(), Delivery::Whole)
         .await
         .expect("the call starts");
     let (_, asked) = answer_all(&client, stream).await;

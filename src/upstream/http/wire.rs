@@ -7,6 +7,7 @@
 use super::HttpUpstream;
 use super::bridge::Bridge;
 use crate::config::UpstreamProtocol;
+use crate::context::CallContext;
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::{Message, MessageKind, ProtocolVersion};
 use crate::upstream::{ClientIdentity, InitInfo, UpstreamError, UpstreamSession};
@@ -90,18 +91,19 @@ fn not_offered(e: &UpstreamError) -> bool {
 impl HttpUpstream {
     pub(super) async fn handshake(
         &self,
+        ctx: &CallContext,
         who: &ClientIdentity,
     ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
         match self.protocol {
-            UpstreamProtocol::Sessions => return self.initialize(who).await,
-            UpstreamProtocol::Stateless => return self.discover(who).await,
+            UpstreamProtocol::Sessions => return self.initialize(ctx, who).await,
+            UpstreamProtocol::Stateless => return self.discover(ctx, who).await,
             UpstreamProtocol::Auto => {}
         }
         let mut refusal = None;
         for wire in self.offers.order(who.version.is_stateless()) {
             let tried = match wire {
-                Wire::Sessions => self.initialize(who).await,
-                Wire::Stateless => self.discover(who).await,
+                Wire::Sessions => self.initialize(ctx, who).await,
+                Wire::Stateless => self.discover(ctx, who).await,
             };
             match tried {
                 Ok(found) => {
@@ -124,6 +126,7 @@ impl HttpUpstream {
     /// the client declared, sent in `_meta` on each request.
     async fn discover(
         &self,
+        ctx: &CallContext,
         who: &ClientIdentity,
     ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
         let mut session = UpstreamSession::new(None, ProtocolVersion::V2026_07_28);
@@ -135,7 +138,7 @@ impl HttpUpstream {
             "server/discover",
             Some(to_raw(&serde_json::json!({}))),
         );
-        let answer = self.roundtrip(&session, &msg).await?;
+        let answer = self.roundtrip(ctx, &session, &msg).await?;
         let result = answer.result.ok_or_else(|| {
             self.protocol_error(format!(
                 "server/discover was refused: {}",
@@ -149,6 +152,7 @@ impl HttpUpstream {
 
     async fn initialize(
         &self,
+        ctx: &CallContext,
         who: &ClientIdentity,
     ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
         let version = if who.version.is_stateless() {
@@ -163,7 +167,7 @@ impl HttpUpstream {
         });
         let msg = Message::request(self.next_id(), "initialize", Some(to_raw(&params)));
         let pre = UpstreamSession::new(None, version);
-        let resp = self.post(&pre, &msg, false).await?;
+        let resp = self.post(ctx, &pre, &msg, false).await?;
         let sid = resp
             .headers()
             .get(super::SESSION_HEADER)
@@ -185,6 +189,7 @@ impl HttpUpstream {
         }
         let session = UpstreamSession::new(sid, info.version);
         self.notify(
+            ctx,
             &session,
             Message::notification("notifications/initialized", None),
         )
