@@ -20,7 +20,7 @@ pub struct Access {
     /// The server's policy.
     pub policy: Arc<CompiledPolicy>,
     /// Seals the ids the gateway hands out in place of upstream ones (task ids).
-    pub sealer: Arc<super::seal::Sealer>,
+    pub sealer: Arc<crate::keyring::Keyring>,
 }
 
 /// What a call targets, read from its params.
