@@ -74,7 +74,7 @@ pub enum KeyTextError {
     #[error("is not valid base64")]
     NotBase64,
     /// Base64 of the wrong number of bytes.
-    #[error("decodes to {0} bytes; expected exactly 32")]
+    #[error("decodes to {0} bytes, not 32")]
     Length(usize),
 }
 
@@ -152,8 +152,8 @@ pub fn check_keys(
                     add(
                         format!("{at}.key"),
                         format!(
-                            "{what}: expected base64 of exactly 32 bytes (`gatehouse session-key` \
-                             prints one)"
+                            "expected base64 of exactly 32 bytes (`gatehouse session-key` prints \
+                             one); this {what}"
                         ),
                     );
                 }

@@ -228,7 +228,8 @@ mod sealed_by_the_old_code {
 
     /// The keyring as `sessions.keys` / `consent.keys` / `oauth_server.keys` configure it.
     fn configured() -> Keyring {
-        let yaml = "{ id: k1, secret: { value: \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\" } }";
+        let yaml =
+            "{ id: k1, secret: { value: \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\" } }";
         let key: KeyConfig = serde_saphyr::from_str(yaml).unwrap();
         Keyring::from_config(&[key]).unwrap()
     }
@@ -306,7 +307,14 @@ fn a_value_opens_only_in_the_context_it_was_sealed_for() {
 
 #[test]
 fn one_key_id_rule() {
-    for good in ["k1", "a", "current", "old-1", "key_2026", &"k".repeat(MAX_KEY_ID_LEN)] {
+    for good in [
+        "k1",
+        "a",
+        "current",
+        "old-1",
+        "key_2026",
+        &"k".repeat(MAX_KEY_ID_LEN),
+    ] {
         assert!(valid_key_id(good), "{good:?}");
     }
     for bad in ["", "a.b", "é", "a b", &"k".repeat(MAX_KEY_ID_LEN + 1)] {
@@ -331,7 +339,9 @@ mod configuration {
 
     fn problems(keys: &[KeyConfig], rules: KeyRules) -> Vec<String> {
         let mut out = Vec::new();
-        check_keys(keys, "x.keys", rules, &mut |f, m| out.push(format!("{f}: {m}")));
+        check_keys(keys, "x.keys", rules, &mut |f, m| {
+            out.push(format!("{f}: {m}"))
+        });
         out
     }
 
@@ -368,14 +378,46 @@ mod configuration {
         assert!(has("x.keys[1].id", "duplicate key id"), "{got:?}");
         assert!(has("x.keys[2].id", "letters, digits"), "{got:?}");
         assert!(has("x.keys[2].key", "decodes to 5 bytes"), "{got:?}");
-        assert!(has("x.keys[3].key", "must not be written in the YAML"), "{got:?}");
-        assert!(has("x.keys[4].key", "GATEHOUSE_TEST_SURELY_UNSET"), "{got:?}");
+        assert!(
+            has("x.keys[3].key", "must not be written in the YAML"),
+            "{got:?}"
+        );
+        assert!(
+            has("x.keys[4].key", "GATEHOUSE_TEST_SURELY_UNSET"),
+            "{got:?}"
+        );
         assert_eq!(got.len(), 5, "{got:?}");
         assert!(got.iter().all(|i| !i.contains("AQEBAQ")), "{got:?}");
         // Sessions may write the key in the YAML and need none.
-        let got = problems(&keys("[{ id: k3, secret: \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\" }]"), SESSIONS);
+        let got = problems(
+            &keys("[{ id: k3, secret: \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\" }]"),
+            SESSIONS,
+        );
         assert_eq!(got, Vec::<String>::new());
         assert_eq!(problems(&[], SESSIONS), Vec::<String>::new());
         assert!(problems(&[], AT_REST)[0].starts_with("x.keys: at least one"));
+    }
+}
+
+#[test]
+fn the_shipped_example_loads_with_and_without_its_session_key() {
+    let path = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/gatehouse.yaml"
+    ));
+    let text = std::fs::read_to_string(path).unwrap();
+    crate::config::Config::from_yaml(&text, path).unwrap();
+    // The commented key, as the example spells it (`secret`) and as the other blocks do (`key`).
+    let key = "{ value: \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\" }";
+    for name in ["secret", "key"] {
+        let with_key = text.replacen(
+            "  keys: []",
+            &format!("  keys:\n    - id: k1\n      {name}: {key}"),
+            1,
+        );
+        assert_ne!(with_key, text);
+        let config = crate::config::Config::from_yaml(&with_key, path).unwrap();
+        assert_eq!(config.sessions.keys[0].id, "k1");
+        Keyring::from_config(&config.sessions.keys).unwrap();
     }
 }
