@@ -11,10 +11,10 @@ mod policy;
 mod secret;
 mod validate;
 
+pub use crate::keyring::KeyConfig;
 pub use audit::{Audit, OnFull, Redact};
 pub use auth::*;
 pub use credentials::{ConsentConfig, OAuthClient, TokenClientAuth, UpstreamAuth};
-pub use crate::keyring::KeyConfig;
 pub use duration::HumanDuration;
 pub use listener::{Connections, Ops};
 pub use model::*;

@@ -2,9 +2,9 @@
 //! at the enterprise IdP. For IdPs without dynamic registration, client metadata documents or
 //! RFC 8707 resource indicators.
 
-use crate::keyring::{KEYS_AT_REST, KeyConfig, check_keys};
 use super::duration::HumanDuration;
 use super::secret::ValueSource;
+use crate::keyring::{KEYS_AT_REST, KeyConfig, check_keys};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -9,10 +9,10 @@
 
 use super::cache::{Fresh, TokenCache};
 use super::consent_flows::{FlowError, Flows, MAX_FLOWS, MAX_FLOWS_PER_USER, Step, digest};
-use crate::keyring::Keyring;
 use super::token_client::TokenClient;
 use super::{CredentialError, OnBehalfOf};
 use crate::config::{self, ConsentConfig};
+use crate::keyring::Keyring;
 use crate::oauth::idp::{Idp, IdpFlavor, IdpIdentity, IdpSettings};
 use crate::store::{Store, StoredConnection};
 use base64::Engine;
@@ -119,8 +119,7 @@ pub struct ConsentService {
 impl ConsentService {
     /// Builds the service; `public_url` is where browsers reach the gateway.
     pub fn new(cfg: &ConsentConfig, public_url: &str, store: Store) -> Result<Self, String> {
-        let sealer =
-            Keyring::from_config(&cfg.keys).map_err(|e| format!("consent.keys: {e}"))?;
+        let sealer = Keyring::from_config(&cfg.keys).map_err(|e| format!("consent.keys: {e}"))?;
         let login_issuer = cfg
             .login
             .issuer

@@ -17,9 +17,9 @@
 //! must start a new one; never 202, which would swallow the answer.
 
 use super::error::HttpError;
-use crate::keyring::Keyring;
 use super::session::{PendingReply, Session};
 use crate::federation::VirtualServer;
+use crate::keyring::Keyring;
 use crate::protocol::{Message, ProtocolVersion, RequestId};
 use crate::upstream::{ReplyRoute, UpstreamClient, UpstreamSession};
 use rand::RngCore;

@@ -4,9 +4,9 @@
 use super::limits::Holder;
 use super::replay::{Replay, ReplayLimits};
 use super::seal::SessionClaims;
-use crate::keyring::Keyring;
 use super::standalone::{Hold, HoldLimits};
 use crate::federation::{Member, SessionSource, VirtualServer};
+use crate::keyring::Keyring;
 use crate::protocol::{ProtocolVersion, RequestId};
 use crate::upstream::{ClientIdentity, ReplyRoute, UpstreamError, UpstreamSession};
 use futures_util::future::BoxFuture;

@@ -10,11 +10,11 @@
 
 use super::access::Access;
 use super::error::json;
-use crate::keyring::Keyring;
 use super::session::Session;
 use crate::audit::{Outcome, Ticket};
 use crate::config::Effect;
 use crate::federation::{Routed, VirtualServer};
+use crate::keyring::Keyring;
 use crate::policy::{Facts, FunctionKind};
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::stateless::declared_capabilities;
