@@ -3,12 +3,12 @@
 
 use crate::auth::{Authenticator, ServerGuard};
 use crate::catalog::Catalog;
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::credentials::consent::ConsentService;
 use crate::downstream::rules::OriginPolicy;
-use crate::downstream::seal::{Sealer, SealingKey};
 use crate::downstream::session::SessionRegistry;
 use crate::federation::VirtualServer;
+use crate::keyring::Keyring;
 use crate::policy::CompiledPolicy;
 use crate::store::Store;
 use crate::upstream::UpstreamClient;
@@ -197,25 +197,18 @@ impl Runtime {
     }
 }
 
-/// Builds the session sealer from configured keys, or a random per-process key.
-pub fn sealer_from(config: &Config) -> Result<Sealer, String> {
+/// Builds the session keyring from configured keys, or a random per-process key.
+pub fn sealer_from(config: &Config) -> Result<Keyring, String> {
     if config.sessions.keys.is_empty() {
-        return Ok(Sealer::new(vec![SealingKey::random()]));
+        return Ok(Keyring::random());
     }
-    let mut keys = Vec::new();
-    for k in &config.sessions.keys {
-        let secret = k.secret.resolve()?;
-        let bytes = config::decode_key(secret.expose())
-            .ok_or_else(|| format!("sessions key {:?}: not 32 base64 bytes", k.id))?;
-        keys.push(SealingKey::new(&k.id, &bytes));
-    }
-    Ok(Sealer::new(keys))
+    Keyring::from_config(&config.sessions.keys).map_err(|e| format!("sessions.keys: {e}"))
 }
 
 /// The gateway shared by every request handler.
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
-    sealer: ArcSwap<Sealer>,
+    sealer: ArcSwap<Keyring>,
     /// Sessions known to this process.
     pub sessions: SessionRegistry,
     /// Calls of stateless clients waiting for their answers (multi round-trip requests).
@@ -275,7 +268,7 @@ impl Gateway {
     }
 
     /// The current session sealer.
-    pub fn sealer(&self) -> Arc<Sealer> {
+    pub fn sealer(&self) -> Arc<Keyring> {
         self.sealer.load_full()
     }
 
@@ -293,8 +286,7 @@ impl Gateway {
             .sessions
             .keys
             .iter()
-            .map(|k| (&k.id, &k.secret))
-            .ne(old.config.sessions.keys.iter().map(|k| (&k.id, &k.secret)));
+            .ne(old.config.sessions.keys.iter());
         if config.audit != old.config.audit {
             tracing::warn!("`audit` changed; it takes effect only after a restart");
         }

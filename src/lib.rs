@@ -18,6 +18,7 @@ pub mod federation;
 pub mod fuzzing;
 pub mod gateway;
 pub mod hex;
+pub mod keyring;
 pub mod oauth;
 pub mod policy;
 pub mod protocol;

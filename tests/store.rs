@@ -263,7 +263,7 @@ async fn bad_store_urls_are_explained_without_their_password() {
 /// Users' connections to upstreams, and their tokens sealed at rest.
 mod upstream_connections {
     use gatehouse::config::Secret;
-    use gatehouse::credentials::sealed::TokenSealer;
+    use gatehouse::keyring::Keyring;
     use gatehouse::store::{Store, StoredConnection};
 
     const ACCESS_TOKEN: &str = "gho_PlainAccessToken4a7f2c9e1d";
@@ -285,7 +285,7 @@ mod upstream_connections {
         }
     }
 
-    fn sealer(keys: &[(&str, u8)]) -> TokenSealer {
+    fn sealer(keys: &[(&str, u8)]) -> Keyring {
         use base64::Engine;
         let keys: Vec<(String, Secret)> = keys
             .iter()
@@ -294,7 +294,7 @@ mod upstream_connections {
                 ((*id).to_owned(), Secret::new(text))
             })
             .collect();
-        TokenSealer::new(&keys).unwrap()
+        Keyring::new(&keys).unwrap()
     }
 
     /// What the sealed value is bound to: its row.
@@ -390,7 +390,7 @@ mod upstream_connections {
     }
 
     /// Seals a token set, stores it, and opens what the store gives back.
-    async fn store_sealed_tokens(store: &Store, sealer: &TokenSealer) {
+    async fn store_sealed_tokens(store: &Store, sealer: &Keyring) {
         let row_aad = aad("u9", "github");
         let sealed = sealer.seal(token_set().as_bytes(), &row_aad);
         let now = gatehouse::audit::now_ms();
@@ -470,7 +470,7 @@ mod upstream_connections {
         again.close().await;
     }
 
-    fn sealer_rotated() -> TokenSealer {
+    fn sealer_rotated() -> Keyring {
         sealer(&[("k2", 2), ("k1", 1)])
     }
 

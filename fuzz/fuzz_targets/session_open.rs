@@ -1,5 +1,5 @@
-//! Opening sealed session ids ([`Sealer::open`]): the `Mcp-Session-Id` header is whatever a
-//! client sends. Two ways in: the bytes as a session id (the realistic attack surface, which
+//! Opening sealed session ids (`downstream::seal::open` over the `keyring`): the
+//! `Mcp-Session-Id` header is whatever a client sends. Two ways in: the bytes as a session id (the realistic attack surface, which
 //! stops at AES-GCM), and the bytes as the plaintext of a correctly sealed id (what a holder of
 //! the key could make), so that the claims reader behind the cipher is reached too. Neither
 //! may panic, and claims that open must seal and open again unchanged.

@@ -1,73 +1,18 @@
-//! A trusted issuer at run time: its metadata (RFC 8414 / OpenID Connect discovery) and its
-//! signing keys, fetched lazily and cached. Aged keys keep serving for a bounded stale window
-//! while one fetch runs in the background; an unknown `kid` or a signature that fails under
-//! a known one (a key replaced under the same `kid`) causes a fetch at most once per
-//! `jwks_refetch_interval`, so that forged tokens cannot make the gateway hammer the IdP.
+//! A trusted issuer at run time: its signing keys ([`JwksCache`], shared with the façade) or,
+//! for the gateway's own authorization server, keys held in memory; and its metadata (RFC 8414 /
+//! OpenID Connect discovery) for the introspection endpoint.
 
 use super::AuthError;
+use super::jwks::{FoundKey, JwksCache, JwksError, JwksSource, JwksTiming, Metadata, discover};
 use crate::config::{Auth, Issuer};
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey};
-use serde::Deserialize;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Largest metadata, JWKS or introspection document read from an issuer.
 pub(super) const MAX_DOCUMENT_BYTES: usize = 1 << 20;
-
-/// The parts of authorization server metadata the gateway uses.
-#[derive(Debug, Clone, Deserialize)]
-pub(super) struct Metadata {
-    pub issuer: String,
-    #[serde(default)]
-    pub jwks_uri: Option<String>,
-    #[serde(default)]
-    pub introspection_endpoint: Option<String>,
-}
-
-/// A key set as published, before each key is parsed.
-#[derive(Deserialize)]
-struct RawKeySet {
-    keys: Vec<serde_json::Value>,
-}
-
-/// A key from the issuer's set, ready to verify with.
-struct VerifyingKey {
-    kid: Option<String>,
-    jwk: Jwk,
-    key: DecodingKey,
-}
-
-/// One fetched key set.
-struct KeySet {
-    keys: Vec<VerifyingKey>,
-    fetched: Instant,
-    /// Counts fetches, so that a caller can tell whether the set changed since it looked.
-    generation: u64,
-}
-
-/// What only the (single) fetch in progress touches.
-#[derive(Default)]
-struct Refresh {
-    metadata: Option<(Arc<Metadata>, Instant)>,
-    /// The last fetch a token caused (unknown `kid`, bad signature), for the rate limit.
-    last_on_demand: Option<Instant>,
-    /// The last fetch failed: when, and why (repeated to callers until a retry is due).
-    failed: Option<(Instant, AuthError)>,
-}
-
-/// The key that verifies one token, and which fetch it came from.
-pub(super) struct FoundKey {
-    /// The key.
-    pub key: DecodingKey,
-    generation: u64,
-}
-
-/// Longest an issuer whose fetch failed is left alone before the next attempt (shorter when
-/// `jwks_refetch_interval` is).
-const RETRY_FAILED_FETCH: Duration = Duration::from_secs(5);
 
 /// What [`LocalKeys::key_for`] returns: the key, `None` when unknown, or why it cannot be read.
 pub type LocalKeyLookup<'a> =
@@ -80,22 +25,18 @@ pub trait LocalKeys: Send + Sync {
     fn key_for<'a>(&'a self, kid: Option<&'a str>, alg: Algorithm) -> LocalKeyLookup<'a>;
 }
 
-/// One configured issuer and what has been learnt about it. Verifications read the current
-/// key set without waiting; at most one fetch per issuer runs at a time.
+/// One configured issuer and what has been learnt about it.
 pub struct IssuerState {
     /// The name under `auth.issuers`.
     pub name: String,
     /// Its configuration.
     pub config: Issuer,
     algorithms: Vec<Algorithm>,
-    refetch_interval: Duration,
-    max_age: Duration,
-    stale_window: Duration,
     http: reqwest::Client,
-    keys: std::sync::RwLock<Option<Arc<KeySet>>>,
-    refresh: tokio::sync::Mutex<Refresh>,
-    /// A background refresh is under way (so that stale-window requests start only one).
-    refreshing: AtomicBool,
+    jwks: Arc<JwksCache>,
+    /// The metadata, for the introspection endpoint, and when it was read.
+    metadata: tokio::sync::Mutex<Option<(Arc<Metadata>, Instant)>>,
+    metadata_max_age: std::time::Duration,
     /// Set for the gateway's own issuer: keys come from memory, never from a URL.
     local: Option<Arc<dyn LocalKeys>>,
 }
@@ -103,6 +44,19 @@ pub struct IssuerState {
 impl IssuerState {
     /// State for a configured issuer; nothing is fetched until a token needs it.
     pub(super) fn new(name: &str, config: &Issuer, settings: &Auth, http: reqwest::Client) -> Self {
+        let source = match &config.jwks_uri {
+            Some(u) => JwksSource::Uri(u.clone()),
+            None => JwksSource::Discover {
+                issuer: config.issuer.clone(),
+                metadata_urls: metadata_urls(config),
+                accept_uri: None,
+            },
+        };
+        let timing = JwksTiming {
+            refetch_interval: settings.jwks_refetch_interval.0,
+            max_age: settings.jwks_max_age.0,
+            stale_window: settings.jwks_stale_window.0,
+        };
         IssuerState {
             name: name.to_owned(),
             algorithms: config
@@ -112,13 +66,16 @@ impl IssuerState {
                 .filter(|a| !matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
                 .collect(),
             config: config.clone(),
-            refetch_interval: settings.jwks_refetch_interval.0,
-            max_age: settings.jwks_max_age.0,
-            stale_window: settings.jwks_stale_window.0,
+            jwks: Arc::new(JwksCache::new(
+                name,
+                &config.issuer,
+                source,
+                timing,
+                http.clone(),
+            )),
             http,
-            keys: Default::default(),
-            refresh: Default::default(),
-            refreshing: AtomicBool::new(false),
+            metadata: Default::default(),
+            metadata_max_age: settings.jwks_max_age.0,
             local: None,
         }
     }
@@ -142,22 +99,15 @@ impl IssuerState {
         self.algorithms.contains(&alg)
     }
 
-    fn current(&self) -> Option<Arc<KeySet>> {
-        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// The key that verifies a token signed with `alg` under `kid`. Keys older than
-    /// `jwks_max_age` are still used for `jwks_stale_window` while a fetch runs in the
-    /// background (so an unreachable IdP does not stop the gateway); an unknown `kid` causes
-    /// a fetch at most once per `jwks_refetch_interval`.
+    /// The key that verifies a token signed with `alg` under `kid` (see [`JwksCache`]).
     pub(super) async fn key_for(
-        self: &Arc<Self>,
+        &self,
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<FoundKey, AuthError> {
         if let Some(local) = &self.local {
             return match local.key_for(kid, alg).await {
-                Ok(Some((_, key))) => Ok(FoundKey { key, generation: 0 }),
+                Ok(Some((_, key))) => Ok(FoundKey::local(key)),
                 Ok(None) => Err(AuthError::Invalid(format!(
                     "the signing key {kid:?} is not a key of issuer {:?}",
                     self.config.issuer
@@ -165,40 +115,16 @@ impl IssuerState {
                 Err(e) => Err(AuthError::Unavailable(e)),
             };
         }
-        let (set, just_fetched) = match self.current() {
-            Some(set) if set.fetched.elapsed() < self.max_age => (set, false),
-            Some(set) if set.fetched.elapsed() < self.max_age.saturating_add(self.stale_window) => {
-                self.refresh_in_background();
-                (set, false)
-            }
-            old => (self.fetch_now(old.map(|s| s.generation)).await?, true),
-        };
-        if let Some(found) = pick(&set, kid, alg)? {
-            return Ok(found);
-        }
-        // An unknown kid may mean the issuer rotated its keys; look again, but not too often.
-        if !just_fetched
-            && let Some(newer) = self.refetch_on_demand(set.generation).await?
-            && let Some(found) = pick(&newer, kid, alg)?
-        {
-            return Ok(found);
-        }
-        Err(AuthError::Invalid(match kid {
-            Some(k) => format!(
-                "the signing key {k:?} is not in the key set of issuer {:?}",
-                self.config.issuer
-            ),
-            None => format!(
-                "the token names no key (kid) and issuer {:?} has no single {alg:?} key",
-                self.config.issuer
-            ),
-        }))
+        self.jwks
+            .key_for(kid, alg)
+            .await
+            .map_err(|e| self.explain(e, kid, alg))
     }
 
     /// After `found` failed to verify a signature: the key now published under the same
     /// `kid`, when a fetch (rate-limited like an unknown `kid`) shows the issuer replaced it.
     pub(super) async fn replaced_key(
-        self: &Arc<Self>,
+        &self,
         kid: Option<&str>,
         alg: Algorithm,
         found: &FoundKey,
@@ -206,97 +132,27 @@ impl IssuerState {
         if self.local.is_some() {
             return Ok(None);
         }
-        match self.refetch_on_demand(found.generation).await? {
-            Some(newer) => pick(&newer, kid, alg),
-            None => Ok(None),
-        }
+        self.jwks
+            .replaced_key(kid, alg, found)
+            .await
+            .map_err(|e| self.explain(e, kid, alg))
     }
 
-    /// A fetch the caller waits for (no usable keys); one at a time, whose result every
-    /// waiting caller shares.
-    async fn fetch_now(&self, seen: Option<u64>) -> Result<Arc<KeySet>, AuthError> {
-        let mut r = self.refresh.lock().await;
-        if let Some(set) = self.current()
-            && Some(set.generation) != seen
-        {
-            return Ok(set);
-        }
-        if let Some((at, e)) = &r.failed
-            && at.elapsed() < self.retry_failed()
-        {
-            return Err(e.clone());
-        }
-        self.fetch(&mut r).await
-    }
-
-    /// A fetch caused by a token, unless one happened since `seen` (then that set) or the
-    /// last one was less than `jwks_refetch_interval` ago (then `None`).
-    async fn refetch_on_demand(&self, seen: u64) -> Result<Option<Arc<KeySet>>, AuthError> {
-        let mut r = self.refresh.lock().await;
-        if let Some(set) = self.current()
-            && set.generation != seen
-        {
-            return Ok(Some(set));
-        }
-        if r.last_on_demand
-            .is_some_and(|t| t.elapsed() < self.refetch_interval)
-        {
-            return Ok(None);
-        }
-        r.last_on_demand = Some(Instant::now());
-        self.fetch(&mut r).await.map(Some)
-    }
-
-    /// Starts a fetch that no verification waits for, unless one is under way or the last
-    /// attempt failed too recently.
-    fn refresh_in_background(self: &Arc<Self>) {
-        if self.refreshing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let me = self.clone();
-        tokio::spawn(async move {
-            let seen = me.current().map(|s| s.generation);
-            let mut r = me.refresh.lock().await;
-            let fresh = me
-                .current()
-                .is_some_and(|s| Some(s.generation) != seen || s.fetched.elapsed() < me.max_age);
-            let resting = r
-                .failed
-                .as_ref()
-                .is_some_and(|(at, _)| at.elapsed() < me.retry_failed());
-            if !fresh && !resting {
-                let _ = me.fetch(&mut r).await;
-            }
-            drop(r);
-            me.refreshing.store(false, Ordering::Release);
-        });
-    }
-
-    fn retry_failed(&self) -> Duration {
-        self.refetch_interval.min(RETRY_FAILED_FETCH)
-    }
-
-    /// Fetches the key set now (the caller holds the refresh lock) and makes it current.
-    async fn fetch(&self, r: &mut Refresh) -> Result<Arc<KeySet>, AuthError> {
-        match self.fetch_keys(r).await {
-            Ok(keys) => {
-                tracing::info!(issuer = %self.name, keys = keys.len(), "fetched the issuer's signing keys");
-                let mut slot = self.keys.write().unwrap_or_else(|e| e.into_inner());
-                let set = Arc::new(KeySet {
-                    keys,
-                    fetched: Instant::now(),
-                    generation: slot.as_ref().map_or(1, |s| s.generation + 1),
-                });
-                *slot = Some(set.clone());
-                r.failed = None;
-                Ok(set)
-            }
-            Err(e) => {
-                let serving = self.current().map(|s| s.fetched.elapsed());
-                tracing::warn!(issuer = %self.name, error = %e, serving_keys_fetched_secs_ago = serving.map(|d| d.as_secs()), "cannot fetch the issuer's signing keys");
-                r.failed = Some((Instant::now(), e.clone()));
-                Err(e)
-            }
+    fn explain(&self, e: JwksError, kid: Option<&str>, alg: Algorithm) -> AuthError {
+        let issuer = &self.config.issuer;
+        match e {
+            JwksError::Unavailable(m) => AuthError::Unavailable(m),
+            JwksError::Unknown => AuthError::Invalid(match kid {
+                Some(k) => {
+                    format!("the signing key {k:?} is not in the key set of issuer {issuer:?}")
+                }
+                None => format!(
+                    "the token names no key (kid) and issuer {issuer:?} has no single {alg:?} key"
+                ),
+            }),
+            JwksError::WrongType { kid } => AuthError::Invalid(format!(
+                "the token's algorithm {alg:?} does not match the type of key {kid:?}"
+            )),
         }
     }
 
@@ -310,8 +166,7 @@ impl IssuerState {
         {
             return Ok(e);
         }
-        let mut state = self.refresh.lock().await;
-        let metadata = self.metadata(&mut state).await?;
+        let metadata = self.metadata().await?;
         metadata.introspection_endpoint.clone().ok_or_else(|| {
             AuthError::Unavailable(format!(
                 "issuer {:?} publishes no introspection_endpoint; set auth.issuers.{}.introspection.endpoint",
@@ -320,133 +175,32 @@ impl IssuerState {
         })
     }
 
-    async fn fetch_keys(&self, state: &mut Refresh) -> Result<Vec<VerifyingKey>, AuthError> {
-        let uri = match &self.config.jwks_uri {
-            Some(u) => u.clone(),
-            None => self
-                .metadata(state)
-                .await?
-                .jwks_uri
-                .clone()
-                .ok_or_else(|| {
-                    AuthError::Unavailable(format!(
-                        "issuer {:?} publishes no jwks_uri",
-                        self.config.issuer
-                    ))
-                })?,
-        };
-        let set: RawKeySet = fetch_json(&self.http, &uri, None).await.map_err(|e| {
-            AuthError::Unavailable(format!(
-                "cannot read the key set of issuer {:?}: {e}",
-                self.config.issuer
-            ))
-        })?;
-        // Keys this gateway cannot use (encryption keys, unknown types) are skipped one by one
-        // rather than failing the whole set.
-        let keys: Vec<VerifyingKey> = set
-            .keys
-            .into_iter()
-            .filter_map(|k| serde_json::from_value::<Jwk>(k).ok())
-            .filter(|k| !matches!(k.algorithm, AlgorithmParameters::OctetKey(_)))
-            .filter(
-                |k| !matches!(&k.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature),
-            )
-            .filter_map(|jwk| {
-                let key = DecodingKey::from_jwk(&jwk).ok()?;
-                Some(VerifyingKey {
-                    kid: jwk.common.key_id.clone(),
-                    jwk,
-                    key,
-                })
-            })
-            .collect();
-        Ok(keys)
-    }
-
-    async fn metadata(&self, state: &mut Refresh) -> Result<Arc<Metadata>, AuthError> {
-        if let Some((m, at)) = &state.metadata
-            && at.elapsed() < self.max_age
+    async fn metadata(&self) -> Result<Arc<Metadata>, AuthError> {
+        let mut slot = self.metadata.lock().await;
+        if let Some((m, at)) = &*slot
+            && at.elapsed() < self.metadata_max_age
         {
             return Ok(m.clone());
         }
-        let candidates = match &self.config.metadata_url {
-            Some(u) => vec![u.clone()],
-            None => metadata_candidates(&self.config.issuer),
-        };
-        let mut errors = Vec::new();
-        for url in &candidates {
-            match fetch_json::<Metadata>(&self.http, url, None).await {
-                Ok(m) if m.issuer == self.config.issuer => {
-                    let m = Arc::new(m);
-                    state.metadata = Some((m.clone(), Instant::now()));
-                    return Ok(m);
-                }
-                // RFC 8414 §3.3: metadata naming another issuer must not be used.
-                Ok(m) => errors.push(format!("{url}: names issuer {:?}", m.issuer)),
-                Err(e) => errors.push(format!("{url}: {e}")),
-            }
-        }
-        Err(AuthError::Unavailable(format!(
-            "no usable metadata for issuer {:?} ({})",
-            self.config.issuer,
-            errors.join("; ")
-        )))
+        let m = Arc::new(
+            discover(
+                &self.http,
+                &self.config.issuer,
+                &metadata_urls(&self.config),
+            )
+            .await
+            .map_err(AuthError::Unavailable)?,
+        );
+        *slot = Some((m.clone(), Instant::now()));
+        Ok(m)
     }
 }
 
-/// The key for `kid` (or the only suitable one when the token names none) whose type fits
-/// `alg`; a key of another type under that kid is an error, not a fallback.
-fn pick(set: &KeySet, kid: Option<&str>, alg: Algorithm) -> Result<Option<FoundKey>, AuthError> {
-    let keys = &set.keys;
-    let found = match kid {
-        Some(kid) => match keys.iter().find(|k| k.kid.as_deref() == Some(kid)) {
-            Some(k) => k,
-            None => return Ok(None),
-        },
-        None => {
-            let mut fitting = keys.iter().filter(|k| fits(&k.jwk, alg));
-            match (fitting.next(), fitting.next()) {
-                (Some(k), None) => k,
-                _ => return Ok(None),
-            }
-        }
-    };
-    if !fits(&found.jwk, alg) {
-        return Err(AuthError::Invalid(format!(
-            "the token's algorithm {alg:?} does not match the type of key {:?}",
-            found.kid.as_deref().unwrap_or("")
-        )));
-    }
-    Ok(Some(FoundKey {
-        key: found.key.clone(),
-        generation: set.generation,
-    }))
-}
-
-/// Whether a key may verify `alg`: the key type and curve match, and a key that declares its
-/// own algorithm declares this one.
-pub(crate) fn fits(jwk: &Jwk, alg: Algorithm) -> bool {
-    if let Some(declared) = jwk.common.key_algorithm
-        && declared != KeyAlgorithm::from(alg)
-    {
-        return false;
-    }
-    match (&jwk.algorithm, alg) {
-        (
-            AlgorithmParameters::RSA(_),
-            Algorithm::RS256
-            | Algorithm::RS384
-            | Algorithm::RS512
-            | Algorithm::PS256
-            | Algorithm::PS384
-            | Algorithm::PS512,
-        ) => true,
-        (AlgorithmParameters::EllipticCurve(p), Algorithm::ES256) => p.curve == EllipticCurve::P256,
-        (AlgorithmParameters::EllipticCurve(p), Algorithm::ES384) => p.curve == EllipticCurve::P384,
-        (AlgorithmParameters::OctetKeyPair(p), Algorithm::EdDSA) => {
-            p.curve == EllipticCurve::Ed25519
-        }
-        _ => false,
+/// Where the issuer's metadata may be: configured, or the specification's candidates.
+fn metadata_urls(config: &Issuer) -> Vec<String> {
+    match &config.metadata_url {
+        Some(u) => vec![u.clone()],
+        None => metadata_candidates(&config.issuer),
     }
 }
 

@@ -7,6 +7,7 @@ mod cache;
 mod guard;
 mod introspect;
 mod issuer;
+pub(crate) mod jwks;
 mod jwt;
 mod principal;
 mod rejected;
@@ -16,7 +17,7 @@ pub use cache::{CredentialDigest, VerifiedCache};
 pub(crate) use guard::glob_match;
 pub use guard::{METADATA_PREFIX, ServerGuard, add_scopes, bearer_token, required_scopes};
 pub use issuer::{IssuerState, LocalKeyLookup, LocalKeys};
-pub(crate) use issuer::{fetch_json, fits as key_fits_algorithm, metadata_candidates};
+pub(crate) use issuer::{fetch_json, metadata_candidates};
 pub(crate) use jwt::{
     explain as explain_jwt_error, looks_like_jwt, raw_alg, read_unverified as read_jwt_unverified,
 };

@@ -3,6 +3,7 @@
 //! token is never forwarded.
 
 use super::secret::ValueSource;
+use crate::keyring::{KEYS_AT_REST, KeyConfig, check_keys};
 use serde::Deserialize;
 
 /// How the gateway authenticates to an upstream.
@@ -122,7 +123,7 @@ pub struct ConsentConfig {
     /// user in with it and checks that the signed-in subject is the MCP token's subject.
     pub login: OAuthClient,
     /// AES-256-GCM keys sealing stored tokens: the first seals, all open (rotation).
-    pub keys: Vec<SealingKeyConfig>,
+    pub keys: Vec<KeyConfig>,
     /// How long a consent link stays valid.
     #[serde(default = "default_link_ttl")]
     pub link_ttl: super::HumanDuration,
@@ -130,16 +131,6 @@ pub struct ConsentConfig {
 
 fn default_link_ttl() -> super::HumanDuration {
     super::HumanDuration(std::time::Duration::from_secs(600))
-}
-
-/// One token-sealing key.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct SealingKeyConfig {
-    /// Its id, stored beside every value it sealed.
-    pub id: String,
-    /// Base64 of 32 random bytes, from `{ env }` or `{ file }`.
-    pub key: ValueSource,
 }
 
 /// Checks the `consent` block.
@@ -159,23 +150,7 @@ pub fn check_consent(c: &ConsentConfig, add: &mut dyn FnMut(String, String)) {
             secret_source(s, &format!("consent.login.{name}"), add);
         }
     }
-    if c.keys.is_empty() {
-        add("consent.keys".into(), "at least one key is required".into());
-    }
-    for (i, k) in c.keys.iter().enumerate() {
-        secret_source(&k.key, &format!("consent.keys[{i}].key"), add);
-        if k.id.is_empty()
-            || !k
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            add(
-                format!("consent.keys[{i}].id"),
-                "expected letters, digits, '-' or '_'".into(),
-            );
-        }
-    }
+    check_keys(&c.keys, "consent.keys", KEYS_AT_REST, add);
     if c.link_ttl.0.is_zero() {
         add(
             "consent.link_ttl".into(),

@@ -11,17 +11,15 @@ mod policy;
 mod secret;
 mod validate;
 
+pub use crate::keyring::KeyConfig;
 pub use audit::{Audit, OnFull, Redact};
 pub use auth::*;
-pub use credentials::{
-    ConsentConfig, OAuthClient, SealingKeyConfig, TokenClientAuth, UpstreamAuth,
-};
+pub use credentials::{ConsentConfig, OAuthClient, TokenClientAuth, UpstreamAuth};
 pub use duration::HumanDuration;
 pub use listener::{Connections, Ops};
 pub use model::*;
 pub use policy::{Effect, Globs, Policy, PolicyRule};
 pub use secret::{Secret, SourceSpec, ValueSource};
-pub use validate::decode_key;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -145,7 +145,7 @@ impl Default for Limits {
 pub struct Sessions {
     /// Keys that seal session ids; the first seals, all open (rotation). Empty: a random key
     /// per process, so sessions do not survive a restart or move between replicas.
-    pub keys: Vec<SessionKey>,
+    pub keys: Vec<crate::keyring::KeyConfig>,
     /// A session ends this long after it began, whatever its activity.
     pub max_lifetime: HumanDuration,
     /// A session without requests or an open stream for this long ends, and its upstream
@@ -161,16 +161,6 @@ impl Default for Sessions {
             idle_timeout: HumanDuration(Duration::from_secs(30 * 60)),
         }
     }
-}
-
-/// One session-sealing key.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SessionKey {
-    /// Short identifier written in front of every id it seals (letters, digits, `-`, `_`).
-    pub id: String,
-    /// 32 bytes, base64-encoded (standard or URL-safe alphabet).
-    pub secret: ValueSource,
 }
 
 /// Logging settings.

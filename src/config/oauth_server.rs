@@ -2,9 +2,9 @@
 //! at the enterprise IdP. For IdPs without dynamic registration, client metadata documents or
 //! RFC 8707 resource indicators.
 
-use super::credentials::SealingKeyConfig;
 use super::duration::HumanDuration;
 use super::secret::ValueSource;
+use crate::keyring::{KEYS_AT_REST, KeyConfig, check_keys};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,7 +19,7 @@ pub struct OAuthServerConfig {
     /// The enterprise IdP users sign in at.
     pub idp: IdpConfig,
     /// AES-256-GCM keys sealing the token-signing keys kept in the store (first seals).
-    pub keys: Vec<SealingKeyConfig>,
+    pub keys: Vec<KeyConfig>,
     /// Lifetime of access tokens.
     #[serde(default = "default_access_ttl")]
     pub access_token_ttl: HumanDuration,
@@ -274,37 +274,7 @@ pub fn check(c: &OAuthServerConfig, add: &mut dyn FnMut(String, String)) {
     if let Some(s) = &c.registration.initial_access_token {
         secret(f("registration.initial_access_token"), s);
     }
-    if c.keys.is_empty() {
-        add(
-            f("keys"),
-            "at least one sealing key (id + 32 random bytes, base64) is required".into(),
-        );
-    }
-    for (i, k) in c.keys.iter().enumerate() {
-        if k.key.is_written_in_yaml() {
-            add(
-                f(&format!("keys[{i}].key")),
-                "a key must not be written in the YAML; use { env: VAR } or { file: PATH }".into(),
-            );
-            continue;
-        }
-        match k.key.resolve() {
-            Err(e) => add(f(&format!("keys[{i}].key")), e),
-            Ok(v) => {
-                use base64::Engine;
-                let len = base64::engine::general_purpose::STANDARD
-                    .decode(v.expose().trim())
-                    .map(|b| b.len());
-                if len != Ok(32) {
-                    add(
-                        f(&format!("keys[{i}].key")),
-                        "expected base64 of exactly 32 bytes (`gatehouse session-key` prints one)"
-                            .into(),
-                    );
-                }
-            }
-        }
-    }
+    check_keys(&c.keys, &f("keys"), KEYS_AT_REST, add);
     for (i, client) in c.clients.iter().enumerate() {
         if client.client_id.is_empty() {
             add(

@@ -2,7 +2,6 @@
 
 use super::Issue;
 use super::model::*;
-use base64::Engine;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
@@ -182,60 +181,18 @@ fn check_limits(l: &Limits, issues: &mut Issues) {
 }
 
 fn check_sessions(s: &Sessions, issues: &mut Issues) {
-    let mut ids = HashSet::new();
-    for (i, key) in s.keys.iter().enumerate() {
-        let field = format!("sessions.keys[{i}]");
-        if key.id.is_empty()
-            || key.id.len() > 16
-            || !key
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            issues.add(
-                format!("{field}.id"),
-                "expected 1-16 letters, digits, '-' or '_'",
-            );
-        }
-        if !ids.insert(key.id.as_str()) {
-            issues.add(
-                format!("{field}.id"),
-                format!("duplicate key id {:?}", key.id),
-            );
-        }
-        match key.secret.resolve() {
-            Err(e) => issues.add(format!("{field}.secret"), e),
-            Ok(secret) => {
-                if decode_key(secret.expose()).is_none() {
-                    issues.add(
-                        format!("{field}.secret"),
-                        "expected 32 bytes encoded as base64 (e.g. `openssl rand -base64 32`)",
-                    );
-                }
-            }
-        }
-    }
+    crate::keyring::check_keys(
+        &s.keys,
+        "sessions.keys",
+        crate::keyring::SESSION_KEYS,
+        &mut |f, m| issues.add(f, m),
+    );
     if s.max_lifetime.0.is_zero() {
         issues.add("sessions.max_lifetime", "must be greater than zero");
     }
     if s.idle_timeout.0 < std::time::Duration::from_secs(1) {
         issues.add("sessions.idle_timeout", "must be at least 1s");
     }
-}
-
-/// Decodes a 32-byte base64 key in either alphabet.
-pub fn decode_key(text: &str) -> Option<[u8; 32]> {
-    let t = text.trim();
-    let engines = [
-        &base64::engine::general_purpose::STANDARD,
-        &base64::engine::general_purpose::URL_SAFE,
-        &base64::engine::general_purpose::STANDARD_NO_PAD,
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-    ];
-    engines
-        .iter()
-        .find_map(|e| e.decode(t).ok())
-        .and_then(|v| v.try_into().ok())
 }
 
 fn check_server(

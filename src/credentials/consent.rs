@@ -9,10 +9,10 @@
 
 use super::cache::{Fresh, TokenCache};
 use super::consent_flows::{FlowError, Flows, MAX_FLOWS, MAX_FLOWS_PER_USER, Step, digest};
-use super::sealed::TokenSealer;
 use super::token_client::TokenClient;
 use super::{CredentialError, OnBehalfOf};
-use crate::config::{self, ConsentConfig, Secret};
+use crate::config::{self, ConsentConfig};
+use crate::keyring::Keyring;
 use crate::oauth::idp::{Idp, IdpFlavor, IdpIdentity, IdpSettings};
 use crate::store::{Store, StoredConnection};
 use base64::Engine;
@@ -108,7 +108,7 @@ pub struct ConsentService {
     login_issuer: String,
     /// Verifies the sign-in's ID token (discovered on first use).
     login_id_tokens: tokio::sync::OnceCell<Idp>,
-    sealer: TokenSealer,
+    sealer: Keyring,
     store: Store,
     link_ttl: std::time::Duration,
     http: reqwest::Client,
@@ -119,12 +119,7 @@ pub struct ConsentService {
 impl ConsentService {
     /// Builds the service; `public_url` is where browsers reach the gateway.
     pub fn new(cfg: &ConsentConfig, public_url: &str, store: Store) -> Result<Self, String> {
-        let keys: Vec<(String, Secret)> = cfg
-            .keys
-            .iter()
-            .map(|k| Ok((k.id.clone(), k.key.resolve()?)))
-            .collect::<Result<_, String>>()?;
-        let sealer = TokenSealer::new(&keys).map_err(|e| format!("consent.keys: {e}"))?;
+        let sealer = Keyring::from_config(&cfg.keys).map_err(|e| format!("consent.keys: {e}"))?;
         let login_issuer = cfg
             .login
             .issuer

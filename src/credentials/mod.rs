@@ -9,7 +9,6 @@
 mod cache;
 pub mod consent;
 mod consent_flows;
-pub mod sealed;
 mod token_client;
 
 use crate::config::{self, Secret, UpstreamAuth};

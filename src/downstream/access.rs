@@ -20,7 +20,7 @@ pub struct Access {
     /// The server's policy.
     pub policy: Arc<CompiledPolicy>,
     /// Seals the ids the gateway hands out in place of upstream ones (task ids).
-    pub sealer: Arc<super::seal::Sealer>,
+    pub sealer: Arc<crate::keyring::Keyring>,
     /// For whom upstream requests are made (their credentials), derived from `caller`.
     pub context: crate::context::CallContext,
 }

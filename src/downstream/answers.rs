@@ -17,9 +17,9 @@
 //! must start a new one; never 202, which would swallow the answer.
 
 use super::error::HttpError;
-use super::seal::Sealer;
 use super::session::{PendingReply, Session};
 use crate::federation::VirtualServer;
+use crate::keyring::Keyring;
 use crate::protocol::{Message, ProtocolVersion, RequestId};
 use crate::upstream::{ReplyRoute, UpstreamClient, UpstreamSession};
 use rand::RngCore;
@@ -87,7 +87,7 @@ fn context(session_id: &str) -> String {
 /// The id a client sees for a server→client request relayed in session `session_id`, whose
 /// pending entry here is `entry`.
 pub fn seal(
-    sealer: &Sealer,
+    sealer: &Keyring,
     session_id: &str,
     entry: u64,
     member: usize,

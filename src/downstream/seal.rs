@@ -1,14 +1,10 @@
-//! Sealed session ids: the session's state, encrypted and authenticated with AES-256-GCM, so
-//! that any replica holding the key can continue a session and a client learns nothing from it.
-//! The same keys seal other values a client hands back to any replica (the routes of
-//! server→client requests), each bound to its own context.
+//! Sealed session ids: the session's state, sealed with the session keys
+//! ([`crate::keyring`], `sessions.keys`), so that any replica holding the key can continue a
+//! session and a client learns nothing from it. The same keys seal other values a client hands
+//! back to any replica (the routes of server→client requests, task ids), each bound to its own
+//! context.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::RngCore;
-use serde::de::DeserializeOwned;
+use crate::keyring::{Keyring, NotOurs};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -39,111 +35,24 @@ pub struct SessionClaims {
     pub principal: Option<String>,
 }
 
-/// A key that seals and opens session ids.
-pub struct SealingKey {
-    id: String,
-    cipher: Aes256Gcm,
+/// Seals claims into a session id of visible ASCII (`<key id>.<base64url>`).
+pub fn seal(keys: &Keyring, claims: &SessionClaims) -> String {
+    keys.seal_value(claims, "")
 }
 
-impl SealingKey {
-    /// A key from 32 bytes.
-    pub fn new(id: &str, bytes: &[u8; 32]) -> Self {
-        SealingKey {
-            id: id.to_owned(),
-            cipher: Aes256Gcm::new(bytes.into()),
-        }
-    }
-
-    /// A random key for a single process.
-    pub fn random() -> Self {
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        SealingKey::new("local", &bytes)
-    }
-}
-
-/// Seals with the first key and opens with any (key rotation: add the new key first, keep the
-/// old one until its sessions have ended).
-pub struct Sealer {
-    keys: Vec<SealingKey>,
-}
-
-/// A session id that could not be opened.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("the session id is not one this gateway issued")]
-pub struct NotOurs;
-
-impl Sealer {
-    /// A sealer over these keys (at least one).
-    pub fn new(keys: Vec<SealingKey>) -> Self {
-        assert!(!keys.is_empty(), "a sealer needs a key");
-        Sealer { keys }
-    }
-
-    /// Seals claims into a session id of visible ASCII.
-    pub fn seal(&self, claims: &SessionClaims) -> String {
-        self.seal_value(claims, "")
-    }
-
-    /// Opens a session id sealed by any of the keys.
-    pub fn open(&self, id: &str) -> Result<SessionClaims, NotOurs> {
-        self.open_value(id, "")
-    }
-
-    /// Seals any value into visible ASCII, bound to `context`: it opens only with the same
-    /// context, so that a value sealed for one purpose (or one session) serves no other.
-    pub fn seal_value<T: Serialize>(&self, value: &T, context: &str) -> String {
-        let key = &self.keys[0];
-        let plain = serde_json::to_vec(value).expect("sealed values serialize");
-        let mut nonce = [0u8; 12];
-        rand::rng().fill_bytes(&mut nonce);
-        let aad = [key.id.as_bytes(), context.as_bytes()].concat();
-        let sealed = key
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &plain,
-                    aad: &aad,
-                },
-            )
-            .expect("AES-GCM encryption cannot fail for small inputs");
-        let mut out = Vec::with_capacity(12 + sealed.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
-        format!("{}.{}", key.id, URL_SAFE_NO_PAD.encode(out))
-    }
-
-    /// Opens a value sealed by any of the keys for `context`.
-    pub fn open_value<T: DeserializeOwned>(&self, id: &str, context: &str) -> Result<T, NotOurs> {
-        if id.len() > 8192 {
-            return Err(NotOurs);
-        }
-        let (kid, body) = id.split_once('.').ok_or(NotOurs)?;
-        let key = self.keys.iter().find(|k| k.id == kid).ok_or(NotOurs)?;
-        let raw = URL_SAFE_NO_PAD.decode(body).map_err(|_| NotOurs)?;
-        if raw.len() < 12 + 16 {
-            return Err(NotOurs);
-        }
-        let (nonce, sealed) = raw.split_at(12);
-        let aad = [kid.as_bytes(), context.as_bytes()].concat();
-        let plain = key
-            .cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| NotOurs)?;
-        serde_json::from_slice(&plain).map_err(|_| NotOurs)
-    }
+/// Opens a session id sealed by any of the keys.
+pub fn open(keys: &Keyring, id: &str) -> Result<SessionClaims, NotOurs> {
+    keys.open_value(id, "")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ring(keys: &[(&str, u8)]) -> Keyring {
+        let keys: Vec<(&str, [u8; 32])> = keys.iter().map(|(id, b)| (*id, [*b; 32])).collect();
+        Keyring::from_bytes(&keys).unwrap()
+    }
 
     fn claims() -> SessionClaims {
         SessionClaims {
@@ -163,40 +72,37 @@ mod tests {
 
     #[test]
     fn seals_opaquely_and_opens_with_any_key() {
-        let old = Sealer::new(vec![SealingKey::new("k1", &[1; 32])]);
-        let id = old.seal(&claims());
+        let old = ring(&[("k1", 1)]);
+        let id = seal(&old, &claims());
         assert!(id.starts_with("k1."));
         assert!(!id.contains("upstream-secret-session"));
         assert!(id.bytes().all(|b| (0x21..=0x7e).contains(&b)));
-        let rotated = Sealer::new(vec![
-            SealingKey::new("k2", &[2; 32]),
-            SealingKey::new("k1", &[1; 32]),
-        ]);
-        assert_eq!(rotated.open(&id).unwrap(), claims());
-        assert!(rotated.seal(&claims()).starts_with("k2."));
+        let rotated = ring(&[("k2", 2), ("k1", 1)]);
+        assert_eq!(open(&rotated, &id).unwrap(), claims());
+        assert!(seal(&rotated, &claims()).starts_with("k2."));
     }
 
     #[test]
     fn rejects_tampering_foreign_keys_and_garbage() {
-        let s = Sealer::new(vec![SealingKey::new("k1", &[1; 32])]);
-        let id = s.seal(&claims());
+        let s = ring(&[("k1", 1)]);
+        let id = seal(&s, &claims());
         let mut tampered = id.clone().into_bytes();
         let last = tampered.len() - 3;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
         assert_eq!(
-            s.open(std::str::from_utf8(&tampered).unwrap()),
+            open(&s, std::str::from_utf8(&tampered).unwrap()),
             Err(NotOurs)
         );
-        let other = Sealer::new(vec![SealingKey::new("k1", &[9; 32])]);
-        assert_eq!(other.open(&id), Err(NotOurs));
+        let other = ring(&[("k1", 9)]);
+        assert_eq!(open(&other, &id), Err(NotOurs));
         for junk in ["", "k1", "k1.", "k1.!!!", "zz.AAAA", &"x".repeat(10_000)] {
-            assert_eq!(s.open(junk), Err(NotOurs));
+            assert_eq!(open(&s, junk), Err(NotOurs));
         }
     }
 
     #[test]
     fn a_value_opens_only_in_the_context_it_was_sealed_for() {
-        let s = Sealer::new(vec![SealingKey::new("k1", &[1; 32])]);
+        let s = ring(&[("k1", 1)]);
         let sealed = s.seal_value(&42u32, "answer:session-a");
         assert_eq!(s.open_value::<u32>(&sealed, "answer:session-a"), Ok(42));
         assert_eq!(
@@ -205,9 +111,9 @@ mod tests {
         );
         // A session id is no sealed answer route, nor the reverse.
         assert_eq!(
-            s.open_value::<u32>(&s.seal(&claims()), "answer:x"),
+            s.open_value::<u32>(&seal(&s, &claims()), "answer:x"),
             Err(NotOurs)
         );
-        assert_eq!(s.open(&s.seal_value(&claims(), "answer:x")), Err(NotOurs));
+        assert_eq!(open(&s, &s.seal_value(&claims(), "answer:x")), Err(NotOurs));
     }
 }

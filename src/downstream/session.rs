@@ -3,10 +3,11 @@
 
 use super::limits::Holder;
 use super::replay::{Replay, ReplayLimits};
-use super::seal::{Sealer, SessionClaims};
+use super::seal::SessionClaims;
 use super::standalone::{Hold, HoldLimits};
 use crate::context::CallContext;
 use crate::federation::{Member, SessionSource, VirtualServer};
+use crate::keyring::Keyring;
 use crate::protocol::{ProtocolVersion, RequestId};
 use crate::upstream::{ClientIdentity, ReplyRoute, UpstreamError, UpstreamSession};
 use futures_util::future::BoxFuture;
@@ -35,7 +36,7 @@ pub struct Session {
     pub version: ProtocolVersion,
     identity: ClientIdentity,
     /// Seals the ids of relayed server→client requests (bound to this session).
-    sealer: Arc<Sealer>,
+    sealer: Arc<Keyring>,
     links: tokio::sync::Mutex<HashMap<String, UpstreamSession>>,
     replies: Mutex<HashMap<u64, PendingReply>>,
     inflight: Mutex<HashMap<RequestId, CancellationToken>>,
@@ -56,7 +57,7 @@ impl Session {
     fn from_claims(
         id: String,
         claims: SessionClaims,
-        sealer: Arc<Sealer>,
+        sealer: Arc<Keyring>,
         holder: Option<Holder>,
     ) -> Option<Session> {
         let version: ProtocolVersion = claims.version.parse().ok()?;
@@ -130,7 +131,7 @@ impl Session {
     }
 
     /// The sealer of this session's relayed request ids.
-    pub fn sealer(&self) -> &Sealer {
+    pub fn sealer(&self) -> &Keyring {
         &self.sealer
     }
 
@@ -496,12 +497,12 @@ impl SessionRegistry {
     /// Creates a session and its sealed id in a reserved slot.
     pub fn create(
         &self,
-        sealer: &Arc<Sealer>,
+        sealer: &Arc<Keyring>,
         mut claims: SessionClaims,
         mut slot: Reservation<'_>,
     ) -> Arc<Session> {
         claims.issued_at = now_secs();
-        let id = sealer.seal(&claims);
+        let id = super::seal::seal(sealer, &claims);
         // The slot's count passes to the session.
         let holder = slot.holder.take();
         let session = Arc::new(
@@ -519,7 +520,7 @@ impl SessionRegistry {
     /// Finds a session by id, rebuilding it from the id if this process has not seen it.
     pub fn find(
         &self,
-        sealer: &Arc<Sealer>,
+        sealer: &Arc<Keyring>,
         id: &str,
         path: &str,
     ) -> Result<Arc<Session>, SessionLookup> {
@@ -535,7 +536,7 @@ impl SessionRegistry {
             s.touch();
             return Ok(s);
         }
-        let claims = sealer.open(id).map_err(|_| SessionLookup::Unknown)?;
+        let claims = super::seal::open(sealer, id).map_err(|_| SessionLookup::Unknown)?;
         if claims.server_path != path {
             return Err(SessionLookup::Unknown);
         }
@@ -616,7 +617,6 @@ impl SessionRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::downstream::seal::SealingKey;
 
     fn claims(principal: Option<&str>) -> SessionClaims {
         SessionClaims {
@@ -635,7 +635,7 @@ mod tests {
     #[test]
     fn the_cap_counts_live_and_reserved_sessions_per_holder() {
         let reg = SessionRegistry::new(Duration::from_secs(3600));
-        let sealer = Arc::new(Sealer::new(vec![SealingKey::random()]));
+        let sealer = Arc::new(Keyring::random());
         let alice = Holder::Principal("alice".into());
         let s1 = reg.create(
             &sealer,
@@ -664,7 +664,7 @@ mod tests {
     #[test]
     fn the_sweep_ends_idle_sessions_but_not_sessions_in_use() {
         let reg = SessionRegistry::new(Duration::from_secs(3600));
-        let sealer = Arc::new(Sealer::new(vec![SealingKey::random()]));
+        let sealer = Arc::new(Keyring::random());
         let h = Holder::Address(None);
         let idle = reg.create(&sealer, claims(None), reg.reserve(&h, 9, IDLE).unwrap());
         let listening = reg.create(&sealer, claims(None), reg.reserve(&h, 9, IDLE).unwrap());
@@ -689,7 +689,7 @@ mod tests {
     #[test]
     fn a_session_past_its_lifetime_ends_even_with_a_stream_open() {
         let reg = SessionRegistry::new(Duration::ZERO);
-        let sealer = Arc::new(Sealer::new(vec![SealingKey::random()]));
+        let sealer = Arc::new(Keyring::random());
         let h = Holder::Address(None);
         let s = reg.create(&sealer, claims(None), reg.reserve(&h, 9, IDLE).unwrap());
         let stream = s.replace_listener();
@@ -707,10 +707,10 @@ mod tests {
     #[test]
     fn a_session_continued_from_its_id_counts_against_its_principal() {
         let reg = SessionRegistry::new(Duration::from_secs(3600));
-        let sealer = Arc::new(Sealer::new(vec![SealingKey::random()]));
+        let sealer = Arc::new(Keyring::random());
         let mut c = claims(Some("bob"));
         c.issued_at = now_secs();
-        let id = sealer.seal(&c);
+        let id = super::super::seal::seal(&sealer, &c);
         reg.find(&sealer, &id, "/mcp").unwrap();
         let bob = Holder::Principal("bob".into());
         assert!(reg.reserve(&bob, 1, IDLE).is_err());

@@ -10,11 +10,11 @@
 
 use super::access::Access;
 use super::error::json;
-use super::seal::Sealer;
 use super::session::Session;
 use crate::audit::{Outcome, Ticket};
 use crate::config::Effect;
 use crate::federation::{Routed, VirtualServer};
+use crate::keyring::Keyring;
 use crate::policy::{Facts, FunctionKind};
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::stateless::declared_capabilities;
@@ -77,7 +77,7 @@ fn context(server: &VirtualServer) -> String {
 pub enum Rewrite {
     /// A `tools/call`: a `CreateTaskResult`'s upstream id is sealed.
     Create {
-        sealer: Arc<Sealer>,
+        sealer: Arc<Keyring>,
         context: String,
         member: usize,
         upstream: String,
@@ -292,10 +292,9 @@ pub fn admit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::downstream::seal::SealingKey;
     use crate::protocol::RequestId;
 
-    fn create(sealer: &Arc<Sealer>) -> Rewrite {
+    fn create(sealer: &Arc<Keyring>) -> Rewrite {
         Rewrite::Create {
             sealer: sealer.clone(),
             context: "task:/mcp".into(),
@@ -313,7 +312,7 @@ mod tests {
 
     #[test]
     fn a_created_task_gets_a_sealed_id_that_opens_only_in_its_context() {
-        let sealer = Arc::new(Sealer::new(vec![SealingKey::random()]));
+        let sealer = Arc::new(Keyring::random());
         let mut m = answer(
             serde_json::json!({"resultType": "task", "taskId": "up-1", "status": "working"}),
         );
@@ -332,7 +331,7 @@ mod tests {
 
     #[test]
     fn only_task_results_are_rewritten_and_overlong_ids_are_refused() {
-        let sealer = Arc::new(Sealer::new(vec![SealingKey::random()]));
+        let sealer = Arc::new(Keyring::random());
         let plain = serde_json::json!({"resultType": "complete", "content": [], "structuredContent": {"taskId": "x"}});
         let mut m = answer(plain.clone());
         create(&sealer).apply(&mut m);

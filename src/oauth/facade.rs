@@ -10,7 +10,7 @@ use super::keys::SigningKeys;
 use super::registration::{RateLimiter, RegistrationPolicy, hash_secret};
 use crate::config::oauth_server::{FACADE_ISSUER_NAME, OAuthServerConfig};
 use crate::config::{ClientAuthMethod as ConfigAuthMethod, Config};
-use crate::credentials::sealed::TokenSealer;
+use crate::keyring::Keyring;
 use crate::store::Store;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -32,7 +32,7 @@ pub struct Facade {
     /// Token-signing keys (in the store, sealed).
     pub keys: Arc<SigningKeys>,
     /// Seals the state of logins in progress and consent tickets.
-    pub sealer: Arc<TokenSealer>,
+    pub sealer: Arc<Keyring>,
     /// Verifies ID-JAGs, when configured.
     pub id_jag: Option<IdJagVerifier>,
     /// Resource URIs of the virtual servers that accept this façade's tokens.
@@ -87,11 +87,9 @@ impl Facade {
     pub fn start(config: &Config, store: Store) -> Result<Arc<Facade>, String> {
         let cfg = config.oauth_server.clone().ok_or("no oauth_server block")?;
         let issuer = config.public_base();
-        let mut sealing = Vec::new();
-        for k in &cfg.keys {
-            sealing.push((k.id.clone(), k.key.resolve()?));
-        }
-        let sealer = Arc::new(TokenSealer::new(&sealing)?);
+        let sealer = Arc::new(
+            Keyring::from_config(&cfg.keys).map_err(|e| format!("oauth_server.keys: {e}"))?,
+        );
         let access_ttl = cfg.access_token_ttl.0;
         let keys = tokio::task::block_in_place(|| {
             tokio::runtime::Handle::current().block_on(SigningKeys::load_or_create(

@@ -11,7 +11,7 @@
 
 use super::common::{digest, now_ms, random_secret, s256, same};
 use super::pkce::verify_s256;
-use crate::credentials::sealed::TokenSealer;
+use crate::keyring::Keyring;
 use crate::store::{Store, StoreError, on_pool};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -232,7 +232,7 @@ impl PendingLogin {
     }
 
     /// The `state` to send to the IdP.
-    pub fn seal(&self, sealer: &TokenSealer) -> String {
+    pub fn seal(&self, sealer: &Keyring) -> String {
         // Serialising plain strings and numbers cannot fail.
         let json = serde_json::to_vec(self).unwrap_or_default();
         sealer.seal(&json, PENDING_AAD)
@@ -241,7 +241,7 @@ impl PendingLogin {
     /// The login a callback's `state` belongs to, when it was sealed by us, has not expired and
     /// `cookie` is the value set on the browser that started it.
     pub fn open(
-        sealer: &TokenSealer,
+        sealer: &Keyring,
         state: &str,
         cookie: Option<&str>,
     ) -> Result<PendingLogin, GrantError> {

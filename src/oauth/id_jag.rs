@@ -13,9 +13,8 @@
 
 use super::common::{string_at, strings_at};
 use super::grants::GrantIdentity;
-use super::jwks::{
-    JwksCache, JwksSource, asymmetric, header_of, issued_at, validation, verify_claims,
-};
+use super::idp_jwt::{asymmetric, header_of, idp_keys, issued_at, validation, verify_claims};
+use crate::auth::jwks::{JwksCache, JwksSource};
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -155,7 +154,7 @@ impl IdJagGrant {
 
 struct Trusted {
     idp: TrustedIdp,
-    keys: JwksCache,
+    keys: std::sync::Arc<JwksCache>,
 }
 
 /// Verifies ID-JAGs from the trusted IdPs.
@@ -188,13 +187,15 @@ impl IdJagVerifier {
                 (None, Some(d)) => JwksSource::Discover {
                     issuer: idp.issuer.clone(),
                     metadata_urls: vec![d.clone()],
+                    accept_uri: Some(super::common::acceptable_endpoint),
                 },
                 (None, None) => JwksSource::Discover {
                     issuer: idp.issuer.clone(),
                     metadata_urls: crate::auth::metadata_candidates(&idp.issuer),
+                    accept_uri: Some(super::common::acceptable_endpoint),
                 },
             };
-            let keys = JwksCache::new(source, http.clone());
+            let keys = idp_keys(&idp.issuer, source, &http);
             map.insert(idp.issuer.clone(), Trusted { idp, keys });
         }
         Ok(IdJagVerifier {
@@ -212,8 +213,8 @@ impl IdJagVerifier {
         assertion: &str,
         authenticated_client_id: &str,
     ) -> Result<IdJagGrant, IdJagError> {
-        let rejected = |e: super::jwks::VerifyError| match e {
-            super::jwks::VerifyError::KeysUnavailable(m) => IdJagError::KeysUnavailable(m),
+        let rejected = |e: super::idp_jwt::VerifyError| match e {
+            super::idp_jwt::VerifyError::KeysUnavailable(m) => IdJagError::KeysUnavailable(m),
             other => IdJagError::Rejected(other.to_string()),
         };
         let header = header_of(assertion, &ASYMMETRIC).map_err(rejected)?;

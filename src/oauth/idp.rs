@@ -12,9 +12,8 @@
 //! must then be the template filled with its own `tid`, and that `tid` must be listed.
 
 use super::common::{acceptable_endpoint, same, string_at, strings_at};
-use super::jwks::{
-    JwksCache, JwksSource, asymmetric, header_of, issued_at, validation, verify_claims,
-};
+use super::idp_jwt::{asymmetric, header_of, idp_keys, issued_at, validation, verify_claims};
+use crate::auth::jwks::{JwksCache, JwksSource};
 use crate::config::Secret;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
@@ -268,7 +267,7 @@ pub struct Idp {
     issuers: Vec<String>,
     /// The Entra template, when multi-tenant.
     tenant_template: Option<String>,
-    keys: JwksCache,
+    keys: std::sync::Arc<JwksCache>,
     http: reqwest::Client,
 }
 
@@ -359,7 +358,7 @@ impl Idp {
             "jwks_uri",
         )?;
         Ok(Idp {
-            keys: JwksCache::new(JwksSource::Uri(jwks_uri), http.clone()),
+            keys: idp_keys(&settings.issuer, JwksSource::Uri(jwks_uri), &http),
             settings,
             authorization_endpoint,
             token_endpoint,

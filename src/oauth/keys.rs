@@ -1,13 +1,13 @@
 //! The façade's signing keys: ES256 (P-256) keys Gatehouse generates itself and keeps in the
 //! store, so that every replica signs and verifies with the same keys.
 //!
-//! The private key is stored only sealed (AES-256-GCM, [`TokenSealer`]) and bound to its `kid`
+//! The private key is stored only sealed (AES-256-GCM, [`Keyring`]) and bound to its `kid`
 //! (the RFC 7638 thumbprint of the public key). The public key is always re-derived from the
 //! opened private key and its thumbprint compared with the `kid`, so a row written by someone
 //! holding only the database (not the sealing key) is neither trusted nor published.
 
 use super::common::now_ms;
-use crate::credentials::sealed::{SealError, TokenSealer};
+use crate::keyring::{Keyring, SealError};
 use crate::store::{Store, StoreError, on_pool};
 use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::{Jwk, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
@@ -76,7 +76,7 @@ struct KeyRing {
 /// The façade's signing keys, shared by every request; cheap to read, refreshed from the store.
 pub struct SigningKeys {
     store: Store,
-    sealer: Arc<TokenSealer>,
+    sealer: Arc<Keyring>,
     rotate_after: Duration,
     keep_retired: Duration,
     ring: ArcSwap<KeyRing>,
@@ -124,7 +124,7 @@ impl SigningKeys {
     /// trusted: at least the access tokens' lifetime plus clock skew.
     pub async fn load_or_create(
         store: Store,
-        sealer: Arc<TokenSealer>,
+        sealer: Arc<Keyring>,
         rotate_after: Duration,
         keep_retired: Duration,
     ) -> Result<SigningKeys, KeyError> {
@@ -234,7 +234,7 @@ impl SigningKeys {
 /// due, then reads again so that a key another replica created at the same time is seen.
 async fn sync(
     store: &Store,
-    sealer: &TokenSealer,
+    sealer: &Keyring,
     rotate_after: Duration,
     keep_retired: Duration,
     rotate: bool,
@@ -257,7 +257,7 @@ async fn sync(
 /// The key ring as stored, or `None` when no active key can sign.
 async fn read(
     store: &Store,
-    sealer: &TokenSealer,
+    sealer: &Keyring,
     keep_retired: Duration,
     now: i64,
 ) -> Result<Option<KeyRing>, KeyError> {
@@ -340,7 +340,7 @@ async fn read(
 /// retired longer than `keep_retired` ago.
 async fn create(
     store: &Store,
-    sealer: &TokenSealer,
+    sealer: &Keyring,
     keep_retired: Duration,
     now: i64,
 ) -> Result<(), KeyError> {
@@ -384,10 +384,10 @@ pub(crate) mod tests {
             .unwrap()
     }
 
-    pub(crate) fn sealer(id: &str, byte: u8) -> Arc<TokenSealer> {
+    pub(crate) fn sealer(id: &str, byte: u8) -> Arc<Keyring> {
         use base64::Engine;
         let key = base64::engine::general_purpose::STANDARD.encode([byte; 32]);
-        Arc::new(TokenSealer::new(&[(id.to_owned(), Secret::new(key))]).unwrap())
+        Arc::new(Keyring::new(&[(id.to_owned(), Secret::new(key))]).unwrap())
     }
 
     pub(crate) async fn test_keys(store: &Store) -> SigningKeys {

@@ -20,6 +20,6 @@ pub mod tokens;
 
 mod common;
 pub(crate) mod cookies;
-mod jwks;
+mod idp_jwt;
 #[cfg(test)]
 pub(crate) mod testing;

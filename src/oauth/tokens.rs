@@ -16,7 +16,7 @@
 
 use super::common::{digest, now_ms, random_secret};
 use super::grants::Grant;
-use super::jwks::asymmetric;
+use super::idp_jwt::asymmetric;
 use super::keys::{KeyError, SIGNING_ALGORITHM, SigningKeys};
 use crate::store::{Store, StoreError, on_pool};
 use serde::{Deserialize, Serialize};

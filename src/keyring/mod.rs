@@ -1,0 +1,422 @@
+//! The gateway's one AES-256-GCM keyring: how a sealing key is configured (`{ id, key }`), the
+//! one rule for key ids, the one decoder of key text, and the two sealed formats built on the
+//! same keys. Session ids (and the other values handed to clients), third-party tokens at rest
+//! and the façade's signing keys in the store are all sealed here.
+//!
+//! The first key seals, every key opens (rotation: put the new key first, keep the old one
+//! until what it sealed has expired). Two envelopes, both kept exactly as they were written
+//! before this module existed, so that values sealed by older versions still open:
+//!
+//! - **handed to clients** ([`Keyring::seal_value`]): `<key id>.<base64url(nonce ‖ ciphertext ‖
+//!   tag)>`, a JSON value authenticated with `key id ‖ context`, short enough for a header;
+//! - **kept at rest** ([`Keyring::seal`]): `v1.<key id>.<base64url nonce>.<base64url ciphertext
+//!   ‖ tag>`, bytes authenticated with `v1.<key id>.` followed by the caller's associated data
+//!   (which binds the value to its row).
+
+use crate::config::{Secret, ValueSource};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine;
+use base64::alphabet;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use rand::RngCore;
+use serde::Deserialize;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+
+#[cfg(test)]
+mod tests;
+
+/// Longest key id: it is written in front of every session id, so it stays short.
+pub const MAX_KEY_ID_LEN: usize = 64;
+/// The version field of the at-rest format.
+const VERSION: &str = "v1";
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+/// Longest value handed back by a client that is tried at all.
+const MAX_CLIENT_VALUE_LEN: usize = 8192;
+
+/// Key text is accepted in either alphabet, with or without padding.
+const LENIENT: GeneralPurposeConfig =
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
+const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
+
+/// One configured sealing key, wherever it is used (`sessions.keys`, `consent.keys`,
+/// `oauth_server.keys`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Its id, written in front of every value it seals ([`valid_key_id`]).
+    pub id: String,
+    /// Base64 of 32 random bytes (`gatehouse session-key` prints one), from `{ env }` or
+    /// `{ file }`. `sessions.keys` have always called it `secret`, which is still accepted.
+    #[serde(alias = "secret")]
+    pub key: ValueSource,
+}
+
+/// Whether `id` may name a key: 1 to [`MAX_KEY_ID_LEN`] ASCII letters, digits, `-` and `_`
+/// (never `.`, which separates the fields of both sealed formats).
+pub fn valid_key_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_KEY_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// What is wrong with a key's text; never shows the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyTextError {
+    /// Not base64 in either alphabet.
+    #[error("is not valid base64")]
+    NotBase64,
+    /// Base64 of the wrong number of bytes.
+    #[error("decodes to {0} bytes, not 32")]
+    Length(usize),
+}
+
+/// The 32 bytes of a key written as base64: standard or URL-safe alphabet, padding optional,
+/// surrounding whitespace ignored.
+pub fn decode_key(text: &str) -> Result<[u8; 32], KeyTextError> {
+    let text = text.trim();
+    let bytes = STANDARD_LENIENT
+        .decode(text)
+        .or_else(|_| URL_SAFE_LENIENT.decode(text))
+        .map_err(|_| KeyTextError::NotBase64)?;
+    let len = bytes.len();
+    bytes.try_into().map_err(|_| KeyTextError::Length(len))
+}
+
+/// What the configuration of a block's keys must satisfy besides the common rules.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRules {
+    /// The block cannot work without a key.
+    pub required: bool,
+    /// Whether the key may be written in the YAML itself: only `sessions.keys`, which always
+    /// allowed it (kept for existing configurations).
+    pub literal_allowed: bool,
+}
+
+/// `consent.keys` and `oauth_server.keys`: what they seal lives in the store, so the block
+/// needs a key, and a key in the YAML would sit beside the data it protects.
+pub const KEYS_AT_REST: KeyRules = KeyRules {
+    required: true,
+    literal_allowed: false,
+};
+
+/// `sessions.keys`: none means a random key per process.
+pub const SESSION_KEYS: KeyRules = KeyRules {
+    required: false,
+    literal_allowed: true,
+};
+
+/// Checks a block's keys (`field` is e.g. `consent.keys`), reporting each problem with its
+/// field; the messages never show a key.
+pub fn check_keys(
+    keys: &[KeyConfig],
+    field: &str,
+    rules: KeyRules,
+    add: &mut dyn FnMut(String, String),
+) {
+    if rules.required && keys.is_empty() {
+        add(
+            field.to_owned(),
+            "at least one sealing key (id + 32 random bytes, base64) is required".into(),
+        );
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        if !valid_key_id(&k.id) {
+            add(
+                format!("{at}.id"),
+                format!("expected 1-{MAX_KEY_ID_LEN} letters, digits, '-' or '_'"),
+            );
+        } else if keys[..i].iter().any(|other| other.id == k.id) {
+            add(format!("{at}.id"), format!("duplicate key id {:?}", k.id));
+        }
+        if !rules.literal_allowed && k.key.is_written_in_yaml() {
+            add(
+                format!("{at}.key"),
+                "a key must not be written in the YAML; use { env: VAR } or { file: PATH }".into(),
+            );
+            continue;
+        }
+        match k.key.resolve() {
+            // The resolver's own text: `Config::load_for_admin` recognises it as deferred.
+            Err(e) => add(format!("{at}.key"), e),
+            Ok(text) => {
+                if let Err(what) = decode_key(text.expose()) {
+                    add(
+                        format!("{at}.key"),
+                        format!(
+                            "expected base64 of exactly 32 bytes (`gatehouse session-key` prints \
+                             one); this {what}"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Why a keyring could not be built. Names key ids, never key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyringError {
+    /// No key at all.
+    #[error("at least one sealing key is needed")]
+    NoKey,
+    /// A key id breaks [`valid_key_id`].
+    #[error(
+        "sealing key #{index} has id {id:?}: a key id must be 1-{MAX_KEY_ID_LEN} ASCII letters, \
+         digits, `-` or `_`"
+    )]
+    BadId {
+        /// 1-based position of the key.
+        index: usize,
+        /// The id as configured.
+        id: String,
+    },
+    /// Two keys with one id.
+    #[error("sealing key id {0:?} is used more than once")]
+    DuplicateId(String),
+    /// The key's text could not be read.
+    #[error("sealing key {id:?}: {reason}")]
+    Unavailable {
+        /// The key's id.
+        id: String,
+        /// The resolver's message (names the variable or file, not the value).
+        reason: String,
+    },
+    /// The key's text is not a key.
+    #[error("sealing key {id:?} {what}")]
+    BadKey {
+        /// The key's id.
+        id: String,
+        /// What is wrong with it.
+        what: KeyTextError,
+    },
+}
+
+/// A client-held value that could not be opened (for clients, one answer whatever the cause).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the value is not one this gateway sealed")]
+pub struct NotOurs;
+
+/// Why a value kept at rest could not be opened. Never carries key material or plaintext.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// The value was sealed under a key id that is not configured (any more).
+    #[error("the value was sealed with key id {0:?}, which is not configured")]
+    UnknownKey(String),
+    /// The value is not a sealed value of a known format.
+    #[error("the sealed value is malformed")]
+    Malformed,
+    /// Authentication failed: a different key with the same id, a value bound to another row,
+    /// or tampering.
+    #[error("the sealed value was rejected (wrong key, wrong binding or tampered)")]
+    Rejected,
+}
+
+struct Key {
+    id: String,
+    cipher: Aes256Gcm,
+}
+
+/// Seals with the first key and opens with any.
+pub struct Keyring {
+    /// Never empty; the first is current.
+    keys: Vec<Key>,
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring")
+            .field(
+                "key_ids",
+                &self.keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keyring {
+    /// The keys of a configuration block, read from their sources now.
+    pub fn from_config(keys: &[KeyConfig]) -> Result<Keyring, KeyringError> {
+        let texts = keys
+            .iter()
+            .map(|k| {
+                k.key
+                    .resolve()
+                    .map(|text| (k.id.clone(), text))
+                    .map_err(|reason| KeyringError::Unavailable {
+                        id: k.id.clone(),
+                        reason,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Keyring::new(&texts)
+    }
+
+    /// `keys`: (key id, base64 text of the key), the first current.
+    pub fn new(keys: &[(String, Secret)]) -> Result<Keyring, KeyringError> {
+        let bytes = keys
+            .iter()
+            .map(|(id, text)| {
+                decode_key(text.expose())
+                    .map(|b| (id.as_str(), b))
+                    .map_err(|what| KeyringError::BadKey {
+                        id: id.clone(),
+                        what,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Keyring::from_bytes(&bytes)
+    }
+
+    /// `keys`: (key id, key), the first current.
+    pub fn from_bytes(keys: &[(&str, [u8; 32])]) -> Result<Keyring, KeyringError> {
+        if keys.is_empty() {
+            return Err(KeyringError::NoKey);
+        }
+        let mut out: Vec<Key> = Vec::with_capacity(keys.len());
+        for (i, (id, bytes)) in keys.iter().enumerate() {
+            if !valid_key_id(id) {
+                return Err(KeyringError::BadId {
+                    index: i + 1,
+                    id: (*id).to_owned(),
+                });
+            }
+            if out.iter().any(|k| k.id == *id) {
+                return Err(KeyringError::DuplicateId((*id).to_owned()));
+            }
+            out.push(Key {
+                id: (*id).to_owned(),
+                cipher: Aes256Gcm::new(bytes.into()),
+            });
+        }
+        Ok(Keyring { keys: out })
+    }
+
+    /// A random key for a single process (sessions without configured keys).
+    pub fn random() -> Keyring {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        Keyring::from_bytes(&[("local", bytes)]).expect("a valid key id")
+    }
+
+    /// The id of the sealing key (stored beside each row so that rows under an old key can be
+    /// found and re-sealed).
+    pub fn current_key_id(&self) -> &str {
+        &self.keys[0].id
+    }
+
+    fn key(&self, id: &str) -> Option<&Key> {
+        self.keys.iter().find(|k| k.id == id)
+    }
+
+    /// Seals a value handed to a client (a session id, a relayed request id, a task id) into
+    /// visible ASCII, bound to `context`: it opens only with the same context, so that a value
+    /// sealed for one purpose (or one session) serves no other.
+    pub fn seal_value<T: Serialize>(&self, value: &T, context: &str) -> String {
+        let key = &self.keys[0];
+        let plain = serde_json::to_vec(value).expect("sealed values serialize");
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
+        let aad = [key.id.as_bytes(), context.as_bytes()].concat();
+        let sealed = encrypt(key, &nonce, &plain, &aad);
+        let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        format!("{}.{}", key.id, URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// Opens a value from [`seal_value`](Self::seal_value) sealed for `context`.
+    pub fn open_value<T: DeserializeOwned>(&self, text: &str, context: &str) -> Result<T, NotOurs> {
+        if text.len() > MAX_CLIENT_VALUE_LEN {
+            return Err(NotOurs);
+        }
+        let (kid, body) = text.split_once('.').ok_or(NotOurs)?;
+        let key = self.key(kid).ok_or(NotOurs)?;
+        let raw = URL_SAFE_NO_PAD.decode(body).map_err(|_| NotOurs)?;
+        if raw.len() < NONCE_LEN + TAG_LEN {
+            return Err(NotOurs);
+        }
+        let (nonce, sealed) = raw.split_at(NONCE_LEN);
+        let aad = [kid.as_bytes(), context.as_bytes()].concat();
+        let plain = decrypt(key, nonce, sealed, &aad).map_err(|_| NotOurs)?;
+        serde_json::from_slice(&plain).map_err(|_| NotOurs)
+    }
+
+    /// Seals bytes kept at rest: "v1.<key id>.<base64url nonce>.<base64url ciphertext+tag>"
+    /// with a fresh random 96-bit nonce; `aad` binds the value to its row (e.g. user binding +
+    /// upstream name).
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> String {
+        let key = &self.keys[0];
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
+        let sealed = encrypt(key, &nonce, plaintext, &at_rest_aad(&key.id, aad));
+        format!(
+            "{VERSION}.{}.{}.{}",
+            key.id,
+            URL_SAFE_NO_PAD.encode(nonce),
+            URL_SAFE_NO_PAD.encode(sealed)
+        )
+    }
+
+    /// Opens a value from [`seal`](Self::seal); fails on an unknown key id, a malformed value,
+    /// a wrong `aad` or any tampering.
+    pub fn open(&self, sealed: &str, aad: &[u8]) -> Result<Vec<u8>, SealError> {
+        let mut parts = sealed.split('.');
+        let (Some(version), Some(kid), Some(nonce), Some(body), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(SealError::Malformed);
+        };
+        if version != VERSION || !valid_key_id(kid) {
+            return Err(SealError::Malformed);
+        }
+        let key = self
+            .key(kid)
+            .ok_or_else(|| SealError::UnknownKey(kid.to_owned()))?;
+        let nonce = URL_SAFE_NO_PAD
+            .decode(nonce)
+            .map_err(|_| SealError::Malformed)?;
+        let body = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| SealError::Malformed)?;
+        if nonce.len() != NONCE_LEN || body.len() < TAG_LEN {
+            return Err(SealError::Malformed);
+        }
+        decrypt(key, &nonce, &body, &at_rest_aad(kid, aad)).map_err(|_| SealError::Rejected)
+    }
+}
+
+fn encrypt(key: &Key, nonce: &[u8; NONCE_LEN], msg: &[u8], aad: &[u8]) -> Vec<u8> {
+    key.cipher
+        .encrypt(Nonce::from_slice(nonce), Payload { msg, aad })
+        .expect("AES-GCM encryption fails only beyond 64 GiB")
+}
+
+fn decrypt(key: &Key, nonce: &[u8], msg: &[u8], aad: &[u8]) -> Result<Vec<u8>, aes_gcm::Error> {
+    key.cipher
+        .decrypt(Nonce::from_slice(nonce), Payload { msg, aad })
+}
+
+/// What the at-rest format authenticates besides the ciphertext: the value's header, then the
+/// caller's data. The key id cannot contain `.`, so the split between the two is unambiguous.
+fn at_rest_aad(key_id: &str, aad: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(VERSION.len() + key_id.len() + 2 + aad.len());
+    out.extend_from_slice(VERSION.as_bytes());
+    out.push(b'.');
+    out.extend_from_slice(key_id.as_bytes());
+    out.push(b'.');
+    out.extend_from_slice(aad);
+    out
+}
