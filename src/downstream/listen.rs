@@ -64,7 +64,9 @@ pub async fn get(
         Some(hold) => Some(hold.release().await),
         None => None,
     };
-    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let last_event_id = headers
+        .get(crate::protocol::headers::LAST_EVENT_ID)
+        .and_then(|v| v.to_str().ok());
     let start = session.stream_start(last_event_id);
     let replay = ReplayLimits::of(&gw.runtime().config.limits);
     let body = merged(

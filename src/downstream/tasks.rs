@@ -37,7 +37,7 @@ const MAX_UPSTREAM_ID: usize = 1024;
 
 /// The methods that name a task.
 pub fn is_task_method(method: &str) -> bool {
-    matches!(method, "tasks/get" | "tasks/update" | "tasks/cancel")
+    crate::protocol::Method::parse(method).names_task()
 }
 
 /// Whether the client declared the extension for this request: in its per-request
@@ -99,7 +99,9 @@ impl Rewrite {
         routed: &Routed,
         declared: bool,
     ) -> Option<Rewrite> {
-        if !declared || routed.message.method() != "tools/call" {
+        if !declared
+            || crate::protocol::Method::of(&routed.message) != crate::protocol::Method::ToolsCall
+        {
             return None;
         }
         let inner = crate::downstream::access::CallTarget::of(&routed.message).name?;
@@ -249,7 +251,7 @@ pub fn admit(
     if !access.policy.is_open() {
         let facts = Facts {
             server: &server.name,
-            method: "tools/call",
+            method: FunctionKind::Tool.call_method().metric_label(),
             kind: FunctionKind::Tool,
             name: &claims.n,
             upstream: &claims.u,

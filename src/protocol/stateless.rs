@@ -18,13 +18,7 @@ pub const SUBSCRIPTION_META_KEY: &str = "io.modelcontextprotocol/subscriptionId"
 
 /// Methods whose target must be echoed in the `Mcp-Name` header.
 pub fn name_param(method: &str) -> Option<&'static str> {
-    match method {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" => Some("uri"),
-        // The tasks extension routes by task (SEP-2663).
-        "tasks/get" | "tasks/update" | "tasks/cancel" => Some("taskId"),
-        _ => None,
-    }
+    super::Method::parse(method).name_header_param()
 }
 
 /// The value the `Mcp-Name` header must carry for this message, if any.
@@ -178,14 +172,7 @@ mod tests {
 
 /// Methods whose 2026-07-28 results are cacheable and must carry `ttlMs` and `cacheScope`.
 pub fn is_cacheable(method: &str) -> bool {
-    matches!(
-        method,
-        "tools/list"
-            | "prompts/list"
-            | "resources/list"
-            | "resources/templates/list"
-            | "resources/read"
-    )
+    super::Method::parse(method).cacheable()
 }
 
 /// The `_meta` key with which a 2026-07-28 result names the server that produced it.

@@ -25,8 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
-const SESSION_HEADER: &str = "mcp-session-id";
-const VERSION_HEADER: &str = "mcp-protocol-version";
+use crate::protocol::headers::{
+    MCP_METHOD, MCP_NAME, PROTOCOL_VERSION as VERSION_HEADER, SESSION_ID as SESSION_HEADER,
+};
 
 /// Most sessions kept for stateless clients of one upstream (one per user with per-user
 /// credentials).
@@ -280,11 +281,11 @@ impl HttpUpstream {
                 .as_deref()
                 .and_then(|m| HeaderValue::from_str(m).ok())
             {
-                h.insert("mcp-method", method);
+                h.insert(MCP_METHOD, method);
             }
             if let Some(name) = crate::protocol::stateless::name_header_value(msg) {
                 if let Ok(v) = HeaderValue::from_str(&param_headers::encode(&name)) {
-                    h.insert("mcp-name", v);
+                    h.insert(MCP_NAME, v);
                 }
                 if msg.method() == "tools/call"
                     && let Some(tool) = self.mirrored.mirrors(&name)
