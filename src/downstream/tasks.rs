@@ -35,11 +35,6 @@ const MISSING_CAPABILITY: ErrorCode = ErrorCode(-32021);
 /// ids a client could not send back in a header.
 const MAX_UPSTREAM_ID: usize = 1024;
 
-/// The methods that name a task.
-pub fn is_task_method(method: &str) -> bool {
-    crate::protocol::Method::parse(method).names_task()
-}
-
 /// Whether the client declared the extension for this request: in its per-request
 /// capabilities (2026-07-28, or any client opting in per request) or at `initialize`.
 pub fn declared(message: &Message, session: Option<&Session>) -> bool {

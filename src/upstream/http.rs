@@ -15,7 +15,7 @@ use crate::credentials::CredentialError;
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::param_headers;
 use crate::protocol::sse::{EventBuffer, SseParser};
-use crate::protocol::{Message, MessageKind, ProtocolVersion, RequestId};
+use crate::protocol::{Message, MessageKind, Method, ProtocolVersion, RequestId};
 use futures_util::StreamExt;
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -268,7 +268,8 @@ impl HttpUpstream {
         {
             h.insert(SESSION_HEADER, id);
         }
-        if msg.method() != "initialize" && session.version >= ProtocolVersion::V2025_06_18 {
+        if Method::of(msg) != Method::Initialize && session.version >= ProtocolVersion::V2025_06_18
+        {
             h.insert(
                 VERSION_HEADER,
                 HeaderValue::from_static(session.version.as_str()),
@@ -287,7 +288,7 @@ impl HttpUpstream {
                 if let Ok(v) = HeaderValue::from_str(&param_headers::encode(&name)) {
                     h.insert(MCP_NAME, v);
                 }
-                if msg.method() == "tools/call"
+                if Method::of(msg) == Method::ToolsCall
                     && let Some(tool) = self.mirrored.mirrors(&name)
                 {
                     let arguments = crate::protocol::stateless::call_arguments(msg);
@@ -591,7 +592,7 @@ impl HttpUpstream {
         let params = serde_json::json!({ "notifications": notifications });
         let msg = Message::request(
             self.next_id(),
-            "subscriptions/listen",
+            Method::SubscriptionsListen.as_str(),
             Some(to_raw(&params)),
         );
         let resp = self.post_streamed(session, &msg).await?;

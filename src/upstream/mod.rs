@@ -186,7 +186,7 @@ impl UpstreamClient {
     pub async fn cancel(&self, session: &UpstreamSession, upstream_id: &RequestId, reason: &str) {
         let params = serde_json::json!({ "requestId": upstream_id, "reason": reason });
         let msg = Message::notification(
-            "notifications/cancelled",
+            crate::protocol::Method::NotificationsCancelled.as_str(),
             Some(crate::protocol::jsonrpc::to_raw(&params)),
         );
         if let Err(e) = self.notify(session, msg).await {

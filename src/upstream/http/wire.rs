@@ -8,7 +8,7 @@ use super::HttpUpstream;
 use super::bridge::Bridge;
 use crate::config::UpstreamProtocol;
 use crate::protocol::jsonrpc::to_raw;
-use crate::protocol::{Message, MessageKind, ProtocolVersion};
+use crate::protocol::{Message, MessageKind, Method, ProtocolVersion};
 use crate::upstream::{ClientIdentity, InitInfo, UpstreamError, UpstreamSession};
 use std::sync::{Arc, Mutex};
 
@@ -132,7 +132,7 @@ impl HttpUpstream {
         }
         let msg = Message::request(
             self.next_id(),
-            "server/discover",
+            Method::ServerDiscover.as_str(),
             Some(to_raw(&serde_json::json!({}))),
         );
         let answer = self.roundtrip(&session, &msg).await?;
@@ -161,7 +161,11 @@ impl HttpUpstream {
             "capabilities": who.capabilities,
             "clientInfo": who.client_info,
         });
-        let msg = Message::request(self.next_id(), "initialize", Some(to_raw(&params)));
+        let msg = Message::request(
+            self.next_id(),
+            Method::Initialize.as_str(),
+            Some(to_raw(&params)),
+        );
         let pre = UpstreamSession::new(None, version);
         let resp = self.post(&pre, &msg, false).await?;
         let sid = resp
@@ -186,7 +190,7 @@ impl HttpUpstream {
         let session = UpstreamSession::new(sid, info.version);
         self.notify(
             &session,
-            Message::notification("notifications/initialized", None),
+            Message::notification(Method::NotificationsInitialized.as_str(), None),
         )
         .await?;
         Ok((session, Arc::new(info)))
