@@ -260,7 +260,7 @@ pub fn required_scopes(
     let Some(target) = target else {
         return required;
     };
-    let kind = FunctionKind::of_method(method);
+    let kind = crate::protocol::Method::parse(method).function_kind();
     for rule in rules {
         let pattern = match kind {
             Some(FunctionKind::Tool) => &rule.tools,

@@ -15,7 +15,7 @@ use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::param_headers;
 use crate::protocol::stateless::{
     CAPABILITIES_META_KEY, CacheHints, VERSION_META_KEY, complete_authored, declared_version,
-    name_header_value, name_param,
+    name_header_value,
 };
 use crate::protocol::{Message, MessageKind, Method, ProtocolVersion, RequestId};
 use crate::upstream::{UpstreamError, UpstreamSession};
@@ -155,7 +155,7 @@ pub fn check_headers(headers: &HeaderMap, message: &Message) -> Result<(), HttpE
             }
             Some(_) => {}
         }
-        if let Some(key) = name_param(method) {
+        if let Some(key) = Method::parse(method).name_header_param() {
             let body = name_header_value(message);
             let sent = header_str(headers, MCP_NAME)
                 .map(|h| {
@@ -313,14 +313,13 @@ async fn resume(
             tracing::warn!(upstream = %route.upstream, error = %e, "could not deliver an input response");
         }
     }
-    let method = message.method().to_owned();
     let relay = Relay {
         server: server.clone(),
         member: call.member,
         session: None,
         request_id: message.id.clone(),
         cancel: Default::default(),
-        cacheable: crate::protocol::stateless::is_cacheable(&method),
+        cacheable: Method::of(&message).cacheable(),
         log_floor: crate::protocol::stateless::requested_log_rank(&message),
         client_capabilities: crate::protocol::stateless::declared_capabilities(&message),
         parked: Some(parked),

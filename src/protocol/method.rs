@@ -135,11 +135,6 @@ pub enum FunctionKind {
 }
 
 impl FunctionKind {
-    /// The kind of function `method` acts on, if it acts on one.
-    pub fn of_method(method: &str) -> Option<FunctionKind> {
-        Method::parse(method).function_kind()
-    }
-
     /// The method that uses a function of this kind (what `policy explain` evaluates).
     pub fn call_method(self) -> Method {
         match self {
@@ -171,11 +166,6 @@ impl ListKind {
         ListKind::Resources,
         ListKind::Templates,
     ];
-
-    /// The list `method` asks for, if it is a list.
-    pub fn from_method(method: &str) -> Option<ListKind> {
-        Method::parse(method).list()
-    }
 
     /// The list method.
     pub fn method(self) -> &'static str {

@@ -80,7 +80,7 @@ fn which(pick: impl Fn(&Method) -> bool) -> Vec<&'static str> {
 fn lists_name_their_kind_and_back() {
     for kind in ListKind::ALL {
         assert_eq!(kind.list_method().list(), Some(kind));
-        assert_eq!(ListKind::from_method(kind.method()), Some(kind));
+        assert_eq!(Method::parse(kind.method()).list(), Some(kind));
     }
     assert_eq!(
         which(|m| m.list().is_some()),
@@ -122,7 +122,7 @@ fn function_kinds_cover_calls_gets_and_resource_access() {
     ] {
         assert_eq!(kind.call_method().function_kind(), Some(kind));
         assert_eq!(
-            FunctionKind::of_method(kind.call_method().as_str()),
+            Method::parse(kind.call_method().as_str()).function_kind(),
             Some(kind)
         );
     }
