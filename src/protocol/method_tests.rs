@@ -22,6 +22,8 @@ fn every_known_method_round_trips_through_its_name() {
         assert_eq!(Method::known(m.as_str()).as_ref(), Some(m));
         assert_eq!(m.metric_label(), m.as_str());
         assert_eq!(m.to_string(), m.as_str());
+        assert_eq!(&Method::from(m.as_str()), m);
+        assert!(*m == *m.as_str() && *m == m.as_str());
     }
     // Both revisions' methods, the tasks extension and the notifications are all there.
     for name in [
