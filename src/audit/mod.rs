@@ -335,13 +335,14 @@ impl Ticket {
         // Label values come from closed sets (see `telemetry::metrics`): known methods, and
         // tool or prompt names routed to an upstream that once answered them with a result.
         // Resource URIs never label.
-        let method = crate::protocol::method::metric_label(&record.method);
+        let parsed = crate::protocol::Method::parse(&record.method);
+        let method = parsed.metric_label();
         let routed = self.routed.load(Ordering::Relaxed);
-        let tool = match (method, routed, &record.target) {
-            ("tools/call" | "prompts/get", true, Some(name)) => {
+        let tool = match (parsed.labels_target(), routed, &record.target) {
+            (true, true, Some(name)) => {
                 METRICS.tool_label(&record.server, name, outcome == Outcome::Ok)
             }
-            ("tools/call" | "prompts/get", _, _) => crate::telemetry::metrics::UNKNOWN.into(),
+            (true, _, _) => crate::telemetry::metrics::UNKNOWN.into(),
             _ => String::new(),
         };
         let labels = RequestLabels {

@@ -3,6 +3,7 @@
 
 use super::{AuthError, Authenticator, CredentialKind, Principal};
 use crate::config::{ChallengeScopes, Config, ScopeRule, ServerAuth, VirtualServer};
+use crate::protocol::FunctionKind;
 use bytes::Bytes;
 use http::HeaderMap;
 use std::collections::HashMap;
@@ -259,12 +260,13 @@ pub fn required_scopes(
     let Some(target) = target else {
         return required;
     };
+    let kind = crate::protocol::Method::parse(method).function_kind();
     for rule in rules {
-        let pattern = match method {
-            "tools/call" => &rule.tools,
-            "prompts/get" => &rule.prompts,
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => &rule.resources,
-            _ => &None,
+        let pattern = match kind {
+            Some(FunctionKind::Tool) => &rule.tools,
+            Some(FunctionKind::Prompt) => &rule.prompts,
+            Some(FunctionKind::Resource) => &rule.resources,
+            None => &None,
         };
         if pattern.as_deref().is_some_and(|p| glob_match(p, target)) {
             add_scopes(&mut required, &rule.scopes);

@@ -3,28 +3,10 @@
 
 use super::pin::DefinitionKind;
 use crate::context::CallContext;
-use crate::protocol::{Message, RequestId};
+use crate::protocol::{ListKind, Message, RequestId};
 use crate::upstream::{ClientIdentity, Delivery, Frame, UpstreamClient};
 use serde_json::{Map, Value};
 use std::sync::Arc;
-
-/// The lists an upstream is asked for: method, result member, kind, capability.
-const LISTS: [(&str, &str, DefinitionKind, &str); 4] = [
-    ("tools/list", "tools", DefinitionKind::Tool, "tools"),
-    ("prompts/list", "prompts", DefinitionKind::Prompt, "prompts"),
-    (
-        "resources/list",
-        "resources",
-        DefinitionKind::Resource,
-        "resources",
-    ),
-    (
-        "resources/templates/list",
-        "resourceTemplates",
-        DefinitionKind::ResourceTemplate,
-        "resources",
-    ),
-];
 
 /// Most pages read from one list, so that an upstream handing out cursors forever cannot
 /// keep the gateway listing.
@@ -44,12 +26,14 @@ pub async fn list_everything(
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     let mut failures = Vec::new();
-    for (method, key, kind, capability) in LISTS {
-        if info.capabilities.get(capability).is_none() {
+    // Every list, each only when the upstream's capabilities announce it.
+    for list in ListKind::ALL {
+        if info.capabilities.get(list.capability()).is_none() {
             continue;
         }
-        match list_one(client, &session, method, key).await {
-            Ok(items) => out.push((kind, items)),
+        let method = list.method();
+        match list_one(client, &session, method, list.items_key()).await {
+            Ok(items) => out.push((list.definition(), items)),
             Err(e) => failures.push(format!("{method}: {e}")),
         }
     }

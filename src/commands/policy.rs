@@ -86,11 +86,7 @@ pub fn explain(config: &Config, req: &ExplainRequest) -> Result<Explanation, Str
         Some(p) => CompiledPolicy::compile(p)?,
         None => CompiledPolicy::open(),
     };
-    let method = match req.kind {
-        FunctionKind::Tool => "tools/call",
-        FunctionKind::Prompt => "prompts/get",
-        FunctionKind::Resource => "resources/read",
-    };
+    let method = req.kind.call_method().metric_label();
     let facts = Facts {
         server: &server.name,
         method,

@@ -2,6 +2,7 @@
 
 use super::Issue;
 use super::model::*;
+use crate::protocol::headers;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
@@ -24,10 +25,10 @@ const MANAGED_HEADERS: [&str; 8] = [
     "content-length",
     "content-type",
     "accept",
-    "mcp-session-id",
-    "mcp-protocol-version",
-    "mcp-method",
-    "mcp-name",
+    headers::SESSION_ID,
+    headers::PROTOCOL_VERSION,
+    headers::MCP_METHOD,
+    headers::MCP_NAME,
 ];
 
 struct Issues(Vec<Issue>);

@@ -7,7 +7,7 @@ use crate::auth::{AuthError, Principal};
 use crate::config::Effect;
 use crate::federation::{FederationError, ListKind, VirtualServer};
 use crate::policy::{CompiledPolicy, Decision, Facts, FunctionKind};
-use crate::protocol::{ErrorCode, Message, RequestId};
+use crate::protocol::{ErrorCode, Message, Method, RequestId};
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
@@ -39,10 +39,11 @@ pub struct CallTarget {
 impl CallTarget {
     /// Reads the target of a request (nothing for methods that target no function).
     pub fn of(message: &Message) -> CallTarget {
-        if message.method() == "completion/complete" {
+        let method = Method::of(message);
+        if method == Method::CompletionComplete {
             return Self::of_completion(message);
         }
-        let Some(kind) = FunctionKind::of_method(message.method()) else {
+        let Some(kind) = method.function_kind() else {
             return CallTarget::default();
         };
         #[derive(Deserialize)]
@@ -175,8 +176,8 @@ impl Access {
         let principal = self.principal();
         let empty = Value::Object(Default::default());
         // A completion carries no call arguments: it is decided like a listing.
-        let args =
-            (method != "completion/complete").then(|| target.arguments.as_ref().unwrap_or(&empty));
+        let args = (method != Method::CompletionComplete.as_str())
+            .then(|| target.arguments.as_ref().unwrap_or(&empty));
         let decision = self.policy.decide(principal, &facts, args);
         if decision.effect == Effect::Deny {
             let visible = self.policy.decide(principal, &facts, None).allowed();

@@ -327,7 +327,7 @@ pub fn consent_input_required(id: Option<RequestId>, e: &FederationError) -> Opt
     let result = serde_json::json!({
         "resultType": "input_required",
         "inputRequests": { format!("connect-{upstream}"): {
-            "method": "elicitation/create",
+            "method": crate::protocol::Method::ElicitationCreate.as_str(),
             "params": {
                 "mode": "url",
                 "url": url,

@@ -10,7 +10,7 @@ use super::error::{HttpError, consent_input_required, json, rpc_error};
 use super::post::{answered, answered_error, refused};
 use crate::audit::{Outcome, Ticket};
 use crate::federation::{FederationError, Routed, SessionSource, VirtualServer};
-use crate::protocol::{ErrorCode, Message, RequestId};
+use crate::protocol::{ErrorCode, FunctionKind, Message, Method, RequestId, TargetParam};
 use crate::telemetry::metrics::METRICS;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
@@ -51,17 +51,14 @@ pub async fn admit(
     let id = message.id.clone();
     let method = message.method().to_owned();
     let target = CallTarget::of(&message);
-    let gated = crate::policy::FunctionKind::of_method(&method).is_some()
-        || method == "completion/complete";
-    if gated && target.name.is_none() {
+    let parsed = Method::parse(&method);
+    if parsed.names_function() && target.name.is_none() {
         // Policy and catalog decide by name: a request whose name cannot be read (not a
         // string, given twice, …) must not reach an upstream that might read it differently.
-        let what = if method.starts_with("resources/") {
-            "params.uri"
-        } else if method == "completion/complete" {
-            "params.ref"
-        } else {
-            "params.name"
+        let what = match parsed.target() {
+            Some(TargetParam::Uri) => "params.uri",
+            Some(TargetParam::Ref) => "params.ref",
+            _ => "params.name",
         };
         let err = Message::error_response(
             id,
@@ -144,7 +141,7 @@ async fn mirrored_mismatch(
     id: &Option<RequestId>,
 ) -> Option<Message> {
     let sent = src.mirrored_headers()?;
-    if routed.message.method() != "tools/call" {
+    if Method::of(&routed.message) != Method::ToolsCall {
         return None;
     }
     let name = crate::protocol::stateless::name_header_value(&routed.message)?;
@@ -170,20 +167,18 @@ fn catalog_refusal(
     use crate::catalog::pin::DefinitionKind;
     let catalog = server.catalog.as_ref()?;
     let target = CallTarget::of(routed);
-    let (kind, label) = match (routed.method(), target.kind) {
-        ("tools/call", _) => (DefinitionKind::Tool, "tool"),
-        ("prompts/get", _) => (DefinitionKind::Prompt, "prompt"),
-        ("resources/read" | "resources/subscribe" | "resources/unsubscribe", _) => {
-            (DefinitionKind::Resource, "resource")
-        }
-        ("completion/complete", Some(crate::policy::FunctionKind::Prompt)) => {
-            (DefinitionKind::Prompt, "prompt")
-        }
+    let method = Method::of(routed);
+    let completion = method == Method::CompletionComplete;
+    let (kind, label) = match (method.function_kind(), target.kind) {
+        (Some(FunctionKind::Tool), _) => (DefinitionKind::Tool, "tool"),
+        (Some(FunctionKind::Prompt), _) => (DefinitionKind::Prompt, "prompt"),
+        (Some(FunctionKind::Resource), _) => (DefinitionKind::Resource, "resource"),
+        (None, Some(FunctionKind::Prompt)) if completion => (DefinitionKind::Prompt, "prompt"),
         // A completion names a template by its URI template, exactly.
-        ("completion/complete", Some(_)) => (DefinitionKind::ResourceTemplate, "resource"),
+        (None, Some(_)) if completion => (DefinitionKind::ResourceTemplate, "resource"),
         _ => {
             // Anything else routed to one upstream needs at least the upstream approved.
-            if catalog.upstream_served(upstream) || routed.method() == "ping" {
+            if catalog.upstream_served(upstream) || method == Method::Ping {
                 return None;
             }
             return Some(rpc_error(

@@ -23,7 +23,7 @@ use crate::gateway::Gateway;
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::sse::{encode_event, keep_alive};
 use crate::protocol::stateless::SUBSCRIPTION_META_KEY;
-use crate::protocol::{Message, RequestId};
+use crate::protocol::{Message, Method, RequestId};
 use crate::upstream::Frame;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -65,7 +65,9 @@ pub async fn get(
         Some(hold) => Some(hold.release().await),
         None => None,
     };
-    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let last_event_id = headers
+        .get(crate::protocol::headers::LAST_EVENT_ID)
+        .and_then(|v| v.to_str().ok());
     let start = session.stream_start(last_event_id);
     let replay = ReplayLimits::of(&gw.runtime().config.limits);
     let body = merged(
@@ -96,11 +98,11 @@ pub struct Filter {
 
 impl Filter {
     fn admits(&self, message: &Message) -> bool {
-        match message.method() {
-            "notifications/tools/list_changed" => self.tools_list_changed,
-            "notifications/prompts/list_changed" => self.prompts_list_changed,
-            "notifications/resources/list_changed" => self.resources_list_changed,
-            "notifications/resources/updated" => {
+        match Method::of(message) {
+            Method::NotificationsToolsListChanged => self.tools_list_changed,
+            Method::NotificationsPromptsListChanged => self.prompts_list_changed,
+            Method::NotificationsResourcesListChanged => self.resources_list_changed,
+            Method::NotificationsResourcesUpdated => {
                 #[derive(serde::Deserialize)]
                 struct P {
                     uri: String,
@@ -144,7 +146,7 @@ impl Subscription {
             "_meta": { SUBSCRIPTION_META_KEY: self.id },
         });
         let ack = Message::notification(
-            "notifications/subscriptions/acknowledged",
+            Method::NotificationsSubscriptionsAcknowledged.as_str(),
             Some(to_raw(&params)),
         );
         encode_event(&ack.to_bytes(), None)
@@ -215,12 +217,18 @@ async fn subscribe_upstream(
     let id = listen.id.clone().unwrap_or(RequestId::Number(0));
     for uri in &filter.resource_subscriptions {
         if let Some(t) = ticket {
-            gate::check_scopes(server, access, "resources/subscribe", Some(uri), t)
-                .map_err(|e| e.with_id(Some(id.clone())).into_response())?;
+            gate::check_scopes(
+                server,
+                access,
+                Method::ResourcesSubscribe.as_str(),
+                Some(uri),
+                t,
+            )
+            .map_err(|e| e.with_id(Some(id.clone())).into_response())?;
         }
         let sub = Message::request(
             id.clone(),
-            "resources/subscribe",
+            Method::ResourcesSubscribe.as_str(),
             Some(to_raw(&serde_json::json!({ "uri": uri }))),
         );
         // On the gateway's own session: the one whose stream `merged` listens to.

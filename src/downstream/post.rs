@@ -12,10 +12,10 @@ use super::seal::SessionClaims;
 use super::session::{Session, SessionLookup};
 use super::stateless;
 use crate::audit::{Outcome, Ticket, Who};
-use crate::federation::{FederationError, ListKind, SessionSource, VirtualServer, Visibility};
+use crate::federation::{FederationError, SessionSource, VirtualServer, Visibility};
 use crate::gateway::{Gateway, Runtime};
 use crate::protocol::jsonrpc::to_raw;
-use crate::protocol::{ErrorCode, Message, MessageKind, ProtocolVersion, RequestId};
+use crate::protocol::{ErrorCode, Message, MessageKind, Method, ProtocolVersion, RequestId};
 use crate::upstream::{ClientIdentity, Delivery};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -66,7 +66,7 @@ pub async fn handle(
         t.target(
             target.name.as_deref(),
             target.arguments.as_ref(),
-            message.method() == "tools/call",
+            Method::of(&message) == Method::ToolsCall,
         );
         Arc::new(t)
     });
@@ -107,7 +107,7 @@ async fn dispatch(
     let stateless = header_version.is_some_and(ProtocolVersion::is_stateless);
     let limits = gw.runtime().config.limits.clone();
     let is_request = message.kind == MessageKind::Request;
-    if message.method() == "initialize" && is_request && !stateless {
+    if Method::of(&message) == Method::Initialize && is_request && !stateless {
         let r = initialize(&gw, &server, message, &access, &holder).await;
         if let (Ok(_), Some(t)) = (&r, &ticket) {
             t.complete(Outcome::Ok);
@@ -163,7 +163,8 @@ async fn dispatch(
     // A supported version other than the negotiated one is accepted: clients such as the
     // TypeScript SDK send their own default on some requests, and the spec only requires
     // rejecting unsupported versions.
-    if message.method() == "notifications/initialized" && message.kind == MessageKind::Notification
+    if Method::of(&message) == Method::NotificationsInitialized
+        && message.kind == MessageKind::Notification
     {
         let limits = super::standalone::HoldLimits::of(&limits);
         session
@@ -385,9 +386,9 @@ async fn notification(
     ctx: &crate::context::CallContext,
     message: Message,
 ) {
-    match message.method() {
-        "notifications/initialized" => {}
-        "notifications/cancelled" => {
+    match Method::of(&message) {
+        Method::NotificationsInitialized => {}
+        Method::NotificationsCancelled => {
             #[derive(Deserialize)]
             struct P {
                 #[serde(rename = "requestId")]
@@ -399,10 +400,10 @@ async fn notification(
                 tracing::debug!(request = %p.request_id, "cancellation for a request not in flight");
             }
         }
-        "notifications/roots/list_changed" => {
+        Method::NotificationsRootsListChanged => {
             server.notify_all(&session.for_request(ctx), message).await
         }
-        other => tracing::debug!(method = other, "ignoring a client notification"),
+        other => tracing::debug!(method = other.as_str(), "ignoring a client notification"),
     }
 }
 
@@ -417,9 +418,9 @@ pub async fn request(
     ticket: Option<Arc<Ticket>>,
 ) -> Response {
     let id = message.id.clone();
-    let method = message.method().to_owned();
+    let method = Method::of(&message);
     let stateless = session.is_none();
-    if let Some(kind) = ListKind::from_method(&method) {
+    if let Some(kind) = method.list() {
         let visible = |member: usize, name: &str| access.visible(&server, kind, member, name);
         let filter: Option<&Visibility<'_>> = if access.filters() {
             Some(&visible)
@@ -441,16 +442,16 @@ pub async fn request(
             });
         return answer_cacheable(id, result, stateless, true, &ticket);
     }
-    match method.as_str() {
-        "ping" => return answer(id, Ok(to_raw(&serde_json::json!({}))), stateless, &ticket),
-        "logging/setLevel" => {
+    match method {
+        Method::Ping => return answer(id, Ok(to_raw(&serde_json::json!({}))), stateless, &ticket),
+        Method::LoggingSetLevel => {
             let r = server
                 .request_all(src, &message)
                 .await
                 .map(|_| to_raw(&serde_json::json!({})));
             return answer(id, r, stateless, &ticket);
         }
-        "initialize" => {
+        Method::Initialize => {
             let err = Message::error_response(
                 id,
                 ErrorCode::INVALID_REQUEST,
@@ -462,13 +463,13 @@ pub async fn request(
         _ => {}
     }
     let declares_tasks = super::tasks::declared(&message, session.as_deref());
-    let (routed, tasks) = if super::tasks::is_task_method(&method) {
+    let (routed, tasks) = if method.names_task() {
         match super::tasks::admit(&server, session.as_deref(), access, message, &ticket) {
             Ok((r, rewrite)) => (r, Some(rewrite)),
             Err(refused) => return *refused,
         }
     } else {
-        let tool = (method == "tools/call").then(|| CallTarget::of(&message).name);
+        let tool = (method == Method::ToolsCall).then(|| CallTarget::of(&message).name);
         match gate::admit(&server, src, access, message, &ticket).await {
             Ok(r) => {
                 let rewrite = super::tasks::Rewrite::for_call(
@@ -500,7 +501,7 @@ pub async fn request(
         session: session.clone(),
         request_id: id.clone(),
         cancel,
-        cacheable: crate::protocol::stateless::is_cacheable(&method),
+        cacheable: method.cacheable(),
         log_floor: crate::protocol::stateless::requested_log_rank(&routed.message),
         client_capabilities: crate::protocol::stateless::declared_capabilities(&routed.message),
         parked,

@@ -120,11 +120,8 @@ impl Relay {
     /// clients, and only if the request declared the capability it needs (otherwise the
     /// upstream is told the client cannot answer, and the call goes on).
     fn can_park(&self, question: &Message) -> bool {
-        let needed = match question.method() {
-            "sampling/createMessage" => "sampling",
-            "elicitation/create" => "elicitation",
-            "roots/list" => "roots",
-            _ => return false,
+        let Some(needed) = crate::protocol::Method::of(question).client_capability() else {
+            return false;
         };
         self.session.is_none()
             && self.parked.is_some()
@@ -269,7 +266,7 @@ impl Relay {
             t.apply(m);
         }
         if let (None, Frame::Notification(m)) = (&self.session, &frame)
-            && m.method() == "notifications/message"
+            && crate::protocol::Method::of(m) == crate::protocol::Method::NotificationsMessage
             && !log_allowed(m, self.log_floor)
         {
             return None;

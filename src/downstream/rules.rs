@@ -5,10 +5,10 @@ use crate::protocol::ProtocolVersion;
 use http::HeaderMap;
 use http::header::{ACCEPT, CONTENT_TYPE, HOST, ORIGIN};
 
-/// The `MCP-Protocol-Version` header name.
-pub const VERSION_HEADER: &str = "mcp-protocol-version";
-/// The `Mcp-Session-Id` header name.
-pub const SESSION_HEADER: &str = "mcp-session-id";
+/// The `MCP-Protocol-Version` and `Mcp-Session-Id` header names.
+pub use crate::protocol::headers::{
+    PROTOCOL_VERSION as VERSION_HEADER, SESSION_ID as SESSION_HEADER,
+};
 
 fn accepts(headers: &HeaderMap, wanted: &str) -> bool {
     let (kind, _) = wanted.split_once('/').expect("media type");

@@ -11,13 +11,14 @@ use super::rules::header_str;
 use crate::audit::Ticket;
 use crate::context::CallContext;
 use crate::federation::{Member, SessionSource, VirtualServer};
+use crate::protocol::headers::{MCP_METHOD, MCP_NAME};
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::param_headers;
 use crate::protocol::stateless::{
     CAPABILITIES_META_KEY, CacheHints, VERSION_META_KEY, complete_authored, declared_version,
-    name_header_value, name_param,
+    name_header_value,
 };
-use crate::protocol::{Message, MessageKind, ProtocolVersion, RequestId};
+use crate::protocol::{Message, MessageKind, Method, ProtocolVersion, RequestId};
 use crate::upstream::{UpstreamError, UpstreamSession};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
@@ -108,24 +109,6 @@ impl SessionSource for SharedSessions {
     }
 }
 
-/// The requests a 2026-07-28 client may send; removed ones (`initialize`, `ping`,
-/// `logging/setLevel`, `resources/subscribe`…) answer 404 with -32601.
-const METHODS: [&str; 13] = [
-    "tasks/get",
-    "tasks/update",
-    "tasks/cancel",
-    "server/discover",
-    "subscriptions/listen",
-    "tools/list",
-    "tools/call",
-    "prompts/list",
-    "prompts/get",
-    "resources/list",
-    "resources/read",
-    "resources/templates/list",
-    "completion/complete",
-];
-
 /// Every 2026-07-28 request declares its version and the client's capabilities in `_meta`.
 fn check_meta(message: &Message) -> Result<(), HttpError> {
     #[derive(serde::Deserialize)]
@@ -168,7 +151,7 @@ pub fn check_headers(headers: &HeaderMap, message: &Message) -> Result<(), HttpE
         MessageKind::Request | MessageKind::Notification
     ) {
         let method = message.method();
-        match header_str(headers, "mcp-method") {
+        match header_str(headers, MCP_METHOD) {
             None => {
                 return Err(HttpError::HeaderMismatch(format!(
                     "Mcp-Method header is required (expected {method:?})"
@@ -181,9 +164,9 @@ pub fn check_headers(headers: &HeaderMap, message: &Message) -> Result<(), HttpE
             }
             Some(_) => {}
         }
-        if let Some(key) = name_param(method) {
+        if let Some(key) = Method::parse(method).name_header_param() {
             let body = name_header_value(message);
-            let sent = header_str(headers, "mcp-name")
+            let sent = header_str(headers, MCP_NAME)
                 .map(|h| {
                     param_headers::decode(h)
                         .map_err(|e| HttpError::HeaderMismatch(format!("Mcp-Name: {e}")))
@@ -227,15 +210,18 @@ pub async fn handle(
         MessageKind::Response | MessageKind::Error => return Err(HttpError::NoPendingRequest),
     }
     check_meta(&message)?;
-    if !METHODS.contains(&message.method()) {
+    // Removed requests (`initialize`, `ping`, `logging/setLevel`, `resources/subscribe`…) and
+    // unknown ones answer 404 with -32601.
+    let method = Method::of(&message);
+    if !method.allowed_stateless() {
         return Err(HttpError::UnknownMethod(format!(
             "{} (not a method of protocol 2026-07-28)",
             message.method()
         )));
     }
-    match message.method() {
-        "server/discover" => Ok(discover(&server, &access.context, message.id).await),
-        "subscriptions/listen" => {
+    match method {
+        Method::ServerDiscover => Ok(discover(&server, &access.context, message.id).await),
+        Method::SubscriptionsListen => {
             listen::subscriptions(server, message, access, &ticket, max_subscriptions).await
         }
         _ => {
@@ -338,14 +324,13 @@ async fn resume(
             tracing::warn!(upstream = %route.upstream, error = %e, "could not deliver an input response");
         }
     }
-    let method = message.method().to_owned();
     let relay = Relay {
         server: server.clone(),
         member: call.member,
         session: None,
         request_id: message.id.clone(),
         cancel: Default::default(),
-        cacheable: crate::protocol::stateless::is_cacheable(&method),
+        cacheable: Method::of(&message).cacheable(),
         log_floor: crate::protocol::stateless::requested_log_rank(&message),
         client_capabilities: crate::protocol::stateless::declared_capabilities(&message),
         parked: Some(parked),

@@ -35,11 +35,6 @@ const MISSING_CAPABILITY: ErrorCode = ErrorCode(-32021);
 /// ids a client could not send back in a header.
 const MAX_UPSTREAM_ID: usize = 1024;
 
-/// The methods that name a task.
-pub fn is_task_method(method: &str) -> bool {
-    matches!(method, "tasks/get" | "tasks/update" | "tasks/cancel")
-}
-
 /// Whether the client declared the extension for this request: in its per-request
 /// capabilities (2026-07-28, or any client opting in per request) or at `initialize`.
 pub fn declared(message: &Message, session: Option<&Session>) -> bool {
@@ -99,7 +94,9 @@ impl Rewrite {
         routed: &Routed,
         declared: bool,
     ) -> Option<Rewrite> {
-        if !declared || routed.message.method() != "tools/call" {
+        if !declared
+            || crate::protocol::Method::of(&routed.message) != crate::protocol::Method::ToolsCall
+        {
             return None;
         }
         let inner = crate::downstream::access::CallTarget::of(&routed.message).name?;
@@ -249,7 +246,7 @@ pub fn admit(
     if !access.policy.is_open() {
         let facts = Facts {
             server: &server.name,
-            method: "tools/call",
+            method: FunctionKind::Tool.call_method().metric_label(),
             kind: FunctionKind::Tool,
             name: &claims.n,
             upstream: &claims.u,

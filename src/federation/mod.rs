@@ -14,7 +14,7 @@ use crate::context::CallContext;
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::param_headers::ToolHeaders;
 use crate::protocol::stateless::CacheHints;
-use crate::protocol::{ErrorCode, Message, RequestId};
+use crate::protocol::{ErrorCode, FunctionKind, Message, Method, RequestId, TargetParam};
 use crate::upstream::{
     CallStream, Delivery, Frame, InitInfo, Known, UpstreamClient, UpstreamError, UpstreamSession,
 };
@@ -277,7 +277,7 @@ impl VirtualServer {
     ) -> Result<CallStream, FederationError> {
         let m = &self.members[member];
         let session = src.session(m).await?;
-        if session.version.is_stateless() && message.method() == "tools/call" {
+        if session.version.is_stateless() && Method::of(&message) == Method::ToolsCall {
             // The upstream needs the call's mirrored parameters as headers: make sure they
             // are known (the HTTP client adds them from its table).
             if let Some(name) = crate::protocol::stateless::name_header_value(&message) {
@@ -656,9 +656,10 @@ impl VirtualServer {
         let mut params: BTreeMap<String, Box<RawValue>> = message.params_as().map_err(|_| {
             FederationError::InvalidParams(format!("{method} needs params as an object"))
         })?;
-        let (member, new_params) = match method.as_str() {
-            "tools/call" | "prompts/get" => {
-                let kind = if method == "tools/call" {
+        let parsed = Method::parse(&method);
+        let (member, new_params) = match (parsed.target(), parsed.function_kind()) {
+            (Some(TargetParam::Name), Some(function)) => {
+                let kind = if function == FunctionKind::Tool {
                     ListKind::Tools
                 } else {
                     ListKind::Prompts
@@ -668,13 +669,13 @@ impl VirtualServer {
                 params.insert("name".into(), to_raw(&inner));
                 (i, params)
             }
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            (Some(TargetParam::Uri), _) => {
                 let uri = string_param(&params, "uri", &method)?;
                 let (i, inner) = self.resolve_uri(&uri);
                 params.insert("uri".into(), to_raw(&inner));
                 (i, params)
             }
-            "completion/complete" => {
+            (Some(TargetParam::Ref), _) => {
                 let mut reference: Map<String, Value> = params
                     .get("ref")
                     .and_then(|r| serde_json::from_str(r.get()).ok())
@@ -777,7 +778,8 @@ impl VirtualServer {
 
     /// Rewrites a message an upstream sends outward (resource URIs in update notifications).
     pub fn outward(&self, member: usize, message: Message) -> Message {
-        if message.method() != "notifications/resources/updated" || !self.naming.prefixed() {
+        if Method::of(&message) != Method::NotificationsResourcesUpdated || !self.naming.prefixed()
+        {
             return message;
         }
         let Ok(mut params) = message.params_as::<Map<String, Value>>() else {

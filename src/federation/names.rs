@@ -1,17 +1,7 @@
 //! How names and URIs of several upstreams share one namespace.
 
-/// What a list returns and which member of each item identifies it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListKind {
-    /// `tools/list` → `tools[].name`.
-    Tools,
-    /// `prompts/list` → `prompts[].name`.
-    Prompts,
-    /// `resources/list` → `resources[].uri`.
-    Resources,
-    /// `resources/templates/list` → `resourceTemplates[].uriTemplate`.
-    Templates,
-}
+/// What a list returns and which member of each item identifies it (the protocol's table).
+pub use crate::protocol::ListKind;
 
 impl ListKind {
     /// The catalog's name for what this list holds.
@@ -23,51 +13,6 @@ impl ListKind {
             ListKind::Resources => DefinitionKind::Resource,
             ListKind::Templates => DefinitionKind::ResourceTemplate,
         }
-    }
-
-    /// The list method for this kind.
-    pub fn from_method(method: &str) -> Option<ListKind> {
-        Some(match method {
-            "tools/list" => ListKind::Tools,
-            "prompts/list" => ListKind::Prompts,
-            "resources/list" => ListKind::Resources,
-            "resources/templates/list" => ListKind::Templates,
-            _ => return None,
-        })
-    }
-
-    /// The method name.
-    pub fn method(self) -> &'static str {
-        match self {
-            ListKind::Tools => "tools/list",
-            ListKind::Prompts => "prompts/list",
-            ListKind::Resources => "resources/list",
-            ListKind::Templates => "resources/templates/list",
-        }
-    }
-
-    /// The result member holding the items.
-    pub fn items_key(self) -> &'static str {
-        match self {
-            ListKind::Tools => "tools",
-            ListKind::Prompts => "prompts",
-            ListKind::Resources => "resources",
-            ListKind::Templates => "resourceTemplates",
-        }
-    }
-
-    /// The item member that is renamed.
-    pub fn id_key(self) -> &'static str {
-        match self {
-            ListKind::Tools | ListKind::Prompts => "name",
-            ListKind::Resources => "uri",
-            ListKind::Templates => "uriTemplate",
-        }
-    }
-
-    /// Whether the identifier is a URI (prefixed as `prefix+uri`) rather than a name.
-    pub fn is_uri(self) -> bool {
-        matches!(self, ListKind::Resources | ListKind::Templates)
     }
 }
 

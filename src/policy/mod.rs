@@ -13,31 +13,9 @@ use cel_expr::CelProgram;
 use serde_json::Value;
 use std::sync::Arc;
 
-/// What kind of function a request targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FunctionKind {
-    /// A tool.
-    Tool,
-    /// A prompt.
-    Prompt,
-    /// A resource or resource template.
-    Resource,
-}
-
-impl FunctionKind {
-    /// The kind of function `method` acts on, if it acts on one.
-    pub fn of_method(method: &str) -> Option<FunctionKind> {
-        match method {
-            "tools/call" => Some(FunctionKind::Tool),
-            "prompts/get" => Some(FunctionKind::Prompt),
-            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-                Some(FunctionKind::Resource)
-            }
-            _ => None,
-        }
-    }
-}
+/// What kind of function a request targets (which methods act on which kind is
+/// `protocol::Method`'s to say).
+pub use crate::protocol::FunctionKind;
 
 /// The facts about a request that rules look at.
 #[derive(Debug, Clone, Copy)]

@@ -15,7 +15,7 @@ use serde_json::Value;
 /// The schema keyword that marks a mirrored parameter.
 pub const KEYWORD: &str = "x-mcp-header";
 /// Every mirrored header's name starts with this (header names compare case-insensitively).
-pub const HEADER_PREFIX: &str = "mcp-param-";
+pub const HEADER_PREFIX: &str = super::headers::PARAM_PREFIX;
 /// Most mirrored parameters one tool may declare: each becomes a header on every call.
 pub const MAX_PER_TOOL: usize = 64;
 /// Deepest `properties` chain followed; a schema nested deeper cannot annotate below it.

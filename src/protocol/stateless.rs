@@ -16,20 +16,9 @@ pub const LOG_LEVEL_META_KEY: &str = "io.modelcontextprotocol/logLevel";
 /// The `_meta` key naming the listen stream a notification belongs to.
 pub const SUBSCRIPTION_META_KEY: &str = "io.modelcontextprotocol/subscriptionId";
 
-/// Methods whose target must be echoed in the `Mcp-Name` header.
-pub fn name_param(method: &str) -> Option<&'static str> {
-    match method {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" => Some("uri"),
-        // The tasks extension routes by task (SEP-2663).
-        "tasks/get" | "tasks/update" | "tasks/cancel" => Some("taskId"),
-        _ => None,
-    }
-}
-
 /// The value the `Mcp-Name` header must carry for this message, if any.
 pub fn name_header_value(msg: &Message) -> Option<String> {
-    let key = name_param(msg.method())?;
+    let key = super::Method::of(msg).name_header_param()?;
     #[derive(Deserialize)]
     struct Target {
         name: Option<String>,
@@ -174,18 +163,6 @@ mod tests {
             serde_json::json!({"elicitation": {}})
         );
     }
-}
-
-/// Methods whose 2026-07-28 results are cacheable and must carry `ttlMs` and `cacheScope`.
-pub fn is_cacheable(method: &str) -> bool {
-    matches!(
-        method,
-        "tools/list"
-            | "prompts/list"
-            | "resources/list"
-            | "resources/templates/list"
-            | "resources/read"
-    )
 }
 
 /// The `_meta` key with which a 2026-07-28 result names the server that produced it.

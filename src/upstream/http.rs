@@ -16,7 +16,7 @@ use crate::credentials::CredentialError;
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::param_headers;
 use crate::protocol::sse::{EventBuffer, SseParser};
-use crate::protocol::{Message, MessageKind, ProtocolVersion, RequestId};
+use crate::protocol::{Message, MessageKind, Method, ProtocolVersion, RequestId};
 use futures_util::StreamExt;
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -26,8 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
-const SESSION_HEADER: &str = "mcp-session-id";
-const VERSION_HEADER: &str = "mcp-protocol-version";
+use crate::protocol::headers::{
+    MCP_METHOD, MCP_NAME, PROTOCOL_VERSION as VERSION_HEADER, SESSION_ID as SESSION_HEADER,
+};
 
 /// Most sessions kept for stateless clients of one upstream (one per user with per-user
 /// credentials).
@@ -268,7 +269,8 @@ impl HttpUpstream {
         {
             h.insert(SESSION_HEADER, id);
         }
-        if msg.method() != "initialize" && session.version >= ProtocolVersion::V2025_06_18 {
+        if Method::of(msg) != Method::Initialize && session.version >= ProtocolVersion::V2025_06_18
+        {
             h.insert(
                 VERSION_HEADER,
                 HeaderValue::from_static(session.version.as_str()),
@@ -281,13 +283,13 @@ impl HttpUpstream {
                 .as_deref()
                 .and_then(|m| HeaderValue::from_str(m).ok())
             {
-                h.insert("mcp-method", method);
+                h.insert(MCP_METHOD, method);
             }
             if let Some(name) = crate::protocol::stateless::name_header_value(msg) {
                 if let Ok(v) = HeaderValue::from_str(&param_headers::encode(&name)) {
-                    h.insert("mcp-name", v);
+                    h.insert(MCP_NAME, v);
                 }
-                if msg.method() == "tools/call"
+                if Method::of(msg) == Method::ToolsCall
                     && let Some(tool) = self.mirrored.mirrors(&name)
                 {
                     let arguments = crate::protocol::stateless::call_arguments(msg);
@@ -604,7 +606,7 @@ impl HttpUpstream {
         let params = serde_json::json!({ "notifications": notifications });
         let msg = Message::request(
             self.next_id(),
-            "subscriptions/listen",
+            Method::SubscriptionsListen.as_str(),
             Some(to_raw(&params)),
         );
         let resp = self.post_streamed(ctx, session, &msg).await?;

@@ -201,7 +201,7 @@ impl UpstreamClient {
     ) {
         let params = serde_json::json!({ "requestId": upstream_id, "reason": reason });
         let msg = Message::notification(
-            "notifications/cancelled",
+            crate::protocol::Method::NotificationsCancelled.as_str(),
             Some(crate::protocol::jsonrpc::to_raw(&params)),
         );
         if let Err(e) = self.notify(ctx, session, msg).await {

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::config::{self, Secret};
 use crate::protocol::jsonrpc::to_raw;
-use crate::protocol::{ErrorCode, Message, MessageKind, ProtocolVersion, RequestId};
+use crate::protocol::{ErrorCode, Message, MessageKind, Method, ProtocolVersion, RequestId};
 use futures_util::StreamExt;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -299,7 +299,11 @@ impl StdioUpstream {
             "capabilities": who.capabilities,
             "clientInfo": who.client_info,
         });
-        let init = Message::request(self.fresh_id(), "initialize", Some(to_raw(&params)));
+        let init = Message::request(
+            self.fresh_id(),
+            Method::Initialize.as_str(),
+            Some(to_raw(&params)),
+        );
         let (tx, mut rx) = mpsc::channel(4);
         self.register(&child, &init, None, tx);
         self.write(&child, &init).await?;
@@ -325,7 +329,7 @@ impl StdioUpstream {
         let _ = child.info.set(Arc::new(info));
         self.write(
             &child,
-            &Message::notification("notifications/initialized", None),
+            &Message::notification(Method::NotificationsInitialized.as_str(), None),
         )
         .await?;
         Ok(child)
@@ -414,7 +418,7 @@ impl StdioUpstream {
 
     /// Writes a notification or response to the running child.
     pub async fn send(&self, message: Message) -> Result<(), UpstreamError> {
-        if message.method() == "notifications/cancelled" {
+        if Method::of(&message) == Method::NotificationsCancelled {
             self.forget_cancelled(&message).await;
         }
         let child = self.running().await?;
@@ -578,7 +582,7 @@ impl Reader {
                 }
             }
             MessageKind::Notification => {
-                if msg.method() == "notifications/progress"
+                if Method::of(&msg) == Method::NotificationsProgress
                     && let Some((tx, m)) = restore_progress(&child, &msg)
                 {
                     let _ = tx.send(Frame::Notification(m)).await;
@@ -627,9 +631,9 @@ impl Reader {
             }
             return;
         }
-        let answer = match msg.method() {
-            "ping" => Message::response(id, to_raw(&serde_json::json!({}))),
-            "roots/list" => Message::response(id, to_raw(&serde_json::json!({ "roots": [] }))),
+        let answer = match Method::of(&msg) {
+            Method::Ping => Message::response(id, to_raw(&serde_json::json!({}))),
+            Method::RootsList => Message::response(id, to_raw(&serde_json::json!({ "roots": [] }))),
             other => Message::error_response(
                 Some(id),
                 ErrorCode::METHOD_NOT_FOUND,

@@ -16,7 +16,7 @@ use super::HttpUpstream;
 use crate::context::CallContext;
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::stateless::{DeclaredClient, SUBSCRIPTION_META_KEY};
-use crate::protocol::{ErrorCode, Message, RequestId};
+use crate::protocol::{ErrorCode, Message, Method, RequestId};
 use crate::upstream::{
     CallStream, ClientIdentity, Delivery, Frame, ReplyRoute, UpstreamClient, UpstreamError,
     UpstreamSession,
@@ -78,11 +78,8 @@ impl Bridge {
 
     /// Whether the client declared the capability a server→client request needs.
     fn can_answer(&self, method: &str) -> bool {
-        let needed = match method {
-            "sampling/createMessage" => "sampling",
-            "elicitation/create" => "elicitation",
-            "roots/list" => "roots",
-            _ => return false,
+        let Some(needed) = Method::parse(method).client_capability() else {
+            return false;
         };
         self.capabilities.get(needed).is_some()
     }
@@ -114,16 +111,16 @@ impl Bridge {
                 format!("params.{what} is required"),
             ))
         };
-        Some(match request.method() {
-            "ping" => empty(),
-            "logging/setLevel" => match request.params_as::<Level>() {
+        Some(match Method::of(request) {
+            Method::Ping => empty(),
+            Method::LoggingSetLevel => match request.params_as::<Level>() {
                 Ok(l) => {
                     *self.log_level.lock().expect("lock") = Some(l.level);
                     empty()
                 }
                 Err(_) => invalid("level"),
             },
-            "resources/subscribe" => match request.params_as::<Uri>() {
+            Method::ResourcesSubscribe => match request.params_as::<Uri>() {
                 Ok(u) => {
                     let mut full = false;
                     self.subscriptions.send_if_modified(|set| {
@@ -149,7 +146,7 @@ impl Bridge {
                 }
                 Err(_) => invalid("uri"),
             },
-            "resources/unsubscribe" => match request.params_as::<Uri>() {
+            Method::ResourcesUnsubscribe => match request.params_as::<Uri>() {
                 Ok(u) => {
                     self.subscriptions
                         .send_if_modified(|set| set.remove(&u.uri));
@@ -494,7 +491,7 @@ impl HttpUpstream {
                         }
                         f = upstream.recv() => match f {
                             Some(Frame::Notification(m)) => {
-                                if m.method() == "notifications/subscriptions/acknowledged" {
+                                if Method::of(&m) == Method::NotificationsSubscriptionsAcknowledged {
                                     continue;
                                 }
                                 if tx.send(Frame::Notification(untagged(m))).await.is_err() {

@@ -9,7 +9,7 @@ use super::bridge::Bridge;
 use crate::config::UpstreamProtocol;
 use crate::context::CallContext;
 use crate::protocol::jsonrpc::to_raw;
-use crate::protocol::{Message, MessageKind, ProtocolVersion};
+use crate::protocol::{Message, MessageKind, Method, ProtocolVersion};
 use crate::upstream::{ClientIdentity, InitInfo, UpstreamError, UpstreamSession};
 use std::sync::{Arc, Mutex};
 
@@ -135,7 +135,7 @@ impl HttpUpstream {
         }
         let msg = Message::request(
             self.next_id(),
-            "server/discover",
+            Method::ServerDiscover.as_str(),
             Some(to_raw(&serde_json::json!({}))),
         );
         let answer = self.roundtrip(ctx, &session, &msg).await?;
@@ -165,7 +165,11 @@ impl HttpUpstream {
             "capabilities": who.capabilities,
             "clientInfo": who.client_info,
         });
-        let msg = Message::request(self.next_id(), "initialize", Some(to_raw(&params)));
+        let msg = Message::request(
+            self.next_id(),
+            Method::Initialize.as_str(),
+            Some(to_raw(&params)),
+        );
         let pre = UpstreamSession::new(None, version);
         let resp = self.post(ctx, &pre, &msg, false).await?;
         let sid = resp
@@ -191,7 +195,7 @@ impl HttpUpstream {
         self.notify(
             ctx,
             &session,
-            Message::notification("notifications/initialized", None),
+            Message::notification(Method::NotificationsInitialized.as_str(), None),
         )
         .await?;
         Ok((session, Arc::new(info)))
