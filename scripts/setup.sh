@@ -1,8 +1,28 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the Rust toolchain: npm packages (Node 22 for the
-# conformance suite, the reference MCP server) and a Python virtualenv with the MCP SDK.
+# conformance suite, the reference MCP server), a Python virtualenv with the MCP SDK, and
+# nginx (Debian's nginx-light) for the benchmark's zero-work-proxy columns when apt is there.
 # Idempotent and quick when everything is already installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-node.sh
 bash scripts/setup-python.sh
+
+# gatehouse-bench measures every cell through nginx too when it finds it; without it the bench
+# skips those columns, so a machine without apt (or without root) still sets up.
+have_nginx() { command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]]; }
+if ! have_nginx; then
+  as_root=()
+  [[ $(id -u) == 0 ]] || as_root=(sudo -n)
+  if command -v apt-get >/dev/null 2>&1 && { [[ ${#as_root[@]} == 0 ]] || command -v sudo >/dev/null 2>&1; }; then
+    echo "setup: installing nginx-light for the benchmark"
+    apt_install() {
+      "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null 2>&1
+    }
+    # The package lists may be missing (fresh container): refresh once and retry.
+    apt_install || { "${as_root[@]}" apt-get update -qq >/dev/null 2>&1 && apt_install; } ||
+      echo "setup: could not install nginx-light; gatehouse-bench will skip its nginx columns" >&2
+  else
+    echo "setup: no apt-get (or no root); gatehouse-bench will skip its nginx columns" >&2
+  fi
+fi

@@ -3,15 +3,25 @@
 //!
 //!     cargo build --release --workspace && target/release/gatehouse-bench
 //!     target/release/gatehouse-bench --smoke      # seconds, for CI: checks it runs and prints
+//!
+//! When nginx is installed every cell is also measured through it (see `nginx`), so that
+//! Gatehouse is read as a ratio of a zero-work proxy's figures from the same run.
 
+mod budget;
 mod load;
+mod mcp;
+mod nginx;
 mod procs;
+mod report;
 mod secured;
 
 use clap::Parser;
 use load::{Stats, Target};
+use mcp::{call_body, call_body_named, initialize, initialize_optional, initialize_with, target};
+use nginx::Nginx;
 use procs::{Proc, sibling};
-use serde_json::{Value, json};
+use report::{Report, Row, Through};
+use serde_json::json;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -54,112 +64,16 @@ struct Args {
     /// A label for the other gateway's rows.
     #[arg(long, default_value = "other gateway")]
     compare_name: String,
+    /// The nginx binary for the zero-work-proxy columns (default: found on PATH or in /usr/sbin).
+    #[arg(long)]
+    nginx: Option<PathBuf>,
+    /// Skip the nginx columns even when nginx is installed.
+    #[arg(long)]
+    no_nginx: bool,
 }
 
 const SMALL: u64 = 100;
 const LARGE: u64 = 1 << 20;
-
-fn call_body(bytes: u64, stateless: bool) -> Vec<u8> {
-    call_body_named("big", bytes, stateless)
-}
-
-fn call_body_named(tool: &str, bytes: u64, stateless: bool) -> Vec<u8> {
-    let mut params = json!({"name": tool, "arguments": {"bytes": bytes}});
-    if stateless {
-        params["_meta"] = json!({
-            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {}
-        });
-    }
-    serde_json::to_vec(
-        &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}),
-    )
-    .unwrap()
-}
-
-/// Opens a 2025-11-25 session and returns its id.
-async fn initialize(client: &reqwest::Client, url: &str) -> String {
-    initialize_with(client, url, &[]).await
-}
-
-/// Initializes against a server that may or may not use sessions; returns its session id.
-async fn initialize_optional(
-    client: &reqwest::Client,
-    url: &str,
-    extra: &[(&str, &str)],
-) -> Option<String> {
-    let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}});
-    let resp = client
-        .post(url)
-        .headers(load::headers(extra))
-        .body(body.to_string())
-        .send()
-        .await
-        .ok()?;
-    assert!(
-        resp.status().is_success(),
-        "initialize at {url}: HTTP {}",
-        resp.status()
-    );
-    let sid = resp
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let _ = resp.bytes().await;
-    sid
-}
-
-/// Opens a session sending `extra` headers (e.g. `authorization`) too.
-async fn initialize_with(client: &reqwest::Client, url: &str, extra: &[(&str, &str)]) -> String {
-    let sid = initialize_optional(client, url, extra)
-        .await
-        .expect("initialize: no session id");
-    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let mut pairs = vec![
-        ("mcp-session-id", sid.as_str()),
-        ("mcp-protocol-version", "2025-11-25"),
-    ];
-    pairs.extend_from_slice(extra);
-    let h = load::headers(&pairs);
-    let _ = client
-        .post(url)
-        .headers(h)
-        .body(note.to_string())
-        .send()
-        .await;
-    sid
-}
-
-async fn target(client: &reqwest::Client, url: &str, bytes: u64, stateless: bool) -> Target {
-    let headers = if stateless {
-        load::headers(&[
-            ("mcp-protocol-version", "2026-07-28"),
-            ("mcp-method", "tools/call"),
-            ("mcp-name", "big"),
-        ])
-    } else {
-        let sid = initialize(client, url).await;
-        load::headers(&[
-            ("mcp-session-id", &sid),
-            ("mcp-protocol-version", "2025-11-25"),
-        ])
-    };
-    Target {
-        url: url.to_owned(),
-        headers,
-        body: Arc::new(call_body(bytes, stateless)),
-    }
-}
-
-struct Row {
-    name: String,
-    concurrency: usize,
-    direct: Stats,
-    gateway: Stats,
-    cpu_per_10k: f64,
-}
 
 fn gateway_config(
     fixture_json: &str,
@@ -167,9 +81,11 @@ fn gateway_config(
     fed: &[String],
     fixture_bin: &str,
 ) -> String {
-    // The plain configuration: no authentication, policy or audit.
+    // The plain configuration: no authentication, policy or audit. The bench opens its
+    // idle sessions (10,000) and every cell's from one address, past the default cap of 64,
+    // and a cell's clients (up to 64) share one session, past the default 16 streams.
     let mut y = String::from(
-        "listen: 127.0.0.1:0\nops: { listen: 127.0.0.1:0 }\nwatch_config: false\nlog: { level: warn }\naudit: { enabled: false }\nservers:\n",
+        "listen: 127.0.0.1:0\nops: { listen: 127.0.0.1:0 }\nwatch_config: false\nlog: { level: warn }\naudit: { enabled: false }\nlimits: { sessions_per_address: 1000000, streams_per_session: 256 }\nservers:\n",
     );
     y.push_str("  - { name: json, path: /json, upstreams: [fxj] }\n");
     y.push_str("  - { name: sse, path: /sse, upstreams: [fxs] }\n");
@@ -197,9 +113,37 @@ fn gateway_config(
     y
 }
 
+/// One cell through nginx, when it runs: the same target shape against its `path`.
+async fn through_nginx(
+    client: &reqwest::Client,
+    nginx: Option<&Nginx>,
+    path: &str,
+    bytes: u64,
+    stateless: bool,
+    concurrency: usize,
+    cell: Duration,
+) -> Option<Through> {
+    let n = nginx?;
+    let t = target(client, &format!("{}{path}", n.base), bytes, stateless).await;
+    let cpu0 = n.cpu_seconds();
+    let stats = load::run(client, &t, concurrency, cell).await;
+    let cpu = n.cpu_seconds() - cpu0;
+    Some(Through {
+        cpu_per_10k: cpu / stats.requests.max(1) as f64 * 10_000.0,
+        stats,
+    })
+}
+
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
+    // Returning rather than exiting from `run` drops (kills) every child process first.
+    if !run(Args::parse()).await {
+        std::process::exit(1);
+    }
+}
+
+/// The whole run; false when a cell failed.
+async fn run(args: Args) -> bool {
     let seconds = if args.smoke { 0.5 } else { args.seconds };
     let cell = Duration::from_secs_f64(seconds);
     let fixture_bin = sibling("gatehouse-fixture", args.fixture.as_deref());
@@ -227,6 +171,22 @@ async fn main() {
         ),
     )
     .unwrap();
+    let nginx = if args.no_nginx {
+        Err("--no-nginx".to_owned())
+    } else {
+        let routes = [
+            nginx::Route {
+                path: "/json",
+                upstream: &fx_json.ready_line,
+            },
+            nginx::Route {
+                path: "/sse",
+                upstream: &fx_sse.ready_line,
+            },
+        ];
+        Nginx::start(args.nginx.as_deref(), &dir, &routes).map_err(|e| e.to_string())
+    };
+    let ngx = nginx.as_ref().ok();
     let mut cmd = Command::new(&gateway_bin);
     cmd.arg("serve").arg("--config").arg(&config);
     let t0 = Instant::now();
@@ -263,6 +223,13 @@ async fn main() {
     let secure_url = format!("{}/secure", secure_gw.ready_line);
     secured::ready(&client, &secure_gw.ops_base()).await;
     let bearer = format!("Bearer {}", secured::token(&issuer, &secure_url));
+    // For `perf record -p` while a run is under way.
+    println!(
+        "pids: gateway {}, secured gateway {}{}",
+        gw.pid(),
+        secure_gw.pid(),
+        ngx.map_or(String::new(), |n| format!(", nginx {}", n.pid()))
+    );
     let exchange_url = format!("{}/exchange", secure_gw.ready_line);
     let exchange_bearer = format!("Bearer {}", secured::token(&issuer, &exchange_url));
     let secured_target_at = |url: &String, bearer: &String| {
@@ -309,6 +276,7 @@ async fn main() {
                     let d = target(&client, direct_url, *bytes, stateless).await;
                     let g = target(&client, &format!("{base}{path}"), *bytes, stateless).await;
                     let direct = load::run(&client, &d, c, cell).await;
+                    let nginx = through_nginx(&client, ngx, path, *bytes, stateless, c, cell).await;
                     let cpu0 = gw.cpu_seconds();
                     let gateway = load::run(&client, &g, c, cell).await;
                     let cpu = gw.cpu_seconds() - cpu0;
@@ -318,6 +286,7 @@ async fn main() {
                         cpu_per_10k: cpu / gateway.requests.max(1) as f64 * 10_000.0,
                         direct,
                         gateway,
+                        nginx,
                     });
                 }
             }
@@ -333,6 +302,8 @@ async fn main() {
         let d = target(&client, &fx_json.ready_line, SMALL, false).await;
         let g = secured_target().await;
         let direct = load::run(&client, &d, c, cell).await;
+        // The zero-work proxy has nothing to authenticate: plain nginx to the same fixture.
+        let nginx = through_nginx(&client, ngx, "/json", SMALL, false, c, cell).await;
         let cpu0 = secure_gw.cpu_seconds();
         let gateway = load::run(&client, &g, c, cell).await;
         let cpu = secure_gw.cpu_seconds() - cpu0;
@@ -342,6 +313,7 @@ async fn main() {
             cpu_per_10k: cpu / gateway.requests.max(1) as f64 * 10_000.0,
             direct,
             gateway,
+            nginx,
         });
     }
 
@@ -355,6 +327,8 @@ async fn main() {
         let d = target(&client, &fx_json.ready_line, SMALL, false).await;
         let g = secured_target_at(&exchange_url, &exchange_bearer).await;
         let direct = load::run(&client, &d, c, cell).await;
+        // The zero-work proxy has nothing to authenticate: plain nginx to the same fixture.
+        let nginx = through_nginx(&client, ngx, "/json", SMALL, false, c, cell).await;
         let cpu0 = secure_gw.cpu_seconds();
         let gateway = load::run(&client, &g, c, cell).await;
         let cpu = secure_gw.cpu_seconds() - cpu0;
@@ -364,6 +338,7 @@ async fn main() {
             cpu_per_10k: cpu / gateway.requests.max(1) as f64 * 10_000.0,
             direct,
             gateway,
+            nginx,
         });
     }
     let exchanges = secured::EXCHANGES.load(std::sync::atomic::Ordering::Relaxed);
@@ -394,6 +369,7 @@ async fn main() {
                 cpu_per_10k: f64::NAN,
                 direct,
                 gateway,
+                nginx: None,
             });
         }
     }
@@ -490,17 +466,22 @@ async fn main() {
 
     let (policy_simple_ns, policy_cel_ns) =
         secured::policy_micro(if args.smoke { 10_000 } else { 1_000_000 });
-    print_report(
-        &rows,
-        &half,
-        &fed_direct,
-        &fed_gw,
-        &stdio,
+    let report = Report {
+        rows: &rows,
+        half: &half,
+        fed_direct: &fed_direct,
+        fed_gateway: &fed_gw,
+        stdio: &stdio,
         ready_ms,
-        opened,
+        sessions: opened,
         per_session_kib,
         peak_rss_mib,
-    );
+        nginx: nginx
+            .as_ref()
+            .map(|n| n.version.as_str())
+            .map_err(Clone::clone),
+    };
+    report.print();
     println!(
         "policy decision (in process): {policy_simple_ns:.0} ns with declarative rules, {policy_cel_ns:.0} ns when a CEL rule decides"
     );
@@ -518,19 +499,9 @@ async fn main() {
             m["peak_rss_growth_mib"].as_f64().unwrap_or(0.0)
         );
     }
+    report.print_budget();
     if let Some(path) = &args.json {
-        let v = to_json(
-            &rows,
-            &half,
-            &fed_direct,
-            &fed_gw,
-            &stdio,
-            ready_ms,
-            opened,
-            per_session_kib,
-            peak_rss_mib,
-        );
-        let mut v = v;
+        let mut v = report.to_json();
         v["policy_decision_ns"] = json!({"declarative": policy_simple_ns, "cel": policy_cel_ns});
         v["large_results_in_flight"] = json!(large_memory);
         v["token_exchanges"] = json!(exchanges);
@@ -550,119 +521,20 @@ async fn main() {
             );
         }
     }
+    // A failing nginx cell is a broken configuration here, not a result.
+    fn through(r: &Row) -> Option<&Stats> {
+        r.nginx.as_ref().map(|n| &n.stats)
+    }
     let errors: u64 = ours
         .iter()
-        .map(|r| r.direct.errors + r.gateway.errors)
+        .map(|r| r.direct.errors + r.gateway.errors + through(r).map_or(0, |n| n.errors))
         .sum();
-    if ours.iter().any(|r| r.gateway.requests == 0) || errors > 0 {
+    let empty = ours
+        .iter()
+        .any(|r| r.gateway.requests == 0 || through(r).is_some_and(|n| n.requests == 0));
+    if empty || errors > 0 {
         eprintln!("gatehouse-bench: {errors} errors, or a cell completed no request");
-        std::process::exit(1);
+        return false;
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn print_report(
-    rows: &[Row],
-    half: &Option<(f64, Stats, Stats, Stats)>,
-    fed_d: &Stats,
-    fed_g: &Stats,
-    stdio: &Stats,
-    ready_ms: f64,
-    sessions: usize,
-    per_session_kib: f64,
-    peak_rss_mib: f64,
-) {
-    println!(
-        "\nGatehouse benchmark — same workload direct to the fixture upstream and through the gateway"
-    );
-    println!(
-        "{:<43} {:>4} {:>10} {:>10} {:>6} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9}",
-        "workload",
-        "c",
-        "direct/s",
-        "gw/s",
-        "ratio",
-        "d p50ms",
-        "gw p50ms",
-        "+p50 ms",
-        "+p99 ms",
-        "+p99.9 ms",
-        "+ttfb ms",
-        "cpu s/10k"
-    );
-    for r in rows {
-        println!(
-            "{:<43} {:>4} {:>10.0} {:>10.0} {:>6.2} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.3} {:>9.3} {:>9.3}",
-            r.name,
-            r.concurrency,
-            r.direct.rps(),
-            r.gateway.rps(),
-            r.gateway.rps() / r.direct.rps(),
-            r.direct.pct(50.0),
-            r.gateway.pct(50.0),
-            r.gateway.pct(50.0) - r.direct.pct(50.0),
-            r.gateway.pct(99.0) - r.direct.pct(99.0),
-            r.gateway.pct(99.9) - r.direct.pct(99.9),
-            r.gateway.ttfb(50.0) - r.direct.ttfb(50.0),
-            r.cpu_per_10k
-        );
-    }
-    if let Some((rate, d, g, s)) = half {
-        println!(
-            "\nat half the direct maximum ({rate:.0} req/s, small json, 16 clients): direct p50 {:.3} ms p99 {:.3} ms; gateway p50 {:.3} ms p99 {:.3} ms; added p50 {:.3} ms, added p99 {:.3} ms",
-            d.pct(50.0),
-            d.pct(99.0),
-            g.pct(50.0),
-            g.pct(99.0),
-            g.pct(50.0) - d.pct(50.0),
-            g.pct(99.0) - d.pct(99.0)
-        );
-        println!(
-            "  same with auth+policy+audit: gateway p50 {:.3} ms p99 {:.3} ms; added p50 {:.3} ms, added p99 {:.3} ms",
-            s.pct(50.0),
-            s.pct(99.0),
-            s.pct(50.0) - d.pct(50.0),
-            s.pct(99.0) - d.pct(99.0)
-        );
-    }
-    println!(
-        "tools/list, 10 federated upstreams vs one upstream direct: p50 {:.3} ms vs {:.3} ms, p99 {:.3} ms vs {:.3} ms",
-        fed_g.pct(50.0),
-        fed_d.pct(50.0),
-        fed_g.pct(99.0),
-        fed_d.pct(99.0)
-    );
-    println!(
-        "stdio upstream through the gateway, one client, small result: p50 {:.3} ms, p99 {:.3} ms, {:.0} req/s",
-        stdio.pct(50.0),
-        stdio.pct(99.0),
-        stdio.rps()
-    );
-    println!(
-        "ready after start: {ready_ms:.1} ms; idle sessions: {sessions} at {per_session_kib:.1} KiB each; gateway peak RSS {peak_rss_mib:.1} MiB"
-    );
-}
-
-#[allow(clippy::too_many_arguments)]
-fn to_json(
-    rows: &[Row],
-    half: &Option<(f64, Stats, Stats, Stats)>,
-    fed_d: &Stats,
-    fed_g: &Stats,
-    stdio: &Stats,
-    ready_ms: f64,
-    sessions: usize,
-    per_session_kib: f64,
-    peak_rss_mib: f64,
-) -> Value {
-    let s = |s: &Stats| json!({"rps": s.rps(), "p50_ms": s.pct(50.0), "p90_ms": s.pct(90.0), "p99_ms": s.pct(99.0), "p999_ms": s.pct(99.9), "ttfb_p50_ms": s.ttfb(50.0), "requests": s.requests, "errors": s.errors});
-    json!({
-        "rows": rows.iter().map(|r| json!({"workload": r.name, "concurrency": r.concurrency, "direct": s(&r.direct), "gateway": s(&r.gateway), "throughput_ratio": r.gateway.rps() / r.direct.rps(), "gateway_cpu_seconds_per_10k": r.cpu_per_10k})).collect::<Vec<_>>(),
-        "half_load": half.as_ref().map(|(rate, d, g, sec)| json!({"rate": rate, "direct": s(d), "gateway": s(g), "gateway_auth_policy_audit": s(sec)})),
-        "federated_tools_list": {"direct_one_upstream": s(fed_d), "gateway_ten_upstreams": s(fed_g)},
-        "stdio": s(stdio),
-        "ready_ms": ready_ms,
-        "idle_sessions": {"count": sessions, "kib_per_session": per_session_kib},
-        "peak_rss_mib": peak_rss_mib,
-    })
+    true
 }
