@@ -22,6 +22,8 @@ if ! have_nginx; then
     # The package lists may be missing (fresh container): refresh once and retry.
     apt_install || { "${as_root[@]}" apt-get update -qq >/dev/null 2>&1 && apt_install; } ||
       echo "setup: could not install nginx-light; gatehouse-bench will skip its nginx columns" >&2
+    # The package may start its own server on port 80; the bench starts its own on loopback.
+    "${as_root[@]}" service nginx stop >/dev/null 2>&1 || true
   else
     echo "setup: no apt-get (or no root); gatehouse-bench will skip its nginx columns" >&2
   fi
