@@ -26,6 +26,18 @@ fn lister(tool: &'static str, ttl: Value, scope: Value) -> Script {
     })
 }
 
+/// `tools/list` as the gateway itself asks for it, unfiltered.
+async fn all_tools(server: &VirtualServer) -> Result<Listing, FederationError> {
+    server
+        .list(
+            &SharedSessions::gateway(CallContext::gateway()),
+            ListKind::Tools,
+            None,
+            None,
+        )
+        .await
+}
+
 async fn merged(members: Vec<(&str, Script)>, filtered: bool) -> Listing {
     let server = server(members).await;
     let all = |_: usize, _: &str| true;
@@ -117,15 +129,7 @@ async fn a_partial_list_is_immediately_stale() {
         s.on_error = OnUpstreamError::Partial;
         s
     };
-    let listing = server
-        .list(
-            &SharedSessions::gateway(CallContext::gateway()),
-            ListKind::Tools,
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+    let listing = all_tools(&server).await.unwrap();
     assert_eq!(listing.result["tools"].as_array().unwrap().len(), 1);
     assert_eq!(
         listing.hints,
@@ -311,15 +315,7 @@ async fn tools_with_invalid_mirrored_parameters_are_left_out_and_valid_ones_lear
         _ => (404, json!({})),
     });
     let server = server(vec![("a", upstream)]).await;
-    let listing = server
-        .list(
-            &SharedSessions::gateway(CallContext::gateway()),
-            ListKind::Tools,
-            None,
-            None,
-        )
-        .await
-        .expect("the list");
+    let listing = all_tools(&server).await.expect("the list");
     let names: Vec<_> = listing.result["tools"]
         .as_array()
         .unwrap()
