@@ -5,7 +5,7 @@
 mod catalog;
 
 use crate::auth::{AuthError, Principal};
-use crate::downstream::AppState;
+use crate::web::AppState;
 use axum::Json;
 use axum::Router;
 use axum::response::{IntoResponse, Response};
@@ -64,7 +64,13 @@ pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Admin, B
     let principal = match guard.authenticate(headers).await {
         Ok(p) => p,
         Err(error) => {
-            crate::downstream::record_auth_refusal(&state.gateway, "admin", "admin", None, &error);
+            crate::web::refusal::record_auth_refusal(
+                &state.gateway,
+                "admin",
+                "admin",
+                None,
+                &error,
+            );
             let status = match error {
                 AuthError::Missing | AuthError::Invalid(_) => StatusCode::UNAUTHORIZED,
                 AuthError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
