@@ -28,3 +28,4 @@ pub mod telemetry;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod upstream;
+pub mod web;

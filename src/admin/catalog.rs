@@ -2,7 +2,7 @@
 
 use super::{authorize, problem};
 use crate::catalog::review::{self, Decision, ReviewError, Reviewed};
-use crate::downstream::AppState;
+use crate::web::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};

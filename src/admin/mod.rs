@@ -5,7 +5,7 @@
 mod catalog;
 
 use crate::auth::{AuthError, Principal};
-use crate::downstream::AppState;
+use crate::web::AppState;
 use axum::Json;
 use axum::Router;
 use axum::response::{IntoResponse, Response};
@@ -64,7 +64,13 @@ pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Admin, B
     let principal = match guard.authenticate(headers).await {
         Ok(p) => p,
         Err(error) => {
-            crate::downstream::record_auth_refusal(&state.gateway, "admin", "admin", None, &error);
+            crate::web::refusal::record_auth_refusal(
+                &state.gateway,
+                "admin",
+                "admin",
+                None,
+                &error,
+            );
             let status = match error {
                 AuthError::Missing | AuthError::Invalid(_) => StatusCode::UNAUTHORIZED,
                 AuthError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
@@ -79,7 +85,7 @@ pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Admin, B
             return Err(Box::new(resp));
         }
     };
-    if !cfg.allows(&principal) {
+    if !is_admin(cfg, &principal) {
         tracing::warn!(
             subject = principal.subject(),
             "admin API refused: not an administrator"
@@ -91,4 +97,12 @@ pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Admin, B
         )));
     }
     Ok(Admin { principal })
+}
+
+/// Whether `principal` is one of the administrators the `admin` block names (here, not in
+/// `config`, so that the configuration types need not know what a principal is).
+fn is_admin(cfg: &crate::config::AdminConfig, principal: &Principal) -> bool {
+    cfg.subjects.iter().any(|s| s == principal.subject())
+        || principal.groups().iter().any(|g| cfg.groups.contains(g))
+        || principal.roles().iter().any(|r| cfg.roles.contains(r))
 }

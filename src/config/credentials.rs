@@ -2,8 +2,8 @@
 //! by the gateway for that upstream (and, for per-user kinds, for that user); the client's own
 //! token is never forwarded.
 
+use super::keys::{KEYS_AT_REST, KeyConfig, check_keys};
 use super::secret::ValueSource;
-use crate::keyring::{KEYS_AT_REST, KeyConfig, check_keys};
 use serde::Deserialize;
 
 /// How the gateway authenticates to an upstream.

@@ -117,6 +117,10 @@ pub struct Limits {
     pub replay_bytes_per_stream: usize,
 }
 
+/// Distinct tool and prompt names labelled per virtual server unless `limits` says otherwise
+/// (the metrics registry starts with it, before any configuration is read).
+pub const DEFAULT_METRIC_NAMES_PER_SERVER: usize = 500;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -124,7 +128,7 @@ impl Default for Limits {
             max_upstream_message_bytes: 64 * 1024 * 1024,
             subscriptions_per_listen: 100,
             body_read_timeout: HumanDuration(Duration::from_secs(30)),
-            metric_names_per_server: crate::telemetry::metrics::DEFAULT_NAMES_PER_SERVER,
+            metric_names_per_server: DEFAULT_METRIC_NAMES_PER_SERVER,
             connections: super::Connections::default(),
             sessions_per_principal: 64,
             sessions_per_address: 64,
@@ -145,7 +149,7 @@ impl Default for Limits {
 pub struct Sessions {
     /// Keys that seal session ids; the first seals, all open (rotation). Empty: a random key
     /// per process, so sessions do not survive a restart or move between replicas.
-    pub keys: Vec<crate::keyring::KeyConfig>,
+    pub keys: Vec<super::keys::KeyConfig>,
     /// A session ends this long after it began, whatever its activity.
     pub max_lifetime: HumanDuration,
     /// A session without requests or an open stream for this long ends, and its upstream
@@ -500,13 +504,4 @@ pub struct AdminConfig {
     /// Holders of these roles may administer.
     #[serde(default)]
     pub roles: Vec<String>,
-}
-
-impl AdminConfig {
-    /// Whether `principal` is one of the administrators.
-    pub fn allows(&self, principal: &crate::auth::Principal) -> bool {
-        self.subjects.iter().any(|s| s == principal.subject())
-            || principal.groups().iter().any(|g| self.groups.contains(g))
-            || principal.roles().iter().any(|r| self.roles.contains(r))
-    }
 }

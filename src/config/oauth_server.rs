@@ -3,8 +3,8 @@
 //! RFC 8707 resource indicators.
 
 use super::duration::HumanDuration;
+use super::keys::{KEYS_AT_REST, KeyConfig, check_keys};
 use super::secret::ValueSource;
-use crate::keyring::{KEYS_AT_REST, KeyConfig, check_keys};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;

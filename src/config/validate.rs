@@ -182,10 +182,10 @@ fn check_limits(l: &Limits, issues: &mut Issues) {
 }
 
 fn check_sessions(s: &Sessions, issues: &mut Issues) {
-    crate::keyring::check_keys(
+    super::keys::check_keys(
         &s.keys,
         "sessions.keys",
-        crate::keyring::SESSION_KEYS,
+        super::keys::SESSION_KEYS,
         &mut |f, m| issues.add(f, m),
     );
     if s.max_lifetime.0.is_zero() {

@@ -2,11 +2,12 @@
 //! binds a flow to its browser) and the user's list of connections (`/connections`,
 //! authenticated with the user's own MCP token).
 
-use super::AppState;
 use crate::credentials::consent::{Answer, CallbackQuery, ConsentService, Page};
+use crate::web::AppState;
+use crate::web::html::page;
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use http::{HeaderMap, StatusCode};
 use std::sync::Arc;
 
@@ -165,37 +166,6 @@ fn render(p: Page) -> Response {
             &message,
         ),
     }
-}
-
-pub(crate) fn page(status: StatusCode, title: &str, message: &str) -> Response {
-    let body = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t} — Gatehouse</title></head>\
-         <body><h1>{t}</h1><p>{m}</p></body></html>",
-        t = escape(title),
-        m = escape(message)
-    );
-    let mut resp = (status, Html(body)).into_response();
-    let h = resp.headers_mut();
-    h.insert("cache-control", http::HeaderValue::from_static("no-store"));
-    h.insert(
-        "content-security-policy",
-        http::HeaderValue::from_static("default-src 'none'"),
-    );
-    h.insert("x-frame-options", http::HeaderValue::from_static("DENY"));
-    resp
-}
-
-pub(crate) fn escape(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '<' => "&lt;".to_owned(),
-            '>' => "&gt;".to_owned(),
-            '&' => "&amp;".to_owned(),
-            '"' => "&quot;".to_owned(),
-            '\'' => "&#39;".to_owned(),
-            c => c.to_string(),
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -4,11 +4,12 @@
 //! token it accepts; with a catalog, each entry carries the approved tools the caller's policy
 //! lets them see.
 
+use super::Caller;
 use super::access::Access;
-use super::{AppState, Caller};
 use crate::catalog::pin::DefinitionKind;
 use crate::federation::ListKind;
 use crate::policy::CompiledPolicy;
+use crate::web::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};

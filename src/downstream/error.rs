@@ -4,6 +4,7 @@ use crate::auth::AuthError;
 use crate::federation::FederationError;
 use crate::protocol::{ErrorCode, Message, RequestId, version};
 use crate::upstream::UpstreamError;
+use crate::web::json::json;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
@@ -262,16 +263,6 @@ impl IntoResponse for HttpError {
         }
         resp
     }
-}
-
-/// A JSON response with the given status.
-pub fn json(status: StatusCode, body: Vec<u8>) -> Response {
-    let mut resp = (status, body).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
 }
 
 /// The JSON-RPC error answering request `id` after an upstream or routing failure.

@@ -6,12 +6,13 @@
 //! hidden name is refused exactly like one no upstream offers.
 
 use super::access::{Access, CallTarget, Refusal};
-use super::error::{HttpError, consent_input_required, json, rpc_error};
+use super::error::{HttpError, consent_input_required, rpc_error};
 use super::post::{answered, answered_error, refused};
 use crate::audit::{Outcome, Ticket};
 use crate::federation::{FederationError, Routed, SessionSource, VirtualServer};
 use crate::protocol::{ErrorCode, FunctionKind, Message, Method, RequestId, TargetParam};
 use crate::telemetry::metrics::METRICS;
+use crate::web::json::json;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use std::sync::Arc;

@@ -6,14 +6,11 @@
 use super::Caller;
 use super::error::HttpError;
 use crate::config::Limits;
-use axum::body::Body;
+use crate::web::body::holding;
 use axum::response::Response;
-use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 /// Who a cap counts against.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -126,41 +123,6 @@ impl Drop for StreamPermit {
 /// an SSE stream counts for as long as it is open, a JSON answer until it is written.
 pub fn hold(resp: Response, permit: StreamPermit) -> Response {
     resp.map(|inner| holding(inner, permit))
-}
-
-/// `inner`, keeping `guard` alive until the body is finished or dropped. Also how the
-/// listener counts a connection's requests in progress.
-pub fn holding<G: Send + Sync + Unpin + 'static>(inner: Body, guard: G) -> Body {
-    Body::new(Held {
-        inner,
-        _guard: guard,
-    })
-}
-
-struct Held<G> {
-    inner: Body,
-    _guard: G,
-}
-
-impl<G: Send + Sync + Unpin + 'static> http_body::Body for Held<G> {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    // Delegated so that a JSON answer keeps its Content-Length.
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! RFC 9728 protected resource metadata: where each protected virtual server tells clients
 //! which authorization servers issue its tokens and which scopes it knows.
 
-use super::AppState;
-use super::error::{HttpError, json};
+use super::error::HttpError;
+use crate::web::AppState;
+use crate::web::json::document;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
 
 /// `/.well-known/oauth-protected-resource`: the metadata of the only protected server.
 pub async fn root(State(state): State<AppState>) -> Response {
@@ -31,20 +31,4 @@ pub async fn for_path(State(state): State<AppState>, Path(path): Path<String>) -
         Some(g) => document(g.metadata_document()),
         None => HttpError::NoSuchEndpoint.into_response(),
     }
-}
-
-/// A public JSON document (metadata, key sets): readable from browsers, cached 5 minutes.
-pub fn document(body: bytes::Bytes) -> Response {
-    let mut resp = json(StatusCode::OK, body.to_vec());
-    let h = resp.headers_mut();
-    // Public information that browser-based clients must be able to read.
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("max-age=300"),
-    );
-    resp
 }

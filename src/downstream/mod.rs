@@ -21,12 +21,11 @@ mod standalone;
 pub(crate) mod stateless;
 mod tasks;
 
-use crate::audit::{Outcome, Ticket, Who};
-use crate::auth::AuthError;
 use crate::auth::{METADATA_PREFIX, Principal, ServerGuard};
 use crate::gateway::Gateway;
 use crate::policy::CompiledPolicy;
-use crate::telemetry::metrics::METRICS;
+use crate::web::AppState;
+use crate::web::refusal::record_auth_refusal;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -66,13 +65,6 @@ impl Caller {
             subject_token,
         }
     }
-}
-
-/// Shared state of the HTTP server.
-#[derive(Clone)]
-pub struct AppState {
-    /// The gateway.
-    pub gateway: Arc<Gateway>,
 }
 
 /// The HTTP application.
@@ -209,34 +201,6 @@ pub async fn refuse(error: HttpError, body: Body) -> Response {
         );
     }
     resp
-}
-
-/// Counts and audits a request refused by authentication.
-pub fn record_auth_refusal(
-    gw: &Gateway,
-    server: &str,
-    method: &str,
-    target: Option<&str>,
-    error: &AuthError,
-) {
-    let (reason, decision, status) = match error {
-        AuthError::Missing => ("missing", "unauthenticated", 401),
-        AuthError::Invalid(_) => ("invalid", "unauthenticated", 401),
-        AuthError::InsufficientScope { .. } => ("insufficient_scope", "insufficient_scope", 403),
-        AuthError::Unavailable(_) => ("unavailable", "unavailable", 503),
-    };
-    METRICS.auth_failure(server, reason);
-    let ticket = Ticket::new(
-        gw.auditor.clone(),
-        server,
-        method,
-        Who { principal: None },
-        0,
-    );
-    ticket.target(target, None, false);
-    // The reason is the gateway's own words (never the credential).
-    ticket.decision(decision, Some(&error.to_string()));
-    ticket.complete(Outcome::Refused(status));
 }
 
 async fn delete(

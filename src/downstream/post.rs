@@ -2,7 +2,7 @@
 
 use super::Caller;
 use super::access::{Access, CallTarget};
-use super::error::{HttpError, consent_input_required, json, rpc_error};
+use super::error::{HttpError, consent_input_required, rpc_error};
 use super::gate;
 use super::input_required::ParkingLot;
 use super::limits::{Holder, hold};
@@ -17,6 +17,7 @@ use crate::gateway::{Gateway, Runtime};
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::{ErrorCode, Message, MessageKind, Method, ProtocolVersion, RequestId};
 use crate::upstream::{ClientIdentity, Delivery};
+use crate::web::json::json;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode};

@@ -1,7 +1,7 @@
 //! Relays one upstream call to the client: a single JSON answer when the upstream answers at
 //! once, otherwise an SSE stream that passes each message on as it arrives.
 
-use super::error::{HttpError, json, upstream_error};
+use super::error::{HttpError, upstream_error};
 use super::input_required::ParkingLot;
 use super::session::Session;
 use crate::audit::{Outcome, Ticket};
@@ -10,6 +10,7 @@ use crate::protocol::sse::encode_event;
 use crate::protocol::stateless::{log_allowed, with_current_error_code, with_result_type};
 use crate::protocol::{ErrorCode, Message, RequestId};
 use crate::upstream::{CallStream, Frame, ReplyRoute, StreamedResponse, UpstreamError};
+use crate::web::json::json;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;

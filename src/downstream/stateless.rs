@@ -2,7 +2,7 @@
 //! sessions shared on the clients' behalf.
 
 use super::access::Access;
-use super::error::{HttpError, json};
+use super::error::HttpError;
 use super::input_required::{ParkingLot, Retry};
 use super::listen;
 use super::post;
@@ -20,6 +20,7 @@ use crate::protocol::stateless::{
 };
 use crate::protocol::{Message, MessageKind, Method, ProtocolVersion, RequestId};
 use crate::upstream::{UpstreamError, UpstreamSession};
+use crate::web::json::json;
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, StatusCode};

@@ -9,7 +9,6 @@
 //! Sealed ids keep nothing in memory, so there is nothing to bound but their size.
 
 use super::access::Access;
-use super::error::json;
 use super::session::Session;
 use crate::audit::{Outcome, Ticket};
 use crate::config::Effect;
@@ -19,6 +18,7 @@ use crate::policy::{Facts, FunctionKind};
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::stateless::declared_capabilities;
 use crate::protocol::{ErrorCode, Message};
+use crate::web::json::json;
 use axum::response::Response;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};

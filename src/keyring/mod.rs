@@ -1,6 +1,6 @@
-//! The gateway's one AES-256-GCM keyring: how a sealing key is configured (`{ id, key }`), the
-//! one rule for key ids, the one decoder of key text, and the two sealed formats built on the
-//! same keys. Session ids (and the other values handed to clients), third-party tokens at rest
+//! The gateway's one AES-256-GCM keyring and the two sealed formats built on the same keys
+//! (how a key is configured, the key-id rule and the key-text decoder are `config::keys`,
+//! re-exported here). Session ids (and the other values handed to clients), third-party tokens at rest
 //! and the façade's signing keys in the store are all sealed here.
 //!
 //! The first key seals, every key opens (rotation: put the new key first, keep the old one
@@ -13,15 +13,16 @@
 //!   ‖ tag>`, bytes authenticated with `v1.<key id>.` followed by the caller's associated data
 //!   (which binds the value to its row).
 
-use crate::config::{Secret, ValueSource};
+use crate::config::Secret;
+pub use crate::config::keys::{
+    KEYS_AT_REST, KeyConfig, KeyRules, KeyTextError, MAX_KEY_ID_LEN, SESSION_KEYS, check_keys,
+    decode_key, valid_key_id,
+};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
-use base64::alphabet;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use rand::RngCore;
-use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
@@ -29,138 +30,12 @@ use std::fmt;
 #[cfg(test)]
 mod tests;
 
-/// Longest key id: it is written in front of every session id, so it stays short.
-pub const MAX_KEY_ID_LEN: usize = 64;
 /// The version field of the at-rest format.
 const VERSION: &str = "v1";
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// Longest value handed back by a client that is tried at all.
 const MAX_CLIENT_VALUE_LEN: usize = 8192;
-
-/// Key text is accepted in either alphabet, with or without padding.
-const LENIENT: GeneralPurposeConfig =
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
-const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
-const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
-
-/// One configured sealing key, wherever it is used (`sessions.keys`, `consent.keys`,
-/// `oauth_server.keys`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct KeyConfig {
-    /// Its id, written in front of every value it seals ([`valid_key_id`]).
-    pub id: String,
-    /// Base64 of 32 random bytes (`gatehouse session-key` prints one), from `{ env }` or
-    /// `{ file }`. `sessions.keys` have always called it `secret`, which is still accepted.
-    #[serde(alias = "secret")]
-    pub key: ValueSource,
-}
-
-/// Whether `id` may name a key: 1 to [`MAX_KEY_ID_LEN`] ASCII letters, digits, `-` and `_`
-/// (never `.`, which separates the fields of both sealed formats).
-pub fn valid_key_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_KEY_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// What is wrong with a key's text; never shows the text.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeyTextError {
-    /// Not base64 in either alphabet.
-    #[error("is not valid base64")]
-    NotBase64,
-    /// Base64 of the wrong number of bytes.
-    #[error("decodes to {0} bytes, not 32")]
-    Length(usize),
-}
-
-/// The 32 bytes of a key written as base64: standard or URL-safe alphabet, padding optional,
-/// surrounding whitespace ignored.
-pub fn decode_key(text: &str) -> Result<[u8; 32], KeyTextError> {
-    let text = text.trim();
-    let bytes = STANDARD_LENIENT
-        .decode(text)
-        .or_else(|_| URL_SAFE_LENIENT.decode(text))
-        .map_err(|_| KeyTextError::NotBase64)?;
-    let len = bytes.len();
-    bytes.try_into().map_err(|_| KeyTextError::Length(len))
-}
-
-/// What the configuration of a block's keys must satisfy besides the common rules.
-#[derive(Debug, Clone, Copy)]
-pub struct KeyRules {
-    /// The block cannot work without a key.
-    pub required: bool,
-    /// Whether the key may be written in the YAML itself: only `sessions.keys`, which always
-    /// allowed it (kept for existing configurations).
-    pub literal_allowed: bool,
-}
-
-/// `consent.keys` and `oauth_server.keys`: what they seal lives in the store, so the block
-/// needs a key, and a key in the YAML would sit beside the data it protects.
-pub const KEYS_AT_REST: KeyRules = KeyRules {
-    required: true,
-    literal_allowed: false,
-};
-
-/// `sessions.keys`: none means a random key per process.
-pub const SESSION_KEYS: KeyRules = KeyRules {
-    required: false,
-    literal_allowed: true,
-};
-
-/// Checks a block's keys (`field` is e.g. `consent.keys`), reporting each problem with its
-/// field; the messages never show a key.
-pub fn check_keys(
-    keys: &[KeyConfig],
-    field: &str,
-    rules: KeyRules,
-    add: &mut dyn FnMut(String, String),
-) {
-    if rules.required && keys.is_empty() {
-        add(
-            field.to_owned(),
-            "at least one sealing key (id + 32 random bytes, base64) is required".into(),
-        );
-    }
-    for (i, k) in keys.iter().enumerate() {
-        let at = format!("{field}[{i}]");
-        if !valid_key_id(&k.id) {
-            add(
-                format!("{at}.id"),
-                format!("expected 1-{MAX_KEY_ID_LEN} letters, digits, '-' or '_'"),
-            );
-        } else if keys[..i].iter().any(|other| other.id == k.id) {
-            add(format!("{at}.id"), format!("duplicate key id {:?}", k.id));
-        }
-        if !rules.literal_allowed && k.key.is_written_in_yaml() {
-            add(
-                format!("{at}.key"),
-                "a key must not be written in the YAML; use { env: VAR } or { file: PATH }".into(),
-            );
-            continue;
-        }
-        match k.key.resolve() {
-            // The resolver's own text: `Config::load_for_admin` recognises it as deferred.
-            Err(e) => add(format!("{at}.key"), e),
-            Ok(text) => {
-                if let Err(what) = decode_key(text.expose()) {
-                    add(
-                        format!("{at}.key"),
-                        format!(
-                            "expected base64 of exactly 32 bytes (`gatehouse session-key` prints \
-                             one); this {what}"
-                        ),
-                    );
-                }
-            }
-        }
-    }
-}
 
 /// Why a keyring could not be built. Names key ids, never key material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

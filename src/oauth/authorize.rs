@@ -4,8 +4,8 @@
 
 use super::facade::{Facade, LOGIN_LIFETIME};
 use super::grants::{Grant, GrantIdentity, LoginRequest, PendingLogin};
-use crate::downstream::AppState;
-use crate::downstream::consent_pages::{escape, page};
+use crate::web::AppState;
+use crate::web::html::{escape, page};
 use axum::extract::{RawQuery, State};
 use axum::response::{Html, IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};

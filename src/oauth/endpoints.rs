@@ -8,7 +8,7 @@ use super::clients::RegisteredClient;
 use super::facade::Facade;
 use super::grants::Grant;
 use super::tokens::{AccessTokenClaims, issue_access_token, issue_refresh_token};
-use crate::downstream::AppState;
+use crate::web::AppState;
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::{BytesRejection, StringRejection};
@@ -149,7 +149,7 @@ async fn jwks(State(state): State<AppState>) -> Response {
 }
 
 fn public_json(v: Value) -> Response {
-    crate::downstream::metadata::document(bytes::Bytes::from(v.to_string()))
+    crate::web::json::document(bytes::Bytes::from(v.to_string()))
 }
 
 /// `POST /oauth/token`.

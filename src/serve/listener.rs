@@ -277,7 +277,7 @@ async fn connection(
         async move {
             let resp = call.await?;
             Ok::<_, std::convert::Infallible>(
-                resp.map(|body| crate::downstream::limits::holding(body, in_flight)),
+                resp.map(|body| crate::web::body::holding(body, in_flight)),
             )
         }
     });

@@ -5,8 +5,9 @@ mod listener;
 pub mod ops;
 
 use crate::config::Config;
-use crate::downstream::{AppState, router};
+use crate::downstream::router;
 use crate::gateway::Gateway;
+use crate::web::AppState;
 use listener::{Listener, Tracker};
 use sha2::{Digest, Sha256};
 use std::io::Write;

@@ -145,5 +145,5 @@ fn answer(v: &Verdict) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = serde_json::json!({ "ready": v.ready, "checks": v.checks });
-    crate::downstream::error::json(status, serde_json::to_vec(&body).unwrap_or_default())
+    crate::web::json::json(status, serde_json::to_vec(&body).unwrap_or_default())
 }

@@ -13,7 +13,7 @@ use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 /// Distinct tool and prompt names labelled per virtual server unless `limits` says otherwise.
-pub const DEFAULT_NAMES_PER_SERVER: usize = 500;
+pub const DEFAULT_NAMES_PER_SERVER: usize = crate::config::DEFAULT_METRIC_NAMES_PER_SERVER;
 
 /// Labels of a handled request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
