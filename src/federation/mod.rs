@@ -277,9 +277,13 @@ impl VirtualServer {
     ) -> Result<CallStream, FederationError> {
         let m = &self.members[member];
         let session = src.session(m).await?;
-        if session.version.is_stateless() && Method::of(&message) == Method::ToolsCall {
+        if session.version.is_stateless()
+            && !m.client.mirrored().learned()
+            && Method::of(&message) == Method::ToolsCall
+        {
             // The upstream needs the call's mirrored parameters as headers: make sure they
-            // are known (the HTTP client adds them from its table).
+            // are known (the HTTP client adds them from its table). Once a whole listing was
+            // read there is nothing to learn, and the call's params are not read here.
             if let Some(name) = crate::protocol::stateless::name_header_value(&message) {
                 Box::pin(self.mirrored_params(src, member, &name)).await;
             }
@@ -410,7 +414,7 @@ impl VirtualServer {
         let mut learned: HashMap<String, usize> = HashMap::new();
         let mut hints: Option<CacheHints> = None;
         let mut merge = |h: CacheHints| hints = Some(hints.map_or(h, |m| m.merge(h)));
-        for ((i, _), result) in pending.iter().zip(results) {
+        for ((i, cursor), result) in pending.iter().zip(results) {
             let (page, next_cursor, member_hints) = match result {
                 Ok(r) => r,
                 Err(e) if self.on_error == OnUpstreamError::Partial => {
@@ -480,7 +484,7 @@ impl VirtualServer {
                 items.push(item);
             }
             if kind == ListKind::Tools {
-                let first_page = pending_cursor_is_none(&pending, *i);
+                let first_page = cursor.is_none();
                 self.members[*i]
                     .client
                     .mirrored()
@@ -793,11 +797,6 @@ impl VirtualServer {
         message.params = Some(to_raw(&params));
         message
     }
-}
-
-/// Whether member `i`'s part of this listing was asked for from its first page.
-fn pending_cursor_is_none(pending: &[(usize, Option<String>)], i: usize) -> bool {
-    pending.iter().any(|(m, c)| *m == i && c.is_none())
 }
 
 fn string_param(

@@ -98,9 +98,9 @@ impl MirroredParams {
         }
     }
 
-    /// Whether nothing at all is known to be mirrored (the common case: no lookups needed).
-    pub fn is_empty(&self) -> bool {
-        self.state.read().expect("mirrored lock").tools.is_empty()
+    /// Whether a whole listing was read: what is not in the table mirrors nothing.
+    pub fn learned(&self) -> bool {
+        self.state.read().expect("mirrored lock").whole
     }
 
     /// Whether a call may list on its own behalf now; at most once per [`RELEARN_AFTER`]
@@ -148,7 +148,8 @@ mod tests {
         // A new first page replaces the table: annotations removed upstream are forgotten.
         t.learn(vec![], true, true);
         assert_eq!(t.get("a"), Known::Nothing);
-        assert!(t.is_empty());
+        assert_eq!(t.get("b"), Known::Nothing);
+        assert!(t.learned());
     }
 
     #[test]
