@@ -22,18 +22,14 @@ use std::sync::Arc;
 pub struct Runtime {
     /// The configuration it was built from.
     pub config: Config,
-    /// Virtual servers by path.
-    pub servers: HashMap<String, Arc<VirtualServer>>,
+    /// What serves each virtual server's path.
+    pub routes: HashMap<String, Route>,
     /// Upstream clients by name.
     pub upstreams: HashMap<String, Arc<UpstreamClient>>,
     /// DNS-rebinding protection.
     pub origins: OriginPolicy,
     /// Credential verification shared by every virtual server.
     pub auth: Arc<Authenticator>,
-    /// Authentication requirements by virtual server path (absent: open server).
-    pub guards: HashMap<String, Arc<ServerGuard>>,
-    /// Compiled policies by virtual server path.
-    pub policies: HashMap<String, Arc<CompiledPolicy>>,
     /// Consent flows and user connections for `user_oauth` upstreams.
     pub consent: Option<Arc<ConsentService>>,
     /// Approved definitions, when the configuration has a catalog.
@@ -44,7 +40,22 @@ pub struct Runtime {
     pub oauth: Option<Arc<crate::oauth::facade::Facade>>,
 }
 
+/// What serves one virtual server's path, built together from its configuration entry.
+pub struct Route {
+    /// The federation of its upstreams.
+    pub server: Arc<VirtualServer>,
+    /// Its authentication requirements; `None`: an open server.
+    pub guard: Option<Arc<ServerGuard>>,
+    /// Its compiled policy (open when it has none).
+    pub policy: Arc<CompiledPolicy>,
+}
+
 impl Runtime {
+    /// The guards of the protected virtual servers.
+    pub fn guards(&self) -> impl Iterator<Item = &Arc<ServerGuard>> {
+        self.routes.values().filter_map(|r| r.guard.as_ref())
+    }
+
     /// Builds a runtime, reusing the upstream clients of `previous` whose configuration did not
     /// change, so that a reload neither restarts their processes nor drops their pools.
     pub fn build(
@@ -93,21 +104,6 @@ impl Runtime {
             };
             upstreams.insert(name.clone(), client);
         }
-        let servers = config
-            .servers
-            .iter()
-            .map(|s| {
-                (
-                    s.path.clone(),
-                    Arc::new(VirtualServer::new(
-                        s,
-                        &config.upstreams,
-                        &upstreams,
-                        catalog.clone(),
-                    )),
-                )
-            })
-            .collect();
         let loopback_listener = config
             .listen
             .parse::<SocketAddr>()
@@ -147,16 +143,6 @@ impl Runtime {
             );
         }
         let auth = Arc::new(authenticator);
-        let guards = config
-            .servers
-            .iter()
-            .filter_map(|s| {
-                Some((
-                    s.path.clone(),
-                    Arc::new(ServerGuard::new(&config, s, auth.clone())?),
-                ))
-            })
-            .collect();
         let admin_guard = config.admin.as_ref().map(|a| {
             let resource = a
                 .auth
@@ -172,23 +158,31 @@ impl Runtime {
                 auth.clone(),
             ))
         });
-        let mut policies = HashMap::new();
+        let mut routes = HashMap::new();
         for s in &config.servers {
-            let compiled = match &s.policy {
+            let policy = match &s.policy {
                 Some(p) => CompiledPolicy::compile(p)
                     .map_err(|e| format!("servers {:?}: policy.{e}", s.name))?,
                 None => CompiledPolicy::open(),
             };
-            policies.insert(s.path.clone(), Arc::new(compiled));
+            let route = Route {
+                server: Arc::new(VirtualServer::new(
+                    s,
+                    &config.upstreams,
+                    &upstreams,
+                    catalog.clone(),
+                )),
+                guard: ServerGuard::new(&config, s, auth.clone()).map(Arc::new),
+                policy: Arc::new(policy),
+            };
+            routes.insert(s.path.clone(), route);
         }
         Ok(Runtime {
             config,
-            servers,
+            routes,
             upstreams,
             origins,
             auth,
-            guards,
-            policies,
             consent,
             catalog,
             admin_guard,

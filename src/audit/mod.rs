@@ -181,6 +181,11 @@ impl Auditor {
         }
     }
 
+    /// Whether records keep call arguments (otherwise nobody need parse them for the trail).
+    pub fn records_arguments(&self) -> bool {
+        self.record_arguments
+    }
+
     /// The arguments as they may be recorded.
     pub fn arguments(
         &self,

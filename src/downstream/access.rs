@@ -3,12 +3,12 @@
 
 use super::Caller;
 use super::error::HttpError;
+use super::reply::Refusal;
 use crate::auth::{AuthError, Principal};
 use crate::config::Effect;
 use crate::federation::{FederationError, ListKind, VirtualServer};
 use crate::policy::{CompiledPolicy, Decision, Facts, FunctionKind};
-use crate::protocol::{ErrorCode, Message, Method, RequestId};
-use serde::Deserialize;
+use crate::protocol::{CallHead, ErrorCode, Message, Method, RequestId};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -25,98 +25,25 @@ pub struct Access {
     pub context: crate::context::CallContext,
 }
 
-/// What a call targets, read from its params.
-#[derive(Debug, Default)]
-pub struct CallTarget {
-    /// The function's kind.
-    pub kind: Option<FunctionKind>,
-    /// The tool or prompt name or resource URI as the client sent it.
-    pub name: Option<String>,
-    /// The arguments (tools and prompts).
-    pub arguments: Option<Value>,
-}
-
-impl CallTarget {
-    /// Reads the target of a request (nothing for methods that target no function).
-    pub fn of(message: &Message) -> CallTarget {
-        let method = Method::of(message);
-        if method == Method::CompletionComplete {
-            return Self::of_completion(message);
-        }
-        let Some(kind) = method.function_kind() else {
-            return CallTarget::default();
-        };
-        #[derive(Deserialize)]
-        struct Params {
-            name: Option<String>,
-            uri: Option<String>,
-            arguments: Option<Value>,
-        }
-        let Ok(p) = message.params_as::<Params>() else {
-            return CallTarget {
-                kind: Some(kind),
-                ..Default::default()
-            };
-        };
-        let name = if kind == FunctionKind::Resource {
-            p.uri
-        } else {
-            p.name
-        };
-        CallTarget {
-            kind: Some(kind),
-            name,
-            arguments: p.arguments,
-        }
-    }
-}
-
-impl CallTarget {
-    /// A completion asks about a prompt's or resource template's arguments: the same policy
-    /// applies as to the prompt or resource itself.
-    fn of_completion(message: &Message) -> CallTarget {
-        #[derive(Deserialize)]
-        struct Params {
-            #[serde(rename = "ref")]
-            reference: Option<Reference>,
-        }
-        #[derive(Deserialize)]
-        struct Reference {
-            #[serde(rename = "type")]
-            kind: String,
-            name: Option<String>,
-            uri: Option<String>,
-        }
-        let Some(r) = message.params_as::<Params>().ok().and_then(|p| p.reference) else {
-            return CallTarget::default();
-        };
-        // The reference's type says which member the upstream reads; the other is ignored.
-        match (r.kind.as_str(), r.name, r.uri) {
-            ("ref/prompt", Some(name), _) => CallTarget {
-                kind: Some(FunctionKind::Prompt),
-                name: Some(name),
-                arguments: None,
-            },
-            ("ref/resource", _, Some(uri)) => CallTarget {
-                kind: Some(FunctionKind::Resource),
-                name: Some(uri),
-                arguments: None,
-            },
-            _ => CallTarget::default(),
-        }
-    }
-}
-
-/// Why a call may not proceed, as the client must see it.
-pub enum Refusal {
-    /// A JSON-RPC error answered with HTTP 200 (hidden function, argument rule), and the
-    /// rule that decided.
-    Rpc(Message, Arc<str>),
-    /// An HTTP-level refusal (403 insufficient_scope), and the rule that required the scopes.
-    Http(HttpError, Arc<str>),
-}
-
 impl Access {
+    /// What `caller` (authenticated against `route`'s guard, if it has one) may do there;
+    /// `headers` hold the token per-user upstream credentials may exchange.
+    pub fn new(
+        route: &crate::gateway::Route,
+        caller: Option<Caller>,
+        headers: &http::HeaderMap,
+        sealer: Arc<crate::keyring::Keyring>,
+    ) -> Access {
+        let context =
+            crate::context::CallContext::for_user(caller.as_ref().map(|c| c.on_behalf_of(headers)));
+        Access {
+            caller,
+            policy: route.policy.clone(),
+            sealer,
+            context,
+        }
+    }
+
     /// The caller's principal, if authenticated.
     pub fn principal(&self) -> Option<&Principal> {
         self.caller.as_ref().map(|c| &*c.principal)
@@ -155,12 +82,12 @@ impl Access {
     pub fn check_call(
         &self,
         server: &VirtualServer,
-        method: &str,
+        head: &CallHead,
         member: usize,
-        target: &CallTarget,
         id: &Option<RequestId>,
     ) -> Result<Option<Decision>, Refusal> {
-        let (Some(kind), Some(name)) = (target.kind, target.name.as_deref()) else {
+        let method = head.method.as_str();
+        let (Some(kind), Some(name)) = (head.kind, head.name.as_deref()) else {
             return Ok(None);
         };
         if self.policy.is_open() {
@@ -176,8 +103,8 @@ impl Access {
         let principal = self.principal();
         let empty = Value::Object(Default::default());
         // A completion carries no call arguments: it is decided like a listing.
-        let args = (method != Method::CompletionComplete.as_str())
-            .then(|| target.arguments.as_ref().unwrap_or(&empty));
+        let args =
+            (head.method != Method::CompletionComplete).then(|| head.arguments().unwrap_or(&empty));
         let decision = self.policy.decide(principal, &facts, args);
         if decision.effect == Effect::Deny {
             let visible = self.policy.decide(principal, &facts, None).allowed();
@@ -201,7 +128,7 @@ impl Access {
                 };
                 Message::error_response(id.clone(), e.code(), &e.to_string(), e.data())
             };
-            return Err(Refusal::Rpc(message, decision.rule));
+            return Err(Refusal::by_policy(message, decision.rule));
         }
         if !decision.require_scopes.is_empty()
             && let Some(c) = &self.caller
@@ -211,9 +138,9 @@ impl Access {
             if !c.principal.has_scopes(&required) {
                 let error = AuthError::InsufficientScope { required };
                 let challenge = c.guard.challenge(&error);
-                return Err(Refusal::Http(
-                    HttpError::Auth { error, challenge }.with_id(id.clone()),
-                    decision.rule,
+                return Err(Refusal::by_scope(
+                    HttpError::Auth { error, challenge },
+                    decision.rule.to_string(),
                 ));
             }
         }

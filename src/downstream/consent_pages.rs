@@ -115,7 +115,7 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Early<(Arc<ConsentServ
     let s = service(state)?;
     let rt = state.gateway.runtime();
     let mut last = None;
-    for guard in rt.guards.values() {
+    for guard in rt.guards() {
         match guard.authenticate(headers).await {
             Ok(p) => return Ok((s, p.binding().to_owned())),
             Err(e) => last = Some(e),

@@ -8,14 +8,12 @@ use super::Caller;
 use super::access::Access;
 use crate::catalog::pin::DefinitionKind;
 use crate::federation::ListKind;
-use crate::policy::CompiledPolicy;
 use crate::web::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
 use serde_json::{Value, json};
-use std::sync::Arc;
 
 /// `GET /v0/servers`.
 pub async fn servers(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -30,10 +28,11 @@ pub async fn servers(State(state): State<AppState>, headers: HeaderMap) -> Respo
     let namespace = namespace(&public);
     let mut entries = Vec::new();
     for cfg in &rt.config.servers {
-        let Some(server) = rt.servers.get(&cfg.path) else {
+        let Some(route) = rt.routes.get(&cfg.path) else {
             continue;
         };
-        let caller = match rt.guards.get(&cfg.path) {
+        let server = &route.server;
+        let caller = match &route.guard {
             None => None,
             Some(guard) => match guard.authenticate(&headers).await {
                 Ok(principal) => Some(Caller {
@@ -44,19 +43,7 @@ pub async fn servers(State(state): State<AppState>, headers: HeaderMap) -> Respo
             },
         };
         let protected = caller.is_some();
-        let context = crate::context::CallContext::for_user(
-            caller.as_ref().map(|c| c.on_behalf_of(&headers)),
-        );
-        let access = Access {
-            caller,
-            policy: rt
-                .policies
-                .get(&cfg.path)
-                .cloned()
-                .unwrap_or_else(|| Arc::new(CompiledPolicy::open())),
-            sealer: state.gateway.sealer(),
-            context,
-        };
+        let access = Access::new(route, caller, &headers, state.gateway.sealer());
         let mut meta = json!({ "io.gatehouse/protected": protected });
         if let Some(catalog) = &server.catalog {
             let mut tools = Vec::new();

@@ -7,12 +7,13 @@
 //! upstream streams open when it starts, held for its first GET; see [`super::standalone`].)
 
 use super::access::Access;
+use super::call;
 use super::error::{HttpError, rpc_error, upstream_error};
-use super::gate;
 use super::limits::{Holder, hold};
-use super::post::{answered, find_session};
+use super::named_session;
 use super::relay::{sse_response, translate};
 use super::replay::ReplayLimits;
+use super::reply::{Refusal, answered, opened};
 use super::rules;
 use super::session::Session;
 use super::standalone::Released;
@@ -23,10 +24,10 @@ use crate::gateway::Gateway;
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::sse::{encode_event, keep_alive};
 use crate::protocol::stateless::SUBSCRIPTION_META_KEY;
-use crate::protocol::{Message, Method, RequestId};
+use crate::protocol::{CallHead, Message, Method, RequestId};
 use crate::upstream::Frame;
 use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::HeaderMap;
@@ -55,7 +56,7 @@ pub async fn get(
         ));
     }
     rules::check_get_accept(&headers)?;
-    let session = find_session(&gw, &server, &headers, caller.as_ref())?;
+    let session = named_session::find(&gw, &server, &headers, caller.as_ref())?;
     let permit = gw
         .streams
         .acquire(Some(&session.id), &holder, &gw.runtime().config.limits)?;
@@ -187,6 +188,8 @@ pub async fn subscriptions(
     if let Err(refused) = subscribe_upstream(&server, &message, &filter, access, ticket).await {
         return Ok(refused);
     }
+    // The answer is the stream; the request is done once it opens.
+    opened(ticket.as_deref());
     let id = message
         .id
         .as_ref()
@@ -215,25 +218,26 @@ async fn subscribe_upstream(
     ticket: &Option<Arc<Ticket>>,
 ) -> Result<(), Response> {
     let id = listen.id.clone().unwrap_or(RequestId::Number(0));
+    let refused = |r: Refusal| r.answer(&server.name, Some(id.clone()), true, ticket.as_deref());
     for uri in &filter.resource_subscriptions {
-        if let Some(t) = ticket {
-            gate::check_scopes(
-                server,
-                access,
-                Method::ResourcesSubscribe.as_str(),
-                Some(uri),
-                t,
-            )
-            .map_err(|e| e.with_id(Some(id.clone())).into_response())?;
-        }
+        call::scope(
+            server,
+            access,
+            Method::ResourcesSubscribe.as_str(),
+            Some(uri),
+        )
+        .map_err(refused)?;
         let sub = Message::request(
             id.clone(),
             Method::ResourcesSubscribe.as_str(),
             Some(to_raw(&serde_json::json!({ "uri": uri }))),
         );
+        let head = CallHead::of(&sub);
         // On the gateway's own session: the one whose stream `merged` listens to.
         let sessions = SharedSessions::gateway(access.context.clone());
-        let routed = gate::admit(server, &sessions, access, sub, ticket).await?;
+        let routed = call::admit(server, &sessions, access, &head, sub, ticket.as_deref())
+            .await
+            .map_err(refused)?;
         let failed = match server.call(&sessions, routed.member, routed.message).await {
             Err(e) => Some(rpc_error(Some(id.clone()), &e)),
             Ok(mut stream) => loop {
@@ -252,7 +256,7 @@ async fn subscribe_upstream(
         };
         if let Some(m) = failed {
             tracing::info!(server = %server.name, %uri, "subscriptions/listen refused: the upstream refused a subscription");
-            return Err(answered(ticket, m));
+            return Err(answered(ticket.as_deref(), m));
         }
     }
     Ok(())

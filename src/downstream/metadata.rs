@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 /// `/.well-known/oauth-protected-resource`: the metadata of the only protected server.
 pub async fn root(State(state): State<AppState>) -> Response {
     let rt = state.gateway.runtime();
-    let mut guards = rt.guards.values();
+    let mut guards = rt.guards();
     match (guards.next(), guards.next()) {
         (Some(g), None) => document(g.metadata_document()),
         _ => HttpError::NoSuchEndpoint.into_response(),
@@ -22,7 +22,7 @@ pub async fn root(State(state): State<AppState>) -> Response {
 pub async fn for_path(State(state): State<AppState>, Path(path): Path<String>) -> Response {
     let rt = state.gateway.runtime();
     let path = format!("/{path}");
-    let guard = match rt.guards.get(&path) {
+    let guard = match rt.routes.get(&path).and_then(|r| r.guard.as_ref()) {
         Some(g) => Some(g),
         None if path == "/admin" => rt.admin_guard.as_ref(),
         None => None,

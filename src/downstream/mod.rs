@@ -3,17 +3,19 @@
 
 pub mod access;
 mod answers;
+mod call;
 pub(crate) mod consent_pages;
 mod discovery;
 pub mod error;
-mod gate;
 pub mod input_required;
 pub mod limits;
 mod listen;
 pub mod metadata;
+mod named_session;
 mod post;
 mod relay;
 mod replay;
+mod reply;
 pub mod rules;
 pub mod seal;
 pub mod session;
@@ -23,7 +25,6 @@ mod tasks;
 
 use crate::auth::{METADATA_PREFIX, Principal, ServerGuard};
 use crate::gateway::Gateway;
-use crate::policy::CompiledPolicy;
 use crate::web::AppState;
 use crate::web::refusal::record_auth_refusal;
 use axum::Router;
@@ -53,7 +54,7 @@ impl Caller {
 
     /// The caller as upstream credentials see it: who, and the token an IdP could exchange
     /// (an API key is the gateway's own and cannot be).
-    fn on_behalf_of(&self, headers: &http::HeaderMap) -> crate::credentials::OnBehalfOf {
+    pub(super) fn on_behalf_of(&self, headers: &http::HeaderMap) -> crate::credentials::OnBehalfOf {
         let exchangeable = self.principal.kind() != crate::auth::CredentialKind::ApiKey;
         let subject_token = crate::auth::bearer_token(headers)
             .filter(|_| exchangeable)
@@ -98,14 +99,15 @@ async fn serve_mcp(state: AppState, req: Request) -> Response {
     let gw = state.gateway;
     let rt = gw.runtime();
     let (parts, body): (_, Body) = req.into_parts();
-    let Some(server) = rt.servers.get(parts.uri.path()).cloned() else {
+    let Some(route) = rt.routes.get(parts.uri.path()) else {
         return refuse(HttpError::NoSuchEndpoint, body).await;
     };
+    let server = route.server.clone();
     if let Err(e) = rt.origins.check(&parts.headers) {
         tracing::warn!(error = %e, "refused by DNS-rebinding protection");
         return refuse(e, body).await;
     }
-    let caller = match rt.guards.get(&server.path) {
+    let caller = match &route.guard {
         None => None,
         Some(guard) => match guard
             .authenticate(&parts.headers)
@@ -124,19 +126,7 @@ async fn serve_mcp(state: AppState, req: Request) -> Response {
             }
         },
     };
-    let context = crate::context::CallContext::for_user(
-        caller.as_ref().map(|c| c.on_behalf_of(&parts.headers)),
-    );
-    let access = access::Access {
-        caller,
-        policy: rt
-            .policies
-            .get(&server.path)
-            .cloned()
-            .unwrap_or_else(|| Arc::new(CompiledPolicy::open())),
-        sealer: gw.sealer(),
-        context,
-    };
+    let access = access::Access::new(route, caller, &parts.headers, gw.sealer());
     // Caps count against the principal, or against the client address on an open server.
     let peer = parts
         .extensions
@@ -214,7 +204,7 @@ async fn delete(
             "the 2026-07-28 protocol has no sessions to delete",
         ));
     }
-    let session = post::find_session(gw, server, headers, access.caller.as_ref())?;
+    let session = named_session::find(gw, server, headers, access.caller.as_ref())?;
     gw.sessions.end(&session.id);
     session.close_upstreams(&access.context, server).await;
     tracing::info!(server = %server.name, "session ended by the client");

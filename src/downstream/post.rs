@@ -1,22 +1,25 @@
 //! POST: one JSON-RPC message from the client, dispatched by protocol generation and kind.
 
 use super::Caller;
-use super::access::{Access, CallTarget};
-use super::error::{HttpError, consent_input_required, rpc_error};
-use super::gate;
+use super::access::Access;
+use super::call::{self, Call, ClientMode};
+use super::error::HttpError;
 use super::input_required::ParkingLot;
 use super::limits::{Holder, hold};
-use super::relay::Relay;
+use super::named_session;
+use super::reply::Refusal;
 use super::rules::{self, SESSION_HEADER};
 use super::seal::SessionClaims;
-use super::session::{Session, SessionLookup};
+use super::session::Session;
 use super::stateless;
 use crate::audit::{Outcome, Ticket, Who};
-use crate::federation::{FederationError, SessionSource, VirtualServer, Visibility};
+use crate::federation::VirtualServer;
 use crate::gateway::{Gateway, Runtime};
 use crate::protocol::jsonrpc::to_raw;
-use crate::protocol::{ErrorCode, Message, MessageKind, Method, ProtocolVersion, RequestId};
-use crate::upstream::{ClientIdentity, Delivery};
+use crate::protocol::{
+    CallHead, ErrorCode, Message, MessageKind, Method, ProtocolVersion, RequestId,
+};
+use crate::upstream::ClientIdentity;
 use crate::web::json::json;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -25,7 +28,6 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
-use tracing::Instrument;
 
 /// Handles a POST to a virtual server's endpoint.
 pub async fn handle(
@@ -48,13 +50,8 @@ pub async fn handle(
         message: e.to_string(),
     })?;
     let id = message.id.clone();
-    let is_request = message.kind == MessageKind::Request;
-    let target = if is_request {
-        CallTarget::of(&message)
-    } else {
-        CallTarget::default()
-    };
-    let ticket = is_request.then(|| {
+    let head = CallHead::of(&message);
+    let ticket = (message.kind == MessageKind::Request).then(|| {
         let t = Ticket::new(
             gw.auditor.clone(),
             &server.name,
@@ -64,53 +61,53 @@ pub async fn handle(
             },
             bytes.len(),
         );
+        let records = gw.auditor.as_ref().is_some_and(|a| a.records_arguments());
         t.target(
-            target.name.as_deref(),
-            target.arguments.as_ref(),
-            Method::of(&message) == Method::ToolsCall,
+            head.name.as_deref(),
+            head.arguments().filter(|_| records),
+            head.method == Method::ToolsCall,
         );
         Arc::new(t)
     });
     if let Some(t) = &ticket {
         // Step-up is decided here, before any stream opens, so the client sees a plain 403.
-        gate::check_scopes(
-            &server,
-            &access,
-            message.method(),
-            target.name.as_deref(),
-            t,
-        )
-        .map_err(|e| e.with_id(id.clone()))?;
-    }
-    let result = dispatch(gw, server, headers, message, access, holder, ticket.clone()).await;
-    if let Some(t) = ticket {
-        match &result {
-            Err(e) => t.complete(Outcome::Refused(i64::from(e.status().as_u16()))),
-            // Nobody else holds the ticket, so no stream will complete it: the answer (e.g.
-            // server/discover, a listen stream's opening) is what happened.
-            Ok(_) if Arc::strong_count(&t) == 1 => t.complete(Outcome::Ok),
-            Ok(_) => {}
+        if let Err(refusal) = call::scope(&server, &access, message.method(), head.name.as_deref())
+        {
+            return Ok(refusal.answer(&server.name, id, false, Some(t)));
         }
     }
-    result.map_err(|e| e.with_id(id))
+    let request = Call {
+        server: server.clone(),
+        head: &head,
+        access: &access,
+        ticket: ticket.clone(),
+    };
+    match (
+        dispatch(gw, request, headers, message, holder).await,
+        ticket,
+    ) {
+        (Ok(answer), _) => Ok(answer),
+        // A request refused by a transport rule is audited like any other refusal.
+        (Err(e), Some(t)) => Ok(Refusal::from(e).answer(&server.name, id, false, Some(&t))),
+        (Err(e), None) => Err(e.with_id(id)),
+    }
 }
 
 async fn dispatch(
     gw: Arc<Gateway>,
-    server: Arc<VirtualServer>,
+    request: Call<'_>,
     headers: HeaderMap,
     message: Message,
-    access: Access,
     holder: Holder,
-    ticket: Option<Arc<Ticket>>,
 ) -> Result<Response, HttpError> {
     let header_version = rules::version_header(&headers)?;
     let stateless = header_version.is_some_and(ProtocolVersion::is_stateless);
     let limits = gw.runtime().config.limits.clone();
     let is_request = message.kind == MessageKind::Request;
-    if Method::of(&message) == Method::Initialize && is_request && !stateless {
-        let r = initialize(&gw, &server, message, &access, &holder).await;
-        if let (Ok(_), Some(t)) = (&r, &ticket) {
+    let access = request.access;
+    if request.head.method == Method::Initialize && is_request && !stateless {
+        let r = initialize(&gw, &request.server, message, access, &holder).await;
+        if let (Ok(_), Some(t)) = (&r, &request.ticket) {
             t.complete(Outcome::Ok);
         }
         return r;
@@ -130,12 +127,10 @@ async fn dispatch(
             max: limits.parked_calls_per_principal,
         };
         let resp = stateless::handle(
-            server,
+            request,
             &headers,
             message,
             lot,
-            &access,
-            ticket,
             limits.subscriptions_per_listen,
         )
         .await?;
@@ -145,15 +140,14 @@ async fn dispatch(
         });
     }
     if header_version.is_none()
-        && crate::protocol::stateless::declared_version(&message)
-            .is_some_and(|v| v == ProtocolVersion::V2026_07_28.as_str())
+        && request.head.meta.version() == Some(ProtocolVersion::V2026_07_28.as_str())
     {
         return Err(HttpError::HeaderMismatch(
             "the body declares protocol 2026-07-28 but the MCP-Protocol-Version header is missing"
                 .into(),
         ));
     }
-    let session = find_session(&gw, &server, &headers, access.caller.as_ref())?;
+    let session = named_session::find(&gw, &request.server, &headers, access.caller.as_ref())?;
     // Answers to the server's questions never wait for a slot: the calls holding the slots
     // may be the ones waiting for them.
     let permit = if is_request {
@@ -164,15 +158,15 @@ async fn dispatch(
     // A supported version other than the negotiated one is accepted: clients such as the
     // TypeScript SDK send their own default on some requests, and the spec only requires
     // rejecting unsupported versions.
-    if Method::of(&message) == Method::NotificationsInitialized
+    if request.head.method == Method::NotificationsInitialized
         && message.kind == MessageKind::Notification
     {
         let limits = super::standalone::HoldLimits::of(&limits);
         session
-            .start_standalone(&access.context, &server, limits)
+            .start_standalone(&access.context, &request.server, limits)
             .await;
     }
-    let resp = in_session(server, session, message, &access, ticket).await;
+    let resp = in_session(request, session, message).await;
     Ok(match permit {
         Some(p) => hold(resp, p),
         None => resp,
@@ -207,29 +201,6 @@ async fn read_body(
         }),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
     }
-}
-
-/// Finds the session a request names, with the status codes the transport prescribes.
-pub fn find_session(
-    gw: &Gateway,
-    server: &VirtualServer,
-    headers: &HeaderMap,
-    caller: Option<&Caller>,
-) -> Result<Arc<Session>, HttpError> {
-    let id = rules::header_str(headers, SESSION_HEADER).ok_or(HttpError::SessionRequired)?;
-    let session = gw
-        .sessions
-        .find(&gw.sealer(), id, &server.path)
-        .map_err(|e| match e {
-            SessionLookup::Unknown => HttpError::SessionNotFound,
-            SessionLookup::Ended => HttpError::SessionEnded,
-        })?;
-    // A session belongs to the principal that started it; to anyone else it does not exist.
-    if session.claims.principal.as_deref() != caller.map(|c| c.principal.binding()) {
-        tracing::warn!(server = %server.name, "a session id was presented by another principal");
-        return Err(HttpError::SessionNotFound);
-    }
-    Ok(session)
 }
 
 #[derive(Deserialize)]
@@ -346,38 +317,22 @@ fn accepted() -> Response {
     StatusCode::ACCEPTED.into_response()
 }
 
-async fn in_session(
-    server: Arc<VirtualServer>,
-    session: Arc<Session>,
-    message: Message,
-    access: &Access,
-    ticket: Option<Arc<Ticket>>,
-) -> Response {
+async fn in_session(request: Call<'_>, session: Arc<Session>, message: Message) -> Response {
     let id = message.id.clone();
+    let (server, access) = (&request.server, request.access);
     match message.kind {
         MessageKind::Notification => {
-            notification(&server, &session, &access.context, message).await;
+            notification(server, &session, &access.context, message).await;
             accepted()
         }
         // An answer is delivered or refused, never accepted and dropped.
         MessageKind::Response | MessageKind::Error => {
-            match super::answers::deliver(&server, &access.context, &session, message).await {
+            match super::answers::deliver(server, &access.context, &session, message).await {
                 Ok(()) => accepted(),
                 Err(e) => e.with_id(id).into_response(),
             }
         }
-        MessageKind::Request => {
-            request(
-                server,
-                Some(session.clone()),
-                &session.for_request(&access.context),
-                message,
-                None,
-                access,
-                ticket,
-            )
-            .await
-        }
+        MessageKind::Request => call::serve(request, ClientMode::Session(session), message).await,
     }
 }
 
@@ -406,206 +361,4 @@ async fn notification(
         }
         other => tracing::debug!(method = other.as_str(), "ignoring a client notification"),
     }
-}
-
-/// Serves a request for a session-based or a stateless client.
-pub async fn request(
-    server: Arc<VirtualServer>,
-    session: Option<Arc<Session>>,
-    src: &dyn SessionSource,
-    message: Message,
-    parked: Option<ParkingLot>,
-    access: &Access,
-    ticket: Option<Arc<Ticket>>,
-) -> Response {
-    let id = message.id.clone();
-    let method = Method::of(&message);
-    let stateless = session.is_none();
-    if let Some(kind) = method.list() {
-        let visible = |member: usize, name: &str| access.visible(&server, kind, member, name);
-        let filter: Option<&Visibility<'_>> = if access.filters() {
-            Some(&visible)
-        } else {
-            None
-        };
-        let result = server
-            .list(src, kind, message.params.as_deref(), filter)
-            .await
-            .map(|mut listing| {
-                if stateless {
-                    crate::protocol::stateless::complete_authored(
-                        &mut listing.result,
-                        Some(listing.hints),
-                        &server.name,
-                    );
-                }
-                to_raw(&listing.result)
-            });
-        return answer_cacheable(id, result, stateless, true, &ticket);
-    }
-    match method {
-        Method::Ping => return answer(id, Ok(to_raw(&serde_json::json!({}))), stateless, &ticket),
-        Method::LoggingSetLevel => {
-            let r = server
-                .request_all(src, &message)
-                .await
-                .map(|_| to_raw(&serde_json::json!({})));
-            return answer(id, r, stateless, &ticket);
-        }
-        Method::Initialize => {
-            let err = Message::error_response(
-                id,
-                ErrorCode::INVALID_REQUEST,
-                "the session is already initialized",
-                None,
-            );
-            return answered(&ticket, err);
-        }
-        _ => {}
-    }
-    let declares_tasks = super::tasks::declared(&message, session.as_deref());
-    let (routed, tasks) = if method.names_task() {
-        match super::tasks::admit(&server, session.as_deref(), access, message, &ticket) {
-            Ok((r, rewrite)) => (r, Some(rewrite)),
-            Err(refused) => return *refused,
-        }
-    } else {
-        let tool = (method == Method::ToolsCall).then(|| CallTarget::of(&message).name);
-        match gate::admit(&server, src, access, message, &ticket).await {
-            Ok(r) => {
-                let rewrite = super::tasks::Rewrite::for_call(
-                    &server,
-                    access,
-                    tool.flatten().as_deref(),
-                    &r,
-                    declares_tasks,
-                );
-                (r, rewrite)
-            }
-            Err(refused) => return refused,
-        }
-    };
-    if let Some(t) = &ticket {
-        t.routed();
-    }
-    let upstream = &server.members[routed.member].upstream;
-    if let Some(t) = &ticket {
-        t.upstream(upstream);
-    }
-    let cancel = match (&session, &id) {
-        (Some(s), Some(id)) => s.track(id),
-        _ => Default::default(),
-    };
-    let relay = Relay {
-        server: server.clone(),
-        member: routed.member,
-        session: session.clone(),
-        request_id: id.clone(),
-        cancel,
-        cacheable: method.cacheable(),
-        log_floor: crate::protocol::stateless::requested_log_rank(&routed.message),
-        client_capabilities: crate::protocol::stateless::declared_capabilities(&routed.message),
-        parked,
-        ticket: ticket.clone(),
-        tasks,
-        context: access.context.clone(),
-    };
-    let upstream_span = tracing::debug_span!("gatehouse.upstream", upstream = %upstream);
-    // Results the gateway only relays may stream through; cacheable ones gain fields.
-    // A task id in the answer is rewritten, so the answer is read whole.
-    let delivery = if relay.cacheable || relay.tasks.is_some() {
-        Delivery::Whole
-    } else {
-        Delivery::Streamed {
-            stateless_client: session.is_none(),
-        }
-    };
-    match server
-        .call_with(src, routed.member, routed.message, delivery)
-        .instrument(upstream_span)
-        .await
-    {
-        Ok(stream) => relay.respond(stream).await,
-        Err(e) => {
-            if let (Some(s), Some(id)) = (&session, &id) {
-                s.untrack(id);
-            }
-            match (&session, consent_input_required(id.clone(), &e)) {
-                // 2026-07-28 clients are asked through an InputRequiredResult instead.
-                (None, Some(ask)) => answered(&ticket, ask),
-                _ => refused(&ticket, &e, rpc_error(id, &e), stateless),
-            }
-        }
-    }
-}
-
-/// Answers with `msg` as JSON and records the outcome.
-pub(super) fn answered(ticket: &Option<Arc<Ticket>>, msg: Message) -> Response {
-    answered_with(ticket, StatusCode::OK, msg)
-}
-
-fn answered_with(ticket: &Option<Arc<Ticket>>, status: StatusCode, msg: Message) -> Response {
-    let bytes = msg.to_bytes();
-    if let Some(t) = ticket {
-        t.sent(bytes.len());
-        t.complete(Outcome::of_message(&msg));
-    }
-    json(status, bytes)
-}
-
-/// Answers with the JSON-RPC error `msg` reporting `e` (see [`answered_error`]).
-pub(super) fn refused(
-    ticket: &Option<Arc<Ticket>>,
-    e: &FederationError,
-    msg: Message,
-    stateless: bool,
-) -> Response {
-    let relayed = match e {
-        FederationError::Upstream(u) => u.relayed_status(),
-        _ => None,
-    };
-    answered_error(ticket, msg, relayed, stateless)
-}
-
-/// Answers with the JSON-RPC error `msg`: as it is to a session-based client, with the codes
-/// and HTTP status of 2026-07-28 to a stateless one (`relayed`: the status an upstream sent
-/// its own error with).
-pub(super) fn answered_error(
-    ticket: &Option<Arc<Ticket>>,
-    msg: Message,
-    relayed: Option<u16>,
-    stateless: bool,
-) -> Response {
-    if !stateless {
-        return answered(ticket, msg);
-    }
-    let (status, msg) = super::error::for_stateless_client(msg, relayed);
-    answered_with(ticket, status, msg)
-}
-
-fn answer(
-    id: Option<RequestId>,
-    result: Result<Box<serde_json::value::RawValue>, FederationError>,
-    stateless: bool,
-    ticket: &Option<Arc<Ticket>>,
-) -> Response {
-    answer_cacheable(id, result, stateless, false, ticket)
-}
-
-fn answer_cacheable(
-    id: Option<RequestId>,
-    result: Result<Box<serde_json::value::RawValue>, FederationError>,
-    stateless: bool,
-    cacheable: bool,
-    ticket: &Option<Arc<Ticket>>,
-) -> Response {
-    let msg = match result {
-        Ok(r) if stateless => Message::response(
-            id.unwrap_or(RequestId::Number(0)),
-            crate::protocol::stateless::with_result_type(r, cacheable),
-        ),
-        Ok(r) => Message::response(id.unwrap_or(RequestId::Number(0)), r),
-        Err(e) => return refused(ticket, &e, rpc_error(id, &e), stateless),
-    };
-    answered(ticket, msg)
 }

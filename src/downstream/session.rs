@@ -445,7 +445,10 @@ pub async fn close_ended(gw: &crate::gateway::Gateway, ended: Vec<Arc<Session>>)
     let rt = gw.runtime();
     futures_util::stream::iter(ended)
         .for_each_concurrent(16, |s| {
-            let server = rt.servers.get(&s.claims.server_path).cloned();
+            let server = rt
+                .routes
+                .get(&s.claims.server_path)
+                .map(|r| r.server.clone());
             async move {
                 if let Some(server) = server {
                     // Nobody's request: the sweep closes as the gateway.

@@ -1,26 +1,24 @@
 //! The stateless 2026-07-28 protocol: header/body agreement, `server/discover`, and upstream
 //! sessions shared on the clients' behalf.
 
-use super::access::Access;
+use super::call::{self, Call, ClientMode};
 use super::error::HttpError;
 use super::input_required::{ParkingLot, Retry};
 use super::listen;
-use super::post;
 use super::relay::Relay;
+use super::reply::answered;
 use super::rules::header_str;
-use crate::audit::Ticket;
 use crate::context::CallContext;
 use crate::federation::{Member, SessionSource, VirtualServer};
+use crate::protocol::head::Meta;
 use crate::protocol::headers::{MCP_METHOD, MCP_NAME};
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::param_headers;
 use crate::protocol::stateless::{
-    CAPABILITIES_META_KEY, CacheHints, VERSION_META_KEY, complete_authored, declared_version,
-    name_header_value,
+    CAPABILITIES_META_KEY, CacheHints, VERSION_META_KEY, complete_authored,
 };
-use crate::protocol::{Message, MessageKind, Method, ProtocolVersion, RequestId};
+use crate::protocol::{CallHead, Message, MessageKind, Method, ProtocolVersion, RequestId};
 use crate::upstream::{UpstreamError, UpstreamSession};
-use crate::web::json::json;
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, StatusCode};
@@ -111,18 +109,16 @@ impl SessionSource for SharedSessions {
 }
 
 /// Every 2026-07-28 request declares its version and the client's capabilities in `_meta`.
-fn check_meta(message: &Message) -> Result<(), HttpError> {
-    #[derive(serde::Deserialize)]
-    struct Params {
-        #[serde(rename = "_meta")]
-        meta: Option<serde_json::Map<String, Value>>,
-    }
-    let params: Params = message
-        .params_as()
-        .map_err(|_| HttpError::InvalidMeta("params must be an object".into()))?;
-    let meta = params.meta.ok_or_else(|| {
-        HttpError::InvalidMeta("params._meta is required in protocol 2026-07-28".into())
-    })?;
+fn check_meta(head: &CallHead) -> Result<(), HttpError> {
+    let meta = match &head.meta {
+        Meta::Present(m) => m,
+        Meta::Invalid => return Err(HttpError::InvalidMeta("params must be an object".into())),
+        Meta::Absent => {
+            return Err(HttpError::InvalidMeta(
+                "params._meta is required in protocol 2026-07-28".into(),
+            ));
+        }
+    };
     for key in [VERSION_META_KEY, CAPABILITIES_META_KEY] {
         if !meta.contains_key(key) {
             return Err(HttpError::InvalidMeta(format!(
@@ -139,8 +135,12 @@ fn check_meta(message: &Message) -> Result<(), HttpError> {
 }
 
 /// Checks that the routing headers agree with the body (2026-07-28 transport rules).
-pub fn check_headers(headers: &HeaderMap, message: &Message) -> Result<(), HttpError> {
-    if let Some(v) = declared_version(message)
+pub fn check_headers(
+    headers: &HeaderMap,
+    message: &Message,
+    head: &CallHead,
+) -> Result<(), HttpError> {
+    if let Some(v) = head.meta.version()
         && v != ProtocolVersion::V2026_07_28.as_str()
     {
         return Err(HttpError::HeaderMismatch(format!(
@@ -165,8 +165,8 @@ pub fn check_headers(headers: &HeaderMap, message: &Message) -> Result<(), HttpE
             }
             Some(_) => {}
         }
-        if let Some(key) = Method::parse(method).name_header_param() {
-            let body = name_header_value(message);
+        if let Some(key) = head.method.name_header_param() {
+            let body = head.name_header.as_deref();
             let sent = header_str(headers, MCP_NAME)
                 .map(|h| {
                     param_headers::decode(h)
@@ -194,15 +194,14 @@ pub fn check_headers(headers: &HeaderMap, message: &Message) -> Result<(), HttpE
 
 /// Serves one stateless request; `max_subscriptions` is `limits.subscriptions_per_listen`.
 pub async fn handle(
-    server: Arc<VirtualServer>,
+    call: Call<'_>,
     headers: &HeaderMap,
     message: Message,
     parked: ParkingLot,
-    access: &Access,
-    ticket: Option<Arc<Ticket>>,
     max_subscriptions: usize,
 ) -> Result<Response, HttpError> {
-    check_headers(headers, &message)?;
+    let head = call.head;
+    check_headers(headers, &message, head)?;
     match message.kind {
         MessageKind::Request => {}
         MessageKind::Notification => return Ok(StatusCode::ACCEPTED.into_response()),
@@ -210,46 +209,45 @@ pub async fn handle(
         // retry: a response answers nothing, and accepting it would drop it unseen.
         MessageKind::Response | MessageKind::Error => return Err(HttpError::NoPendingRequest),
     }
-    check_meta(&message)?;
+    check_meta(head)?;
     // Removed requests (`initialize`, `ping`, `logging/setLevel`, `resources/subscribe`…) and
     // unknown ones answer 404 with -32601.
-    let method = Method::of(&message);
-    if !method.allowed_stateless() {
+    if !head.method.allowed_stateless() {
         return Err(HttpError::UnknownMethod(format!(
             "{} (not a method of protocol 2026-07-28)",
             message.method()
         )));
     }
-    match method {
-        Method::ServerDiscover => Ok(discover(&server, &access.context, message.id).await),
+    let access = call.access;
+    match head.method {
+        Method::ServerDiscover => {
+            let answer = discover(&call.server, &access.context, message.id).await;
+            Ok(answered(call.ticket.as_deref(), answer))
+        }
         Method::SubscriptionsListen => {
-            listen::subscriptions(server, message, access, &ticket, max_subscriptions).await
+            listen::subscriptions(
+                call.server,
+                message,
+                access,
+                &call.ticket,
+                max_subscriptions,
+            )
+            .await
         }
         _ => {
             let message = without_consent_state(message);
             if let Some(retry) = Retry::from_request(&message) {
-                return resume(server, &access.context, message, retry, parked, ticket).await;
+                return resume(call, message, retry, parked).await;
             }
-            let sessions = SharedSessions::declaring(
-                access.context.clone(),
-                crate::protocol::stateless::declared_capabilities(&message),
-            )
-            .with_headers(headers);
-            Ok(post::request(
-                server,
-                None,
-                &sessions,
-                message,
-                Some(parked),
-                access,
-                ticket,
-            )
-            .await)
+            let sessions =
+                SharedSessions::declaring(access.context.clone(), head.meta.capabilities())
+                    .with_headers(headers);
+            Ok(call::serve(call, ClientMode::Stateless { sessions, parked }, message).await)
         }
     }
 }
 
-async fn discover(server: &VirtualServer, ctx: &CallContext, id: Option<RequestId>) -> Response {
+async fn discover(server: &VirtualServer, ctx: &CallContext, id: Option<RequestId>) -> Message {
     let infos = futures_util::future::join_all(server.members.iter().map(|m| async {
         match m.client.shared_session(ctx, None).await {
             Ok((_, info)) => Some(info),
@@ -261,8 +259,7 @@ async fn discover(server: &VirtualServer, ctx: &CallContext, id: Option<RequestI
     }))
     .await;
     let result = discover_result(server.server_description(&infos), &infos, &server.name);
-    let msg = Message::response(id.unwrap_or(RequestId::Number(0)), to_raw(&result));
-    json(StatusCode::OK, msg.to_bytes())
+    Message::response(id.unwrap_or(RequestId::Number(0)), to_raw(&result))
 }
 
 /// The `DiscoverResult` for a virtual server described by `description` (the body of its
@@ -301,23 +298,23 @@ fn discover_result(
 
 /// Continues a parked call with the client's answers.
 async fn resume(
-    server: Arc<VirtualServer>,
-    ctx: &CallContext,
+    call: Call<'_>,
     message: Message,
     retry: Retry,
     parked: ParkingLot,
-    ticket: Option<Arc<Ticket>>,
 ) -> Result<Response, HttpError> {
-    let Some(call) = parked.calls.resume(&retry.state, parked.owner.as_deref()) else {
+    let Some(parked_call) = parked.calls.resume(&retry.state, parked.owner.as_deref()) else {
         return Err(HttpError::InvalidMeta(
             "requestState is unknown or expired; send the request again without it".into(),
         ));
     };
+    let server = call.server;
+    let ctx = &call.access.context;
     // The answer goes to the retry; say so before the upstream can answer.
-    call.stream.answer_as(message.id.clone());
-    for (key, route) in &call.routes {
+    parked_call.stream.answer_as(message.id.clone());
+    for (key, route) in &parked_call.routes {
         let answer = retry.answer(key, &route.id);
-        if let Err(e) = server.members[call.member]
+        if let Err(e) = server.members[parked_call.member]
             .client
             .respond(ctx, route, answer)
             .await
@@ -327,19 +324,19 @@ async fn resume(
     }
     let relay = Relay {
         server: server.clone(),
-        member: call.member,
+        member: parked_call.member,
         session: None,
         request_id: message.id.clone(),
         cancel: Default::default(),
-        cacheable: Method::of(&message).cacheable(),
-        log_floor: crate::protocol::stateless::requested_log_rank(&message),
-        client_capabilities: crate::protocol::stateless::declared_capabilities(&message),
+        cacheable: call.head.method.cacheable(),
+        log_floor: call.head.meta.log_rank(),
+        client_capabilities: call.head.meta.capabilities(),
         parked: Some(parked),
-        ticket,
+        ticket: call.ticket,
         tasks: None,
         context: ctx.clone(),
     };
-    Ok(relay.respond(call.stream).await)
+    Ok(relay.respond(parked_call.stream).await)
 }
 
 /// A retry after a consent (its `requestState` is the consent's) is the original call again:
@@ -391,13 +388,9 @@ mod tests {
 
     async fn discover_of(members: Vec<(&str, Script)>) -> Value {
         let server = virtual_server(members).await;
-        let resp =
+        let answer =
             super::discover(&server, &CallContext::gateway(), Some(RequestId::Number(5))).await;
-        assert_eq!(resp.status(), StatusCode::OK);
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        let v: Value = serde_json::from_slice(&body).unwrap();
+        let v: Value = serde_json::from_slice(&answer.to_bytes()).unwrap();
         assert_eq!(v["id"], 5);
         v["result"].clone()
     }

@@ -9,17 +9,15 @@
 //! Sealed ids keep nothing in memory, so there is nothing to bound but their size.
 
 use super::access::Access;
+use super::reply::Refusal;
 use super::session::Session;
-use crate::audit::{Outcome, Ticket};
+use crate::audit::Ticket;
 use crate::config::Effect;
 use crate::federation::{Routed, VirtualServer};
 use crate::keyring::Keyring;
 use crate::policy::{Facts, FunctionKind};
 use crate::protocol::jsonrpc::to_raw;
-use crate::protocol::stateless::declared_capabilities;
-use crate::protocol::{ErrorCode, Message};
-use crate::web::json::json;
-use axum::response::Response;
+use crate::protocol::{CallHead, ErrorCode, Message};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -36,14 +34,15 @@ const MISSING_CAPABILITY: ErrorCode = ErrorCode(-32021);
 const MAX_UPSTREAM_ID: usize = 1024;
 
 /// Whether the client declared the extension for this request: in its per-request
-/// capabilities (2026-07-28, or any client opting in per request) or at `initialize`.
-pub fn declared(message: &Message, session: Option<&Session>) -> bool {
+/// capabilities `declared` (2026-07-28, or any client opting in per request) or at
+/// `initialize`.
+pub fn declared(declared: Option<&Value>, session: Option<&Session>) -> bool {
     let has = |caps: &Value| {
         caps.pointer("/extensions")
             .and_then(|e| e.get(EXTENSION))
             .is_some()
     };
-    has(&declared_capabilities(message)) || session.is_some_and(|s| has(&s.claims.capabilities))
+    declared.is_some_and(has) || session.is_some_and(|s| has(&s.claims.capabilities))
 }
 
 /// What a sealed task id carries.
@@ -85,30 +84,25 @@ pub enum Rewrite {
 }
 
 impl Rewrite {
-    /// The rewrite for a `tools/call` routed to `routed.member`, when the client declared the
-    /// extension (otherwise no upstream may create a task for it, and nothing is rewritten).
+    /// The rewrite for a `tools/call` of `tool` (as the client named it; `inner` as the
+    /// upstream does) routed to `member`, made by a client that declared the extension
+    /// (otherwise no upstream may create a task for it, and nothing is rewritten).
     pub fn for_call(
         server: &VirtualServer,
         access: &Access,
-        tool: Option<&str>,
-        routed: &Routed,
-        declared: bool,
-    ) -> Option<Rewrite> {
-        if !declared
-            || crate::protocol::Method::of(&routed.message) != crate::protocol::Method::ToolsCall
-        {
-            return None;
-        }
-        let inner = crate::downstream::access::CallTarget::of(&routed.message).name?;
-        Some(Rewrite::Create {
+        tool: &str,
+        inner: String,
+        member: usize,
+    ) -> Rewrite {
+        Rewrite::Create {
             sealer: access.sealer.clone(),
             context: context(server),
-            member: routed.member,
-            upstream: server.members[routed.member].upstream.clone(),
-            tool: tool?.to_owned(),
+            member,
+            upstream: server.members[member].upstream.clone(),
+            tool: tool.to_owned(),
             inner,
             owner: super::Caller::binding(access.caller.as_ref()),
-        })
+        }
     }
 
     /// Rewrites the `taskId` of a result in place.
@@ -170,32 +164,28 @@ impl Rewrite {
 }
 
 /// Routes a `tasks/*` request to the upstream that made the task, after the checks that
-/// apply to the task's tool; otherwise the answer to send (recorded on `ticket`).
+/// apply to the task's tool; otherwise why not.
 pub fn admit(
     server: &VirtualServer,
     session: Option<&Session>,
     access: &Access,
+    head: &CallHead,
     message: Message,
-    ticket: &Option<Arc<Ticket>>,
-) -> Result<(Routed, Rewrite), Box<Response>> {
+    ticket: Option<&Ticket>,
+) -> Result<(Routed, Rewrite), Refusal> {
     let id = message.id.clone();
     let stateless = session.is_none();
     let refuse = |code: ErrorCode, text: &str, data: Option<Value>| {
         let msg = Message::error_response(id.clone(), code, text, data);
-        let bytes = msg.to_bytes();
-        if let Some(t) = ticket {
-            t.sent(bytes.len());
-            t.complete(Outcome::of_message(&msg));
-        }
         // 2026-07-28 carries this protocol error on HTTP 400.
         let status = if stateless && code == MISSING_CAPABILITY {
             StatusCode::BAD_REQUEST
         } else {
             StatusCode::OK
         };
-        Box::new(json(status, bytes))
+        Refusal::exact(status, msg)
     };
-    if !declared(&message, session) {
+    if !declared(head.meta.get_capabilities(), session) {
         return Err(refuse(
             MISSING_CAPABILITY,
             &format!(
@@ -253,10 +243,7 @@ pub fn admit(
         };
         let decision = access.policy.decide(access.principal(), &facts, None);
         if decision.effect == Effect::Deny {
-            if let Some(t) = ticket {
-                t.decision("deny", Some(&decision.rule));
-            }
-            return Err(unknown());
+            return Err(unknown().denied_by(&decision.rule));
         }
         if let Some(t) = ticket {
             t.decision("allow", Some(&decision.rule));
@@ -269,10 +256,7 @@ pub fn admit(
             &claims.i,
         )
     {
-        if let Some(t) = ticket {
-            t.decision("deny", Some("catalog"));
-        }
-        return Err(unknown());
+        return Err(unknown().denied_by("catalog"));
     }
     params.insert("taskId".into(), Value::String(claims.t));
     let mut message = message;

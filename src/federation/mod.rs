@@ -646,13 +646,18 @@ impl VirtualServer {
         .into())
     }
 
+    /// Whether requests reach the one member as the client sent them (nothing to rename).
+    pub fn passes_through(&self) -> bool {
+        self.members.len() == 1 && !self.naming.prefixed()
+    }
+
     /// Picks the member for a targeted request and rewrites the target to the upstream's name.
     pub async fn route(
         &self,
         src: &dyn SessionSource,
         message: Message,
     ) -> Result<Routed, FederationError> {
-        if self.members.len() == 1 && !self.naming.prefixed() {
+        if self.passes_through() {
             // Nothing to rename: pass the request through untouched (the common hot path).
             return Ok(Routed { member: 0, message });
         }

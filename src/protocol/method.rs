@@ -410,3 +410,10 @@ pub fn metric_label(method: &str) -> &'static str {
 #[cfg(test)]
 #[path = "method_tests.rs"]
 mod tests;
+
+/// What a response's method reads as (see [`Method::of`]).
+impl Default for Method {
+    fn default() -> Self {
+        Method::Other(String::new())
+    }
+}

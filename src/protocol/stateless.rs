@@ -2,7 +2,6 @@
 
 use super::jsonrpc::to_raw;
 use super::{Message, ProtocolVersion};
-use serde::Deserialize;
 use serde_json::Value;
 
 /// The `_meta` key that carries the protocol version on every 2026-07-28 request.
@@ -18,45 +17,12 @@ pub const SUBSCRIPTION_META_KEY: &str = "io.modelcontextprotocol/subscriptionId"
 
 /// The value the `Mcp-Name` header must carry for this message, if any.
 pub fn name_header_value(msg: &Message) -> Option<String> {
-    let key = super::Method::of(msg).name_header_param()?;
-    #[derive(Deserialize)]
-    struct Target {
-        name: Option<String>,
-        uri: Option<String>,
-        #[serde(rename = "taskId")]
-        task_id: Option<String>,
-    }
-    let t: Target = msg.params_as().ok()?;
-    match key {
-        "name" => t.name,
-        "uri" => t.uri,
-        _ => t.task_id,
-    }
+    super::CallHead::of(msg).name_header
 }
 
 /// The `arguments` of a `tools/call`, if it has any (read for mirrored `Mcp-Param-*` headers).
 pub fn call_arguments(msg: &Message) -> Option<Value> {
-    #[derive(Deserialize)]
-    struct Params {
-        arguments: Option<Value>,
-    }
-    msg.params_as::<Params>().ok()?.arguments
-}
-
-/// The protocol version a message declares in `params._meta`, if any.
-pub fn declared_version(msg: &Message) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Params {
-        #[serde(rename = "_meta")]
-        meta: Option<Meta>,
-    }
-    #[derive(Deserialize)]
-    struct Meta {
-        #[serde(rename = "io.modelcontextprotocol/protocolVersion")]
-        version: Option<String>,
-    }
-    let p: Params = msg.params_as().ok()?;
-    p.meta?.version
+    super::CallHead::of(msg).arguments().cloned()
 }
 
 /// What the gateway declares on the stateless wire for a session-based client it bridges.
@@ -127,11 +93,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(name_header_value(&m).as_deref(), Some("echo"));
-        assert_eq!(declared_version(&m), None);
+        assert_eq!(crate::protocol::CallHead::of(&m).meta.version(), None);
         let with = with_stateless_meta(&m, None);
-        assert_eq!(declared_version(&with).as_deref(), Some("2026-07-28"));
+        assert_eq!(
+            crate::protocol::CallHead::of(&with).meta.version(),
+            Some("2026-07-28")
+        );
         assert_eq!(name_header_value(&with).as_deref(), Some("echo"));
-        assert_eq!(declared_capabilities(&with), serde_json::json!({}));
+        assert_eq!(
+            crate::protocol::CallHead::of(&with).meta.capabilities(),
+            serde_json::json!({})
+        );
     }
 
     #[test]
@@ -147,7 +119,7 @@ mod tests {
         };
         let with = with_stateless_meta(&m, Some(&client));
         assert_eq!(
-            declared_capabilities(&with),
+            crate::protocol::CallHead::of(&with).meta.capabilities(),
             serde_json::json!({"sampling": {}})
         );
         let p: Value = with.params_as().unwrap();
@@ -159,7 +131,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            declared_capabilities(&with_stateless_meta(&own, None)),
+            crate::protocol::CallHead::of(&with_stateless_meta(&own, None))
+                .meta
+                .capabilities(),
             serde_json::json!({"elicitation": {}})
         );
     }
@@ -442,12 +416,6 @@ pub fn log_rank(level: &str) -> Option<u8> {
     LEVELS.iter().position(|l| *l == level).map(|p| p as u8)
 }
 
-/// The lowest log rank a 2026-07-28 request opted in to; `None` means it wants no log messages.
-pub fn requested_log_rank(msg: &Message) -> Option<u8> {
-    let params: Value = msg.params_as().ok()?;
-    log_rank(params.get("_meta")?.get(LOG_LEVEL_META_KEY)?.as_str()?)
-}
-
 /// Whether a `notifications/message` may go to a client whose floor is `floor`.
 pub fn log_allowed(notification: &Message, floor: Option<u8>) -> bool {
     let Some(floor) = floor else { return false };
@@ -456,12 +424,4 @@ pub fn log_allowed(notification: &Message, floor: Option<u8>) -> bool {
         .ok()
         .and_then(|p| p.get("level").and_then(Value::as_str).and_then(log_rank));
     level.is_none_or(|l| l >= floor)
-}
-
-/// The client capabilities a 2026-07-28 request declares in `_meta` (`Null` when absent).
-pub fn declared_capabilities(msg: &Message) -> Value {
-    msg.params_as::<Value>()
-        .ok()
-        .and_then(|p| p.get("_meta")?.get(CAPABILITIES_META_KEY).cloned())
-        .unwrap_or(Value::Null)
 }
