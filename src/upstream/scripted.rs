@@ -173,8 +173,9 @@ pub enum Seen {
         /// The reason given.
         reason: Option<String>,
     },
-    /// A call's frames were dropped by the gateway before its final step.
-    Abandoned {
+    /// A call stopped before its final step: it was cancelled, or the gateway dropped its
+    /// frames (the client went away).
+    Stopped {
         /// The upstream id of the call.
         id: RequestId,
     },
@@ -320,6 +321,11 @@ impl ScriptedUpstream {
                 _ => None,
             })
             .collect()
+    }
+
+    /// How many calls are still being played.
+    pub fn in_flight(&self) -> usize {
+        self.0.running.lock().expect("lock").len()
     }
 
     /// The answers received to the upstream's questions.
@@ -538,10 +544,8 @@ impl ScriptedUpstream {
             }
         }
         self.0.running.lock().expect("lock").remove(&upstream_id);
-        // A cancelled call is the gateway's own doing (already recorded as such); a closed
-        // channel before the end is the gateway walking away.
-        if !ended && !stop.is_cancelled() && tx.is_closed() {
-            self.record(Seen::Abandoned { id: upstream_id });
+        if !ended {
+            self.record(Seen::Stopped { id: upstream_id });
         }
     }
 }
