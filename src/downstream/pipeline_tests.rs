@@ -549,3 +549,79 @@ async fn dropping_a_stateless_event_stream_stops_the_call_upstream() {
     .await;
     assert_eq!(a.in_flight(), 0);
 }
+
+#[tokio::test]
+async fn an_upstream_that_answers_too_late_times_out_and_is_told_to_stop() {
+    let a = ScriptedUpstream::sessions("a");
+    a.set_timeout(std::time::Duration::from_millis(50));
+    a.on_tool(
+        "sleepy",
+        Reply::steps()
+            .sleep(std::time::Duration::from_secs(5))
+            .then_result(json!({ "content": [] })),
+    );
+    a.on_tool(
+        "brisk",
+        Reply::steps()
+            .sleep(std::time::Duration::from_millis(5))
+            .then_result(json!({ "content": [] })),
+    );
+    let gw = TestGateway::start(ONE_UPSTREAM, &[&a]);
+    let client = SessionClient::start(&gw, "/mcp", json!({}), None).await;
+
+    let brisk = json_body(
+        client
+            .request(1, "tools/call", json!({ "name": "brisk" }))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        brisk,
+        json!({ "jsonrpc": "2.0", "id": 1, "result": { "content": [] } })
+    );
+
+    let sleepy = json_body(
+        client
+            .request(2, "tools/call", json!({ "name": "sleepy" }))
+            .await,
+    )
+    .await;
+    assert_eq!(sleepy["id"], 2, "{sleepy}");
+    assert_eq!(sleepy["error"]["code"], -32001, "{sleepy}");
+    assert!(
+        sleepy["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within 50ms"),
+        "{sleepy}"
+    );
+    let upstream_id = last_request_id(&a, "tools/call");
+    a.wait_for(WAIT, "the cancellation upstream", |seen| {
+        seen.iter().any(|s| {
+            matches!(s, Seen::Cancelled { id, reason }
+                if *id == upstream_id && reason.as_deref() == Some("the gateway's request timeout expired"))
+        })
+    })
+    .await;
+    a.wait_for(WAIT, "the call to stop", |seen| {
+        seen.iter()
+            .any(|s| matches!(s, Seen::Stopped { id } if *id == upstream_id))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_notification_outside_any_request_reaches_the_session_get_stream() {
+    let a = ScriptedUpstream::sessions("a");
+    let gw = TestGateway::start(ONE_UPSTREAM, &[&a]);
+    let client = SessionClient::start(&gw, "/mcp", json!({}), None).await;
+
+    let mut events = Events::of(client.listen().await);
+    a.push("notifications/tools/list_changed", json!({}));
+    assert_eq!(
+        events.next().await,
+        Some(
+            json!({ "jsonrpc": "2.0", "method": "notifications/tools/list_changed", "params": {} })
+        )
+    );
+}

@@ -121,8 +121,8 @@ impl Events {
                     .filter_map(|l| l.strip_prefix("data:"))
                     .map(|d| d.strip_prefix(' ').unwrap_or(d))
                     .collect();
-                if data.is_empty() {
-                    continue; // a comment (keep-alive)
+                if data.concat().is_empty() {
+                    continue; // a comment (keep-alive) or a priming event (an id, no data)
                 }
                 return Some(serde_json::from_str(&data.join("\n")).expect("JSON data"));
             }
@@ -207,6 +207,21 @@ impl<'a> SessionClient<'a> {
             headers.push(("authorization", a.clone()));
         }
         self.gw.post(&self.path, &headers, msg).await
+    }
+
+    /// Opens the session's GET stream.
+    pub async fn listen(&self) -> Response {
+        let mut req = http::Request::get(&self.path)
+            .header("host", "127.0.0.1")
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &self.session)
+            .header("mcp-protocol-version", "2025-11-25");
+        if let Some(a) = &self.auth {
+            req = req.header("authorization", a);
+        }
+        self.gw
+            .send(req.body(Body::empty()).expect("a request"))
+            .await
     }
 
     /// Sends request `id` and returns the response.

@@ -201,7 +201,8 @@ struct Inner {
     unsolicited: broadcast::Sender<Message>,
     mirrored: MirroredParams,
     next_id: AtomicI64,
-    timeout: Duration,
+    /// The gateway's deadline for each call (`timeouts.request` of a configured upstream).
+    timeout: Mutex<Duration>,
 }
 
 /// The scripted upstream (a handle; clones share the script and the record).
@@ -225,7 +226,7 @@ impl ScriptedUpstream {
             unsolicited: broadcast::channel(64).0,
             mirrored: Default::default(),
             next_id: AtomicI64::new(1),
-            timeout: Duration::from_secs(10),
+            timeout: Mutex::new(Duration::from_secs(10)),
         }))
     }
 
@@ -242,6 +243,12 @@ impl ScriptedUpstream {
     /// The client to bind into a gateway.
     pub fn client(&self) -> Arc<UpstreamClient> {
         Arc::new(UpstreamClient::Scripted(self.clone()))
+    }
+
+    /// Gives each call `timeout` to answer before the gateway gives up (10 s by default).
+    pub fn set_timeout(&self, timeout: Duration) -> &Self {
+        *self.0.timeout.lock().expect("lock") = timeout;
+        self
     }
 
     /// Answers every `method` request with `reply`.
@@ -629,9 +636,10 @@ impl Upstream for ScriptedUpstream {
             .lock()
             .expect("lock")
             .insert(upstream_id.clone(), stop.clone());
+        let timeout = *self.0.timeout.lock().expect("lock");
         let stream = CallStream::new(
             rx,
-            self.0.timeout,
+            timeout,
             me.clone(),
             ctx.clone(),
             session.clone(),
