@@ -64,6 +64,18 @@ impl Runtime {
         store: Option<&Store>,
         auditor: Option<&Arc<crate::audit::Auditor>>,
     ) -> Result<Runtime, String> {
+        Self::build_with(config, previous, store, auditor, &HashMap::new())
+    }
+
+    /// [`build`](Self::build), with the clients of the upstreams named in `bound` given
+    /// rather than built from their configuration (unit tests bind scripted upstreams).
+    fn build_with(
+        config: Config,
+        previous: Option<&Runtime>,
+        store: Option<&Store>,
+        auditor: Option<&Arc<crate::audit::Auditor>>,
+        bound: &HashMap<String, Arc<UpstreamClient>>,
+    ) -> Result<Runtime, String> {
         let consent = match (&config.consent, previous) {
             // Flows in progress survive a reload that leaves the block unchanged.
             (Some(c), Some(p)) if p.config.consent.as_ref() == Some(c) => p.consent.clone(),
@@ -88,12 +100,14 @@ impl Runtime {
         };
         let mut upstreams = HashMap::new();
         for (name, cfg) in &config.upstreams {
-            let reused = previous.and_then(|p| {
-                let same = p.config.upstreams.get(name) == Some(cfg)
-                    && p.config.consent == config.consent
-                    && p.config.limits.max_upstream_message_bytes
-                        == config.limits.max_upstream_message_bytes;
-                same.then(|| p.upstreams.get(name).cloned()).flatten()
+            let reused = bound.get(name).cloned().or_else(|| {
+                previous.and_then(|p| {
+                    let same = p.config.upstreams.get(name) == Some(cfg)
+                        && p.config.consent == config.consent
+                        && p.config.limits.max_upstream_message_bytes
+                            == config.limits.max_upstream_message_bytes;
+                    same.then(|| p.upstreams.get(name).cloned()).flatten()
+                })
             });
             let client = match reused {
                 Some(c) => c,
@@ -223,10 +237,44 @@ impl Gateway {
     /// A gateway serving `config`. `default_public_url` is the base of resource URIs when the
     /// configuration sets no `public_url` (the listener's real address, known once it is bound).
     pub fn new(
+        config: Config,
+        config_path: Option<PathBuf>,
+        store: Option<Store>,
+        default_public_url: Option<String>,
+    ) -> Result<Arc<Gateway>, String> {
+        Self::start(
+            config,
+            config_path,
+            store,
+            default_public_url,
+            &HashMap::new(),
+        )
+    }
+
+    /// A gateway whose upstreams named in `bound` are served by the given clients (scripted
+    /// ones); the others are built from `config` as usual. No listener: drive
+    /// `downstream::router` in-process.
+    #[cfg(test)]
+    pub fn with_clients(
+        config: Config,
+        store: Option<Store>,
+        bound: &HashMap<String, Arc<UpstreamClient>>,
+    ) -> Result<Arc<Gateway>, String> {
+        Self::start(
+            config,
+            None,
+            store,
+            Some("http://127.0.0.1:9".into()),
+            bound,
+        )
+    }
+
+    fn start(
         mut config: Config,
         config_path: Option<PathBuf>,
         store: Option<Store>,
         default_public_url: Option<String>,
+        bound: &HashMap<String, Arc<UpstreamClient>>,
     ) -> Result<Arc<Gateway>, String> {
         if config.public_url.is_none() {
             config.public_url.clone_from(&default_public_url);
@@ -240,7 +288,7 @@ impl Gateway {
             .and_then(std::path::Path::parent)
             .unwrap_or(std::path::Path::new("."));
         let auditor = crate::audit::Auditor::start(&config.audit, store.clone(), base_dir);
-        let runtime = Runtime::build(config, None, store.as_ref(), auditor.as_ref())?;
+        let runtime = Runtime::build_with(config, None, store.as_ref(), auditor.as_ref(), bound)?;
         let gateway = Arc::new(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             sealer: ArcSwap::from_pointee(sealer),

@@ -1,5 +1,8 @@
 //! Test support shared by unit tests: an in-process scripted MCP upstream on loopback, and
-//! the 2026-07-28 schema the gateway's results must validate against.
+//! the 2026-07-28 schema the gateway's results must validate against. A whole gateway over
+//! in-memory scripted upstreams is in [`in_process`].
+
+pub mod in_process;
 
 use serde_json::Value;
 use std::sync::Arc;

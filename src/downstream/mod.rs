@@ -23,6 +23,9 @@ mod standalone;
 pub(crate) mod stateless;
 mod tasks;
 
+#[cfg(test)]
+mod pipeline_tests;
+
 use crate::auth::{METADATA_PREFIX, Principal, ServerGuard};
 use crate::gateway::Gateway;
 use crate::web::AppState;

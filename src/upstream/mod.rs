@@ -1,20 +1,25 @@
-//! Clients of upstream MCP servers: Streamable HTTP (pooled) and stdio child processes.
+//! Clients of upstream MCP servers: Streamable HTTP (pooled) and stdio child processes, both
+//! behind the [`Upstream`] trait (in unit tests also an in-memory scripted one, [`scripted`]).
 //!
 //! Every call returns a [`CallStream`] of [`Frame`]s: notifications and server→client requests
 //! related to the call, then exactly one final response (or a failure). Request ids sent upstream
 //! are the gateway's own; the final response carries the downstream id again.
 
 mod call;
+mod client;
 mod error;
 mod http;
 mod identity;
 mod mirrored;
 mod reader;
 mod restart;
+#[cfg(test)]
+pub mod scripted;
 mod stdio;
 mod stdio_child;
 
 pub use call::{AnswerId, CallStream, Delivery, Frame, ReplyRoute, StreamedResponse};
+pub use client::Upstream;
 pub use error::UpstreamError;
 pub use http::HttpUpstream;
 pub use http::bridge::Bridge;
@@ -28,7 +33,8 @@ use crate::protocol::{Message, RequestId};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// One configured upstream server.
+/// One configured upstream server: which implementation of [`Upstream`] serves it (see
+/// [`client`] for why this is an enum).
 // One value per configured upstream, built once: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum UpstreamClient {
@@ -36,6 +42,9 @@ pub enum UpstreamClient {
     Http(HttpUpstream),
     /// A child process on stdio.
     Stdio(StdioUpstream),
+    /// An in-memory upstream a unit test scripts.
+    #[cfg(test)]
+    Scripted(scripted::ScriptedUpstream),
 }
 
 impl UpstreamClient {
@@ -54,28 +63,29 @@ impl UpstreamClient {
         })
     }
 
+    /// The implementation behind this client.
+    pub fn upstream(&self) -> &dyn Upstream {
+        match self {
+            UpstreamClient::Http(h) => h,
+            UpstreamClient::Stdio(s) => s,
+            #[cfg(test)]
+            UpstreamClient::Scripted(s) => s,
+        }
+    }
+
     /// `ConsentRequired` when the request's user must connect this upstream first.
     pub async fn check_consent(&self, ctx: &CallContext) -> Result<(), UpstreamError> {
-        match self {
-            UpstreamClient::Http(h) => h.check_consent(ctx).await,
-            UpstreamClient::Stdio(_) => Ok(()),
-        }
+        self.upstream().check_consent(ctx).await
     }
 
     /// The upstream's configured name.
     pub fn name(&self) -> &str {
-        match self {
-            UpstreamClient::Http(h) => h.name(),
-            UpstreamClient::Stdio(s) => s.name(),
-        }
+        self.upstream().name()
     }
 
     /// What its tools mirror into `Mcp-Param-*` headers, as its listings said.
     pub fn mirrored(&self) -> &MirroredParams {
-        match self {
-            UpstreamClient::Http(h) => &h.mirrored,
-            UpstreamClient::Stdio(s) => &s.mirrored,
-        }
+        self.upstream().mirrored()
     }
 
     /// Opens a session for one downstream client (HTTP), or makes sure the shared child runs (stdio).
@@ -84,10 +94,7 @@ impl UpstreamClient {
         ctx: &CallContext,
         who: &ClientIdentity,
     ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
-        match self {
-            UpstreamClient::Http(h) => h.open(ctx, who).await,
-            UpstreamClient::Stdio(s) => s.open().await,
-        }
+        self.upstream().open(ctx, who).await
     }
 
     /// A session shared by stateless downstream clients: those that declared `declared`
@@ -97,17 +104,12 @@ impl UpstreamClient {
         ctx: &CallContext,
         declared: Option<&serde_json::Value>,
     ) -> Result<(UpstreamSession, Arc<InitInfo>), UpstreamError> {
-        match self {
-            UpstreamClient::Http(h) => h.shared_session(ctx, declared).await,
-            UpstreamClient::Stdio(s) => s.open().await,
-        }
+        self.upstream().shared_session(ctx, declared).await
     }
 
     /// Forgets a shared session the upstream no longer knows.
     pub fn drop_shared_session(&self, session: &UpstreamSession) {
-        if let UpstreamClient::Http(h) = self {
-            h.drop_shared_session(session);
-        }
+        self.upstream().drop_shared_session(session)
     }
 
     /// Sends a request; `request.id` is the downstream id, restored on the final response.
@@ -119,10 +121,9 @@ impl UpstreamClient {
         request: Message,
         delivery: Delivery,
     ) -> Result<CallStream, UpstreamError> {
-        match &**self {
-            UpstreamClient::Http(h) => h.call(self, ctx, session, request, delivery).await,
-            UpstreamClient::Stdio(s) => s.call(self, ctx, request).await,
-        }
+        self.upstream()
+            .call(self, ctx, session, request, delivery)
+            .await
     }
 
     /// Sends a notification.
@@ -132,10 +133,7 @@ impl UpstreamClient {
         session: &UpstreamSession,
         message: Message,
     ) -> Result<(), UpstreamError> {
-        match self {
-            UpstreamClient::Http(h) => h.notify(ctx, session, message).await,
-            UpstreamClient::Stdio(s) => s.send(message).await,
-        }
+        self.upstream().notify(ctx, session, message).await
     }
 
     /// Delivers the client's answer to a server→client request.
@@ -146,10 +144,7 @@ impl UpstreamClient {
         mut answer: Message,
     ) -> Result<(), UpstreamError> {
         answer.id = Some(route.id.clone());
-        match self {
-            UpstreamClient::Http(h) => h.respond(ctx, route, answer).await,
-            UpstreamClient::Stdio(s) => s.send(answer).await,
-        }
+        self.upstream().respond(ctx, route, answer).await
     }
 
     /// Messages the upstream sends outside any request (list changes, resource updates, logs).
@@ -158,19 +153,7 @@ impl UpstreamClient {
         ctx: &CallContext,
         session: &UpstreamSession,
     ) -> Result<Option<mpsc::Receiver<Frame>>, UpstreamError> {
-        match &**self {
-            UpstreamClient::Http(_) if session.bridge.is_some() => {
-                let bridge = session.bridge.clone().expect("checked");
-                Ok(Some(HttpUpstream::listen_bridged(
-                    self.clone(),
-                    ctx.clone(),
-                    session.clone(),
-                    bridge,
-                )))
-            }
-            UpstreamClient::Http(h) => h.listen(ctx, session).await,
-            UpstreamClient::Stdio(s) => Ok(Some(s.listen())),
-        }
+        self.upstream().listen(self, ctx, session).await
     }
 
     /// Like [`listen`](Self::listen), on the session shared by stateless clients.
@@ -178,17 +161,12 @@ impl UpstreamClient {
         self: &Arc<Self>,
         ctx: &CallContext,
     ) -> Result<Option<mpsc::Receiver<Frame>>, UpstreamError> {
-        match &**self {
-            UpstreamClient::Http(h) => h.listen_shared(ctx).await,
-            UpstreamClient::Stdio(s) => Ok(Some(s.listen())),
-        }
+        self.upstream().listen_shared(self, ctx).await
     }
 
     /// Ends a per-client session (HTTP DELETE); a no-op for stdio.
     pub async fn close(&self, ctx: &CallContext, session: &UpstreamSession) {
-        if let UpstreamClient::Http(h) = self {
-            h.close(ctx, session).await;
-        }
+        self.upstream().close(ctx, session).await
     }
 
     /// Tells the upstream to stop working on a request.
@@ -199,21 +177,14 @@ impl UpstreamClient {
         upstream_id: &RequestId,
         reason: &str,
     ) {
-        let params = serde_json::json!({ "requestId": upstream_id, "reason": reason });
-        let msg = Message::notification(
-            crate::protocol::Method::NotificationsCancelled.as_str(),
-            Some(crate::protocol::jsonrpc::to_raw(&params)),
-        );
-        if let Err(e) = self.notify(ctx, session, msg).await {
-            tracing::debug!(upstream = self.name(), error = %e, "could not deliver cancellation");
-        }
+        self.upstream()
+            .cancel(ctx, session, upstream_id, reason)
+            .await
     }
 
     /// Stops child processes (graceful shutdown).
     pub async fn shutdown(&self) {
-        if let UpstreamClient::Stdio(s) = self {
-            s.shutdown().await;
-        }
+        self.upstream().shutdown().await
     }
 }
 

@@ -299,7 +299,7 @@ impl Rounds {
     fn http(&self) -> &HttpUpstream {
         match &*self.me {
             UpstreamClient::Http(h) => h,
-            UpstreamClient::Stdio(_) => unreachable!("only HTTP upstreams are bridged"),
+            _ => unreachable!("only HTTP upstreams are bridged"),
         }
     }
 
