@@ -278,9 +278,7 @@ pub async fn admit(
         t.decision("allow", Some(&d.rule));
     }
     // Checked only after policy, so that a hidden tool's annotations are never revealed.
-    if let Some(mismatch) = mirrored_mismatch(server, src, head, &routed, &id).await {
-        return Err(Refusal::rpc(mismatch));
-    }
+    mirrored(server, src, head, routed.member, &id).await?;
     Ok(routed)
 }
 
@@ -353,30 +351,38 @@ async fn catalog(
     Err(Refusal::federation(id.clone(), &refusal).denied_by("catalog"))
 }
 
-/// For a 2026-07-28 client's `tools/call`: the -32020 HeaderMismatch to answer when its
-/// `Mcp-Param-*` headers do not say what its arguments say (SEP-2243: the gateway processes
-/// the body, so it must check).
-async fn mirrored_mismatch(
+/// For a 2026-07-28 client's `tools/call` served by `member` (a first request or the retry
+/// that resumes one): refused with -32020 HeaderMismatch when its `Mcp-Param-*` headers do
+/// not say what its arguments say (SEP-2243: the gateway processes the body, so it must check).
+pub async fn mirrored(
     server: &VirtualServer,
     src: &dyn SessionSource,
     head: &CallHead,
-    routed: &Routed,
+    member: usize,
     id: &Option<RequestId>,
-) -> Option<Message> {
-    let sent = src.mirrored_headers()?;
+) -> Result<(), Refusal> {
+    let Some(sent) = src.mirrored_headers() else {
+        return Ok(());
+    };
     if head.method != Method::ToolsCall {
-        return None;
+        return Ok(());
     }
-    let name = head.name_header.as_deref()?;
-    let tool = server.mirrored_params(src, routed.member, name).await?;
-    let reason = tool.check(sent, head.arguments()).err()?;
+    let Some(name) = head.name_header.as_deref() else {
+        return Ok(());
+    };
+    let Some(tool) = server.mirrored_params(src, member, name).await else {
+        return Ok(());
+    };
+    let Err(reason) = tool.check(sent, head.arguments()) else {
+        return Ok(());
+    };
     tracing::info!(server = %server.name, %reason, "call refused: mirrored header mismatch");
-    Some(Message::error_response(
+    Err(Refusal::rpc(Message::error_response(
         id.clone(),
         ErrorCode::HEADER_MISMATCH,
         &format!("Header mismatch: {reason}"),
         None,
-    ))
+    )))
 }
 
 /// Answers with a result the gateway made (a listing, `ping`): to a stateless client with its

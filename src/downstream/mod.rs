@@ -24,6 +24,8 @@ pub(crate) mod stateless;
 mod tasks;
 
 #[cfg(test)]
+mod mirrored_tests;
+#[cfg(test)]
 mod pipeline_tests;
 
 use crate::auth::{METADATA_PREFIX, Principal, ServerGuard};

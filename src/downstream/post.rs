@@ -7,12 +7,12 @@ use super::error::HttpError;
 use super::input_required::ParkingLot;
 use super::limits::{Holder, hold};
 use super::named_session;
-use super::reply::Refusal;
+use super::reply::{Refusal, opened};
 use super::rules::{self, SESSION_HEADER};
 use super::seal::SessionClaims;
 use super::session::Session;
 use super::stateless;
-use crate::audit::{Outcome, Ticket, Who};
+use crate::audit::{Ticket, Who};
 use crate::federation::VirtualServer;
 use crate::gateway::{Gateway, Runtime};
 use crate::protocol::jsonrpc::to_raw;
@@ -83,7 +83,7 @@ pub async fn handle(
         ticket: ticket.clone(),
     };
     match (
-        dispatch(gw, request, headers, message, holder).await,
+        dispatch(gw, &rt, request, headers, message, holder).await,
         ticket,
     ) {
         (Ok(answer), _) => Ok(answer),
@@ -95,6 +95,7 @@ pub async fn handle(
 
 async fn dispatch(
     gw: Arc<Gateway>,
+    rt: &Runtime,
     request: Call<'_>,
     headers: HeaderMap,
     message: Message,
@@ -102,13 +103,13 @@ async fn dispatch(
 ) -> Result<Response, HttpError> {
     let header_version = rules::version_header(&headers)?;
     let stateless = header_version.is_some_and(ProtocolVersion::is_stateless);
-    let limits = gw.runtime().config.limits.clone();
+    let limits = &rt.config.limits;
     let is_request = message.kind == MessageKind::Request;
     let access = request.access;
     if request.head.method == Method::Initialize && is_request && !stateless {
         let r = initialize(&gw, &request.server, message, access, &holder).await;
-        if let (Ok(_), Some(t)) = (&r, &request.ticket) {
-            t.complete(Outcome::Ok);
+        if r.is_ok() {
+            opened(request.ticket.as_deref());
         }
         return r;
     }
@@ -116,7 +117,7 @@ async fn dispatch(
         // Every request may become a stream (a listen stream, an SSE answer); answers and
         // notifications take no slot.
         let permit = if is_request {
-            Some(gw.streams.acquire(None, &holder, &limits)?)
+            Some(gw.streams.acquire(None, &holder, limits)?)
         } else {
             None
         };
@@ -151,7 +152,7 @@ async fn dispatch(
     // Answers to the server's questions never wait for a slot: the calls holding the slots
     // may be the ones waiting for them.
     let permit = if is_request {
-        Some(gw.streams.acquire(Some(&session.id), &holder, &limits)?)
+        Some(gw.streams.acquire(Some(&session.id), &holder, limits)?)
     } else {
         None
     };
@@ -161,7 +162,7 @@ async fn dispatch(
     if request.head.method == Method::NotificationsInitialized
         && message.kind == MessageKind::Notification
     {
-        let limits = super::standalone::HoldLimits::of(&limits);
+        let limits = super::standalone::HoldLimits::of(limits);
         session
             .start_standalone(&access.context, &request.server, limits)
             .await;

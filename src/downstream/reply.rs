@@ -167,7 +167,8 @@ pub fn answered(ticket: Option<&Ticket>, msg: Message) -> Response {
 }
 
 /// Records that a request was answered by opening a stream the gateway feeds itself (a
-/// `subscriptions/listen` stream), or by a response built elsewhere (`server/discover`).
+/// `subscriptions/listen` stream), or by a response built where the transport is decided
+/// (`initialize`, whose answer carries the session header).
 pub fn opened(ticket: Option<&Ticket>) {
     if let Some(t) = ticket {
         t.complete(Outcome::Ok);

@@ -237,7 +237,7 @@ pub async fn handle(
         _ => {
             let message = without_consent_state(message);
             if let Some(retry) = Retry::from_request(&message) {
-                return resume(call, message, retry, parked).await;
+                return resume(call, headers, message, retry, parked).await;
             }
             let sessions =
                 SharedSessions::declaring(access.context.clone(), head.meta.capabilities())
@@ -299,6 +299,7 @@ fn discover_result(
 /// Continues a parked call with the client's answers.
 async fn resume(
     call: Call<'_>,
+    headers: &HeaderMap,
     message: Message,
     retry: Retry,
     parked: ParkingLot,
@@ -310,6 +311,21 @@ async fn resume(
     };
     let server = call.server;
     let ctx = &call.access.context;
+    // The retry is a `tools/call` like the first request: its mirrored headers must agree with
+    // its arguments too. A retry that fails ends the call it would have resumed.
+    let sessions =
+        SharedSessions::declaring(ctx.clone(), call.head.meta.capabilities()).with_headers(headers);
+    if let Err(refusal) = call::mirrored(
+        &server,
+        &sessions,
+        call.head,
+        parked_call.member,
+        &message.id,
+    )
+    .await
+    {
+        return Ok(refusal.answer(&server.name, message.id, true, call.ticket.as_deref()));
+    }
     // The answer goes to the retry; say so before the upstream can answer.
     parked_call.stream.answer_as(message.id.clone());
     for (key, route) in &parked_call.routes {
