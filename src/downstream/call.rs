@@ -133,27 +133,16 @@ async fn steps(call: Call<'_>, mode: ClientMode, message: Message) -> Result<Res
         ));
     }
     match head.method {
-        Method::Ping => {
-            return Ok(result(
-                id,
-                to_raw(&serde_json::json!({})),
-                stateless,
-                false,
-                &ticket,
-            ));
-        }
-        Method::LoggingSetLevel => {
-            server
-                .request_all(src, &message)
-                .await
-                .map_err(|e| Refusal::federation(id.clone(), &e))?;
-            return Ok(result(
-                id,
-                to_raw(&serde_json::json!({})),
-                stateless,
-                false,
-                &ticket,
-            ));
+        // Answered with an empty result, once every member has been told the log level.
+        Method::Ping | Method::LoggingSetLevel => {
+            if head.method == Method::LoggingSetLevel {
+                server
+                    .request_all(src, &message)
+                    .await
+                    .map_err(|e| Refusal::federation(id.clone(), &e))?;
+            }
+            let empty = to_raw(&serde_json::json!({}));
+            return Ok(result(id, empty, stateless, false, &ticket));
         }
         Method::Initialize => {
             return Err(Refusal::rpc(Message::error_response(
