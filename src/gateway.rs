@@ -6,7 +6,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::credentials::consent::ConsentService;
 use crate::downstream::rules::OriginPolicy;
-use crate::downstream::session::SessionRegistry;
+use crate::downstream::session_registry::SessionRegistry;
 use crate::federation::VirtualServer;
 use crate::keyring::Keyring;
 use crate::policy::CompiledPolicy;

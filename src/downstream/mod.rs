@@ -19,6 +19,7 @@ mod reply;
 pub mod rules;
 pub mod seal;
 pub mod session;
+pub mod session_registry;
 mod standalone;
 pub(crate) mod stateless;
 mod tasks;

@@ -5,7 +5,8 @@
 use super::Caller;
 use super::error::HttpError;
 use super::rules::{self, SESSION_HEADER};
-use super::session::{Session, SessionLookup};
+use super::session::Session;
+use super::session_registry::SessionLookup;
 use crate::federation::VirtualServer;
 use crate::gateway::Gateway;
 use http::HeaderMap;

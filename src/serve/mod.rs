@@ -226,7 +226,7 @@ async fn watch_config(gateway: Arc<Gateway>, path: PathBuf) {
 /// Ends sessions idle for `sessions.idle_timeout` (read at each round, so a reload applies)
 /// or past their lifetime, and closes their upstream sessions.
 async fn sweep_sessions(gateway: Arc<Gateway>) {
-    use crate::downstream::session::{close_ended, sweep_period};
+    use crate::downstream::session_registry::{close_ended, sweep_period};
     loop {
         let idle = gateway.runtime().config.sessions.idle_timeout.0;
         tokio::time::sleep(sweep_period(idle)).await;
