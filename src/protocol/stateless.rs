@@ -219,14 +219,28 @@ impl CacheHints {
     }
 }
 
+/// A result whose top-level members the gateway completes: a `Map`, or a merged listing that
+/// keeps its items as JSON text (`federation::ListResult`).
+pub trait ResultFields {
+    /// The members other than a listing's items.
+    fn fields(&mut self) -> &mut serde_json::Map<String, Value>;
+}
+
+impl ResultFields for serde_json::Map<String, Value> {
+    fn fields(&mut self) -> &mut serde_json::Map<String, Value> {
+        self
+    }
+}
+
 /// Makes a result the gateway authored (or merged) a complete 2026-07-28 result: the
 /// `resultType`, the caching hints when it is cacheable, and `_meta` naming the gateway's
 /// virtual server `server` as the server that produced it.
-pub fn complete_authored(
-    result: &mut serde_json::Map<String, Value>,
+pub fn complete_authored<R: ResultFields + ?Sized>(
+    result: &mut R,
     hints: Option<CacheHints>,
     server: &str,
 ) {
+    let result = result.fields();
     result.insert("resultType".into(), "complete".into());
     if let Some(h) = hints {
         h.write(result);
@@ -444,6 +458,9 @@ pub fn log_rank(level: &str) -> Option<u8> {
 
 /// The lowest log rank a 2026-07-28 request opted in to; `None` means it wants no log messages.
 pub fn requested_log_rank(msg: &Message) -> Option<u8> {
+    if !may_have_meta(msg) {
+        return None;
+    }
     let params: Value = msg.params_as().ok()?;
     log_rank(params.get("_meta")?.get(LOG_LEVEL_META_KEY)?.as_str()?)
 }
@@ -460,8 +477,21 @@ pub fn log_allowed(notification: &Message, floor: Option<u8>) -> bool {
 
 /// The client capabilities a 2026-07-28 request declares in `_meta` (`Null` when absent).
 pub fn declared_capabilities(msg: &Message) -> Value {
+    if !may_have_meta(msg) {
+        return Value::Null;
+    }
     msg.params_as::<Value>()
         .ok()
         .and_then(|p| p.get("_meta")?.get(CAPABILITIES_META_KEY).cloned())
         .unwrap_or(Value::Null)
+}
+
+/// Whether a message's params could hold `_meta`: they spell it, or have an escape that
+/// could. Session-based calls carry none, and skip parsing their params (arguments and all)
+/// into a `Value` for it, which every call did several times over (issue 16).
+fn may_have_meta(msg: &Message) -> bool {
+    msg.params.as_deref().is_some_and(|p| {
+        let text = p.get().as_bytes();
+        memchr::memmem::find(text, b"_meta").is_some() || memchr::memchr(b'\\', text).is_some()
+    })
 }
