@@ -12,6 +12,7 @@ mod load;
 mod mcp;
 mod nginx;
 mod procs;
+mod profile;
 mod report;
 mod secured;
 
@@ -70,6 +71,16 @@ struct Args {
     /// Skip the nginx columns even when nginx is installed.
     #[arg(long)]
     no_nginx: bool,
+    /// Drive only this row through one gateway, for a profiler (see `profile`): plain,
+    /// stateless, sse, large, secured or fed.
+    #[arg(long)]
+    profile: Option<String>,
+    /// Clients for `--profile`.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// For `--profile`: send exactly this many requests instead of running for `--seconds`.
+    #[arg(long)]
+    requests: Option<u64>,
 }
 
 const SMALL: u64 = 100;
@@ -148,6 +159,17 @@ async fn run(args: Args) -> bool {
     let cell = Duration::from_secs_f64(seconds);
     let fixture_bin = sibling("gatehouse-fixture", args.fixture.as_deref());
     let gateway_bin = sibling("gatehouse", args.gateway.as_deref());
+    if let Some(row) = &args.profile {
+        return profile::run(profile::Profile {
+            row,
+            clients: args.clients,
+            seconds,
+            requests: args.requests,
+            gateway_bin: &gateway_bin,
+            fixture_bin: &fixture_bin,
+        })
+        .await;
+    }
     let fixture = |extra: &[&str]| {
         let mut c = Command::new(&fixture_bin);
         c.args(["http", "--port", "0"]).args(extra);

@@ -42,7 +42,7 @@ pub struct Principal {
     /// The principal as policy conditions see it, built on first use (principals are cached
     /// with their credential, so this happens once per token).
     #[serde(skip)]
-    policy_view: std::sync::OnceLock<cel::Value>,
+    policy_view: std::sync::OnceLock<std::sync::Arc<dyn cel::common::value::Val>>,
 }
 
 impl Principal {
@@ -163,7 +163,10 @@ impl Principal {
     }
     /// A short stable digest of issuer and subject, to bind sessions to their principal
     /// without putting the identity into the session id.
-    pub(crate) fn policy_view(&self, build: impl FnOnce(&Principal) -> cel::Value) -> cel::Value {
+    pub(crate) fn policy_view(
+        &self,
+        build: impl FnOnce(&Principal) -> std::sync::Arc<dyn cel::common::value::Val>,
+    ) -> std::sync::Arc<dyn cel::common::value::Val> {
         self.policy_view.get_or_init(|| build(self)).clone()
     }
 

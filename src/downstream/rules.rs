@@ -18,13 +18,13 @@ fn accepts(headers: &HeaderMap, wanted: &str) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|item| {
-            let media = item
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            media == wanted || media == "*/*" || media == format!("{kind}/*")
+            // Compared without allocating: this runs twice on every POST.
+            let media = item.split(';').next().unwrap_or("").trim();
+            media.eq_ignore_ascii_case(wanted)
+                || media == "*/*"
+                || media
+                    .strip_suffix("/*")
+                    .is_some_and(|k| k.eq_ignore_ascii_case(kind))
         })
 }
 

@@ -5,11 +5,11 @@
 //! asked for at the first call that needs the member.
 
 use super::{CacheHints, FederationError, ListKind, SessionSource, VirtualServer};
-use serde_json::Value;
 use std::sync::Mutex;
 
-/// One member's page: its items, the upstream's next cursor, and its caching hints.
-pub(super) type Page = (Vec<Value>, Option<String>, CacheHints);
+/// One member's page: its items (as their JSON text), the upstream's next cursor, and its
+/// caching hints.
+pub(super) type Page = (Vec<super::RawItem>, Option<String>, CacheHints);
 
 /// What a page served in a member's stead may be cached as: it is this user's (the member is
 /// theirs to connect) and changes as soon as they connect it.
@@ -65,7 +65,7 @@ impl VirtualServer {
             return Ok((Vec::new(), None, STAND_IN));
         };
         match catalog.approved(upstream, kind.definition()).await {
-            Ok(items) => Ok((items, None, STAND_IN)),
+            Ok(items) => Ok((super::items::raw(items), None, STAND_IN)),
             Err(err) => {
                 // The member is left out rather than failing the whole listing.
                 tracing::warn!(server = %self.name, %upstream, error = %err, "catalog: cannot read the approved definitions");

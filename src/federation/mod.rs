@@ -3,10 +3,12 @@
 
 mod consent;
 mod cursor;
+mod items;
 mod names;
 #[cfg(test)]
 mod tests;
 
+pub use items::{ListResult, RawItem};
 pub use names::{ListKind, Naming};
 
 use crate::config::{self, OnUpstreamError};
@@ -139,8 +141,9 @@ impl FederationError {
 
 /// A merged list and the caching hints its parts allow.
 pub struct Listing {
-    /// The list result (`tools`, `nextCursor`…), without `resultType` or caching hints.
-    pub result: Map<String, Value>,
+    /// The list result (`tools`, `nextCursor`…), without `resultType` or caching hints; the
+    /// items as their upstreams sent them, renamed.
+    pub result: ListResult,
     /// The members' hints merged: the shortest `ttlMs`, private if any part is (or if the
     /// list was filtered for this caller), immediately stale if a member was left out.
     pub hints: CacheHints,
@@ -437,22 +440,24 @@ impl VirtualServer {
                 // A client's listing never records removals: what one user sees (per-user
                 // credentials, sessions) is not what the upstream offers. The gateway's own
                 // re-check and registration list everything and do.
-                Some(catalog) => {
-                    catalog.admit(&self.members[*i].upstream, kind.definition(), page, false)
-                }
+                Some(catalog) => items::raw(catalog.admit(
+                    &self.members[*i].upstream,
+                    kind.definition(),
+                    items::values(page),
+                    false,
+                )),
                 None => page,
             };
             let mut mirrored = Vec::new();
-            for mut item in page {
-                let Some(id) = item
-                    .get(kind.id_key())
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                else {
+            for item in &page {
+                let Some(fields) = items::Fields::of(item) else {
+                    continue;
+                };
+                let Some(id) = fields.string(kind.id_key()) else {
                     continue;
                 };
                 if kind == ListKind::Tools {
-                    match self.tool_mirrors(*i, &id, &item) {
+                    match self.tool_mirrors(*i, &id, fields.raw("inputSchema")) {
                         Ok(Some(h)) => mirrored.push((id.clone(), h)),
                         Ok(None) => {}
                         Err(()) => continue,
@@ -477,11 +482,13 @@ impl VirtualServer {
                 if visible.is_some_and(|v| !v(*i, &outward)) {
                     continue;
                 }
-                item[kind.id_key()] = Value::String(outward);
-                if kind == ListKind::Tools {
-                    self.naming.outward_ui_links(*i, &mut item);
+                let mut replaced = vec![(kind.id_key(), to_raw(&Value::String(outward)))];
+                if kind == ListKind::Tools
+                    && let Some(meta) = self.outward_meta(*i, fields.raw("_meta"))
+                {
+                    replaced.push(("_meta", meta));
                 }
-                items.push(item);
+                items.push(fields.with(&replaced));
             }
             if kind == ListKind::Tools {
                 let first_page = cursor.is_none();
@@ -492,10 +499,10 @@ impl VirtualServer {
             }
         }
         self.learn(kind, learned, full_pass);
-        let mut out = Map::new();
-        out.insert(kind.items_key().into(), Value::Array(items));
+        let mut out = ListResult::new(kind.items_key(), items);
         if !next.is_empty() {
-            out.insert("nextCursor".into(), Value::String(cursor::encode(&next)));
+            out.fields_mut()
+                .insert("nextCursor".into(), Value::String(cursor::encode(&next)));
         }
         let mut hints = hints.unwrap_or(CacheHints::NONE);
         if visible.is_some() {
@@ -511,9 +518,9 @@ impl VirtualServer {
         &self,
         member: usize,
         name: &str,
-        tool: &Value,
+        input_schema: Option<&RawValue>,
     ) -> Result<Option<Arc<ToolHeaders>>, ()> {
-        match ToolHeaders::of(tool.get("inputSchema")) {
+        match ToolHeaders::of_raw(input_schema) {
             Ok(h) => Ok(h.map(Arc::new)),
             Err(reason) => {
                 tracing::warn!(
@@ -524,6 +531,23 @@ impl VirtualServer {
                 Err(())
             }
         }
+    }
+
+    /// A tool's `_meta` with its UI resource links made outward (see
+    /// [`Naming::outward_ui_links`]); `None` when nothing changes.
+    fn outward_meta(&self, member: usize, meta: Option<&RawValue>) -> Option<RawItem> {
+        let meta = meta?;
+        let text = meta.get();
+        // Both links spell `resourceUri`, unless with an escape.
+        if self.naming.prefixes[member].is_none()
+            || !(text.contains("resourceUri") || text.contains('\\'))
+        {
+            return None;
+        }
+        let meta: Value = serde_json::from_str(meta.get()).ok()?;
+        let mut tool = serde_json::json!({ "_meta": meta });
+        self.naming.outward_ui_links(member, &mut tool);
+        Some(to_raw(&tool["_meta"]))
     }
 
     /// What tool `name` of `member` (the upstream's own name) mirrors into headers. When no
@@ -564,9 +588,12 @@ impl VirtualServer {
             let mirrored = items
                 .iter()
                 .filter_map(|t| {
-                    let name = t.get("name")?.as_str()?;
-                    let h = self.tool_mirrors(member, name, t).ok()??;
-                    Some((name.to_owned(), h))
+                    let fields = items::Fields::of(t)?;
+                    let name = fields.string("name")?;
+                    let h = self
+                        .tool_mirrors(member, &name, fields.raw("inputSchema"))
+                        .ok()??;
+                    Some((name, h))
                 })
                 .collect();
             let last = next.is_none();
@@ -603,7 +630,7 @@ impl VirtualServer {
         i: usize,
         kind: ListKind,
         cursor: Option<&str>,
-    ) -> Result<(Vec<Value>, Option<String>, CacheHints), FederationError> {
+    ) -> Result<consent::Page, FederationError> {
         let params = cursor.map(|c| to_raw(&serde_json::json!({ "cursor": c })));
         let request = Message::request(RequestId::Number(0), kind.method(), params);
         let mut stream = self.call(src, i, request).await?;
@@ -618,7 +645,9 @@ impl VirtualServer {
                             message: error_message(&err),
                         });
                     }
-                    let mut result: Map<String, Value> = m
+                    // The result's members are read as text: the items are only split apart
+                    // here, each read later for no more than it must be (see `items`).
+                    let mut result: BTreeMap<String, &RawValue> = m
                         .result
                         .as_ref()
                         .and_then(|r| serde_json::from_str(r.get()).ok())
@@ -626,14 +655,18 @@ impl VirtualServer {
                             upstream: upstream.clone(),
                             reason: format!("{} result is not an object", kind.method()),
                         })?;
-                    let items = match result.remove(kind.items_key()) {
-                        Some(Value::Array(items)) => items,
-                        _ => Vec::new(),
-                    };
+                    let items: Vec<RawItem> = result
+                        .remove(kind.items_key())
+                        .and_then(|r| serde_json::from_str(r.get()).ok())
+                        .unwrap_or_default();
                     let next = result
                         .remove("nextCursor")
-                        .and_then(|v| v.as_str().map(str::to_owned));
-                    return Ok((items, next, CacheHints::of(&result)));
+                        .and_then(|r| serde_json::from_str::<String>(r.get()).ok());
+                    let rest: Map<String, Value> = result
+                        .into_iter()
+                        .filter_map(|(k, v)| Some((k, serde_json::from_str(v.get()).ok()?)))
+                        .collect();
+                    return Ok((items, next, CacheHints::of(&rest)));
                 }
                 Frame::Failed(e) => return Err(e.into()),
                 _ => {}

@@ -70,7 +70,7 @@ async fn merged_lists_take_the_shortest_ttl_and_private_if_any_member_is() {
             public: true
         }
     );
-    assert_eq!(both_public.result["tools"].as_array().unwrap().len(), 2);
+    assert_eq!(both_public.result.items().len(), 2);
 
     let one_private = merged(
         vec![
@@ -130,7 +130,7 @@ async fn a_partial_list_is_immediately_stale() {
         s
     };
     let listing = all_tools(&server).await.unwrap();
-    assert_eq!(listing.result["tools"].as_array().unwrap().len(), 1);
+    assert_eq!(listing.result.items().len(), 1);
     assert_eq!(
         listing.hints,
         CacheHints {
@@ -151,7 +151,7 @@ async fn merged_lists_completed_for_a_stateless_client_validate_against_the_sche
     )
     .await;
     crate::protocol::stateless::complete_authored(&mut listing.result, Some(listing.hints), "main");
-    let v = Value::Object(listing.result);
+    let v = listing.result.to_value();
     assert_eq!(
         schema_errors("ListToolsResult", &v),
         Vec::<String>::new(),
@@ -316,7 +316,7 @@ async fn tools_with_invalid_mirrored_parameters_are_left_out_and_valid_ones_lear
     });
     let server = server(vec![("a", upstream)]).await;
     let listing = all_tools(&server).await.expect("the list");
-    let names: Vec<_> = listing.result["tools"]
+    let names: Vec<_> = listing.result.to_value()["tools"]
         .as_array()
         .unwrap()
         .iter()

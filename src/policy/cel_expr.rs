@@ -3,12 +3,15 @@
 
 use super::Facts;
 use crate::auth::Principal;
-use cel::{Context, Program};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
+use cel::{Context, Env, Program};
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 thread_local! {
     /// The standard library, built once per thread: building it is most of an evaluation's cost.
-    static STDLIB: Context<'static, 'static> = Context::default();
+    static STDLIB: Arc<Env> = Arc::new(Env::stdlib());
 }
 
 /// A compiled CEL condition.
@@ -40,11 +43,12 @@ impl CelProgram {
     /// Whether the condition holds. An expression that fails or is not a boolean holds for a
     /// deny rule and not for an allow rule (`fails_closed`): a broken rule never opens access.
     pub(super) fn holds(&self, inputs: &Inputs, fails_closed: bool, rule: &str) -> bool {
-        let result = STDLIB.with(|root| {
-            let mut ctx = root.new_inner_scope();
-            ctx.add_variable_from_value("principal", inputs.principal.clone());
-            ctx.add_variable_from_value("request", inputs.request.clone());
-            ctx.add_variable_from_value("args", inputs.args.clone());
+        // The variables are lent to the evaluation as they are: binding them with
+        // `add_variable_from_value` converted each (the principal with all its claims) into
+        // CEL's value objects again on every evaluation, most of a decision's cost (issue 16).
+        let result = STDLIB.with(|env| {
+            let mut ctx = Context::with_env(env.clone());
+            ctx.set_variable_resolver(inputs);
             self.program.execute(&ctx)
         });
         match result {
@@ -61,15 +65,34 @@ impl CelProgram {
     }
 }
 
-/// The variables a condition sees, built once per decision.
+/// The variables a condition sees, built once per decision (the principal's once per
+/// principal), in the form CEL evaluates.
 pub(super) struct Inputs {
-    principal: cel::Value,
-    request: cel::Value,
-    args: cel::Value,
+    principal: Arc<dyn Val>,
+    request: Box<dyn Val>,
+    args: Box<dyn Val>,
+}
+
+impl VariableResolver for Inputs {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let v: &dyn Val = match variable {
+            "principal" => &*self.principal,
+            "request" => &*self.request,
+            "args" => &*self.args,
+            _ => return None,
+        };
+        Some(CowVal::Borrowed(v))
+    }
 }
 
 fn to_cel(v: &Value) -> cel::Value {
     cel::to_value(v).unwrap_or(cel::Value::Null)
+}
+
+/// A value as CEL evaluates it (what binding it with `add_variable_from_value` did).
+fn to_val(v: cel::Value) -> Box<dyn Val> {
+    v.try_into()
+        .unwrap_or_else(|_| cel::Value::Null.try_into().expect("null converts"))
 }
 
 impl Inputs {
@@ -80,17 +103,17 @@ impl Inputs {
     ) -> Inputs {
         let principal = match principal {
             Some(p) => p.policy_view(|p| {
-                to_cel(&json!({
+                Arc::from(to_val(to_cel(&json!({
                     "sub": p.subject(), "iss": p.issuer(), "client_id": p.client_id().unwrap_or_default(),
                     "scopes": p.scopes(), "groups": p.groups(), "roles": p.roles(),
                     "tenant": p.tenant().unwrap_or_default(), "claims": p.claims(),
                     "authenticated": true,
-                }))
+                }))))
             }),
-            None => to_cel(&json!({
+            None => Arc::from(to_val(to_cel(&json!({
                 "sub": "", "iss": "", "client_id": "", "scopes": [], "groups": [], "roles": [],
                 "tenant": "", "claims": {}, "authenticated": false,
-            })),
+            })))),
         };
         let kind = match facts.kind {
             super::FunctionKind::Tool => "tool",
@@ -107,8 +130,8 @@ impl Inputs {
         .into();
         Inputs {
             principal,
-            request: request.into(),
-            args: args.map(to_cel).unwrap_or_else(|| to_cel(&json!({}))),
+            request: to_val(request.into()),
+            args: to_val(args.map(to_cel).unwrap_or_else(|| to_cel(&json!({})))),
         }
     }
 }

@@ -77,6 +77,28 @@ impl ToolHeaders {
         Ok(Some(ToolHeaders { mirrored }))
     }
 
+    /// [`of`](Self::of) for a schema still in its JSON text: most schemas carry no
+    /// annotation and nest shallowly, and those are answered `Ok(None)` without building a
+    /// `Value` (the listing path reads every tool of every member). A schema that mentions
+    /// the keyword, has an escape (which could spell it) or nests deep enough to matter is
+    /// parsed and read by `of`, so the answer is the same either way.
+    pub fn of_raw(
+        input_schema: Option<&serde_json::value::RawValue>,
+    ) -> Result<Option<ToolHeaders>, String> {
+        let Some(raw) = input_schema else {
+            return Ok(None);
+        };
+        let text = raw.get().as_bytes();
+        let plain = memchr::memmem::find(text, KEYWORD.as_bytes()).is_none()
+            && memchr::memchr(b'\\', text).is_none()
+            && nesting(text) <= MAX_DEPTH;
+        if plain {
+            return Ok(None);
+        }
+        let schema: Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+        Self::of(Some(&schema))
+    }
+
     /// The headers a call with these `arguments` carries: one per mirrored parameter whose
     /// value is present and not null, encoded as the transport requires.
     pub fn headers_for(&self, arguments: Option<&Value>) -> Vec<(HeaderName, HeaderValue)> {
@@ -123,6 +145,23 @@ impl ToolHeaders {
         }
         Ok(())
     }
+}
+
+/// The deepest bracket nesting of JSON text, brackets inside strings included (an
+/// overestimate is safe: it only sends the schema to the full reader).
+fn nesting(text: &[u8]) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for &b in text {
+        match b {
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 fn collect(

@@ -193,14 +193,28 @@ impl CacheHints {
     }
 }
 
+/// A result whose top-level members the gateway completes: a `Map`, or a merged listing that
+/// keeps its items as JSON text (`federation::ListResult`).
+pub trait ResultFields {
+    /// The members other than a listing's items.
+    fn fields(&mut self) -> &mut serde_json::Map<String, Value>;
+}
+
+impl ResultFields for serde_json::Map<String, Value> {
+    fn fields(&mut self) -> &mut serde_json::Map<String, Value> {
+        self
+    }
+}
+
 /// Makes a result the gateway authored (or merged) a complete 2026-07-28 result: the
 /// `resultType`, the caching hints when it is cacheable, and `_meta` naming the gateway's
 /// virtual server `server` as the server that produced it.
-pub fn complete_authored(
-    result: &mut serde_json::Map<String, Value>,
+pub fn complete_authored<R: ResultFields + ?Sized>(
+    result: &mut R,
     hints: Option<CacheHints>,
     server: &str,
 ) {
+    let result = result.fields();
     result.insert("resultType".into(), "complete".into());
     if let Some(h) = hints {
         h.write(result);

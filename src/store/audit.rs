@@ -90,14 +90,37 @@ macro_rules! audit_from_row {
     }};
 }
 
+/// Most rows one INSERT writes: 17 parameters a row; SQLite allows 32766 per statement,
+/// PostgreSQL 65535.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// `records` in chunks of [`ROWS_PER_STATEMENT`] rows, then of powers of two: a batch's
+/// statements then come from a dozen texts, which the connection's statement cache keeps
+/// prepared. With a chunk of whatever was left, nearly every batch had a statement text of its
+/// own, and preparing it cost more than writing the rows (issue 16).
+fn statement_chunks(records: &[AuditRecord]) -> impl Iterator<Item = &[AuditRecord]> {
+    let mut rest = records;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = if rest.len() >= ROWS_PER_STATEMENT {
+            ROWS_PER_STATEMENT
+        } else {
+            1 << rest.len().ilog2()
+        };
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
 impl Store {
     /// Writes records with one multi-row statement per chunk, all in one transaction.
     pub async fn insert_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
-        // 17 parameters a row; SQLite allows 32766 per statement, PostgreSQL 65535.
-        const ROWS_PER_STATEMENT: usize = 500;
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            for chunk in records.chunks(ROWS_PER_STATEMENT) {
+            for chunk in statement_chunks(records) {
                 let mut q = sqlx::QueryBuilder::new(concat!("INSERT INTO audit_records (", audit_columns!(), ") "));
                 q.push_values(chunk, |mut b, r| {
                     b.push_bind(r.at_ms)
@@ -161,5 +184,19 @@ impl Store {
         Ok(on_pool!(self, pool => {
             sqlx::query(sql).bind(before_ms).execute(pool).await?.rows_affected()
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_split_into_few_statement_sizes() {
+        let records = vec![AuditRecord::default(); 1234];
+        let sizes: Vec<usize> = statement_chunks(&records).map(<[_]>::len).collect();
+        assert_eq!(sizes, [500, 500, 128, 64, 32, 8, 2]);
+        assert_eq!(sizes.iter().sum::<usize>(), 1234);
+        assert_eq!(statement_chunks(&[]).count(), 0);
     }
 }
