@@ -3,6 +3,7 @@
 //! upstream are bridged in [`bridge`].
 
 pub(super) mod bridge;
+mod direct;
 mod wire;
 
 use super::reader::BodyReader;
@@ -44,6 +45,8 @@ pub struct HttpUpstream {
     headers: HeaderMap,
     protocol: UpstreamProtocol,
     client: reqwest::Client,
+    /// The call path's own client, for plain-`http` upstreams without a proxy.
+    direct: Option<direct::Direct>,
     max_message: usize,
     connect_timeout: Duration,
     request_timeout: Duration,
@@ -108,10 +111,11 @@ impl HttpUpstream {
             .map_err(|e| e.to_string())?;
         Ok(HttpUpstream {
             name: name.to_owned(),
-            url,
+            url: url.clone(),
             headers,
             protocol: cfg.protocol,
             client,
+            direct: direct::Direct::for_url(&url, cfg.timeouts.connect.0),
             max_message: limits.max_upstream_message_bytes,
             connect_timeout: cfg.timeouts.connect.0,
             request_timeout: cfg.timeouts.request.0,
@@ -317,18 +321,26 @@ impl HttpUpstream {
         };
         let mut headers = self.request_headers(session, msg);
         self.authorize(ctx, &mut headers).await?;
-        let mut req = self
-            .client
-            .post(self.url.clone())
-            .headers(headers)
-            .body(body);
-        if !streaming {
-            req = req.timeout(self.request_timeout);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| self.unavailable(describe(&e)))?;
+        let resp = match &self.direct {
+            // The caller's deadline and the call's reader bound a streamed answer.
+            Some(direct) if streaming => direct
+                .post(headers, body)
+                .await
+                .map_err(|e| self.unavailable(e))?,
+            _ => {
+                let mut req = self
+                    .client
+                    .post(self.url.clone())
+                    .headers(headers)
+                    .body(body);
+                if !streaming {
+                    req = req.timeout(self.request_timeout);
+                }
+                req.send()
+                    .await
+                    .map_err(|e| self.unavailable(describe(&e)))?
+            }
+        };
         match resp.status() {
             s if s.is_success() => Ok(resp),
             StatusCode::NOT_FOUND if session.id.is_some() => Err(UpstreamError::SessionExpired {
