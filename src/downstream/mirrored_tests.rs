@@ -1,18 +1,10 @@
 //! Mirrored `Mcp-Param-*` headers (SEP-2243) on the stateless path, in-process: a first
 //! `tools/call` and the retry that resumes a parked one are held to the same check.
 
+use super::pipeline_tests::ONE_UPSTREAM;
 use crate::testing::in_process::{TestGateway, json_body};
 use crate::upstream::scripted::{Reply, ScriptedUpstream};
 use serde_json::{Value, json};
-
-const ONE_UPSTREAM: &str = r#"
-servers:
-  - name: main
-    path: /mcp
-    upstreams: [a]
-upstreams:
-  a: { kind: http, url: "http://127.0.0.1:9/a" }
-"#;
 
 /// A `tools/call` of `deploy` by a 2026-07-28 client, with `Mcp-Param-Region: header` and
 /// `extra` params (the retry's state and answers).

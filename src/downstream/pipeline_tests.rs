@@ -29,7 +29,7 @@ upstreams:
 }
 
 /// A virtual server `/mcp` over the one scripted upstream `a`, names unprefixed.
-const ONE_UPSTREAM: &str = r#"
+pub(super) const ONE_UPSTREAM: &str = r#"
 servers:
   - name: main
     path: /mcp

@@ -829,8 +829,14 @@ pub(super) fn describe(e: &reqwest::Error) -> String {
     } else {
         "HTTP error"
     };
+    with_root_cause(kind, e)
+}
+
+/// `kind`, followed by the innermost cause of `e` (the part that says what happened, e.g.
+/// "Connection refused"; the outer layers would repeat the URL).
+pub(super) fn with_root_cause(kind: &str, e: &dyn std::error::Error) -> String {
     let mut detail = String::new();
-    let mut source = std::error::Error::source(e);
+    let mut source = e.source();
     while let Some(s) = source {
         detail = s.to_string();
         source = s.source();

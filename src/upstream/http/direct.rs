@@ -86,15 +86,5 @@ fn describe(e: &hyper_util::client::legacy::Error) -> String {
     } else {
         "HTTP error"
     };
-    let mut detail = String::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
-    if detail.is_empty() {
-        kind.to_owned()
-    } else {
-        format!("{kind} ({detail})")
-    }
+    super::with_root_cause(kind, e)
 }
