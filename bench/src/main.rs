@@ -170,15 +170,9 @@ async fn run(args: Args) -> bool {
         })
         .await;
     }
-    let fixture = |extra: &[&str]| {
-        let mut c = Command::new(&fixture_bin);
-        c.args(["http", "--port", "0"]).args(extra);
-        Proc::start(c, "READY ")
-    };
-    let fx_json = fixture(&["--json-response"]);
-    let fx_sse = fixture(&[]);
-    let fed: Vec<Proc> = (0..10).map(|_| fixture(&["--json-response"])).collect();
-    let fed_urls: Vec<String> = fed.iter().map(|p| p.ready_line.clone()).collect();
+    let fixtures = procs::Fixtures::start(&fixture_bin);
+    let (fx_json, fx_sse) = (&fixtures.json, &fixtures.sse);
+    let fed_urls = fixtures.fed_urls();
 
     let dir = std::env::temp_dir().join(format!("gatehouse-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -220,14 +214,7 @@ async fn run(args: Args) -> bool {
         .tcp_nodelay(true)
         .build()
         .unwrap();
-    while !client
-        .get(format!("{ops_base}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    procs::wait_ready(&client, &ops_base, Duration::from_secs(30)).await;
     let ready_ms = t0.elapsed().as_secs_f64() * 1000.0;
 
     // The secured configuration in its own process (audit is process-wide).
@@ -243,7 +230,7 @@ async fn run(args: Args) -> bool {
     cmd.env(secured::IDP_SECRET_ENV, "bench-secret");
     let secure_gw = Proc::start(cmd, "gatehouse listening on ");
     let secure_url = format!("{}/secure", secure_gw.ready_line);
-    secured::ready(&client, &secure_gw.ops_base()).await;
+    procs::wait_ready(&client, &secure_gw.ops_base(), Duration::from_secs(30)).await;
     let bearer = format!("Bearer {}", secured::token(&issuer, &secure_url));
     // For `perf record -p` while a run is under way.
     println!(

@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// A child process, killed on drop.
 pub struct Proc {
@@ -75,6 +76,53 @@ impl Proc {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+}
+
+/// Waits until the gateway whose operations listener is `ops_base` answers `/readyz`, for at
+/// most `within`.
+pub async fn wait_ready(client: &reqwest::Client, ops_base: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !client
+        .get(format!("{ops_base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway at {ops_base} did not become ready within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// The fixture upstreams every bench configuration points at: one answering in JSON, one in
+/// SSE, and ten (JSON) for the federating server.
+pub struct Fixtures {
+    pub json: Proc,
+    pub sse: Proc,
+    pub fed: Vec<Proc>,
+}
+
+impl Fixtures {
+    /// Starts them from the fixture binary `bin`.
+    pub fn start(bin: &Path) -> Fixtures {
+        let fixture = |extra: &[&str]| {
+            let mut c = Command::new(bin);
+            c.args(["http", "--port", "0"]).args(extra);
+            Proc::start(c, "READY ")
+        };
+        Fixtures {
+            json: fixture(&["--json-response"]),
+            sse: fixture(&[]),
+            fed: (0..10).map(|_| fixture(&["--json-response"])).collect(),
+        }
+    }
+
+    /// The federated members' URLs.
+    pub fn fed_urls(&self) -> Vec<String> {
+        self.fed.iter().map(|p| p.ready_line.clone()).collect()
     }
 }
 

@@ -16,12 +16,15 @@
 
 use crate::load::{self, Target};
 use crate::mcp::{call_body, initialize, initialize_with, target};
-use crate::procs::Proc;
+use crate::procs::{Fixtures, Proc, wait_ready};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// How long a gateway started under valgrind may take to become ready.
+const VALGRIND_START: Duration = Duration::from_secs(300);
 
 /// The rows `--profile` knows.
 pub const ROWS: &str = "plain, stateless, sse, large, secured, fed";
@@ -52,23 +55,6 @@ fn gateway(bin: &Path, config: &Path, env: &[(&str, &str)]) -> Proc {
         cmd.env(k, v);
     }
     Proc::start(cmd, "gatehouse listening on ")
-}
-
-async fn wait_ready(client: &reqwest::Client, ops: &str) {
-    // Generous: under valgrind the gateway starts some fifty times slower.
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !client
-        .get(format!("{ops}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the gateway did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn hook(var: &str, pid: u32) {
@@ -122,16 +108,10 @@ async fn run_count(client: &reqwest::Client, t: &Target, clients: usize, total: 
 
 /// Runs the profile; false when the row is unknown or requests failed.
 pub async fn run(p: Profile<'_>) -> bool {
-    let fixture = |extra: &[&str]| {
-        let mut c = Command::new(p.fixture_bin);
-        c.args(["http", "--port", "0"]).args(extra);
-        Proc::start(c, "READY ")
-    };
-    let fx_json = fixture(&["--json-response"]);
-    let fx_sse = fixture(&[]);
     // The plain configuration always has its federating server (idle unless profiled).
-    let fed: Vec<Proc> = (0..10).map(|_| fixture(&["--json-response"])).collect();
-    let fed_urls: Vec<String> = fed.iter().map(|f| f.ready_line.clone()).collect();
+    let fixtures = Fixtures::start(p.fixture_bin);
+    let (fx_json, fx_sse) = (&fixtures.json, &fixtures.sse);
+    let fed_urls = fixtures.fed_urls();
     let dir = std::env::temp_dir().join(format!("gatehouse-profile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let client = reqwest::Client::builder()
@@ -154,7 +134,8 @@ pub async fn run(p: Profile<'_>) -> bool {
             &config,
             &[(crate::secured::IDP_SECRET_ENV, "bench-secret")],
         );
-        wait_ready(&client, &gw.ops_base()).await;
+        // Generous: under valgrind the gateway starts some fifty times slower.
+        wait_ready(&client, &gw.ops_base(), VALGRIND_START).await;
         let url = format!("{}/secure", gw.ready_line);
         let bearer = format!("Bearer {}", crate::secured::token(&issuer, &url));
         let sid = initialize_with(&client, &url, &[("authorization", &bearer)]).await;
@@ -178,7 +159,8 @@ pub async fn run(p: Profile<'_>) -> bool {
         );
         std::fs::write(&config, yaml).unwrap();
         let gw = gateway(p.gateway_bin, &config, &[]);
-        wait_ready(&client, &gw.ops_base()).await;
+        // Generous: under valgrind the gateway starts some fifty times slower.
+        wait_ready(&client, &gw.ops_base(), VALGRIND_START).await;
         let base = gw.ready_line.clone();
         let t = match p.row {
             "plain" => target(&client, &format!("{base}/json"), crate::SMALL, false).await,

@@ -5,7 +5,7 @@
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const KEY_PEM: &[u8] = include_bytes!("../../tests/keys/es256-a.pem");
 const KID: &str = "bench";
@@ -126,21 +126,4 @@ pub fn policy_micro(iterations: u32) -> (f64, f64) {
         start.elapsed().as_nanos() as f64 / f64::from(iterations)
     };
     (time("echo"), time("big"))
-}
-
-/// Waits for `url/readyz`.
-pub async fn ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the secured gateway did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
