@@ -20,11 +20,6 @@ pub fn name_header_value(msg: &Message) -> Option<String> {
     super::CallHead::of(msg).name_header
 }
 
-/// The `arguments` of a `tools/call`, if it has any (read for mirrored `Mcp-Param-*` headers).
-pub fn call_arguments(msg: &Message) -> Option<Value> {
-    super::CallHead::of(msg).arguments().cloned()
-}
-
 /// What the gateway declares on the stateless wire for a session-based client it bridges.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeclaredClient {

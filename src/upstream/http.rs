@@ -289,15 +289,15 @@ impl HttpUpstream {
             {
                 h.insert(MCP_METHOD, method);
             }
-            if let Some(name) = crate::protocol::stateless::name_header_value(msg) {
-                if let Ok(v) = HeaderValue::from_str(&param_headers::encode(&name)) {
+            let head = crate::protocol::CallHead::of(msg);
+            if let Some(name) = &head.name_header {
+                if let Ok(v) = HeaderValue::from_str(&param_headers::encode(name)) {
                     h.insert(MCP_NAME, v);
                 }
-                if Method::of(msg) == Method::ToolsCall
-                    && let Some(tool) = self.mirrored.mirrors(&name)
+                if head.method == Method::ToolsCall
+                    && let Some(tool) = self.mirrored.mirrors(name)
                 {
-                    let arguments = crate::protocol::stateless::call_arguments(msg);
-                    for (k, v) in tool.headers_for(arguments.as_ref()) {
+                    for (k, v) in tool.headers_for(head.arguments()) {
                         h.insert(k, v);
                     }
                 }
