@@ -37,11 +37,14 @@ impl<'a> Fields<'a> {
                 mut m: A,
             ) -> Result<Self::Value, A::Error> {
                 let mut members: Vec<(String, &'a RawValue)> = Vec::new();
-                let mut repeated = false;
                 while let Some((k, v)) = m.next_entry::<String, &'de RawValue>()? {
-                    repeated |= members.iter().any(|(seen, _)| *seen == k);
                     members.push((k, v));
                 }
+                // Sorted rather than compared pairwise: an upstream chooses how many members
+                // an item has, and pairwise comparison would be quadratic in that.
+                let mut keys: Vec<&str> = members.iter().map(|(k, _)| k.as_str()).collect();
+                keys.sort_unstable();
+                let repeated = keys.windows(2).any(|w| w[0] == w[1]);
                 Ok((members, repeated))
             }
         }
@@ -213,6 +216,22 @@ mod tests {
         assert_eq!(f.string("name").as_deref(), Some("b"));
         assert_eq!(f.with(&renamed).get(), r#"{"name":"p__echo"}"#);
         assert!(Fields::of(&to_raw(&serde_json::json!([1]))).is_none());
+    }
+
+    #[test]
+    fn an_item_with_many_members_is_read_and_a_late_repeat_is_found() {
+        // An upstream chooses how many members an item has: finding a repeated key must not
+        // compare every pair (100,000 members would be 5·10⁹ comparisons).
+        let mut text = String::from(r#"{"name":"n""#);
+        for i in 0..100_000 {
+            text.push_str(&format!(r#","k{i}":0"#));
+        }
+        let distinct = RawValue::from_string(format!("{text}}}")).unwrap();
+        let f = Fields::of(&distinct).unwrap();
+        assert!(!f.repeated);
+        assert_eq!(f.members.len(), 100_001);
+        let repeated = RawValue::from_string(format!(r#"{text},"k7":1}}"#)).unwrap();
+        assert!(Fields::of(&repeated).unwrap().repeated);
     }
 
     #[test]
