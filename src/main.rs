@@ -8,7 +8,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "gatehouse",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("GATEHOUSE_COMMIT"), ")"),
     about = "An enterprise gateway for the Model Context Protocol"
 )]
 struct Cli {

@@ -27,7 +27,42 @@ pub fn router(state: AppState) -> Router {
             "/admin/catalog/{upstream}/{decision}",
             post(catalog::decide),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_client_cert,
+        ))
         .with_state(state)
+}
+
+/// With `admin.require_client_cert`, refuses admin requests whose connection presented no
+/// client certificate the CA verified (the main listener asks for one without insisting, so
+/// that MCP clients need none).
+async fn require_client_cert(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let required = state
+        .gateway
+        .runtime()
+        .config
+        .admin
+        .as_ref()
+        .is_some_and(|a| a.require_client_cert);
+    if required
+        && req
+            .extensions()
+            .get::<crate::serve::tls::ClientCertificate>()
+            .is_none()
+    {
+        tracing::debug!("admin API refused: no verified client certificate");
+        return problem(
+            StatusCode::FORBIDDEN,
+            "client_certificate_required",
+            "the admin API needs a client certificate signed by the CA in `tls.client_ca` (admin.require_client_cert)",
+        );
+    }
+    next.run(req).await
 }
 
 /// An administrator, as established by [`authorize`].

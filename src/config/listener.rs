@@ -70,6 +70,9 @@ pub struct Ops {
     pub grace: HumanDuration,
     /// Upstreams that must be reachable for `/readyz` to answer 200.
     pub ready_requires: Vec<String>,
+    /// TLS on the operations listener; with `client_ca`, scrapers and probes must present a
+    /// client certificate (`client_cert` is always `required` here).
+    pub tls: Option<super::Tls>,
 }
 
 impl Default for Ops {
@@ -79,6 +82,7 @@ impl Default for Ops {
             drain: HumanDuration(Duration::from_secs(5)),
             grace: HumanDuration(Duration::from_secs(10)),
             ready_requires: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -150,6 +154,15 @@ pub fn check(
             ),
         ),
         Ok(_) => {}
+    }
+    if let Some(tls) = &ops.tls {
+        if tls.client_cert == super::ClientCert::Optional {
+            issues(
+                "ops.tls.client_cert".into(),
+                "must be `required` on the operations listener (or leave out `client_ca`)".into(),
+            );
+        }
+        super::tls::check(tls, "ops.tls", issues);
     }
     for (i, name) in ops.ready_requires.iter().enumerate() {
         if !upstreams.contains_key(name) {

@@ -10,6 +10,7 @@ mod model;
 pub mod oauth_server;
 mod policy;
 mod secret;
+mod tls;
 mod validate;
 
 pub use audit::{Audit, OnFull, Redact};
@@ -21,6 +22,7 @@ pub use listener::{Connections, Ops};
 pub use model::*;
 pub use policy::{Effect, Globs, Policy, PolicyRule};
 pub use secret::{Secret, SourceSpec, ValueSource};
+pub use tls::{ClientCert, Loaded, Tls, TlsFileError};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

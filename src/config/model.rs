@@ -21,6 +21,9 @@ pub struct Config {
     /// Size and count limits.
     #[serde(default)]
     pub limits: Limits,
+    /// TLS on the MCP listener; absent: plain HTTP (e.g. behind a TLS-terminating proxy).
+    #[serde(default)]
+    pub tls: Option<super::Tls>,
     /// The operations listener (metrics, health, readiness) and the shutdown drain.
     #[serde(default)]
     pub ops: super::Ops,
@@ -504,4 +507,8 @@ pub struct AdminConfig {
     /// Holders of these roles may administer.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Refuse admin requests on connections without a client certificate verified against
+    /// `tls.client_ca` (set `tls.client_cert: optional` so that MCP clients need none).
+    #[serde(default)]
+    pub require_client_cert: bool,
 }

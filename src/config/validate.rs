@@ -70,6 +70,18 @@ pub fn validate(c: &Config) -> Vec<Issue> {
         &c.upstreams,
         &mut |f, m| issues.add(f, m),
     );
+    if let Some(tls) = &c.tls {
+        super::tls::check(tls, "tls", &mut |f, m| issues.add(f, m));
+    }
+    if let Some(admin) = &c.admin
+        && admin.require_client_cert
+        && c.tls.as_ref().is_none_or(|t| t.client_ca.is_none())
+    {
+        issues.add(
+            "admin.require_client_cert",
+            "needs `tls` with `client_ca` on the main listener (and `client_cert: optional` unless every client has one)",
+        );
+    }
     check_sessions(&c.sessions, &mut issues);
     if c.servers.is_empty() {
         issues.add("servers", "at least one virtual server is required");

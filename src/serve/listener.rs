@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 /// Connections refused at the cap that may be answered at once; beyond this they are closed
@@ -143,6 +143,9 @@ pub struct Listener {
     pub app: Router,
     /// Caps and timers.
     pub tracker: Arc<Tracker>,
+    /// TLS, when configured: the handshake runs inside the connection's task, under its
+    /// connection permit and the block's `handshake_timeout`.
+    pub tls: Option<Arc<super::tls::TlsSource>>,
 }
 
 /// Serves `listener` until `stop` turns true, then closes it and asks every open connection
@@ -154,7 +157,9 @@ pub async fn serve(listener: Listener, mut stop: watch::Receiver<bool>) {
         tcp,
         app,
         tracker,
+        tls,
     } = listener;
+    let in_flight = crate::telemetry::metrics::METRICS.ops.in_flight(name);
     let limits = tracker.limits.clone();
     let builder = Arc::new(builder(&limits));
     let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
@@ -198,15 +203,26 @@ pub async fn serve(listener: Listener, mut stop: watch::Receiver<bool>) {
             live: live.clone(),
             all_closed: all_closed.clone(),
         };
-        tokio::spawn(connection(
-            socket,
+        let conn = Conn {
             peer,
-            app.clone(),
-            builder.clone(),
-            limits.idle_timeout.0,
-            stop.clone(),
-            (permit, guard),
-        ));
+            app: app.clone(),
+            builder: builder.clone(),
+            idle_timeout: limits.idle_timeout.0,
+            stop: stop.clone(),
+            in_flight: in_flight.clone(),
+            _held: (permit, guard),
+        };
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => conn.serve(socket, None).await,
+                Some(tls) => {
+                    if let Some((stream, cert)) = tls.accept(socket, peer).await {
+                        conn.serve(stream, cert).await;
+                    }
+                }
+            }
+        });
     }
     drop(tcp);
     tracing::debug!(
@@ -254,49 +270,70 @@ fn builder(limits: &Connections) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Serves one connection until it ends, the listener stops or it stays idle too long.
-async fn connection(
-    socket: TcpStream,
+/// One admitted connection and what serving it needs.
+struct Conn {
     peer: SocketAddr,
     app: Router,
     builder: Arc<auto::Builder<TokioExecutor>>,
     idle_timeout: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+    in_flight: prometheus_client::metrics::gauge::Gauge,
     _held: (Permit, LiveGuard),
-) {
-    let activity = Activity::new();
-    let io = TokioIo::new(Tracked {
-        inner: socket,
-        activity: activity.clone(),
-    });
-    let requests = activity.clone();
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
-        let in_flight = InFlight::start(requests.clone());
-        let call = tower_service::Service::call(&mut app.clone(), req.map(axum::body::Body::new));
-        async move {
-            let resp = call.await?;
-            Ok::<_, std::convert::Infallible>(
-                resp.map(|body| crate::web::body::holding(body, in_flight)),
-            )
-        }
-    });
-    let conn = builder.serve_connection(io, service);
-    tokio::pin!(conn);
-    let check = (idle_timeout / 4).max(Duration::from_millis(100));
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            _ = stop.wait_for(|s| *s), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
+}
+
+impl Conn {
+    /// Serves the connection until it ends, the listener stops or it stays idle too long.
+    async fn serve<S>(self, socket: S, cert: Option<super::tls::ClientCertificate>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            peer,
+            app,
+            builder,
+            idle_timeout,
+            mut stop,
+            in_flight: gauge,
+            _held,
+        } = self;
+        let activity = Activity::new();
+        let io = TokioIo::new(Tracked {
+            inner: socket,
+            activity: activity.clone(),
+        });
+        let requests = activity.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            if let Some(cert) = &cert {
+                req.extensions_mut().insert(cert.clone());
             }
-            _ = tokio::time::sleep(check), if !closing => {
-                if activity.idle_for() >= idle_timeout {
-                    tracing::debug!(%peer, "closing an idle connection");
+            let in_flight = InFlight::start(requests.clone(), gauge.clone());
+            let call =
+                tower_service::Service::call(&mut app.clone(), req.map(axum::body::Body::new));
+            async move {
+                let resp = call.await?;
+                Ok::<_, std::convert::Infallible>(
+                    resp.map(|body| crate::web::body::holding(body, in_flight)),
+                )
+            }
+        });
+        let conn = builder.serve_connection(io, service);
+        tokio::pin!(conn);
+        let check = (idle_timeout / 4).max(Duration::from_millis(100));
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = stop.wait_for(|s| *s), if !closing => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                }
+                _ = tokio::time::sleep(check), if !closing => {
+                    if activity.idle_for() >= idle_timeout {
+                        tracing::debug!(%peer, "closing an idle connection");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
                 }
             }
         }
@@ -334,13 +371,15 @@ impl Activity {
     }
 }
 
-/// A request in progress, until its response body has been sent or dropped.
-struct InFlight(Arc<Activity>);
+/// A request in progress, until its response body has been sent or dropped; also counted in
+/// `gatehouse_http_requests_in_flight`.
+struct InFlight(Arc<Activity>, prometheus_client::metrics::gauge::Gauge);
 
 impl InFlight {
-    fn start(activity: Arc<Activity>) -> InFlight {
+    fn start(activity: Arc<Activity>, gauge: prometheus_client::metrics::gauge::Gauge) -> InFlight {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(activity)
+        gauge.inc();
+        InFlight(activity, gauge)
     }
 }
 
@@ -348,16 +387,17 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.1.dec();
     }
 }
 
-/// A socket that records when it last moved bytes.
-struct Tracked {
-    inner: TcpStream,
+/// A socket (plain or TLS) that records when it last moved bytes.
+struct Tracked<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Tracked {
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -372,7 +412,7 @@ impl AsyncRead for Tracked {
     }
 }
 
-impl AsyncWrite for Tracked {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

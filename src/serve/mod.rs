@@ -3,6 +3,7 @@
 
 mod listener;
 pub mod ops;
+pub mod tls;
 
 use crate::config::Config;
 use crate::downstream::router;
@@ -35,12 +36,22 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let ops_addr = ops_tcp.local_addr()?;
     let connections = config.limits.connections.clone();
     raise_fd_limit(connections.max);
+    let tls = match config.tls.clone() {
+        Some(t) => Some(tls::TlsSource::new("mcp", "tls", t)?),
+        None => None,
+    };
+    let ops_tls = match config.ops.tls.clone() {
+        Some(t) => Some(tls::TlsSource::new("ops", "ops.tls", t)?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let ops_scheme = if ops_tls.is_some() { "https" } else { "http" };
     let store = open_store(&config, &path).await?;
     let gateway = Gateway::new(
         config,
         Some(path.clone()),
         Some(store),
-        Some(format!("http://{addr}")),
+        Some(format!("{scheme}://{addr}")),
     )
     .map_err(anyhow::Error::msg)?;
     let ready = Arc::new(AtomicBool::new(true));
@@ -54,14 +65,17 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     tracing::info!(%addr, %ops_addr, "gatehouse listening");
     // Machine-readable lines on stdout, so that scripts and tests can find the ports; the ops
     // line comes first, so that whoever waits for the main line knows both.
-    println!("gatehouse ops listening on http://{ops_addr}");
-    println!("gatehouse listening on http://{addr}");
+    println!("gatehouse ops listening on {ops_scheme}://{ops_addr}");
+    println!("gatehouse listening on {scheme}://{addr}");
     let _ = std::io::stdout().flush();
 
     if watch {
         tokio::spawn(watch_config(gateway.clone(), path));
     }
     tokio::spawn(reload_on_sighup(gateway.clone()));
+    for source in tls.iter().chain(ops_tls.iter()) {
+        tokio::spawn(source.clone().watch());
+    }
     tokio::spawn(sweep_sessions(gateway.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -72,6 +86,7 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
             tcp,
             app,
             tracker: Tracker::new(connections),
+            tls,
         },
         stop_rx,
     ));
@@ -81,6 +96,7 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
             tcp: ops_tcp,
             app: ops_app,
             tracker: Tracker::new(crate::config::Connections::for_ops()),
+            tls: ops_tls,
         },
         ops_stop_rx,
     ));
@@ -186,7 +202,11 @@ async fn shutdown_signal() -> Stop {
 }
 
 fn reload(gateway: &Gateway, why: &str) {
-    match gateway.reload() {
+    let result = gateway.reload();
+    crate::telemetry::metrics::METRICS
+        .ops
+        .config_reload(result.is_ok());
+    match result {
         Ok(()) => tracing::info!(trigger = why, "configuration reloaded"),
         Err(e) => tracing::error!(
             trigger = why,

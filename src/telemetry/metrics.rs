@@ -124,6 +124,8 @@ pub struct Metrics {
     pub upstream_restarts: Family<UpstreamLabels, Counter>,
     /// Messages from upstream standalone streams dropped before the client's GET arrived.
     pub standalone_dropped: Family<DropLabels, Counter>,
+    /// Build, reload and listener metrics.
+    pub ops: super::ops_metrics::OpsMetrics,
 }
 
 /// Labels of a message dropped from a session's standalone hold.
@@ -214,8 +216,10 @@ impl Metrics {
             "Messages of upstream standalone streams dropped before the client's GET stream arrived",
             standalone_dropped.clone(),
         );
+        let ops = super::ops_metrics::OpsMetrics::register(&mut registry);
         Metrics {
             registry,
+            ops,
             requests,
             request_seconds,
             upstream_seconds,

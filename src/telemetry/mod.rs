@@ -1,9 +1,13 @@
 //! Logging, metrics and traces.
 
 pub mod metrics;
+pub mod ops_metrics;
 mod traces;
 
 pub use traces::{TelemetryGuard, inject_trace_context, set_remote_parent};
+
+/// The short commit this binary was built from (`unknown` outside a git checkout).
+pub const COMMIT: &str = env!("GATEHOUSE_COMMIT");
 
 use crate::config::{Log, LogFormat, Traces};
 use tracing_subscriber::EnvFilter;
