@@ -1,5 +1,6 @@
 //! Configuration: the YAML model, loading, and validation with precise messages.
 
+mod access_log;
 mod audit;
 mod auth;
 mod credentials;
@@ -13,6 +14,7 @@ mod secret;
 mod tls;
 mod validate;
 
+pub use access_log::{AccessLog, Cidr};
 pub use audit::{Audit, OnFull, Redact};
 pub use auth::*;
 pub use credentials::{ConsentConfig, OAuthClient, TokenClientAuth, UpstreamAuth};

@@ -178,6 +178,8 @@ pub struct Log {
     pub format: LogFormat,
     /// A `tracing` filter such as `info` or `gatehouse=debug,info`; `RUST_LOG` overrides it.
     pub level: String,
+    /// The per-request access log.
+    pub access: super::AccessLog,
 }
 
 /// OpenTelemetry trace export (OTLP over HTTP).
@@ -210,6 +212,7 @@ impl Default for Log {
         Log {
             format: LogFormat::Text,
             level: "info".into(),
+            access: super::AccessLog::default(),
         }
     }
 }

@@ -82,6 +82,7 @@ pub fn validate(c: &Config) -> Vec<Issue> {
             "needs `tls` with `client_ca` on the main listener (and `client_cert: optional` unless every client has one)",
         );
     }
+    super::access_log::check(&c.log.access, &mut |f, m| issues.add(f, m));
     check_sessions(&c.sessions, &mut issues);
     if c.servers.is_empty() {
         issues.add("servers", "at least one virtual server is required");

@@ -120,10 +120,13 @@ async fn serve_mcp(state: AppState, req: Request) -> Response {
             .instrument(tracing::debug_span!("gatehouse.auth"))
             .await
         {
-            Ok(principal) => Some(Caller {
-                guard: guard.clone(),
-                principal,
-            }),
+            Ok(principal) => {
+                crate::serve::record_subject(&parts.extensions, principal.subject());
+                Some(Caller {
+                    guard: guard.clone(),
+                    principal,
+                })
+            }
             Err(error) => {
                 tracing::info!(server = %server.name, reason = %error, "request refused: not authenticated");
                 record_auth_refusal(&gw, &server.name, "http", None, &error);

@@ -146,6 +146,8 @@ pub struct Listener {
     /// TLS, when configured: the handshake runs inside the connection's task, under its
     /// connection permit and the block's `handshake_timeout`.
     pub tls: Option<Arc<super::tls::TlsSource>>,
+    /// The gateway whose `log.access` settings apply, when this listener writes access lines.
+    pub access_log: Option<Arc<crate::gateway::Gateway>>,
 }
 
 /// Serves `listener` until `stop` turns true, then closes it and asks every open connection
@@ -158,6 +160,7 @@ pub async fn serve(listener: Listener, mut stop: watch::Receiver<bool>) {
         app,
         tracker,
         tls,
+        access_log,
     } = listener;
     let in_flight = crate::telemetry::metrics::METRICS.ops.in_flight(name);
     let limits = tracker.limits.clone();
@@ -210,6 +213,7 @@ pub async fn serve(listener: Listener, mut stop: watch::Receiver<bool>) {
             idle_timeout: limits.idle_timeout.0,
             stop: stop.clone(),
             in_flight: in_flight.clone(),
+            access_log: access_log.clone(),
             _held: (permit, guard),
         };
         let tls = tls.clone();
@@ -278,6 +282,7 @@ struct Conn {
     idle_timeout: Duration,
     stop: watch::Receiver<bool>,
     in_flight: prometheus_client::metrics::gauge::Gauge,
+    access_log: Option<Arc<crate::gateway::Gateway>>,
     _held: (Permit, LiveGuard),
 }
 
@@ -294,6 +299,7 @@ impl Conn {
             idle_timeout,
             mut stop,
             in_flight: gauge,
+            access_log,
             _held,
         } = self;
         let activity = Activity::new();
@@ -308,10 +314,21 @@ impl Conn {
                 req.extensions_mut().insert(cert.clone());
             }
             let in_flight = InFlight::start(requests.clone(), gauge.clone());
+            let line = access_log
+                .as_ref()
+                .and_then(|gw| super::access::start(gw, peer, &mut req));
+            // Every log line of the request names its trace id.
+            let span = match &line {
+                Some(l) => tracing::info_span!("http", trace_id = %l.trace_id),
+                None => tracing::Span::none(),
+            };
             let call =
                 tower_service::Service::call(&mut app.clone(), req.map(axum::body::Body::new));
             async move {
-                let resp = call.await?;
+                let resp = tracing::Instrument::instrument(call, span).await?;
+                if let Some(line) = line {
+                    line.finish(resp.status());
+                }
                 Ok::<_, std::convert::Infallible>(
                     resp.map(|body| crate::web::body::holding(body, in_flight)),
                 )

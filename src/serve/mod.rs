@@ -1,9 +1,12 @@
 //! Running the gateway: the MCP and operations listeners, reload on SIGHUP or file change, and
 //! the shutdown sequence (drain, then grace).
 
+mod access;
 mod listener;
 pub mod ops;
 pub mod tls;
+
+pub use access::record_subject;
 
 use crate::config::Config;
 use crate::downstream::router;
@@ -87,6 +90,7 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
             app,
             tracker: Tracker::new(connections),
             tls,
+            access_log: Some(gateway.clone()),
         },
         stop_rx,
     ));
@@ -97,6 +101,7 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
             app: ops_app,
             tracker: Tracker::new(crate::config::Connections::for_ops()),
             tls: ops_tls,
+            access_log: None,
         },
         ops_stop_rx,
     ));
