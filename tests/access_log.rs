@@ -176,3 +176,37 @@ async fn metrics_report_the_build_reloads_and_requests_in_flight() {
     }
     assert!(failed, "the refused reload was not counted");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_applies_log_level_and_names_the_settings_that_need_a_restart() {
+    // An empty RUST_LOG defers to `log.level`.
+    let gw = Gateway::start_with_env(&config("log: { level: warn }\n"), &[("RUST_LOG", "")]);
+    let mut client = Client::new(&gw.url("/mcp"));
+    client.initialize().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(access_lines(&gw).is_empty(), "{}", gw.proc.stderr());
+
+    let yaml = std::fs::read_to_string(&gw.config_path).unwrap();
+    let yaml = yaml
+        .replace("log: { level: warn }", "log: { level: info, format: json }")
+        .replace("watch_config: true\n", "")
+        + "watch_config: true\n";
+    std::fs::write(&gw.config_path, yaml).unwrap();
+    let mut seen = false;
+    for _ in 0..50 {
+        client.tool_names().await;
+        if !access_lines(&gw).is_empty() {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "log.level was not applied: {}", gw.proc.stderr());
+    let stderr = gw.proc.stderr();
+    let warn = stderr
+        .lines()
+        .find(|l| l.contains("take effect only after a restart"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(warn.contains("log.format"), "{warn}");
+    assert!(!warn.contains("watch_config"), "{warn}");
+}

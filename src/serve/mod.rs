@@ -207,7 +207,13 @@ async fn shutdown_signal() -> Stop {
 }
 
 fn reload(gateway: &Gateway, why: &str) {
+    let before = gateway.runtime().config.clone();
     let result = gateway.reload();
+    if result.is_ok() {
+        let after = &gateway.runtime().config;
+        apply_log_level(&before, after);
+        report_restart_needed(&before, after);
+    }
     crate::telemetry::metrics::METRICS
         .ops
         .config_reload(result.is_ok());
@@ -217,6 +223,52 @@ fn reload(gateway: &Gateway, why: &str) {
             trigger = why,
             "configuration NOT reloaded, keeping the previous one: {e}"
         ),
+    }
+}
+
+/// Applies a changed `log.level` to the running subscriber.
+fn apply_log_level(before: &Config, after: &Config) {
+    if before.log.level == after.log.level {
+        return;
+    }
+    match crate::telemetry::set_level(&after.log.level) {
+        Ok(true) => tracing::info!(level = %after.log.level, "log.level applied"),
+        Ok(false) => tracing::info!("log.level changed; RUST_LOG takes precedence over it"),
+        Err(e) => tracing::error!("log.level NOT applied: {e}"),
+    }
+}
+
+/// The settings read once at start-up that a reload changed: listed in one warning, since they
+/// keep their old values until the process restarts.
+fn restart_needed(before: &Config, after: &Config) -> Vec<&'static str> {
+    let mut fields = Vec::new();
+    let mut differs = |changed: bool, field: &'static str| {
+        if changed {
+            fields.push(field);
+        }
+    };
+    differs(before.listen != after.listen, "listen");
+    differs(before.ops.listen != after.ops.listen, "ops.listen");
+    differs(before.watch_config != after.watch_config, "watch_config");
+    differs(before.store != after.store, "store");
+    differs(before.log.format != after.log.format, "log.format");
+    differs(before.tls != after.tls, "tls");
+    differs(before.ops.tls != after.ops.tls, "ops.tls");
+    differs(
+        before.limits.connections != after.limits.connections,
+        "limits.connections",
+    );
+    differs(before.traces != after.traces, "traces");
+    fields
+}
+
+fn report_restart_needed(before: &Config, after: &Config) {
+    let fields = restart_needed(before, after);
+    if !fields.is_empty() {
+        tracing::warn!(
+            "configuration reloaded, but these settings take effect only after a restart: {}",
+            fields.join(", ")
+        );
     }
 }
 
