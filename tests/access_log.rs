@@ -28,9 +28,13 @@ fn access_lines(gw: &Gateway) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn each_request_gets_an_access_line_with_the_forwarded_client_and_trace_id() {
     let issuer = auth_support::TestIssuer::start().await;
+    let audit_dir = tempfile::tempdir().unwrap();
+    let jsonl = audit_dir.path().join("audit.jsonl");
     let yaml = format!(
         "log: {{ format: json, access: {{ trusted_proxies: [127.0.0.0/8] }} }}\n\
+         audit: {{ jsonl: {:?}, flush_interval: 100ms }}\n\
          auth:\n  issuers:\n    test: {{ issuer: \"{}\" }}\n{}",
+        jsonl.display().to_string(),
         issuer.issuer(),
         config("").replace(
             "upstreams: [fx] }",
@@ -93,6 +97,23 @@ async fn each_request_gets_an_access_line_with_the_forwarded_client_and_trace_id
     );
     // Not a terminal: no colour codes.
     assert!(!gw.proc.stderr().contains('\u{1b}'));
+
+    // The audit records of both requests carry their trace ids.
+    let mut records: Vec<serde_json::Value> = Vec::new();
+    for _ in 0..50 {
+        records = std::fs::read_to_string(&jsonl)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if records.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let traced = |id: &str| records.iter().any(|r| r["trace_id"] == id);
+    assert!(traced(trace), "{records:?}");
+    assert!(traced(fresh), "{records:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

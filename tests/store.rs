@@ -106,6 +106,7 @@ async fn exercise_audit(store: &Store) {
         bytes_in: 80,
         bytes_out: 120,
         arguments: Some(r#"{"text":"x"}"#.into()),
+        trace_id: Some(format!("{at_ms:032x}")),
     };
     let now = gatehouse::audit::now_ms();
     let batch = vec![

@@ -269,6 +269,7 @@ impl Ticket {
                 bytes_in: bytes_in as i64,
                 bytes_out: 0,
                 arguments: None,
+                trace_id: crate::serve::current_trace_id(),
             }),
             bytes_out: AtomicU64::new(0),
             routed: AtomicBool::new(false),

@@ -13,6 +13,21 @@ use std::time::Instant;
 /// Longest user agent logged; the rest is cut.
 const USER_AGENT_MAX: usize = 200;
 
+tokio::task_local! {
+    /// The trace id of the request the current task serves (for audit records).
+    static TRACE_ID: Arc<str>;
+}
+
+/// The trace id of the request being served, when the access log gave it one.
+pub fn current_trace_id() -> Option<String> {
+    TRACE_ID.try_with(|id| id.to_string()).ok()
+}
+
+/// Runs `fut` with `id` as the current request's trace id.
+pub async fn with_trace_id<F: std::future::Future>(id: Arc<str>, fut: F) -> F::Output {
+    TRACE_ID.scope(id, fut).await
+}
+
 /// Where the principal's subject is left for the access line, as a request extension.
 #[derive(Clone, Debug, Default)]
 pub struct AccessSubject(Arc<OnceLock<String>>);

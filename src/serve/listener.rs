@@ -322,10 +322,15 @@ impl Conn {
                 Some(l) => tracing::info_span!("http", trace_id = %l.trace_id),
                 None => tracing::Span::none(),
             };
+            let trace: Option<Arc<str>> = line.as_ref().map(|l| l.trace_id.as_str().into());
             let call =
                 tower_service::Service::call(&mut app.clone(), req.map(axum::body::Body::new));
             async move {
-                let resp = tracing::Instrument::instrument(call, span).await?;
+                let call = tracing::Instrument::instrument(call, span);
+                let resp = match trace {
+                    Some(id) => super::access::with_trace_id(id, call).await?,
+                    None => call.await?,
+                };
                 if let Some(line) = line {
                     line.finish(resp.status());
                 }

@@ -40,6 +40,9 @@ pub struct AuditRecord {
     pub bytes_out: i64,
     /// The arguments, redacted (JSON), or `sha256:…` when only a digest is kept.
     pub arguments: Option<String>,
+    /// The W3C trace id of the HTTP request (the one its access log line names).
+    #[serde(default)]
+    pub trace_id: Option<String>,
 }
 
 /// Which records a query wants.
@@ -61,7 +64,7 @@ pub struct AuditFilter {
 
 macro_rules! audit_columns {
     () => {
-        "at_ms, request_id, server, upstream, method, target, subject, issuer, client_id, decision, rule, outcome, error_code, latency_us, bytes_in, bytes_out, arguments"
+        "at_ms, request_id, server, upstream, method, target, subject, issuer, client_id, decision, rule, outcome, error_code, latency_us, bytes_in, bytes_out, arguments, trace_id"
     };
 }
 
@@ -86,11 +89,12 @@ macro_rules! audit_from_row {
             bytes_in: row.try_get("bytes_in")?,
             bytes_out: row.try_get("bytes_out")?,
             arguments: row.try_get("arguments")?,
+            trace_id: row.try_get("trace_id")?,
         }
     }};
 }
 
-/// Most rows one INSERT writes: 17 parameters a row; SQLite allows 32766 per statement,
+/// Most rows one INSERT writes: 18 parameters a row; SQLite allows 32766 per statement,
 /// PostgreSQL 65535.
 const ROWS_PER_STATEMENT: usize = 500;
 
@@ -139,7 +143,8 @@ impl Store {
                         .push_bind(r.latency_us)
                         .push_bind(r.bytes_in)
                         .push_bind(r.bytes_out)
-                        .push_bind(&r.arguments);
+                        .push_bind(&r.arguments)
+                        .push_bind(&r.trace_id);
                 });
                 q.build().execute(&mut *tx).await?;
             }
