@@ -32,6 +32,14 @@ enum Command {
     },
     /// Print a new random session-sealing key (base64, 32 bytes).
     SessionKey,
+    /// GET a URL and succeed on a 2xx (a health check for images without curl).
+    Probe {
+        /// The URL, e.g. http://127.0.0.1:9464/healthz.
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Query the audit trail (newest first).
     Audit {
         /// The YAML configuration file (for the store).
@@ -184,6 +192,23 @@ fn main() -> ExitCode {
             rand::rng().fill_bytes(&mut key);
             println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
             ExitCode::SUCCESS
+        }
+        Command::Probe { url, timeout } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let timeout = std::time::Duration::from_secs(timeout.max(1));
+            match rt.block_on(gatehouse::commands::probe::probe(&url, timeout)) {
+                Ok(status) => {
+                    println!("{url}: {status}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("gatehouse probe: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Audit {
             config: path,

@@ -113,3 +113,34 @@ async fn sigterm_stops_the_gateway_and_its_upstream_processes_and_logs_are_json(
     }
     assert!(stderr.contains("stopped upstream process"), "{stderr}");
 }
+
+/// `gatehouse probe` is the image's health check: it must tell up from down and from a non-2xx.
+#[test]
+fn probe_succeeds_only_on_a_2xx() {
+    let yaml = format!(
+        "servers:\n  - {{ name: a, path: /mcp, upstreams: [fx] }}\nupstreams:\n{}",
+        stdio_fixture_upstream("fx", &[])
+    );
+    let gw = Gateway::start(&yaml);
+    let probe = |url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["probe", "--timeout", "2", url])
+            .output()
+            .unwrap()
+    };
+    let up = probe(&gw.ops_url("/healthz"));
+    assert_eq!(up.status.code(), Some(0), "{up:?}");
+    let missing = probe(&gw.ops_url("/nothing-here"));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("answered 404"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = probe(&format!("http://127.0.0.1:{port}/healthz"));
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("no answer"));
+    let bad = probe("ftp://127.0.0.1/");
+    assert_eq!(bad.status.code(), Some(1));
+}
