@@ -30,6 +30,11 @@ enum Command {
         #[arg(long, short, env = "GATEHOUSE_CONFIG")]
         config: PathBuf,
     },
+    /// The configuration file's format.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Print a new random session-sealing key (base64, 32 bytes).
     SessionKey,
     /// GET a URL and succeed on a 2xx (a health check for images without curl).
@@ -99,6 +104,12 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the JSON Schema of the configuration (the copy in docs/gatehouse.schema.json).
+    Schema,
 }
 
 #[derive(Subcommand)]
@@ -191,6 +202,12 @@ fn main() -> ExitCode {
             let mut key = [0u8; 32];
             rand::rng().fill_bytes(&mut key);
             println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
+            ExitCode::SUCCESS
+        }
+        Command::Config {
+            action: ConfigAction::Schema,
+        } => {
+            print!("{}", gatehouse::config::schema::json_schema_text());
             ExitCode::SUCCESS
         }
         Command::Probe { url, timeout } => {

@@ -9,6 +9,7 @@ mod listener;
 mod model;
 pub mod oauth_server;
 mod policy;
+pub mod schema;
 mod secret;
 mod validate;
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address the HTTP listener binds to.
@@ -76,7 +76,7 @@ fn default_listen() -> String {
 }
 
 /// Size and count limits that protect the gateway from hostile peers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest request body a client may POST.
@@ -144,7 +144,7 @@ impl Default for Limits {
 }
 
 /// Downstream session settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Sessions {
     /// Keys that seal session ids; the first seals, all open (rotation). Empty: a random key
@@ -168,7 +168,7 @@ impl Default for Sessions {
 }
 
 /// Logging settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     /// `text` or `json`.
@@ -178,7 +178,7 @@ pub struct Log {
 }
 
 /// OpenTelemetry trace export (OTLP over HTTP).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Traces {
     /// The OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`; none: no export.
@@ -212,7 +212,7 @@ impl Default for Log {
 }
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -222,7 +222,7 @@ pub enum LogFormat {
 }
 
 /// A virtual server: one MCP endpoint merging several upstreams.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VirtualServer {
     /// Name shown to clients in `serverInfo` and used in logs.
@@ -256,7 +256,7 @@ fn default_separator() -> String {
 }
 
 /// When tool, prompt and resource-template names are prefixed with their upstream's name.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PrefixMode {
     /// Always prefix.
@@ -269,7 +269,7 @@ pub enum PrefixMode {
 }
 
 /// How lists behave when an upstream fails.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnUpstreamError {
     /// Return what the healthy upstreams offer and log a warning (fail-open).
@@ -280,7 +280,7 @@ pub enum OnUpstreamError {
 }
 
 /// An upstream MCP server.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// `http` or `stdio`.
@@ -336,7 +336,7 @@ fn default_inherit_env() -> Vec<String> {
 }
 
 /// Upstream transport.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamKind {
     /// Streamable HTTP.
@@ -346,7 +346,7 @@ pub enum UpstreamKind {
 }
 
 /// Which MCP generation to use with an HTTP upstream.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, schemars::JsonSchema)]
 pub enum UpstreamProtocol {
     /// Probe `server/discover`, fall back to `initialize`.
     #[default]
@@ -361,7 +361,7 @@ pub enum UpstreamProtocol {
 }
 
 /// Upstream time limits.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// TCP/TLS connect (http) or process start and initialize (stdio).
@@ -380,7 +380,7 @@ impl Default for Timeouts {
 }
 
 /// Restart backoff for stdio upstreams.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Restart {
     /// First delay after a crash.
@@ -457,7 +457,7 @@ impl Config {
 }
 
 /// `catalog`: upstream definitions are served only once approved (and as approved).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogConfig {
     /// Upstreams served without review (their definitions are still recorded by `catalog add`).
@@ -489,7 +489,7 @@ impl Default for CatalogConfig {
 
 /// `admin`: the HTTP admin API, for callers authenticated like a protected virtual server
 /// and named here (by subject, group or role).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Whose tokens are accepted, and which scopes every admin request needs; the resource is

@@ -13,7 +13,7 @@ use std::time::Duration;
 pub const FACADE_ISSUER_NAME: &str = "gatehouse";
 
 /// The whole `oauth_server` block.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthServerConfig {
     /// The enterprise IdP users sign in at.
@@ -57,7 +57,7 @@ fn default_rotate() -> HumanDuration {
 }
 
 /// The enterprise IdP (an OpenID Connect provider) and its quirks.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdpConfig {
     /// `oidc`, `entra`, `google`, `okta`, `auth0`, `keycloak`, `ping` or `forgerock`.
@@ -120,7 +120,7 @@ pub const IDP_FLAVORS: [&str; 8] = [
 ];
 
 /// A client registered in the configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StaticClient {
     /// Its id.
@@ -136,7 +136,7 @@ pub struct StaticClient {
 }
 
 /// `oauth_server.cimd`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CimdConfig {
     /// Accept client ids that are metadata document URLs.
@@ -161,7 +161,7 @@ impl Default for CimdConfig {
 }
 
 /// `oauth_server.registration`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrationConfig {
     /// Offer RFC 7591 registration at all.
@@ -195,7 +195,7 @@ impl Default for RegistrationConfig {
 }
 
 /// `oauth_server.id_jag`: enterprise IdPs whose ID-JAGs are redeemed for access tokens.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdJagConfig {
     /// The trusted IdPs.
@@ -203,7 +203,7 @@ pub struct IdJagConfig {
 }
 
 /// One IdP trusted to issue ID-JAGs.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrustedIdp {
     /// Its issuer identifier.
