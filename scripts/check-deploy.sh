@@ -285,7 +285,8 @@ EOF
   fi
 }
 
-if needs image buildah buildah; then
+# curl makes the MCP call; strip (binutils) takes the debug sections off the binary.
+if needs image buildah buildah && needs image curl curl && needs image strip binutils; then
   check_image
 fi
 
