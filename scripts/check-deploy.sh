@@ -232,6 +232,11 @@ EOF
     return
   }
   say "gateway from the image: $how, uid 65532, mcp $addr, ops $ops"
+  # What the process really runs as: the image's user, its root mounted read-only.
+  [[ $(stat -c %u "/proc/$gw") == 65532 ]] || fail image-run "the gateway runs as uid $(stat -c %u "/proc/$gw"), not 65532"
+  if [[ $how == read-only* ]] && ! awk '$5 == "/" { split($6, o, ","); if (o[1] == "ro") found = 1 } END { exit !found }' "/proc/$gw/mountinfo"; then
+    fail image-run "the gateway's root filesystem is not mounted read-only"
+  fi
 
   # The HEALTHCHECK's command, run inside the image, succeeds on /healthz and fails on a port
   # where nothing listens.
