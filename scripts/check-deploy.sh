@@ -118,7 +118,7 @@ check_image() {
   storage=(--root "$work/storage" --runroot "$work/runroot" --storage-driver vfs)
   local image=localhost/gatehouse:check
   # --format docker: the OCI format has no HEALTHCHECK (buildah would drop it).
-  if ! buildah "${storage[@]}" bud --quiet --format docker --build-arg ROOTFS=context \
+  if ! buildah "${storage[@]}" bud --quiet --format docker --target from-context \
     -f "$repo/Containerfile" -t "$image" "$ctx" >"$work/bud.log" 2>&1; then
     cat "$work/bud.log" >&2
     fail image "buildah could not build the Containerfile's runtime stage"
