@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the deployment artefacts for real: the Containerfile (built from local files with
 # buildah, then the image's root filesystem run read-only as its non-root user: /healthz, the
-# HEALTHCHECK command, one MCP call through it to the test fixture, the SIGTERM drain), the
+# HEALTHCHECK command, one MCP call through it to the test fixture, the SIGTERM drain; then two
+# of them on one PostgreSQL schema, a session opened on one and continued on the other), the
 # Kubernetes overlays (rendered offline with `kubectl kustomize`, validated with
 # kubernetes-validate --strict, their configuration passed through `gatehouse check`) and the
 # systemd unit (`systemd-analyze verify`). Called by scripts/test.sh after the build.
@@ -39,9 +40,13 @@ work=$(mktemp -d /tmp/gatehouse-check-deploy.XXXXXX)
 pids=()
 storage=()
 runner=()
+pg_schema=
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [[ -n $pg_schema ]]; then
+    psql -q postgres://postgres@127.0.0.1:5432/test -c "DROP SCHEMA IF EXISTS $pg_schema CASCADE" >/dev/null 2>&1 || true
+  fi
   if ((${#storage[@]})); then
     buildah "${storage[@]}" rm --all >/dev/null 2>&1 || true
     buildah "${storage[@]}" rmi --all --force >/dev/null 2>&1 || true
@@ -178,41 +183,12 @@ PY
   run_image "$mnt"
 }
 
-# run_image ROOTFS: the gateway from the image's root filesystem, read-only, as 65532, with a
-# configuration and a state directory mounted where the Containerfile says, in front of the
-# fixture on the host's loopback.
-run_image() {
-  local mnt=$1
-  if [[ $(id -u) != 0 ]]; then
-    skip image-run "chroot needs root"
-    return
-  fi
-  "$fixture" http --bind 127.0.0.1 --port 0 >"$work/fixture.out" 2>&1 &
-  pids+=($!)
-  local upstream
-  upstream=$(wait_line "$work/fixture.out" "READY " 20) || { fail image-run "the fixture did not start"; return; }
-
-  mkdir -p "$work/etc" "$work/state"
-  "$bin" session-key >"$work/etc/session-key-1"
-  cat >"$work/etc/gatehouse.yaml" <<EOF
-# Written by scripts/check-deploy.sh: the image's gateway in front of the test fixture.
-listen: 127.0.0.1:0
-ops: { listen: 127.0.0.1:0, drain: 2s, grace: 2s }
-watch_config: false
-sessions:
-  keys:
-    - { id: k1, key: { file: /etc/gatehouse/session-key-1 } }
-store: { url: sqlite:///var/lib/gatehouse/gatehouse.db }
-servers:
-  - { name: main, path: /mcp, upstreams: [fixture] }
-upstreams:
-  fixture: { kind: http, url: "$upstream" }
-EOF
-  chown -R 65532:65532 "$work/state" "$work/etc"
-  chmod 0400 "$work/etc/session-key-1"
-
-  # A private mount namespace: the root filesystem bound read-only, the configuration
-  # read-only and the state directory writable on top, then chroot as the image's user.
+# start_gateway NAME ETC STATE: starts the gateway from the image's root filesystem ($mnt) as
+# 65532, with ETC at /etc/gatehouse and STATE at /var/lib/gatehouse; sets gw_pid and gw_how. In a private mount namespace the root filesystem is bound read-only and
+# ETC (read-only) and STATE are mounted over it; without one (an unprivileged CI container)
+# the files are copied into the container's own, writable, root filesystem instead.
+start_gateway() {
+  local name=$1 etc=$2 state=$3
   local inner='set -e
     mount --bind "$1" "$1"
     mount -o remount,bind,ro "$1"
@@ -221,31 +197,107 @@ EOF
     cd /
     exec setpriv --no-new-privs chroot --userspec=65532:65532 "$1" \
       /usr/local/bin/gatehouse serve --config /etc/gatehouse/gatehouse.yaml'
-  local how="read-only root filesystem" state=$work/state
-  local launch=(unshare --mount --propagation private sh -c "$inner" sh "$mnt" "$work/etc" "$work/state")
+  gw_how="read-only root filesystem"
+  local launch=(unshare --mount --propagation private sh -c "$inner" sh "$mnt" "$etc" "$state")
   if [[ -n ${GATEHOUSE_CHECK_NO_MOUNT_NS:-} ]] || ! unshare --mount --propagation private true 2>/dev/null; then
-    # No mount namespace (an unprivileged CI container): the files go into the container's
-    # own (writable) root filesystem instead of being mounted over it.
-    how="chroot only (no mount namespace here, root filesystem writable)"
-    state=$mnt/var/lib/gatehouse
-    cp -p "$work/etc/"* "$mnt/etc/gatehouse/"
+    gw_how="chroot only (no mount namespace here, root filesystem writable)"
+    cp -p "$etc/"* "$mnt/etc/gatehouse/"
     launch=(setpriv --no-new-privs chroot --userspec=65532:65532 "$mnt"
       /usr/local/bin/gatehouse serve --config /etc/gatehouse/gatehouse.yaml)
   fi
-  (cd / && exec "${launch[@]}") >"$work/gateway.out" 2>"$work/gateway.err" &
-  local gw=$!
-  pids+=($gw)
-  local ops addr
-  ops=$(wait_line "$work/gateway.out" "gatehouse ops listening on " 20) &&
-    addr=$(wait_line "$work/gateway.out" "gatehouse listening on " 20) || {
-    cat "$work/gateway.err" >&2
-    fail image-run "the gateway from the image did not start ($how)"
-    return
+  (cd / && exec "${launch[@]}") >"$work/$name.out" 2>"$work/$name.err" &
+  gw_pid=$!
+  pids+=("$gw_pid")
+}
+
+# await_gateway NAME: waits for the gateway started as NAME to listen; sets gw_ops, gw_addr.
+await_gateway() {
+  gw_ops=$(wait_line "$work/$1.out" "gatehouse ops listening on " 30) &&
+    gw_addr=$(wait_line "$work/$1.out" "gatehouse listening on " 30) || {
+    cat "$work/$1.err" >&2
+    return 1
   }
-  say "gateway from the image: $how, uid 65532, mcp $addr, ops $ops"
+}
+
+# stop_gateway PID OPS NAME: SIGTERM (the image's STOPSIGNAL) drains: not ready at once, then
+# a clean exit.
+stop_gateway() {
+  local pid=$1 ops=$2 name=$3 code
+  kill -TERM "$pid"
+  sleep 0.3
+  code=$(curl -s -o /dev/null -w '%{http_code}' "$ops/readyz" || true)
+  [[ $code == 503 ]] || fail image-run "$name: /readyz answered $code during the drain, expected 503"
+  local deadline=$((SECONDS + 15)) rc=0
+  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+  if kill -0 "$pid" 2>/dev/null; then
+    fail image-run "$name: the gateway did not exit within 15 s of SIGTERM"
+  else
+    wait "$pid" || rc=$?
+    ((rc == 0)) || { cat "$work/$name.err" >&2; fail image-run "$name: the gateway exited with status $rc after SIGTERM"; }
+  fi
+}
+
+# mcp_echo FIRST SECOND TEXT: initialize on the gateway at FIRST, then notifications/initialized
+# and tools/call echo TEXT in that session on the gateway at SECOND; prints the call's answer.
+mcp_echo() {
+  local mcp=(curl -sS --max-time 10 -H 'Content-Type: application/json'
+    -H 'Accept: application/json, text/event-stream')
+  "${mcp[@]}" -D "$work/init.headers" -o "$work/init.body" "$1/mcp" \
+    -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"check-deploy","version":"1"}}}' ||
+    true
+  local sid
+  sid=$(grep -i '^mcp-session-id:' "$work/init.headers" | cut -d' ' -f2 | tr -d '\r' || true)
+  if [[ -z $sid ]]; then
+    echo "initialize gave no session: $(head -c 300 "$work/init.body" 2>/dev/null)"
+    return
+  fi
+  mcp+=(-H "Mcp-Session-Id: $sid" -H 'MCP-Protocol-Version: 2025-11-25')
+  "${mcp[@]}" -o /dev/null "$2/mcp" -d '{"jsonrpc":"2.0","method":"notifications/initialized"}' || true
+  "${mcp[@]}" "$2/mcp" \
+    -d "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"text\":\"$3\"}}}" || true
+}
+
+# run_image ROOTFS: the gateway from the image's root filesystem, read-only, as 65532, with a
+# configuration and a state directory mounted where the Containerfile says, in front of the
+# fixture on the host's loopback; then two of them sharing PostgreSQL and the session keys.
+run_image() {
+  mnt=$1
+  if [[ $(id -u) != 0 ]]; then
+    skip image-run "chroot needs root"
+    return
+  fi
+  "$fixture" http --bind 127.0.0.1 --port 0 >"$work/fixture.out" 2>&1 &
+  pids+=($!)
+  upstream=$(wait_line "$work/fixture.out" "READY " 20) || { fail image-run "the fixture did not start"; return; }
+
+  local etc=${work:?}/etc
+  mkdir -p "$etc" "$work/state"
+  "$bin" session-key >"$etc/session-key-1"
+  {
+    echo "# Written by scripts/check-deploy.sh: the image's gateway in front of the test fixture."
+    echo "listen: 127.0.0.1:0"
+    echo "ops: { listen: 127.0.0.1:0, drain: 2s, grace: 2s }"
+    echo "watch_config: false"
+    echo "sessions:"
+    echo "  keys:"
+    echo "    - { id: k1, key: { file: /etc/gatehouse/session-key-1 } }"
+    echo "store: { url: sqlite:///var/lib/gatehouse/gatehouse.db }"
+    echo "servers:"
+    echo "  - { name: main, path: /mcp, upstreams: [fixture] }"
+    echo "upstreams:"
+    echo "  fixture: { kind: http, url: \"$upstream\" }"
+  } >"$etc/gatehouse.yaml"
+  chown -R 65532:65532 "$work/state" "$etc"
+  chmod 0400 "$etc/session-key-1"
+
+  start_gateway single "$etc" "$work/state"
+  await_gateway single || { fail image-run "the gateway from the image did not start ($gw_how)"; return; }
+  local gw=$gw_pid ops=$gw_ops addr=$gw_addr state=$work/state
+  [[ $gw_how == read-only* ]] || state=$mnt/var/lib/gatehouse
+  say "gateway from the image: $gw_how, uid 65532, mcp $addr, ops $ops"
   # What the process really runs as: the image's user, its root mounted read-only.
   [[ $(stat -c %u "/proc/$gw") == 65532 ]] || fail image-run "the gateway runs as uid $(stat -c %u "/proc/$gw"), not 65532"
-  if [[ $how == read-only* ]] && ! awk '$5 == "/" { split($6, o, ","); if (o[1] == "ro") found = 1 } END { exit !found }' "/proc/$gw/mountinfo"; then
+  if [[ $gw_how == read-only* ]] && ! awk '$5 == "/" { split($6, o, ","); if (o[1] == "ro") found = 1 } END { exit !found }' "/proc/$gw/mountinfo"; then
     fail image-run "the gateway's root filesystem is not mounted read-only"
   fi
 
@@ -259,49 +311,74 @@ EOF
   if ((${#runner[@]})) && ! "${runner[@]}" /usr/local/bin/gatehouse probe "$ops/healthz" >/dev/null; then
     fail image-run "the HEALTHCHECK command run by buildah failed"
   fi
-  local code
+  local code body
   code=$(curl -s -o /dev/null -w '%{http_code}' "$ops/readyz")
   [[ $code == 200 ]] || fail image-run "/readyz answered $code, expected 200"
 
-  # One MCP session through the gateway: initialize, initialized, tools/call echo.
-  local mcp=(curl -sS --max-time 10 -H 'Content-Type: application/json'
-    -H 'Accept: application/json, text/event-stream')
-  "${mcp[@]}" -D "$work/init.headers" -o "$work/init.body" "$addr/mcp" \
-    -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"check-deploy","version":"1"}}}' ||
-    true
-  local sid
-  sid=$(grep -i '^mcp-session-id:' "$work/init.headers" | cut -d' ' -f2 | tr -d '\r' || true)
-  if [[ -z $sid ]]; then
-    fail image-run "initialize through the image's gateway gave no session: $(head -c 300 "$work/init.body" 2>/dev/null)"
-  else
-    mcp+=(-H "Mcp-Session-Id: $sid" -H 'MCP-Protocol-Version: 2025-11-25')
-    "${mcp[@]}" -o /dev/null "$addr/mcp" -d '{"jsonrpc":"2.0","method":"notifications/initialized"}' || true
-    local body
-    body=$("${mcp[@]}" "$addr/mcp" \
-      -d '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello from the image"}}}' || true)
-    [[ $body == *'hello from the image'* ]] ||
-      fail image-run "tools/call echo through the image's gateway answered: ${body:0:300}"
-  fi
+  body=$(mcp_echo "$addr" "$addr" "hello from the image")
+  [[ $body == *'"text":"hello from the image"'* ]] ||
+    fail image-run "tools/call echo through the image's gateway answered: ${body:0:300}"
   # The store was created in the state volume, by the image's user.
   [[ -f $state/gatehouse.db && $(stat -c %u "$state/gatehouse.db") == 65532 ]] ||
     fail image-run "no SQLite store owned by 65532 in the state volume"
+  stop_gateway "$gw" "$ops" single
 
-  # SIGTERM (the image's STOPSIGNAL) drains: not ready at once, then a clean exit.
-  kill -TERM "$gw"
-  sleep 0.3
-  code=$(curl -s -o /dev/null -w '%{http_code}' "$ops/readyz" || true)
-  [[ $code == 503 ]] || fail image-run "/readyz answered $code during the drain, expected 503"
-  local deadline=$((SECONDS + 15)) rc=0
-  while kill -0 "$gw" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-  if kill -0 "$gw" 2>/dev/null; then
-    fail image-run "the gateway did not exit within 15 s of SIGTERM"
-  else
-    wait "$gw" || rc=$?
-    ((rc == 0)) || { cat "$work/gateway.err" >&2; fail image-run "the gateway exited with status $rc after SIGTERM"; }
-  fi
+  run_replicas
 }
 
-# curl makes the MCP call; strip (binutils) takes the debug sections off the binary.
+# run_replicas: docs/deployment.md's claim, with the image: two gateways started at once on an
+# empty PostgreSQL schema (both migrate it), sharing sessions.keys; a session opened on one is
+# continued on the other without affinity, and both write their audit records to the store.
+run_replicas() {
+  needs replicas psql postgresql-client || return 0
+  local pg=postgres://postgres@127.0.0.1:5432/test schema="check_deploy_$$_$RANDOM"
+  if ! psql -q "$pg" -c "CREATE SCHEMA $schema" >/dev/null 2>"$work/psql.err"; then
+    cat "$work/psql.err" >&2
+    fail replicas "PostgreSQL on 127.0.0.1:5432 (database test, trust) is needed, as for the store tests"
+    return
+  fi
+  pg_schema=$schema
+  local etc=${work:?}/etc-replicas
+  mkdir -p "$etc" "$work/state-a" "$work/state-b"
+  cp -p "$work/etc/session-key-1" "$etc/"
+  printf '%s' "$pg?options=-c%20search_path%3D$schema" >"$etc/store-url"
+  sed -e 's#^store: .*#store: { url: { file: /etc/gatehouse/store-url } }#' \
+    -e 's#^\# Written by.*#\# Written by scripts/check-deploy.sh: one of two replicas sharing PostgreSQL.#' \
+    "$work/etc/gatehouse.yaml" >"$etc/gatehouse.yaml"
+  chown -R 65532:65532 "$etc" "$work/state-a" "$work/state-b"
+  chmod 0400 "$etc/store-url"
+
+  # Both start at once on the empty schema: their migrations must serialize.
+  local a_pid a_ops a_addr b_pid b_ops b_addr body
+  start_gateway replica-a "$etc" "$work/state-a"
+  a_pid=$gw_pid
+  start_gateway replica-b "$etc" "$work/state-b"
+  b_pid=$gw_pid
+  if ! await_gateway replica-a; then
+    fail replicas "replica A did not start"
+    return
+  fi
+  a_ops=$gw_ops a_addr=$gw_addr
+  if ! await_gateway replica-b; then
+    fail replicas "replica B did not start"
+    return
+  fi
+  b_ops=$gw_ops b_addr=$gw_addr
+  body=$(mcp_echo "$a_addr" "$b_addr" "opened on A, called on B")
+  [[ $body == *'"text":"opened on A, called on B"'* ]] ||
+    fail replicas "a session opened on replica A and continued on B answered: ${body:0:300}"
+  body=$(mcp_echo "$b_addr" "$a_addr" "opened on B, called on A")
+  [[ $body == *'"text":"opened on B, called on A"'* ]] ||
+    fail replicas "a session opened on replica B and continued on A answered: ${body:0:300}"
+  stop_gateway "$a_pid" "$a_ops" replica-a
+  stop_gateway "$b_pid" "$b_ops" replica-b
+  # A clean stop writes the audit queue: both calls are in the shared store.
+  local calls
+  calls=$(psql -tA "$pg" -c "SELECT count(*) FROM $schema.audit_records WHERE method = 'tools/call'" 2>&1 || true)
+  [[ $calls == 2 ]] || fail replicas "the shared store holds $calls tools/call audit records, expected 2"
+  say "two replicas from the image on PostgreSQL: sessions continued across them, $calls calls audited"
+}
+
 if needs image buildah buildah && needs image curl curl && needs image strip binutils; then
   check_image
 fi

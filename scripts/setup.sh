@@ -38,6 +38,7 @@ command -v buildah >/dev/null 2>&1 || deploy_tools+=(buildah)
 command -v kubectl >/dev/null 2>&1 || deploy_tools+=(kubernetes-client)
 command -v systemd-analyze >/dev/null 2>&1 || deploy_tools+=(systemd)
 command -v curl >/dev/null 2>&1 || deploy_tools+=(curl)
+command -v psql >/dev/null 2>&1 || deploy_tools+=(postgresql-client)
 if ((${#deploy_tools[@]})); then
   echo "setup: installing ${deploy_tools[*]} for scripts/check-deploy.sh"
   rc=0
