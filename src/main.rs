@@ -179,8 +179,11 @@ enum KeysAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
-            Ok(c) => {
+        Command::Check { config } => match Config::load_with_warnings(&config) {
+            Ok((c, warnings)) => {
+                for w in &warnings {
+                    eprintln!("warning: {}", w.render(&config));
+                }
                 println!(
                     "{}: OK ({} virtual server{}, {} upstream{})",
                     config.display(),
@@ -317,7 +320,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Serve { config: path } => {
-            let config = match Config::load(&path) {
+            let (config, warnings) = match Config::load_with_warnings(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
@@ -325,6 +328,9 @@ fn main() -> ExitCode {
                 }
             };
             let telemetry = gatehouse::telemetry::init(&config.log, &config.traces);
+            for w in &warnings {
+                tracing::warn!(field = %w.field, line = w.line, "configuration: {}", w.message);
+            }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -106,7 +106,9 @@ pub enum ClientAuthMethod {
     ClientSecretPost,
 }
 
-/// Dotted claim paths (e.g. `realm_access.roles`); for lists, the first present path wins.
+/// Dotted claim paths (e.g. `realm_access.roles`). Where several paths are listed, the first
+/// present one gives the client id, scopes and tenant; groups and roles are the union of every
+/// path present (Keycloak's realm and client roles are both roles).
 #[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClaimPaths {
@@ -116,9 +118,9 @@ pub struct ClaimPaths {
     pub client_id: Vec<String>,
     /// Granted scopes (a space-separated string or a list).
     pub scopes: Vec<String>,
-    /// Group memberships.
+    /// Group memberships (every path present counts).
     pub groups: Vec<String>,
-    /// Roles.
+    /// Roles (every path present counts).
     pub roles: Vec<String>,
     /// Tenant or organisation.
     pub tenant: Vec<String>,

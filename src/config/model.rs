@@ -414,22 +414,20 @@ impl Config {
         use super::oauth_server::FACADE_ISSUER_NAME;
         self.oauth_server.as_ref()?;
         if self.auth.issuers.contains_key(FACADE_ISSUER_NAME) {
-            return Some(super::Issue {
-                field: format!("auth.issuers.{FACADE_ISSUER_NAME}"),
-                message: "this name is the oauth_server's own issuer; rename this one".into(),
-            });
+            return Some(super::Issue::new(
+                format!("auth.issuers.{FACADE_ISSUER_NAME}"),
+                "this name is the oauth_server's own issuer; rename this one",
+            ));
         }
         let Some(public) = self
             .public_url
             .as_deref()
             .map(|u| u.trim_end_matches('/').to_owned())
         else {
-            return Some(super::Issue {
-                field: "public_url".into(),
-                message:
-                    "required with oauth_server: it is the issuer of the tokens Gatehouse signs"
-                        .into(),
-            });
+            return Some(super::Issue::new(
+                "public_url",
+                "required with oauth_server: it is the issuer of the tokens Gatehouse signs",
+            ));
         };
         self.auth.issuers.insert(
             FACADE_ISSUER_NAME.into(),
