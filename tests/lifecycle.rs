@@ -8,6 +8,14 @@ use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+fn check(path: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_names_the_file_and_every_bad_field() {
     let dir = tempfile::tempdir().unwrap();
@@ -17,11 +25,7 @@ fn check_names_the_file_and_every_bad_field() {
         "listen: nowhere\nservers:\n  - { name: a, path: /mcp, upstreams: [ghost] }\nupstreams:\n  real: { kind: http }\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     let file = path.display().to_string();
@@ -35,11 +39,7 @@ fn check_names_the_file_and_every_bad_field() {
     }
 
     std::fs::write(&path, "servers: []\nupstreams: {}\nlisten_on: x\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen_on"));
 
@@ -48,11 +48,7 @@ fn check_names_the_file_and_every_bad_field() {
         stdio_fixture_upstream("fx", &[])
     );
     std::fs::write(&path, good).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path);
     assert!(
         out.status.success(),
         "{}",
@@ -125,11 +121,7 @@ fn check_warns_of_shared_audiences_and_rules_read_as_and() {
         "auth:\n  issuers:\n    okta:\n      issuer: https://corp.okta.com/oauth2/default\n      audiences: [\"api://default\"]\nservers:\n  - name: a\n    path: /mcp\n    upstreams: [u]\n    auth: { scopes: [mcp:tools] }\n    policy:\n      rules:\n        - { tenants: [t-1], roles: [admin] }\n        - { tenants: [t-2], groups: [ops] }\nupstreams:\n  u: { kind: http, url: \"http://127.0.0.1:9/mcp\" }\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     let file = path.display().to_string();
@@ -149,11 +141,7 @@ fn check_warns_of_shared_audiences_and_rules_read_as_and() {
         .unwrap()
         .replace("t-2", "t-1");
     std::fs::write(&path, single).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("alternatives"));
 }
 
