@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the Rust toolchain: npm packages (Node 22 for the
 # conformance suite, the reference MCP server), a Python virtualenv with the MCP SDK, and
-# nginx (Debian's nginx-light) for the benchmark's zero-work-proxy columns when apt is there.
+# nginx (Debian's nginx-light) for the benchmark's zero-work-proxy columns when apt is there,
+# and the tools scripts/check-deploy.sh checks the deployment artefacts with.
 # Idempotent and quick when everything is already installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,4 +28,24 @@ if ! have_nginx; then
   else
     echo "setup: no apt-get (or no root); gatehouse-bench will skip its nginx columns" >&2
   fi
+fi
+
+# scripts/check-deploy.sh builds the image with buildah, renders the Kubernetes overlays with
+# kubectl (Debian's kubernetes-client) and verifies the systemd unit with systemd-analyze. It
+# skips, loudly, only what cannot be installed here; so a failed install is reported, not fatal.
+deploy_tools=()
+command -v buildah >/dev/null 2>&1 || deploy_tools+=(buildah)
+command -v kubectl >/dev/null 2>&1 || deploy_tools+=(kubernetes-client)
+command -v systemd-analyze >/dev/null 2>&1 || deploy_tools+=(systemd)
+command -v curl >/dev/null 2>&1 || deploy_tools+=(curl)
+command -v psql >/dev/null 2>&1 || deploy_tools+=(postgresql-client)
+if ((${#deploy_tools[@]})); then
+  echo "setup: installing ${deploy_tools[*]} for scripts/check-deploy.sh"
+  rc=0
+  bash scripts/apt-install.sh "${deploy_tools[@]}" || rc=$?
+  case $rc in
+    0) ;;
+    2) echo "setup: no apt-get (or no root); scripts/check-deploy.sh will skip what needs ${deploy_tools[*]}" >&2 ;;
+    *) echo "setup: apt could not install ${deploy_tools[*]}; scripts/check-deploy.sh will fail" >&2 ;;
+  esac
 fi

@@ -30,8 +30,21 @@ enum Command {
         #[arg(long, short, env = "GATEHOUSE_CONFIG")]
         config: PathBuf,
     },
+    /// The configuration file's format.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Print a new random session-sealing key (base64, 32 bytes).
     SessionKey,
+    /// GET a URL and succeed on a 2xx (a health check for images without curl).
+    Probe {
+        /// The URL, e.g. http://127.0.0.1:9464/healthz.
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Query the audit trail (newest first).
     Audit {
         /// The YAML configuration file (for the store).
@@ -91,6 +104,12 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the JSON Schema of the configuration (the copy in docs/gatehouse.schema.json).
+    Schema,
 }
 
 #[derive(Subcommand)]
@@ -160,8 +179,11 @@ enum KeysAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
-            Ok(c) => {
+        Command::Check { config } => match Config::load_with_warnings(&config) {
+            Ok((c, warnings)) => {
+                for w in &warnings {
+                    eprintln!("warning: {}", w.render(&config));
+                }
                 println!(
                     "{}: OK ({} virtual server{}, {} upstream{})",
                     config.display(),
@@ -184,6 +206,29 @@ fn main() -> ExitCode {
             rand::rng().fill_bytes(&mut key);
             println!("{}", base64::engine::general_purpose::STANDARD.encode(key));
             ExitCode::SUCCESS
+        }
+        Command::Config {
+            action: ConfigAction::Schema,
+        } => {
+            print!("{}", gatehouse::config::schema::json_schema_text());
+            ExitCode::SUCCESS
+        }
+        Command::Probe { url, timeout } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let timeout = std::time::Duration::from_secs(timeout.max(1));
+            match rt.block_on(gatehouse::commands::probe::probe(&url, timeout)) {
+                Ok(status) => {
+                    println!("{url}: {status}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("gatehouse probe: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Audit {
             config: path,
@@ -275,7 +320,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Serve { config: path } => {
-            let config = match Config::load(&path) {
+            let (config, warnings) = match Config::load_with_warnings(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
@@ -283,6 +328,9 @@ fn main() -> ExitCode {
                 }
             };
             let telemetry = gatehouse::telemetry::init(&config.log, &config.traces);
+            for w in &warnings {
+                tracing::warn!(field = %w.field, line = w.line, "configuration: {}", w.message);
+            }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

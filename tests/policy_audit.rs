@@ -528,7 +528,25 @@ fn policy_explain_names_the_deciding_rule() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let sales = json!({"iss": "https://idp.example", "sub": "alice", "groups": ["sales"], "scope": "mcp:tools"});
+    // Claims as the IdP would issue them for this server: its issuer, its resource, not expired.
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let token = |mut claims: Value| {
+        let base =
+            json!({"iss": "https://idp.example", "aud": "http://127.0.0.1:8080/mcp", "exp": exp});
+        for (k, v) in base.as_object().unwrap() {
+            claims
+                .as_object_mut()
+                .unwrap()
+                .entry(k.clone())
+                .or_insert(v.clone());
+        }
+        claims
+    };
+    let sales = token(json!({"sub": "alice", "groups": ["sales"], "scope": "mcp:tools"}));
     let (code, out, _) = explain(sales.clone(), &["--tool", "crm__echo"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(
@@ -541,7 +559,48 @@ fn policy_explain_names_the_deciding_rule() {
         out.contains("denied by rule \"default\"") && out.contains("hidden"),
         "{out}"
     );
-    let eng = json!({"sub": "bob", "groups": ["engineering"], "scope": "mcp:tools"});
+    // What the gateway refuses with 401 is DENIED, whatever the rules say about the principal.
+    for (why, claims, says) in [
+        (
+            "wrong audience",
+            token(
+                json!({"sub": "alice", "groups": ["sales"], "scope": "mcp:tools", "aud": "https://other.example/mcp"}),
+            ),
+            "is not this server",
+        ),
+        (
+            "untrusted issuer",
+            token(
+                json!({"sub": "alice", "groups": ["sales"], "scope": "mcp:tools", "iss": "https://evil.example"}),
+            ),
+            "is not trusted",
+        ),
+        (
+            "expired",
+            token(
+                json!({"sub": "alice", "groups": ["sales"], "scope": "mcp:tools", "exp": 1_000_000}),
+            ),
+            "expired",
+        ),
+        (
+            "no expiry",
+            {
+                let mut c =
+                    token(json!({"sub": "alice", "groups": ["sales"], "scope": "mcp:tools"}));
+                c.as_object_mut().unwrap().remove("exp");
+                c
+            },
+            "no expiry",
+        ),
+    ] {
+        let (code, out, _) = explain(claims, &["--tool", "crm__echo"]);
+        assert_eq!(code, Some(1), "{why}: {out}");
+        assert!(
+            out.contains(says) && out.contains("401") && out.contains("DENIED"),
+            "{why}: {out}"
+        );
+    }
+    let eng = token(json!({"sub": "bob", "groups": ["engineering"], "scope": "mcp:tools"}));
     let (_, out, _) = explain(
         eng.clone(),
         &[

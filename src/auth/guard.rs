@@ -180,6 +180,31 @@ impl ServerGuard {
             }
             return Ok(p);
         }
+        self.admit(p)
+    }
+
+    /// Judges claims that nobody verified exactly as [`authenticate`](Self::authenticate)
+    /// judges a verified token's (trusted issuer, times, this server's issuers and audiences),
+    /// without the signature: for `gatehouse policy explain`, which must not call ALLOWED what
+    /// the gateway would answer with 401.
+    pub fn judge_unverified(&self, claims: serde_json::Value) -> Result<Arc<Principal>, AuthError> {
+        let iss = claims
+            .get("iss")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| AuthError::Invalid("the token has no issuer (iss)".into()))?;
+        let issuer = self
+            .auth
+            .issuer_by_iss(iss)
+            .ok_or_else(|| AuthError::Invalid(format!("issuer {iss:?} is not trusted")))?;
+        super::jwt::check_times(&claims, self.auth.settings.clock_skew.0.as_secs())?;
+        let p = Principal::from_claims(claims, &issuer.config.claims, CredentialKind::Hypothetical)
+            .map_err(AuthError::Invalid)?;
+        self.admit(Arc::new(p))
+    }
+
+    /// What every token must also be for this server: from an issuer it accepts, and issued
+    /// for it (RFC 8707) or for one of that issuer's aliases.
+    fn admit(&self, p: Arc<Principal>) -> Result<Arc<Principal>, AuthError> {
         let Some(audiences) = self.accepted.get(p.issuer()) else {
             return Err(AuthError::Invalid(format!(
                 "tokens from issuer {:?} are not accepted by this server",

@@ -77,16 +77,37 @@ pub(super) async fn verify_jwt(
     }
     .map_err(|e| AuthError::Invalid(explain(&e)))?;
     let claims = data.claims;
-    if let Some(iat) = claims.get("iat").and_then(Value::as_f64)
-        && iat > (crate::store::now_secs() as u64 + skew) as f64
-    {
+    check_times(&claims, skew)?;
+    let principal = Principal::from_claims(claims, &issuer.config.claims, CredentialKind::Jwt)
+        .map_err(AuthError::Invalid)?;
+    Ok((principal, issuer))
+}
+
+/// The time claims, with `skew` seconds of tolerance: `exp` required and not past, `nbf` not
+/// ahead, `iat` not in the future. The library checks `exp` and `nbf` of a signed token the
+/// same way; this is the one place for `iat`, and the whole check for unverified claims.
+pub(crate) fn check_times(claims: &Value, skew: u64) -> Result<(), AuthError> {
+    let now = crate::store::now_secs() as f64;
+    let skew = skew as f64;
+    let at = |name: &str| claims.get(name).and_then(Value::as_f64);
+    match at("exp") {
+        None => return Err(AuthError::Invalid("the token has no expiry (exp)".into())),
+        Some(exp) if exp < now - skew => {
+            return Err(AuthError::Invalid("the token has expired (exp)".into()));
+        }
+        Some(_) => {}
+    }
+    if at("nbf").is_some_and(|nbf| nbf > now + skew) {
+        return Err(AuthError::Invalid(
+            "the token is not valid yet (nbf)".into(),
+        ));
+    }
+    if at("iat").is_some_and(|iat| iat > now + skew) {
         return Err(AuthError::Invalid(
             "the token was issued in the future (iat); check the clocks".into(),
         ));
     }
-    let principal = Principal::from_claims(claims, &issuer.config.claims, CredentialKind::Jwt)
-        .map_err(AuthError::Invalid)?;
-    Ok((principal, issuer))
+    Ok(())
 }
 
 /// The `alg` member of a header that the library refused to parse.

@@ -65,6 +65,19 @@ impl Principal {
                 .find_map(|p| strings_at(&claims, p))
                 .unwrap_or_default()
         };
+        // Memberships are the union of every path: an IdP puts different kinds in different
+        // claims (Keycloak's realm roles and each client's roles), and one must not hide another.
+        let every_list = |list: &[String]| {
+            let mut all: Vec<String> = Vec::new();
+            for found in list.iter().filter_map(|p| strings_at(&claims, p)) {
+                for item in found {
+                    if !all.contains(&item) {
+                        all.push(item);
+                    }
+                }
+            }
+            all
+        };
         // Gatehouse's own tokens say which IdP vouched for the user (`idp_iss`): two IdPs may
         // use the same subject, and must not share sessions or per-user credentials.
         let vouched = match claims.get("idp_iss").and_then(Value::as_str) {
@@ -78,8 +91,8 @@ impl Principal {
             issuer,
             client_id: first_string(&paths.client_id),
             scopes: first_list(&paths.scopes),
-            groups: first_list(&paths.groups),
-            roles: first_list(&paths.roles),
+            groups: every_list(&paths.groups),
+            roles: every_list(&paths.roles),
             tenant: first_string(&paths.tenant),
             audiences: strings_at(&claims, "aud").unwrap_or_default(),
             expires_at: claims.get("exp").and_then(Value::as_u64),

@@ -5,3 +5,4 @@ pub mod catalog;
 pub mod clients;
 pub mod keys;
 pub mod policy;
+pub mod probe;

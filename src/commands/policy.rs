@@ -1,6 +1,6 @@
 //! `gatehouse policy explain`: would this principal be allowed this call, and by which rule?
 
-use crate::auth::Principal;
+use crate::auth::{Authenticator, Principal, ServerGuard};
 use crate::config::{ClaimPaths, Config, Effect};
 use crate::federation::Naming;
 use crate::policy::{CompiledPolicy, Facts, FunctionKind};
@@ -68,20 +68,43 @@ pub fn explain(config: &Config, req: &ExplainRequest) -> Result<Explanation, Str
             }
         }
     };
-    // Claims are mapped the way the issuer that would have signed them maps them.
-    let iss = req
-        .claims
-        .get("iss")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let paths = config
-        .auth
-        .issuers
-        .values()
-        .find(|i| i.issuer == iss)
-        .map(|i| i.claims.clone())
-        .unwrap_or_else(ClaimPaths::default);
-    let principal = Principal::hypothetical(req.claims.clone(), &paths)?;
+    // A protected server judges the claims as the gateway judges a token's (issuer, times,
+    // audience): a token the gateway answers with 401 is DENIED here too, for the same reason.
+    let principal = match &server.auth {
+        Some(_) => {
+            let auth = std::sync::Arc::new(Authenticator::new(&config.auth, None, None));
+            let guard = ServerGuard::new(config, server, auth).expect("the server has auth");
+            match guard.judge_unverified(req.claims.clone()) {
+                Ok(p) => p,
+                Err(e) => {
+                    let text = format!(
+                        "server     {} ({})\ntoken      refused: {e}\nresult     the client would get 401 invalid_token\nverdict    DENIED\n",
+                        server.name, server.path
+                    );
+                    return Ok(Explanation {
+                        text,
+                        allowed: false,
+                    });
+                }
+            }
+        }
+        // Nobody is authenticated on an open server; the claims still drive the rules.
+        None => {
+            let iss = req
+                .claims
+                .get("iss")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let paths = config
+                .auth
+                .issuers
+                .values()
+                .find(|i| i.issuer == iss)
+                .map(|i| i.claims.clone())
+                .unwrap_or_else(ClaimPaths::default);
+            std::sync::Arc::new(Principal::hypothetical(req.claims.clone(), &paths)?)
+        }
+    };
     let policy = match &server.policy {
         Some(p) => CompiledPolicy::compile(p)?,
         None => CompiledPolicy::open(),
@@ -104,11 +127,12 @@ pub fn explain(config: &Config, req: &ExplainRequest) -> Result<Explanation, Str
     let mut lines = vec![
         format!("server     {} ({})", server.name, server.path),
         format!(
-            "principal  sub={} groups={:?} roles={:?} scopes={:?}",
+            "principal  sub={} groups={:?} roles={:?} scopes={:?} tenant={:?}",
             principal.subject(),
             principal.groups(),
             principal.roles(),
-            principal.scopes()
+            principal.scopes(),
+            principal.tenant().unwrap_or_default()
         ),
         format!("target     {method} {} (upstream {upstream})", req.name),
         format!(

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use std::net::IpAddr;
 
 /// The access log.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccessLog {
     /// One `gatehouse::access` line per request on the MCP listener.

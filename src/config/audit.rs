@@ -5,7 +5,7 @@ use serde::Deserialize;
 use std::time::Duration;
 
 /// Where and how audit records are kept.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Audit {
     /// Record decisions and calls at all.
@@ -48,7 +48,7 @@ impl Default for Audit {
 }
 
 /// What happens when the audit queue is full.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnFull {
     /// The record waits for room (the request does not); nothing is lost.
@@ -58,7 +58,7 @@ pub enum OnFull {
 }
 
 /// How arguments are redacted before they are recorded.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Redact {
     /// Object keys whose values are masked, compared case-insensitively as substrings

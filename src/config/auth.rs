@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Token verification shared by every virtual server.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
     /// Trusted token issuers, by name.
@@ -43,7 +43,7 @@ impl Default for Auth {
 }
 
 /// One trusted authorization server.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Issuer {
     /// The issuer identifier, exactly as in the tokens' `iss` claim.
@@ -80,7 +80,7 @@ pub const SUPPORTED_ALGORITHMS: [&str; 9] = [
 ];
 
 /// How the gateway calls an issuer's introspection endpoint.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Introspection {
     /// The endpoint; by default `introspection_endpoint` from the metadata.
@@ -96,7 +96,7 @@ pub struct Introspection {
 }
 
 /// How a client secret is presented to a token or introspection endpoint.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuthMethod {
     /// HTTP Basic authentication.
@@ -106,8 +106,10 @@ pub enum ClientAuthMethod {
     ClientSecretPost,
 }
 
-/// Dotted claim paths (e.g. `realm_access.roles`); for lists, the first present path wins.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// Dotted claim paths (e.g. `realm_access.roles`). Where several paths are listed, the first
+/// present one gives the client id, scopes and tenant; groups and roles are the union of every
+/// path present (Keycloak's realm and client roles are both roles).
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClaimPaths {
     /// The subject.
@@ -116,9 +118,9 @@ pub struct ClaimPaths {
     pub client_id: Vec<String>,
     /// Granted scopes (a space-separated string or a list).
     pub scopes: Vec<String>,
-    /// Group memberships.
+    /// Group memberships (every path present counts).
     pub groups: Vec<String>,
-    /// Roles.
+    /// Roles (every path present counts).
     pub roles: Vec<String>,
     /// Tenant or organisation.
     pub tenant: Vec<String>,
@@ -139,7 +141,7 @@ impl Default for ClaimPaths {
 }
 
 /// What a virtual server requires of its callers.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerAuth {
     /// Issuers (names under `auth.issuers`) whose tokens are accepted; empty means all.
@@ -175,6 +177,22 @@ pub enum ChallengeScopes {
     All,
     /// A list: `scopes` and these.
     These(Vec<String>),
+}
+
+impl schemars::JsonSchema for ChallengeScopes {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ChallengeScopes".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "`required`, `all`, or a list of scopes.",
+            "oneOf": [
+                { "enum": ["required", "all"] },
+                { "type": "array", "items": { "type": "string", "pattern": "^[!#-\\[\\]-~]+$" } },
+            ],
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for ChallengeScopes {
@@ -217,7 +235,7 @@ impl<'de> Deserialize<'de> for ChallengeScopes {
 }
 
 /// Extra scopes for the functions whose names match.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeRule {
     /// Tool names as clients see them; `*` matches any run of characters.
@@ -234,7 +252,7 @@ pub struct ScopeRule {
 }
 
 /// Where durable state lives.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Store {
     /// `sqlite://PATH` (relative to the configuration file) or `postgres://…`.

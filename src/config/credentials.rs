@@ -7,7 +7,7 @@ use super::secret::ValueSource;
 use serde::Deserialize;
 
 /// How the gateway authenticates to an upstream.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum UpstreamAuth {
     /// A fixed secret: a header for HTTP upstreams, an environment variable for stdio ones.
@@ -89,7 +89,7 @@ pub enum UpstreamAuth {
 }
 
 /// A client registration at an authorization server.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthClient {
     /// The server's issuer (its token endpoint is discovered).
@@ -116,7 +116,7 @@ pub struct OAuthClient {
 }
 
 /// `consent`: how users connect their own accounts for `user_oauth` upstreams.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsentConfig {
     /// The gateway's OpenID Connect client at the enterprise IdP: the consent page signs the
@@ -171,7 +171,7 @@ fn secret_source(src: &ValueSource, field: &str, add: &mut dyn FnMut(String, Str
 }
 
 /// Token endpoint client authentication.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenClientAuth {
     /// HTTP Basic with the client id and secret.

@@ -48,6 +48,21 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+impl schemars::JsonSchema for HumanDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        // Leading/trailing spaces are trimmed by `parse`; editors need not suggest them.
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[0-9]+(ms|s|m|h|d)$",
+            "description": "A whole number and a unit: ms, s, m, h or d (e.g. 250ms, 30s, 5m).",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,7 @@ const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE
 
 /// One configured sealing key, wherever it is used (`sessions.keys`, `consent.keys`,
 /// `oauth_server.keys`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// Its id, written in front of every value it seals ([`valid_key_id`]).

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Caps and timers for every connection a listener accepts.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Connections {
     /// Connections open at once; beyond this a new connection gets a 503 and is closed.
@@ -58,7 +58,7 @@ impl Connections {
 }
 
 /// The operations listener and the shutdown sequence.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Ops {
     /// Address of the listener serving `/metrics`, `/healthz` and `/readyz`.

@@ -7,12 +7,15 @@ mod credentials;
 mod duration;
 pub mod keys;
 mod listener;
+mod locate;
 mod model;
 pub mod oauth_server;
 mod policy;
+pub mod schema;
 mod secret;
 mod tls;
 mod validate;
+mod warnings;
 
 pub use access_log::{AccessLog, Cidr};
 pub use audit::{Audit, OnFull, Redact};
@@ -36,6 +39,33 @@ pub struct Issue {
     pub field: String,
     /// What was wrong and what was expected.
     pub message: String,
+    /// The line of the field (or of the nearest enclosing one) in the file, once located.
+    pub line: Option<usize>,
+}
+
+impl Issue {
+    /// A problem with `field`, not located in the text yet.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Issue {
+        Issue {
+            field: field.into(),
+            message: message.into(),
+            line: None,
+        }
+    }
+
+    /// `FILE:LINE: FIELD: MESSAGE` (the line left out when unknown), the form editors and CI
+    /// logs turn into links.
+    pub fn render(&self, file: &Path) -> String {
+        match self.line {
+            Some(line) => format!(
+                "{}:{line}: {}: {}",
+                file.display(),
+                self.field,
+                self.message
+            ),
+            None => format!("{}: {}: {}", file.display(), self.field, self.message),
+        }
+    }
 }
 
 /// Why a configuration could not be used.
@@ -75,12 +105,8 @@ fn render_issues(file: &Path, issues: &[Issue]) -> String {
         if issues.len() == 1 { "" } else { "s" }
     );
     for i in issues {
-        out.push_str(&format!(
-            "\n  {}: {}: {}",
-            file.display(),
-            i.field,
-            i.message
-        ));
+        out.push_str("\n  ");
+        out.push_str(&i.render(file));
     }
     out
 }
@@ -146,10 +172,28 @@ impl Config {
         if issues.is_empty() {
             Ok(config)
         } else {
+            locate(&mut issues, text);
             Err(ConfigError::Invalid {
                 file: path.to_owned(),
                 issues,
             })
         }
+    }
+
+    /// Like [`load`](Self::load), and also the risky settings that work but that a reviewer
+    /// should see (`gatehouse check` prints them; `serve` logs them).
+    pub fn load_with_warnings(path: &Path) -> Result<(Config, Vec<Issue>), ConfigError> {
+        let text = Self::read(path)?;
+        let config = Self::from_yaml(&text, path)?;
+        let mut warnings = warnings::warnings(&config);
+        locate(&mut warnings, &text);
+        Ok((config, warnings))
+    }
+}
+
+fn locate(issues: &mut [Issue], text: &str) {
+    let lines = locate::Lines::of(text);
+    for issue in issues {
+        issue.line = lines.find(&issue.field);
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Address the HTTP listener binds to.
@@ -79,7 +79,7 @@ fn default_listen() -> String {
 }
 
 /// Size and count limits that protect the gateway from hostile peers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest request body a client may POST.
@@ -147,7 +147,7 @@ impl Default for Limits {
 }
 
 /// Downstream session settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Sessions {
     /// Keys that seal session ids; the first seals, all open (rotation). Empty: a random key
@@ -171,7 +171,7 @@ impl Default for Sessions {
 }
 
 /// Logging settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     /// `text` or `json`.
@@ -183,7 +183,7 @@ pub struct Log {
 }
 
 /// OpenTelemetry trace export (OTLP over HTTP).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Traces {
     /// The OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`; none: no export.
@@ -218,7 +218,7 @@ impl Default for Log {
 }
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -228,7 +228,7 @@ pub enum LogFormat {
 }
 
 /// A virtual server: one MCP endpoint merging several upstreams.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VirtualServer {
     /// Name shown to clients in `serverInfo` and used in logs.
@@ -262,7 +262,7 @@ fn default_separator() -> String {
 }
 
 /// When tool, prompt and resource-template names are prefixed with their upstream's name.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PrefixMode {
     /// Always prefix.
@@ -275,7 +275,7 @@ pub enum PrefixMode {
 }
 
 /// How lists behave when an upstream fails.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnUpstreamError {
     /// Return what the healthy upstreams offer and log a warning (fail-open).
@@ -286,7 +286,7 @@ pub enum OnUpstreamError {
 }
 
 /// An upstream MCP server.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// `http` or `stdio`.
@@ -342,7 +342,7 @@ fn default_inherit_env() -> Vec<String> {
 }
 
 /// Upstream transport.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamKind {
     /// Streamable HTTP.
@@ -352,7 +352,7 @@ pub enum UpstreamKind {
 }
 
 /// Which MCP generation to use with an HTTP upstream.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, schemars::JsonSchema)]
 pub enum UpstreamProtocol {
     /// Probe `server/discover`, fall back to `initialize`.
     #[default]
@@ -367,7 +367,7 @@ pub enum UpstreamProtocol {
 }
 
 /// Upstream time limits.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// TCP/TLS connect (http) or process start and initialize (stdio).
@@ -386,7 +386,7 @@ impl Default for Timeouts {
 }
 
 /// Restart backoff for stdio upstreams.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Restart {
     /// First delay after a crash.
@@ -420,22 +420,20 @@ impl Config {
         use super::oauth_server::FACADE_ISSUER_NAME;
         self.oauth_server.as_ref()?;
         if self.auth.issuers.contains_key(FACADE_ISSUER_NAME) {
-            return Some(super::Issue {
-                field: format!("auth.issuers.{FACADE_ISSUER_NAME}"),
-                message: "this name is the oauth_server's own issuer; rename this one".into(),
-            });
+            return Some(super::Issue::new(
+                format!("auth.issuers.{FACADE_ISSUER_NAME}"),
+                "this name is the oauth_server's own issuer; rename this one",
+            ));
         }
         let Some(public) = self
             .public_url
             .as_deref()
             .map(|u| u.trim_end_matches('/').to_owned())
         else {
-            return Some(super::Issue {
-                field: "public_url".into(),
-                message:
-                    "required with oauth_server: it is the issuer of the tokens Gatehouse signs"
-                        .into(),
-            });
+            return Some(super::Issue::new(
+                "public_url",
+                "required with oauth_server: it is the issuer of the tokens Gatehouse signs",
+            ));
         };
         self.auth.issuers.insert(
             FACADE_ISSUER_NAME.into(),
@@ -463,7 +461,7 @@ impl Config {
 }
 
 /// `catalog`: upstream definitions are served only once approved (and as approved).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogConfig {
     /// Upstreams served without review (their definitions are still recorded by `catalog add`).
@@ -495,7 +493,7 @@ impl Default for CatalogConfig {
 
 /// `admin`: the HTTP admin API, for callers authenticated like a protected virtual server
 /// and named here (by subject, group or role).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Whose tokens are accepted, and which scopes every admin request needs; the resource is

@@ -13,7 +13,7 @@ use std::time::Duration;
 pub const FACADE_ISSUER_NAME: &str = "gatehouse";
 
 /// The whole `oauth_server` block.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthServerConfig {
     /// The enterprise IdP users sign in at.
@@ -57,7 +57,7 @@ fn default_rotate() -> HumanDuration {
 }
 
 /// The enterprise IdP (an OpenID Connect provider) and its quirks.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdpConfig {
     /// `oidc`, `entra`, `google`, `okta`, `auth0`, `keycloak`, `ping` or `forgerock`.
@@ -119,8 +119,48 @@ pub const IDP_FLAVORS: [&str; 8] = [
     "forgerock",
 ];
 
+/// Hosts of Microsoft Entra ID's v2.0 issuers: the public cloud, US Government and the two
+/// China clouds. Entra External ID tenants are `{tenant}.ciamlogin.com`.
+const ENTRA_HOSTS: [&str; 4] = [
+    "login.microsoftonline.com",
+    "login.microsoftonline.us",
+    "login.chinacloudapi.cn",
+    "login.partner.microsoftonline.cn",
+];
+
+/// Why `issuer` cannot be used with the `entra` flavor, if it cannot: a v1 issuer
+/// (`sts.windows.net`, whose tokens the v2.0 endpoints never issue) or a host that is not
+/// Microsoft's would make every login fail at run time. A loopback host is accepted as a test
+/// stand-in. The facade checks the same at start, so `check` and `serve` agree.
+pub fn entra_issuer_problem(issuer: &str) -> Option<String> {
+    let Ok(url) = url::Url::parse(issuer) else {
+        return Some(format!("{issuer:?} is not a URL"));
+    };
+    let host = url.host_str().unwrap_or_default();
+    let loopback = matches!(host, "localhost" | "127.0.0.1" | "[::1]");
+    if host == "sts.windows.net" {
+        return Some(format!(
+            "{issuer:?} is an Entra v1 issuer; the entra flavor signs users in at the v2.0 \
+             endpoints, whose tokens name https://login.microsoftonline.com/<tenant>/v2.0 \
+             (set the app registration's accessTokenAcceptedVersion to 2)"
+        ));
+    }
+    if !(loopback || ENTRA_HOSTS.contains(&host) || host.ends_with(".ciamlogin.com")) {
+        return Some(format!(
+            "{issuer:?} is not a Microsoft Entra issuer (host {host:?}); use \
+             https://login.microsoftonline.com/<tenant>/v2.0, or another flavor for this IdP"
+        ));
+    }
+    if !url.path().trim_end_matches('/').ends_with("/v2.0") {
+        return Some(format!(
+            "{issuer:?}: use the v2.0 issuer https://{host}/<tenant>/v2.0"
+        ));
+    }
+    None
+}
+
 /// A client registered in the configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StaticClient {
     /// Its id.
@@ -136,7 +176,7 @@ pub struct StaticClient {
 }
 
 /// `oauth_server.cimd`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CimdConfig {
     /// Accept client ids that are metadata document URLs.
@@ -161,7 +201,7 @@ impl Default for CimdConfig {
 }
 
 /// `oauth_server.registration`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrationConfig {
     /// Offer RFC 7591 registration at all.
@@ -195,7 +235,7 @@ impl Default for RegistrationConfig {
 }
 
 /// `oauth_server.id_jag`: enterprise IdPs whose ID-JAGs are redeemed for access tokens.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdJagConfig {
     /// The trusted IdPs.
@@ -203,7 +243,7 @@ pub struct IdJagConfig {
 }
 
 /// One IdP trusted to issue ID-JAGs.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrustedIdp {
     /// Its issuer identifier.
@@ -241,6 +281,11 @@ pub fn check(c: &OAuthServerConfig, add: &mut dyn FnMut(String, String)) {
         {
             add(f(field), format!("{u:?} is not an http(s) URL"));
         }
+    }
+    if c.idp.flavor == "entra"
+        && let Some(problem) = entra_issuer_problem(&c.idp.issuer)
+    {
+        add(f("idp.issuer"), problem);
     }
     if c.idp.flavor == "google" && c.idp.allowed_tenants.is_empty() {
         add(
@@ -346,6 +391,35 @@ mod tests {
             issues(&yaml("http://127.0.0.1:8080", IDP, "[gatehouse]")),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn the_entra_flavor_takes_only_microsoft_v2_issuers() {
+        for (issuer, says) in [
+            ("https://sts.windows.net/t-1/", "v1 issuer"),
+            (
+                "https://idp.example/t-1/v2.0",
+                "not a Microsoft Entra issuer",
+            ),
+            ("https://login.microsoftonline.com/t-1", "v2.0 issuer"),
+        ] {
+            let idp = format!("{{ flavor: entra, issuer: \"{issuer}\", client_id: gw }}");
+            let found = issues(&yaml("https://gw.example", &idp, "[gatehouse]"));
+            assert!(
+                found
+                    .iter()
+                    .any(|i| i.starts_with("oauth_server.idp.issuer:") && i.contains(says)),
+                "{issuer}: {found:?}"
+            );
+        }
+        for good in [
+            "https://login.microsoftonline.com/t-1/v2.0",
+            "https://login.microsoftonline.us/t-1/v2.0",
+            "https://t-1.ciamlogin.com/t-1/v2.0",
+            "http://127.0.0.1:4000/t-1/v2.0",
+        ] {
+            assert_eq!(super::entra_issuer_problem(good), None, "{good}");
+        }
     }
 
     #[test]

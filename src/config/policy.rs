@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 /// A virtual server's policy: rules in order, first match wins, else `default`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// What happens when no rule matches (`deny` unless set).
@@ -16,7 +16,9 @@ pub struct Policy {
 }
 
 /// Allow or deny.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Effect {
     /// Visible and callable.
@@ -27,7 +29,7 @@ pub enum Effect {
 }
 
 /// One glob or a list of globs.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Globs {
     /// A single pattern.
@@ -49,7 +51,7 @@ impl Globs {
 /// One rule. It applies to a function when a target field matches it (no target field: every
 /// function), the upstream is listed (if any are), the principal matches one of the listed
 /// attributes (if any are), and the CEL conditions hold.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyRule {
     /// Shown in explanations, logs and audit records (default `rules[N]`).

@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// Where a configured value comes from.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum ValueSource {
     /// A literal string in the YAML.
@@ -16,7 +16,7 @@ pub enum ValueSource {
 }
 
 /// The long form of a [`ValueSource`].
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceSpec {
     /// Read from this environment variable.

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 /// TLS on one listener.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     /// PEM file holding the server certificate followed by its intermediates.
@@ -36,7 +36,7 @@ fn default_handshake_timeout() -> HumanDuration {
 }
 
 /// Whether a listener with `client_ca` insists on a client certificate.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientCert {
     /// Every connection presents a certificate the CA signed.

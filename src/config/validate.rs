@@ -35,10 +35,7 @@ struct Issues(Vec<Issue>);
 
 impl Issues {
     fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Issue {
-            field: field.into(),
-            message: message.into(),
-        });
+        self.0.push(Issue::new(field, message));
     }
 }
 

@@ -4,6 +4,7 @@
 
 use super::facade::{Facade, LOGIN_LIFETIME};
 use super::grants::{Grant, GrantIdentity, LoginRequest, PendingLogin};
+use super::idp::IdpError;
 use crate::web::AppState;
 use crate::web::html::{escape, page};
 use axum::extract::{RawQuery, State};
@@ -205,10 +206,22 @@ pub async fn authorize(State(state): State<AppState>, RawQuery(raw): RawQuery) -
         Ok(idp) => idp,
         Err(e) => {
             tracing::error!(error = %e, "oauth_server: the identity provider cannot be used");
-            return fail(
-                "temporarily_unavailable",
-                "the identity provider cannot be reached; try again later",
-            );
+            // Settings that cannot work are not an outage: retrying will not help, and the
+            // person who sees this should know to tell an administrator what is wrong.
+            return match e {
+                IdpError::Config(_)
+                | IdpError::MultiTenant(_)
+                | IdpError::IssuerMismatch { .. } => fail(
+                    "server_error",
+                    &format!(
+                        "the gateway's identity provider settings are wrong ({e}); an administrator must fix oauth_server.idp"
+                    ),
+                ),
+                _ => fail(
+                    "temporarily_unavailable",
+                    "the identity provider cannot be reached; try again later",
+                ),
+            };
         }
     };
     let to = idp.authorization_url(

@@ -594,11 +594,10 @@ fn check_settings(s: &mut IdpSettings) -> Result<(), IdpError> {
             );
         }
     }
-    if s.flavor == IdpFlavor::Entra && !s.issuer.trim_end_matches('/').ends_with("/v2.0") {
-        return bad(format!(
-            "Entra issuer {:?}: use the v2.0 issuer https://login.microsoftonline.com/<tenant>/v2.0",
-            s.issuer
-        ));
+    if s.flavor == IdpFlavor::Entra
+        && let Some(problem) = crate::config::oauth_server::entra_issuer_problem(&s.issuer)
+    {
+        return bad(format!("Entra issuer {problem}"));
     }
     if !s.scopes.iter().any(|x| x == "openid") {
         s.scopes.insert(0, "openid".into());
