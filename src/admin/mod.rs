@@ -105,6 +105,7 @@ pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Admin, B
                 "admin",
                 None,
                 &error,
+                None,
             );
             let status = match error {
                 AuthError::Missing | AuthError::Invalid(_) => StatusCode::UNAUTHORIZED,

@@ -243,6 +243,7 @@ impl Ticket {
         method: &str,
         who: Who<'_>,
         bytes_in: usize,
+        trace_id: Option<&str>,
     ) -> Ticket {
         let p = who.principal;
         let mut id = [0u8; 8];
@@ -269,7 +270,7 @@ impl Ticket {
                 bytes_in: bytes_in as i64,
                 bytes_out: 0,
                 arguments: None,
-                trace_id: crate::serve::current_trace_id(),
+                trace_id: trace_id.map(str::to_owned),
             }),
             bytes_out: AtomicU64::new(0),
             routed: AtomicBool::new(false),

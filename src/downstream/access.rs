@@ -23,6 +23,8 @@ pub struct Access {
     pub sealer: Arc<crate::keyring::Keyring>,
     /// For whom upstream requests are made (their credentials), derived from `caller`.
     pub context: crate::context::CallContext,
+    /// The request's trace id (audit records name it), when the listener gave it one.
+    pub trace_id: Option<Arc<str>>,
 }
 
 impl Access {
@@ -33,6 +35,7 @@ impl Access {
         caller: Option<Caller>,
         headers: &http::HeaderMap,
         sealer: Arc<crate::keyring::Keyring>,
+        trace_id: Option<Arc<str>>,
     ) -> Access {
         let context =
             crate::context::CallContext::for_user(caller.as_ref().map(|c| c.on_behalf_of(headers)));
@@ -41,6 +44,7 @@ impl Access {
             policy: route.policy.clone(),
             sealer,
             context,
+            trace_id,
         }
     }
 

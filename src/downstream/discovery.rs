@@ -43,7 +43,7 @@ pub async fn servers(State(state): State<AppState>, headers: HeaderMap) -> Respo
             },
         };
         let protected = caller.is_some();
-        let access = Access::new(route, caller, &headers, state.gateway.sealer());
+        let access = Access::new(route, caller, &headers, state.gateway.sealer(), None);
         let mut meta = json!({ "io.gatehouse/protected": protected });
         if let Some(catalog) = &server.catalog {
             let mut tools = Vec::new();

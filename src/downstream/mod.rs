@@ -129,13 +129,26 @@ async fn serve_mcp(state: AppState, req: Request) -> Response {
             }
             Err(error) => {
                 tracing::info!(server = %server.name, reason = %error, "request refused: not authenticated");
-                record_auth_refusal(&gw, &server.name, "http", None, &error);
+                record_auth_refusal(
+                    &gw,
+                    &server.name,
+                    "http",
+                    None,
+                    &error,
+                    crate::serve::TraceId::of(&parts.extensions).as_deref(),
+                );
                 let challenge = guard.challenge(&error);
                 return refuse(HttpError::Auth { error, challenge }, body).await;
             }
         },
     };
-    let access = access::Access::new(route, caller, &parts.headers, gw.sealer());
+    let access = access::Access::new(
+        route,
+        caller,
+        &parts.headers,
+        gw.sealer(),
+        crate::serve::TraceId::of(&parts.extensions),
+    );
     // Caps count against the principal, or against the client address on an open server.
     let peer = parts
         .extensions

@@ -60,6 +60,7 @@ pub async fn handle(
                 principal: access.principal(),
             },
             bytes.len(),
+            access.trace_id.as_deref(),
         );
         let records = gw.auditor.as_ref().is_some_and(|a| a.records_arguments());
         t.target(

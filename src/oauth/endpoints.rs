@@ -131,7 +131,7 @@ pub fn audit(
         bytes_in: 0,
         bytes_out: 0,
         arguments: None,
-        trace_id: crate::serve::current_trace_id(),
+        trace_id: None,
     });
 }
 

@@ -13,19 +13,16 @@ use std::time::Instant;
 /// Longest user agent logged; the rest is cut.
 const USER_AGENT_MAX: usize = 200;
 
-tokio::task_local! {
-    /// The trace id of the request the current task serves (for audit records).
-    static TRACE_ID: Arc<str>;
-}
+/// The request's trace id, as a request extension set by the listener: handlers take it from
+/// the request and hand it on in signatures (the audit ticket), not through task-locals.
+#[derive(Clone, Debug)]
+pub struct TraceId(pub Arc<str>);
 
-/// The trace id of the request being served, when the access log gave it one.
-pub fn current_trace_id() -> Option<String> {
-    TRACE_ID.try_with(|id| id.to_string()).ok()
-}
-
-/// Runs `fut` with `id` as the current request's trace id.
-pub async fn with_trace_id<F: std::future::Future>(id: Arc<str>, fut: F) -> F::Output {
-    TRACE_ID.scope(id, fut).await
+impl TraceId {
+    /// The trace id a request carries, when the access log gave it one.
+    pub fn of(extensions: &http::Extensions) -> Option<Arc<str>> {
+        extensions.get::<TraceId>().map(|t| t.0.clone())
+    }
 }
 
 /// Where the principal's subject is left for the access line, as a request extension.

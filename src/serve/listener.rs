@@ -322,15 +322,15 @@ impl Conn {
                 Some(l) => tracing::info_span!("http", trace_id = %l.trace_id),
                 None => tracing::Span::none(),
             };
-            let trace: Option<Arc<str>> = line.as_ref().map(|l| l.trace_id.as_str().into());
+            if let Some(l) = &line {
+                let id: Arc<str> = l.trace_id.as_str().into();
+                req.extensions_mut().insert(super::access::TraceId(id));
+            }
             let call =
                 tower_service::Service::call(&mut app.clone(), req.map(axum::body::Body::new));
             async move {
                 let call = tracing::Instrument::instrument(call, span);
-                let resp = match trace {
-                    Some(id) => super::access::with_trace_id(id, call).await?,
-                    None => call.await?,
-                };
+                let resp = call.await?;
                 if let Some(line) = line {
                     line.finish(resp.status());
                 }

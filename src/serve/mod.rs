@@ -6,7 +6,7 @@ mod listener;
 pub mod ops;
 pub mod tls;
 
-pub use access::{current_trace_id, record_subject};
+pub use access::{TraceId, record_subject};
 
 use crate::config::Config;
 use crate::downstream::router;

@@ -13,6 +13,7 @@ pub fn record_auth_refusal(
     method: &str,
     target: Option<&str>,
     error: &AuthError,
+    trace_id: Option<&str>,
 ) {
     let (reason, decision, status) = match error {
         AuthError::Missing => ("missing", "unauthenticated", 401),
@@ -27,6 +28,7 @@ pub fn record_auth_refusal(
         method,
         Who { principal: None },
         0,
+        trace_id,
     );
     ticket.target(target, None, false);
     // The reason is the gateway's own words (never the credential).
