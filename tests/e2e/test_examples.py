@@ -34,11 +34,10 @@ import pytest
 
 from conftest import ROOT, AuthServer, everything_js, fixture_bin, free_port, gateway_bin, start_oidc_as
 from test_oauth import RawSession, mint, result_of
-from test_oauth_facade import IDP_CLIENT, Facade
+from test_oauth_facade import IDP_CLIENT, IDP_EXCHANGER, Facade
 
 EXAMPLES = ROOT / "examples"
 POSTGRES = "postgres://postgres@127.0.0.1:5432"
-IDP_EXCHANGER = ("gatehouse-exchanger", "exchanger-secret")  # may exchange tokens at the test IdP
 
 
 def key() -> str:
@@ -61,7 +60,7 @@ def dummy_env(text: str) -> dict:
 @dataclass
 class Case:
     idp: str | None  # which IdP fixture: "plain", "entra", "google" or None
-    call: str  # how the one MCP call is authenticated: none, minted, alias, api_key, facade, replicas
+    call: str  # how the call is made: none, minted, alias, api_key, catalog, facade, replicas
     tool: str = "echo"
     args: dict = field(default_factory=lambda: {"text": "hello from the example"})
     expect: str = "hello from the example"
@@ -107,8 +106,7 @@ def test_example_passes_check_as_shipped(name):
     assert text.startswith("#"), f"{name} must start with a comment saying what it is for"
     for line in text.splitlines():
         # A secret in the YAML: any `secret:`/`key:` whose value is not an env or file source.
-        m = re.match(r"\s*-?\s*(?:client_secret|secret|key):\s*(.+)", line)
-        if m and not line.lstrip().startswith("#"):
+        for m in re.finditer(r"\b(?:client_secret|secret|key):\s*(.*)", line.split("#")[0]):
             assert re.match(r"\{\s*(env|file):", m.group(1)), f"{name}: inline secret in {line!r}"
     out = subprocess.run([gateway_bin(), "check", "--config", path], env={**os.environ, **dummy_env(text)},
                          capture_output=True, text=True, timeout=30)
@@ -120,12 +118,11 @@ def test_example_passes_check_as_shipped(name):
 
 
 @pytest.fixture(scope="module")
-def idps(module_processes) -> dict[str, AuthServer]:
+def idps(module_processes, oidc_as_entra_like) -> dict[str, AuthServer]:
     """The test IdP in each shape the examples are written for, started once for the module."""
-    from conftest import ENTRA_LIKE_ISSUER_PATH
     return {
         "plain": start_oidc_as(module_processes),
-        "entra": start_oidc_as(module_processes, "--entra-like", "--issuer-path", ENTRA_LIKE_ISSUER_PATH),
+        "entra": oidc_as_entra_like,
         # Google: OIDC discovery only, no DCR, no RFC 8707, and a Workspace domain in `hd`.
         "google": start_oidc_as(module_processes, "--no-registration", "--no-resource-indicators",
                                 "--no-rfc8414", "--hd", "example.com"),
