@@ -206,6 +206,11 @@ def test_example_runs_against_local_stand_ins(name, idps, fixture_url, processes
         s.url = b  # continued on the other replica: the sealed id opens there too
         result = result_of(s.request("tools/call", {"name": case.tool, "arguments": case.args}))
         assert case.expect in result["content"][0]["text"], result
+        # And the store really is that database: the replicas made their tables in it.
+        tables = subprocess.run(["psql", env["DATABASE_URL"], "-Atc",
+                                 "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"],
+                                capture_output=True, text=True, timeout=30)
+        assert tables.returncode == 0 and int(tables.stdout) > 0, tables
         return
 
     config.write_text(text)
