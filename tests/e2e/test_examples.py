@@ -255,3 +255,11 @@ def test_example_runs_against_local_stand_ins(name, idps, fixture_url, processes
         assert httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
                           headers={"Accept": "application/json, text/event-stream"}, timeout=10).status_code == 401
     call(url, token, case)
+    if name == "token-exchange.yaml":
+        # The consent upstream: a user who has not connected it is handed a link (URL-mode
+        # elicitation, -32042) to the gateway's consent page instead of a result.
+        s = RawSession(url, token).open()
+        body = s.request("tools/call", {"name": "saas__echo", "arguments": case.args}).json()
+        assert body.get("error", {}).get("code") == -32042, body
+        link = body["error"]["data"]["elicitations"][0]["url"]
+        assert link.startswith(f"{base}/connect/"), link
