@@ -40,6 +40,9 @@
 //   --no-rfc8414           only /.well-known/openid-configuration is served;
 //                          /.well-known/oauth-authorization-server answers 404 (like Google).
 //   --entra-like           all three of the above.
+//   --hd DOMAIN            every account's ID token carries `hd: DOMAIN` (a Google Workspace
+//                          domain), for a Google-like IdP: run it with --no-registration
+//                          --no-resource-indicators --no-rfc8414 --hd example.com.
 //
 // Endpoints (issuer = http://127.0.0.1:PORT, or that followed by --issuer-path; paths relative to it):
 //   GET  /.well-known/openid-configuration      discovery (OIDC)
@@ -220,7 +223,7 @@ const SWITCHES = ['no-registration', 'no-resource-indicators', 'no-rfc8414', 'en
 
 function parseArgs(argv) {
   const flags = {
-    port: '0', 'exchange-ttl': '300', 'access-ttl': '300', 'trust-idp': undefined, 'issuer-path': '',
+    port: '0', 'exchange-ttl': '300', 'access-ttl': '300', 'trust-idp': undefined, 'issuer-path': '', hd: undefined,
   };
   const switches = new Set();
   for (let i = 0; i < argv.length; i += 1) {
@@ -279,7 +282,12 @@ function parseArgs(argv) {
     process.exit(2);
   }
   const entraLike = switches.has('entra-like');
+  if (flags.hd !== undefined && !/^[a-z0-9.-]+$/.test(flags.hd)) {
+    console.error('oidc-as: --hd must be a domain name');
+    process.exit(2);
+  }
   return {
+    hd: flags.hd,
     port,
     issuerPath,
     exchangeTtl,
@@ -376,8 +384,12 @@ function isOwnerOrIntrospector(client, token) {
 }
 
 // The claims of an account (filtered by oidc-provider according to the granted scopes).
+// --hd: the Google Workspace domain every account belongs to (none by default).
+let HOSTED_DOMAIN;
+
 function accountClaims(sub) {
   return {
+    ...(HOSTED_DOMAIN ? { hd: HOSTED_DOMAIN } : undefined),
     sub,
     groups: [...groupsOf(sub)],
     email: `${sub}@example.com`,
@@ -443,7 +455,7 @@ function configuration({
     scopes: SCOPES,
     responseTypes: ['code'],
     claims: {
-      openid: ['sub', 'groups'],
+      openid: ['sub', 'groups', 'hd'],
       email: ['email', 'email_verified'],
       profile: ['name', 'preferred_username'],
     },
@@ -1035,8 +1047,9 @@ async function screenResourceInForm(req, res, pathname, providerHandler) {
 
 async function main() {
   const {
-    port, issuerPath, exchangeTtl, accessTtl, trustIdp, registration, resourceIndicators, rfc8414,
+    port, issuerPath, exchangeTtl, accessTtl, trustIdp, registration, resourceIndicators, rfc8414, hd,
   } = parseArgs(process.argv.slice(2));
+  HOSTED_DOMAIN = hd;
   state.exchangeTtl = exchangeTtl;
   state.accessTtl = accessTtl;
   state.trustIdp = trustIdp;
