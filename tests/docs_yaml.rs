@@ -17,26 +17,16 @@ use gatehouse::config::{Config, Policy};
 use serde::Deserialize;
 
 /// Top-level keys of `Config` (docs/configuration.md, "Top level").
-const CONFIG_KEYS: &[&str] = &[
-    "listen",
-    "allowed_origins",
-    "limits",
-    "ops",
-    "sessions",
-    "log",
-    "watch_config",
-    "public_url",
-    "auth",
-    "store",
-    "audit",
-    "traces",
-    "catalog",
-    "admin",
-    "oauth_server",
-    "consent",
-    "servers",
-    "upstreams",
-];
+/// The configuration's top-level keys, from the schema the config types generate (so that a
+/// new section is known here without a list to keep in step).
+fn config_keys() -> Vec<String> {
+    gatehouse::config::schema::json_schema()["properties"]
+        .as_object()
+        .expect("the schema lists the top-level properties")
+        .keys()
+        .cloned()
+        .collect()
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,10 +61,12 @@ fn yaml_blocks(file: &Path) -> Vec<Block> {
         .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let mut blocks = Vec::new();
     let mut open: Option<Block> = None;
+    let mut indent = 0;
     for (i, line) in text.lines().enumerate() {
         let fence = line.trim_start();
         match open.as_mut() {
             None if fence.starts_with("```yaml") || fence.starts_with("```yml") => {
+                indent = line.len() - fence.len();
                 open = Some(Block {
                     file: file.to_owned(),
                     line: i + 1,
@@ -83,7 +75,9 @@ fn yaml_blocks(file: &Path) -> Vec<Block> {
             }
             Some(_) if fence.starts_with("```") => blocks.extend(open.take()),
             Some(b) => {
-                b.text.push_str(line);
+                // A block inside a list item is indented like its fence: take that off.
+                let cut = line.len() - line.trim_start().len();
+                b.text.push_str(&line[cut.min(indent)..]);
                 b.text.push('\n');
             }
             None => {}
@@ -136,7 +130,7 @@ fn check(block: &Block) -> Option<String> {
     let Some(map) = value.as_object() else {
         return fail(&"not a mapping at the top level");
     };
-    if map.keys().any(|k| CONFIG_KEYS.contains(&k.as_str())) {
+    if map.keys().any(|k| config_keys().contains(k)) {
         let mut text = block.text.clone();
         if !map.contains_key("servers") {
             text.push_str("servers: []\n");
