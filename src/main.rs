@@ -29,6 +29,9 @@ enum Command {
         /// The YAML configuration file.
         #[arg(long, short, env = "GATEHOUSE_CONFIG")]
         config: PathBuf,
+        /// Fail (exit 1) on warnings too, e.g. in a CI pipeline that reviews configurations.
+        #[arg(long)]
+        strict: bool,
     },
     /// The configuration file's format.
     Config {
@@ -179,7 +182,19 @@ enum KeysAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match Config::load_with_warnings(&config) {
+        Command::Check { config, strict } => match Config::load_with_warnings(&config) {
+            Ok((_, warnings)) if strict && !warnings.is_empty() => {
+                for w in &warnings {
+                    eprintln!("warning: {}", w.render(&config));
+                }
+                eprintln!(
+                    "{}: {} warning{} (--strict)",
+                    config.display(),
+                    warnings.len(),
+                    if warnings.len() == 1 { "" } else { "s" }
+                );
+                ExitCode::from(1)
+            }
             Ok((c, warnings)) => {
                 for w in &warnings {
                     eprintln!("warning: {}", w.render(&config));

@@ -136,6 +136,14 @@ fn check_warns_of_shared_audiences_and_rules_read_as_and() {
     ] {
         assert!(err.contains(&needle), "missing {needle:?} in:\n{err}");
     }
+    // In a pipeline that reviews configurations, warnings can fail the check.
+    let strict = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["check", "--strict", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(strict.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("3 warnings (--strict)"));
     // One tenant only: nothing to confuse, no warning.
     let single = std::fs::read_to_string(&path)
         .unwrap()

@@ -439,7 +439,12 @@ fn consent_page(shown: &Shown<'_>, who: &GrantIdentity, ticket: &str) -> Respons
 }
 
 /// `POST /oauth/consent`: the user's decision.
-pub async fn consent(State(state): State<AppState>, headers: HeaderMap, body: String) -> Response {
+pub async fn consent(
+    State(state): State<AppState>,
+    trace: Option<axum::Extension<crate::serve::TraceId>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     let f = match facade(&state) {
         Ok(f) => f,
         Err(r) => return *r,
@@ -483,6 +488,7 @@ pub async fn consent(State(state): State<AppState>, headers: HeaderMap, body: St
         Some("deny") => {
             super::endpoints::audit(
                 &state,
+                trace.as_ref(),
                 "oauth/consent",
                 &r.client_id,
                 Some(&ticket.identity.subject),
@@ -516,6 +522,7 @@ pub async fn consent(State(state): State<AppState>, headers: HeaderMap, body: St
     };
     super::endpoints::audit(
         &state,
+        trace.as_ref(),
         "oauth/consent",
         &r.client_id,
         Some(&ticket.identity.subject),

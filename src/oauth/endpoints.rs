@@ -8,7 +8,9 @@ use super::clients::RegisteredClient;
 use super::facade::Facade;
 use super::grants::Grant;
 use super::tokens::{AccessTokenClaims, issue_access_token, issue_refresh_token};
+use crate::serve::TraceId;
 use crate::web::AppState;
+use axum::Extension;
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::{BytesRejection, StringRejection};
@@ -100,6 +102,7 @@ pub fn oauth_error(status: StatusCode, error: &str, description: &str) -> Respon
 /// Writes an audit record for a façade event (`oauth/…`) and counts it in `gatehouse_oauth_events`.
 pub fn audit(
     state: &AppState,
+    trace: Option<&Extension<TraceId>>,
     method: &str,
     client_id: &str,
     subject: Option<&str>,
@@ -131,7 +134,7 @@ pub fn audit(
         bytes_in: 0,
         bytes_out: 0,
         arguments: None,
-        trace_id: None,
+        trace_id: trace.map(|t| t.0.0.to_string()),
     });
 }
 
@@ -156,6 +159,7 @@ fn public_json(v: Value) -> Response {
 /// `POST /oauth/token`.
 async fn token(
     State(state): State<AppState>,
+    trace: Option<Extension<TraceId>>,
     headers: HeaderMap,
     body: Result<String, StringRejection>,
 ) -> Response {
@@ -183,7 +187,7 @@ async fn token(
             } else {
                 "invalid_client"
             };
-            audit(&state, "oauth/token", who, None, error);
+            audit(&state, trace.as_ref(), "oauth/token", who, None, error);
             return *r;
         }
     };
@@ -192,7 +196,14 @@ async fn token(
         Ok(g) => g,
         Err(refusal) => {
             tracing::info!(%client_id, error = %refusal.error, reason = %refusal.description, "token refused");
-            audit(&state, "oauth/token", &client_id, None, refusal.error);
+            audit(
+                &state,
+                trace.as_ref(),
+                "oauth/token",
+                &client_id,
+                None,
+                refusal.error,
+            );
             return refusal.into_response();
         }
     };
@@ -231,6 +242,7 @@ async fn token(
     }
     audit(
         &state,
+        trace.as_ref(),
         "oauth/token",
         &client_id,
         Some(&grant.identity.subject),
@@ -472,6 +484,7 @@ async fn redeem_grant(
 /// `POST /oauth/revoke` (RFC 7009): always 200 for an authenticated client.
 async fn revoke(
     State(state): State<AppState>,
+    trace: Option<Extension<TraceId>>,
     headers: HeaderMap,
     body: Result<String, StringRejection>,
 ) -> Response {
@@ -507,13 +520,21 @@ async fn revoke(
             "try again",
         );
     }
-    audit(&state, "oauth/revoke", client.client_id(), None, "revoked");
+    audit(
+        &state,
+        trace.as_ref(),
+        "oauth/revoke",
+        client.client_id(),
+        None,
+        "revoked",
+    );
     StatusCode::OK.into_response()
 }
 
 /// `POST /oauth/register` (RFC 7591, hardened: off by default, rate-limited, audited).
 async fn register(
     State(state): State<AppState>,
+    trace: Option<Extension<TraceId>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,
@@ -570,6 +591,7 @@ async fn register(
             tracing::info!(client_id = %issued.record.client_id, ip = %peer.ip(), "oauth_server: client registered");
             audit(
                 &state,
+                trace.as_ref(),
                 "oauth/register",
                 &issued.record.client_id,
                 None,
@@ -582,7 +604,14 @@ async fn register(
         }
         Err(e) => {
             tracing::info!(ip = %peer.ip(), error = %e, "oauth_server: registration refused");
-            audit(&state, "oauth/register", "-", None, e.error_code());
+            audit(
+                &state,
+                trace.as_ref(),
+                "oauth/register",
+                "-",
+                None,
+                e.error_code(),
+            );
             let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
             let mut resp = oauth_error(status, e.error_code(), &e.to_string());
             if let super::registration::RegistrationError::RateLimited(after) = &e
