@@ -38,6 +38,8 @@ pub struct Runtime {
     pub admin_guard: Option<Arc<ServerGuard>>,
     /// The authorization-server façade, when configured.
     pub oauth: Option<Arc<crate::oauth::facade::Facade>>,
+    /// `log.access.trusted_proxies`, parsed once (validation has refused any that do not parse).
+    pub trusted_proxies: Vec<crate::config::Cidr>,
 }
 
 /// What serves one virtual server's path, built together from its configuration entry.
@@ -191,7 +193,15 @@ impl Runtime {
             };
             routes.insert(s.path.clone(), route);
         }
+        let trusted_proxies = config
+            .log
+            .access
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| crate::config::Cidr::parse(p))
+            .collect();
         Ok(Runtime {
+            trusted_proxies,
             config,
             routes,
             upstreams,

@@ -67,11 +67,13 @@ impl Principal {
         };
         // Memberships are the union of every path: an IdP puts different kinds in different
         // claims (Keycloak's realm roles and each client's roles), and one must not hide another.
+        // A hash set keeps this linear: an IdP may send hundreds of groups.
         let every_list = |list: &[String]| {
             let mut all: Vec<String> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
             for found in list.iter().filter_map(|p| strings_at(&claims, p)) {
                 for item in found {
-                    if !all.contains(&item) {
+                    if seen.insert(item.clone()) {
                         all.push(item);
                     }
                 }

@@ -192,6 +192,10 @@ impl Config {
 }
 
 fn locate(issues: &mut [Issue], text: &str) {
+    // The walk is only worth it when there is something to place.
+    if issues.is_empty() {
+        return;
+    }
     let lines = locate::Lines::of(text);
     for issue in issues {
         issue.line = lines.find(&issue.field);

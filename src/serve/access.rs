@@ -165,20 +165,14 @@ pub fn start(
     req: &mut http::Request<hyper::body::Incoming>,
 ) -> Option<Pending> {
     let rt = gateway.runtime();
-    let access = &rt.config.log.access;
-    if !access.enabled {
+    if !rt.config.log.access.enabled {
         return None;
     }
-    let trusted: Vec<Cidr> = access
-        .trusted_proxies
-        .iter()
-        .filter_map(|p| Cidr::parse(p))
-        .collect();
     let headers = req.headers();
     let subject = AccessSubject::default();
     let pending = Pending {
         started: Instant::now(),
-        client: client_address(peer.ip(), headers, &trusted),
+        client: client_address(peer.ip(), headers, &rt.trusted_proxies),
         method: req.method().clone(),
         path: printable(req.uri().path(), 512),
         user_agent: headers
