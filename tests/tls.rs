@@ -358,3 +358,38 @@ fn check_names_the_field_of_a_missing_or_mismatched_file() {
     let (ok, text) = run(&format!("tls: {}\n{}", pki.block(""), servers()));
     assert!(ok, "{text}");
 }
+
+/// A client that connects and never starts its handshake is cut off at `handshake_timeout`
+/// (it would otherwise hold one of the listener's connection slots for as long as it likes),
+/// and counted as a failed handshake.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_client_is_closed_at_the_handshake_timeout() {
+    use tokio::io::AsyncReadExt;
+    let pki = Pki::new();
+    pki.install(&pki.issue("gatehouse", true));
+    let gw = Gateway::start(&format!(
+        "tls: {}\n{}",
+        pki.block(", handshake_timeout: 300ms"),
+        servers()
+    ));
+    let addr = gw.base.trim_start_matches("https://").to_owned();
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    // The server sends nothing before the ClientHello, so the read ends only when it closes.
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the connection was not closed: {read:?}"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "closed after {waited:?}, not at the 300ms handshake timeout"
+    );
+    let failures = metric(
+        &gw.metrics().await,
+        "gatehouse_tls_handshake_failures_total{listener=\"mcp\"} ",
+    );
+    assert_eq!(failures, 1.0);
+}
