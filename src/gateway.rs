@@ -38,6 +38,8 @@ pub struct Runtime {
     pub admin_guard: Option<Arc<ServerGuard>>,
     /// The authorization-server façade, when configured.
     pub oauth: Option<Arc<crate::oauth::facade::Facade>>,
+    /// The admin console's IdP client, when the console is configured.
+    pub console: Option<Arc<crate::admin::console::ConsoleIdp>>,
     /// `log.access.trusted_proxies`, parsed once (validation has refused any that do not parse).
     pub trusted_proxies: Vec<crate::config::Cidr>,
 }
@@ -159,21 +161,25 @@ impl Runtime {
             );
         }
         let auth = Arc::new(authenticator);
-        let admin_guard = config.admin.as_ref().map(|a| {
-            let resource = a
-                .auth
-                .resource
-                .clone()
-                .unwrap_or_else(|| format!("{}/admin", config.public_base()));
-            Arc::new(ServerGuard::for_resource(
-                &config,
-                "Gatehouse admin API",
-                "/admin",
-                &a.auth,
-                resource,
-                auth.clone(),
-            ))
-        });
+        let console = crate::admin::console::ConsoleIdp::from_config(&config)?;
+        let admin_guard = config
+            .admin
+            .as_ref()
+            .and_then(|a| a.auth.as_ref())
+            .map(|a| {
+                let resource = a
+                    .resource
+                    .clone()
+                    .unwrap_or_else(|| format!("{}/admin", config.public_base()));
+                Arc::new(ServerGuard::for_resource(
+                    &config,
+                    "Gatehouse admin API",
+                    "/admin",
+                    a,
+                    resource,
+                    auth.clone(),
+                ))
+            });
         let mut routes = HashMap::new();
         for s in &config.servers {
             let policy = match &s.policy {
@@ -211,6 +217,7 @@ impl Runtime {
             catalog,
             admin_guard,
             oauth,
+            console,
         })
     }
 }

@@ -140,6 +140,19 @@ async fn exercise_audit(store: &Store) {
         ..Default::default()
     };
     assert_eq!(store.query_audit(&recent).await.unwrap().len(), 1);
+    let page2 = AuditFilter {
+        until_ms: Some(now),
+        limit: 1,
+        offset: 1,
+        ..Default::default()
+    };
+    let got = store.query_audit(&page2).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].subject.as_deref(),
+        Some("alice"),
+        "the second newest"
+    );
     assert_eq!(
         store.delete_audit_before(now - 86_400_000).await.unwrap(),
         1,

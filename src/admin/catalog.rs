@@ -70,9 +70,21 @@ async fn ready(
 }
 
 /// Audits what an operation did, makes this gateway enforce it at once, and answers with it.
-async fn done(state: &AppState, reviewed: Reviewed) -> Response {
+async fn done(state: &AppState, mut reviewed: Reviewed) -> Response {
+    enforce(state, std::mem::take(&mut reviewed.audit)).await;
+    Json(json!({
+        "upstream": reviewed.upstream.as_ref().map(review::upstream_json),
+        "definitions": reviewed.definitions.iter().map(review::definition_json).collect::<Vec<_>>(),
+        "left_alone": reviewed.skipped,
+    }))
+    .into_response()
+}
+
+/// Audits what a catalog operation did and makes this gateway enforce it at once (the JSON
+/// API's and the console's shared ending).
+pub(crate) async fn enforce(state: &AppState, audit: Vec<crate::store::AuditRecord>) {
     if let Some(auditor) = &state.gateway.auditor {
-        for record in reviewed.audit {
+        for record in audit {
             auditor.submit(record);
         }
     }
@@ -81,12 +93,6 @@ async fn done(state: &AppState, reviewed: Reviewed) -> Response {
     {
         tracing::warn!(error = %e, "catalog: cannot re-read decisions");
     }
-    Json(json!({
-        "upstream": reviewed.upstream.as_ref().map(review::upstream_json),
-        "definitions": reviewed.definitions.iter().map(review::definition_json).collect::<Vec<_>>(),
-        "left_alone": reviewed.skipped,
-    }))
-    .into_response()
 }
 
 /// `GET /admin/catalog`: every upstream's state and every recorded definition (without
@@ -208,20 +214,12 @@ pub async fn decide(
             }
         }
     };
-    let decision = match decision.as_str() {
-        "approve" => Decision::Approve {
-            accept_findings: parsed.accept_findings,
-        },
-        "reject" => Decision::Reject,
-        "quarantine" => Decision::Quarantine,
-        "retire" => Decision::Retire,
-        other => {
-            return problem(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                &format!("no decision {other:?}; use approve, reject, quarantine or retire"),
-            );
-        }
+    let Some(decision) = Decision::named(&decision, parsed.accept_findings) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no decision {decision:?}; use approve, reject, quarantine or retire"),
+        );
     };
     let result = review::decide(
         &store,

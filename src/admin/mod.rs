@@ -1,8 +1,10 @@
 //! The HTTP admin API (`/admin/…`): the same operations as `gatehouse catalog`, for callers
 //! authenticated like a protected virtual server and named in `admin` (subjects, groups,
-//! roles). Off unless configured; every decision is audited under the caller's subject.
+//! roles). Off unless configured; every decision is audited under the caller's subject. The
+//! browser console (`console/`) serves beside it.
 
-mod catalog;
+pub(crate) mod catalog;
+pub mod console;
 
 use crate::auth::{AuthError, Principal};
 use crate::web::AppState;
@@ -27,6 +29,7 @@ pub fn router(state: AppState) -> Router {
             "/admin/catalog/{upstream}/{decision}",
             post(catalog::decide),
         )
+        .merge(console::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_client_cert,
@@ -93,7 +96,7 @@ pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Admin, B
         return Err(Box::new(problem(
             StatusCode::NOT_FOUND,
             "not_found",
-            "the admin API is not enabled (no `admin` block in the configuration)",
+            "the JSON admin API is not enabled (no `admin.auth` in the configuration)",
         )));
     };
     let principal = match guard.authenticate(headers).await {

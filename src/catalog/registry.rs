@@ -458,26 +458,15 @@ pub fn catalog_audit(
     event: &str,
     by: Option<&str>,
 ) -> AuditRecord {
-    AuditRecord {
-        at_ms: crate::audit::now_ms(),
-        request_id: String::new(),
-        server: String::new(),
-        upstream: Some(upstream.to_owned()),
-        method: format!("catalog/{event}"),
-        target: Some(format!("{kind}:{name}")),
-        subject: by.map(str::to_owned),
-        issuer: None,
-        client_id: None,
-        decision: event.to_owned(),
-        rule: None,
-        outcome: "ok".into(),
-        error_code: None,
-        latency_us: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        arguments: None,
-        trace_id: None,
-    }
+    let mut record = AuditRecord::event(
+        &format!("catalog/{event}"),
+        &format!("{kind}:{name}"),
+        by,
+        event,
+        "ok",
+    );
+    record.upstream = Some(upstream.to_owned());
+    record
 }
 
 #[cfg(test)]

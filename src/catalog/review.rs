@@ -113,6 +113,17 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// The decision called `name` (`approve`, `reject`, `quarantine`, `retire`).
+    pub fn named(name: &str, accept_findings: bool) -> Option<Decision> {
+        Some(match name {
+            "approve" => Decision::Approve { accept_findings },
+            "reject" => Decision::Reject,
+            "quarantine" => Decision::Quarantine,
+            "retire" => Decision::Retire,
+            _ => return None,
+        })
+    }
+
     fn event(self) -> &'static str {
         match self {
             Decision::Approve { .. } => "approve",

@@ -57,20 +57,95 @@ pub async fn query(store: &Store, q: &AuditQuery, json: bool) -> Result<String, 
         outcome: q.outcome.clone(),
         server: q.server.clone(),
         limit: q.limit,
+        ..AuditFilter::default()
     };
     let records = store
         .query_audit(&filter)
         .await
         .map_err(|e| e.to_string())?;
     if json {
-        let mut out = String::new();
-        for r in &records {
-            out.push_str(&serde_json::to_string(r).map_err(|e| e.to_string())?);
-            out.push('\n');
-        }
-        return Ok(out);
+        return Ok(json_lines(&records));
     }
     Ok(table(&records))
+}
+
+/// The columns of [`csv`], in order.
+const CSV_COLUMNS: [&str; 18] = [
+    "time",
+    "request_id",
+    "server",
+    "upstream",
+    "method",
+    "target",
+    "subject",
+    "issuer",
+    "client_id",
+    "decision",
+    "rule",
+    "outcome",
+    "error_code",
+    "latency_us",
+    "bytes_in",
+    "bytes_out",
+    "arguments",
+    "trace_id",
+];
+
+/// Records as CSV (RFC 4180: a header line, CRLF, fields quoted when needed). A field that a
+/// spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) is prefixed with `'`.
+pub fn csv(records: &[AuditRecord]) -> String {
+    let mut out = CSV_COLUMNS.join(",");
+    out.push_str("\r\n");
+    for r in records {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+        let fields = [
+            crate::commands::keys::format_time_ms(r.at_ms),
+            r.request_id.clone(),
+            r.server.clone(),
+            opt(&r.upstream),
+            r.method.clone(),
+            opt(&r.target),
+            opt(&r.subject),
+            opt(&r.issuer),
+            opt(&r.client_id),
+            r.decision.clone(),
+            opt(&r.rule),
+            r.outcome.clone(),
+            r.error_code.map(|c| c.to_string()).unwrap_or_default(),
+            r.latency_us.to_string(),
+            r.bytes_in.to_string(),
+            r.bytes_out.to_string(),
+            opt(&r.arguments),
+            opt(&r.trace_id),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+fn csv_field(f: &str) -> String {
+    let f = if f.starts_with(['=', '+', '-', '@', '\t', '\r']) && f.parse::<f64>().is_err() {
+        format!("'{f}")
+    } else {
+        f.to_owned()
+    };
+    if f.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", f.replace('"', "\"\""))
+    } else {
+        f
+    }
+}
+
+/// Records as JSON lines.
+pub fn json_lines(records: &[AuditRecord]) -> String {
+    let mut out = String::new();
+    for r in records {
+        out.push_str(&serde_json::to_string(r).expect("records serialize"));
+        out.push('\n');
+    }
+    out
 }
 
 fn table(records: &[AuditRecord]) -> String {
@@ -102,6 +177,18 @@ fn table(records: &[AuditRecord]) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn csv_quotes_and_defuses_formulas() {
+        assert_eq!(super::csv_field("plain"), "plain");
+        assert_eq!(super::csv_field("a,b"), "\"a,b\"");
+        assert_eq!(super::csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(super::csv_field("=cmd()"), "'=cmd()");
+        assert_eq!(super::csv_field("-32602"), "-32602");
+    }
 }
 
 fn clip(s: &str, n: usize) -> String {

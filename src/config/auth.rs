@@ -347,8 +347,14 @@ pub(super) fn check(c: &super::Config, add: &mut dyn FnMut(String, String)) {
         }
     }
     if let Some(admin) = &c.admin {
-        check_server_auth("admin.auth", &admin.auth, a, facade, add);
-        if !admin.auth.require.is_empty() {
+        if let Some(auth) = &admin.auth {
+            check_server_auth("admin.auth", auth, a, facade, add);
+        }
+        if admin
+            .auth
+            .as_ref()
+            .is_some_and(|auth| !auth.require.is_empty())
+        {
             add(
                 "admin.auth.require".into(),
                 "per-function scopes mean nothing for the admin API; use admin.auth.scopes".into(),
@@ -359,6 +365,15 @@ pub(super) fn check(c: &super::Config, add: &mut dyn FnMut(String, String)) {
                 "admin".into(),
                 "name the administrators: at least one of subjects, groups or roles".into(),
             );
+        }
+        if admin.auth.is_none() && admin.console.is_none() {
+            add(
+                "admin".into(),
+                "set `auth` (the JSON admin API), `console` (the browser console) or both".into(),
+            );
+        }
+        if let Some(console) = &admin.console {
+            super::console::check(console, c, add);
         }
     }
     match c.store.url.resolve() {

@@ -3,6 +3,7 @@
 mod access_log;
 mod audit;
 mod auth;
+pub mod console;
 mod credentials;
 mod duration;
 pub mod keys;

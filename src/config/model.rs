@@ -492,13 +492,15 @@ impl Default for CatalogConfig {
 }
 
 /// `admin`: the HTTP admin API, for callers authenticated like a protected virtual server
-/// and named here (by subject, group or role).
+/// and named here (by subject, group or role), and the browser console behind the IdP.
 #[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Whose tokens are accepted, and which scopes every admin request needs; the resource is
-    /// `public_url` followed by `/admin` unless set.
-    pub auth: ServerAuth,
+    /// `public_url` followed by `/admin` unless set. Without it the JSON admin API is off
+    /// (the console, when configured, still serves).
+    #[serde(default)]
+    pub auth: Option<ServerAuth>,
     /// Subjects allowed to administer.
     #[serde(default)]
     pub subjects: Vec<String>,
@@ -512,4 +514,7 @@ pub struct AdminConfig {
     /// `tls.client_ca` (set `tls.client_cert: optional` so that MCP clients need none).
     #[serde(default)]
     pub require_client_cert: bool,
+    /// The browser console at `/admin/`: sign-in through the enterprise IdP.
+    #[serde(default)]
+    pub console: Option<super::console::ConsoleConfig>,
 }

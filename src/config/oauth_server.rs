@@ -253,28 +253,24 @@ pub struct TrustedIdp {
     pub jwks_uri: Option<String>,
 }
 
-/// Checks the block; `add(field, message)` collects problems.
-pub fn check(c: &OAuthServerConfig, add: &mut dyn FnMut(String, String)) {
-    let f = |s: &str| format!("oauth_server.{s}");
-    if !IDP_FLAVORS.contains(&c.idp.flavor.as_str()) {
+/// Checks an IdP block (the façade's, the console's) found at `at`.
+pub fn check_idp(idp: &IdpConfig, at: &str, add: &mut dyn FnMut(String, String)) {
+    let f = |s: &str| format!("{at}.{s}");
+    if !IDP_FLAVORS.contains(&idp.flavor.as_str()) {
         add(
-            f("idp.flavor"),
-            format!(
-                "{:?} is not one of {}",
-                c.idp.flavor,
-                IDP_FLAVORS.join(", ")
-            ),
+            f("flavor"),
+            format!("{:?} is not one of {}", idp.flavor, IDP_FLAVORS.join(", ")),
         );
     }
     for (field, url) in [
-        ("idp.issuer", Some(&c.idp.issuer)),
-        ("idp.discovery_url", c.idp.discovery_url.as_ref()),
+        ("issuer", Some(&idp.issuer)),
+        ("discovery_url", idp.discovery_url.as_ref()),
         (
-            "idp.authorization_endpoint",
-            c.idp.authorization_endpoint.as_ref(),
+            "authorization_endpoint",
+            idp.authorization_endpoint.as_ref(),
         ),
-        ("idp.token_endpoint", c.idp.token_endpoint.as_ref()),
-        ("idp.jwks_uri", c.idp.jwks_uri.as_ref()),
+        ("token_endpoint", idp.token_endpoint.as_ref()),
+        ("jwks_uri", idp.jwks_uri.as_ref()),
     ] {
         if let Some(u) = url
             && !(u.starts_with("https://") || u.starts_with("http://"))
@@ -282,42 +278,49 @@ pub fn check(c: &OAuthServerConfig, add: &mut dyn FnMut(String, String)) {
             add(f(field), format!("{u:?} is not an http(s) URL"));
         }
     }
-    if c.idp.flavor == "entra"
-        && let Some(problem) = entra_issuer_problem(&c.idp.issuer)
+    if idp.flavor == "entra"
+        && let Some(problem) = entra_issuer_problem(&idp.issuer)
     {
-        add(f("idp.issuer"), problem);
+        add(f("issuer"), problem);
     }
-    if c.idp.flavor == "google" && c.idp.allowed_tenants.is_empty() {
+    if idp.flavor == "google" && idp.allowed_tenants.is_empty() {
         add(
-            f("idp.allowed_tenants"),
+            f("allowed_tenants"),
             "required with flavor google: name your Workspace domain(s) (the `hd` claim); otherwise any Google account could sign in"
                 .into(),
         );
     }
-    if c.idp.client_id.is_empty() {
-        add(f("idp.client_id"), "must not be empty".into());
+    if idp.client_id.is_empty() {
+        add(f("client_id"), "must not be empty".into());
     }
-    let mut secret = |field: String, s: &ValueSource| {
-        if s.is_written_in_yaml() {
-            add(
-                field,
-                "a secret must not be written in the YAML; use { env: VAR } or { file: PATH }"
-                    .into(),
-            );
-        } else if let Err(e) = s.resolve() {
-            add(field, e);
-        }
-    };
-    if let Some(s) = &c.idp.client_secret {
-        secret(f("idp.client_secret"), s);
+    if let Some(s) = &idp.client_secret {
+        check_secret(f("client_secret"), s, add);
     }
+}
+
+/// A secret must come from the environment or a file, and be readable there.
+fn check_secret(field: String, s: &ValueSource, add: &mut dyn FnMut(String, String)) {
+    if s.is_written_in_yaml() {
+        add(
+            field,
+            "a secret must not be written in the YAML; use { env: VAR } or { file: PATH }".into(),
+        );
+    } else if let Err(e) = s.resolve() {
+        add(field, e);
+    }
+}
+
+/// Checks the block; `add(field, message)` collects problems.
+pub fn check(c: &OAuthServerConfig, add: &mut dyn FnMut(String, String)) {
+    let f = |s: &str| format!("oauth_server.{s}");
+    check_idp(&c.idp, "oauth_server.idp", add);
     for (i, client) in c.clients.iter().enumerate() {
         if let Some(s) = &client.secret {
-            secret(f(&format!("clients[{i}].secret")), s);
+            check_secret(f(&format!("clients[{i}].secret")), s, add);
         }
     }
     if let Some(s) = &c.registration.initial_access_token {
-        secret(f("registration.initial_access_token"), s);
+        check_secret(f("registration.initial_access_token"), s, add);
     }
     check_keys(&c.keys, &f("keys"), KEYS_AT_REST, add);
     for (i, client) in c.clients.iter().enumerate() {

@@ -8,7 +8,7 @@ use super::id_jag::{IdJagVerifier, TrustedIdp};
 use super::idp::{ClaimMapping, ClientAuthMethod, Idp, IdpError, IdpFlavor, IdpSettings};
 use super::keys::SigningKeys;
 use super::registration::{RateLimiter, RegistrationPolicy, hash_secret};
-use crate::config::oauth_server::{FACADE_ISSUER_NAME, OAuthServerConfig};
+use crate::config::oauth_server::{FACADE_ISSUER_NAME, IdpConfig, OAuthServerConfig};
 use crate::config::{ClientAuthMethod as ConfigAuthMethod, Config};
 use crate::keyring::Keyring;
 use crate::store::Store;
@@ -63,6 +63,41 @@ fn flavor(name: &str) -> IdpFlavor {
         "forgerock" => IdpFlavor::ForgeRock,
         _ => IdpFlavor::Oidc,
     }
+}
+
+/// The IdP client settings of an `idp` block (the façade's, the console's); resolves the secret.
+pub fn idp_settings(i: &IdpConfig, clock_skew: Duration) -> Result<IdpSettings, String> {
+    let fl = flavor(&i.flavor);
+    let mut idp_settings = IdpSettings::new(fl, &i.issuer, &i.client_id);
+    idp_settings.discovery_url.clone_from(&i.discovery_url);
+    idp_settings
+        .authorization_endpoint
+        .clone_from(&i.authorization_endpoint);
+    idp_settings.token_endpoint.clone_from(&i.token_endpoint);
+    idp_settings.jwks_uri.clone_from(&i.jwks_uri);
+    idp_settings.client_secret = match &i.client_secret {
+        Some(s) => Some(s.resolve()?),
+        None => None,
+    };
+    idp_settings.auth_method = match i.auth_method {
+        ConfigAuthMethod::ClientSecretBasic => ClientAuthMethod::Basic,
+        ConfigAuthMethod::ClientSecretPost => ClientAuthMethod::Post,
+    };
+    if !i.scopes.is_empty() {
+        idp_settings.scopes.clone_from(&i.scopes);
+    }
+    idp_settings.extra_authorize_params = i.extra_authorize_params.clone();
+    let mut claims = ClaimMapping::for_flavor(fl);
+    if !i.groups_claim.is_empty() {
+        claims.groups.clone_from(&i.groups_claim);
+    }
+    if !i.roles_claim.is_empty() {
+        claims.roles.clone_from(&i.roles_claim);
+    }
+    idp_settings.claims = claims;
+    idp_settings.allowed_tenants.clone_from(&i.allowed_tenants);
+    idp_settings.clock_skew = clock_skew;
+    Ok(idp_settings)
 }
 
 /// The resource URIs (and names) of the virtual servers that accept the façade's tokens (those
@@ -150,37 +185,7 @@ impl Facade {
         };
         let limiter = RateLimiter::new(r.per_ip_per_hour, r.global_per_hour);
 
-        let i = &cfg.idp;
-        let fl = flavor(&i.flavor);
-        let mut idp_settings = IdpSettings::new(fl, &i.issuer, &i.client_id);
-        idp_settings.discovery_url.clone_from(&i.discovery_url);
-        idp_settings
-            .authorization_endpoint
-            .clone_from(&i.authorization_endpoint);
-        idp_settings.token_endpoint.clone_from(&i.token_endpoint);
-        idp_settings.jwks_uri.clone_from(&i.jwks_uri);
-        idp_settings.client_secret = match &i.client_secret {
-            Some(s) => Some(s.resolve()?),
-            None => None,
-        };
-        idp_settings.auth_method = match i.auth_method {
-            ConfigAuthMethod::ClientSecretBasic => ClientAuthMethod::Basic,
-            ConfigAuthMethod::ClientSecretPost => ClientAuthMethod::Post,
-        };
-        if !i.scopes.is_empty() {
-            idp_settings.scopes.clone_from(&i.scopes);
-        }
-        idp_settings.extra_authorize_params = i.extra_authorize_params.clone();
-        let mut claims = ClaimMapping::for_flavor(fl);
-        if !i.groups_claim.is_empty() {
-            claims.groups.clone_from(&i.groups_claim);
-        }
-        if !i.roles_claim.is_empty() {
-            claims.roles.clone_from(&i.roles_claim);
-        }
-        idp_settings.claims = claims;
-        idp_settings.allowed_tenants.clone_from(&i.allowed_tenants);
-        idp_settings.clock_skew = config.auth.clock_skew.0;
+        let idp_settings = idp_settings(&cfg.idp, config.auth.clock_skew.0)?;
 
         let id_jag = match &cfg.id_jag {
             Some(j) => {

@@ -18,7 +18,7 @@ pub mod pkce;
 pub mod registration;
 pub mod tokens;
 
-mod common;
+pub(crate) mod common;
 pub(crate) mod cookies;
 mod idp_jwt;
 #[cfg(test)]

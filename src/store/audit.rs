@@ -45,6 +45,39 @@ pub struct AuditRecord {
     pub trace_id: Option<String>,
 }
 
+impl AuditRecord {
+    /// A record of an administrative event (no request, no upstream call): `method` says what
+    /// (`catalog/approve`, `console/create_key`), `subject` who.
+    pub fn event(
+        method: &str,
+        target: &str,
+        subject: Option<&str>,
+        decision: &str,
+        outcome: &str,
+    ) -> AuditRecord {
+        AuditRecord {
+            at_ms: crate::audit::now_ms(),
+            request_id: String::new(),
+            server: String::new(),
+            upstream: None,
+            method: method.to_owned(),
+            target: Some(target.to_owned()),
+            subject: subject.map(str::to_owned),
+            issuer: None,
+            client_id: None,
+            decision: decision.to_owned(),
+            rule: None,
+            outcome: outcome.to_owned(),
+            error_code: None,
+            latency_us: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            arguments: None,
+            trace_id: None,
+        }
+    }
+}
+
 /// Which records a query wants.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -58,8 +91,12 @@ pub struct AuditFilter {
     pub outcome: Option<String>,
     /// Exactly this server.
     pub server: Option<String>,
+    /// Before this time (ms since the epoch), if set.
+    pub until_ms: Option<i64>,
     /// At most this many, newest first.
     pub limit: i64,
+    /// Skipping this many of the newest (pagination).
+    pub offset: i64,
 }
 
 macro_rules! audit_columns {
@@ -163,7 +200,8 @@ impl Store {
             " AND (CAST($3 AS TEXT) IS NULL OR target = $3)",
             " AND (CAST($4 AS TEXT) IS NULL OR outcome = $4)",
             " AND (CAST($5 AS TEXT) IS NULL OR server = $5)",
-            " ORDER BY at_ms DESC, id DESC LIMIT $6"
+            " AND at_ms < $6",
+            " ORDER BY at_ms DESC, id DESC LIMIT $7 OFFSET $8"
         );
         on_pool!(self, pool => {
             let rows = sqlx::query(sql)
@@ -172,7 +210,9 @@ impl Store {
                 .bind(&f.target)
                 .bind(&f.outcome)
                 .bind(&f.server)
+                .bind(f.until_ms.unwrap_or(i64::MAX))
                 .bind(f.limit)
+                .bind(f.offset.max(0))
                 .fetch_all(pool)
                 .await?;
             let mut out = Vec::with_capacity(rows.len());

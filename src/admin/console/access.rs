@@ -1,0 +1,308 @@
+//! The access page: API keys (create — shown once — and revoke) and the OAuth clients the
+//! façade registered (revoke), through the same functions as `gatehouse keys` and
+//! `gatehouse clients`.
+
+use super::page::{self, esc, shown, url_part};
+use super::session::{Viewer, actor, viewer};
+use crate::commands::keys::{CreateKey, split_list};
+use crate::web::AppState;
+use axum::Form;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use http::HeaderMap;
+use serde::Deserialize;
+use std::fmt::Write;
+
+/// `?done=…` / `?error=…` after an action.
+#[derive(Deserialize, Default)]
+pub struct Done {
+    #[serde(default)]
+    done: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+fn back(k: &str, text: &str) -> Response {
+    Redirect::to(&format!("/admin/access?{k}={}", url_part(text))).into_response()
+}
+
+/// `GET /admin/access`.
+pub async fn page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(d): Query<Done>,
+) -> Response {
+    let v = match viewer(&state, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    let mut body = page::notice(d.done.as_deref());
+    if let Some(e) = d.error.as_deref().filter(|e| !e.is_empty()) {
+        let _ = write!(body, "<p class=\"error\" role=\"alert\">{}</p>", esc(e));
+    }
+    render_keys_and_clients(&state, &v, None, &mut body).await;
+    page::render(&v, "/admin/access", "Access", &body)
+}
+
+async fn render_keys_and_clients(
+    state: &AppState,
+    v: &Viewer,
+    new_key: Option<(&str, &str)>,
+    body: &mut String,
+) {
+    let Some(store) = state.gateway.store.clone() else {
+        body.push_str("<p class=\"error\">This gateway runs without a store.</p>");
+        return;
+    };
+    body.push_str("<h2>API keys</h2>");
+    if let Some((subject, key)) = new_key {
+        let _ = write!(
+            body,
+            "<div class=\"notice\" role=\"status\"><p>Key for {s} created. Copy it now: it is not shown again.</p>\
+             <p><code id=\"new-key\" class=\"secret\">{k}</code></p></div>",
+            s = shown(subject),
+            k = esc(key)
+        );
+    }
+    if v.is_admin() {
+        let _ = write!(
+            body,
+            "<form method=\"post\" action=\"/admin/access/keys\" class=\"stack\">{csrf}\
+             <label>Subject<input name=\"subject\" required placeholder=\"who the key acts as\"></label>\
+             <label>Scopes<input name=\"scopes\" placeholder=\"space separated\"></label>\
+             <label>Groups<input name=\"groups\" placeholder=\"space separated\"></label>\
+             <label>Servers<input name=\"servers\" placeholder=\"paths, e.g. /mcp (empty: any that accepts keys)\"></label>\
+             <label>Expires<input name=\"expires\" value=\"90d\"></label>\
+             <label>Description<input name=\"description\"></label>\
+             <div class=\"actions\"><button type=\"submit\" class=\"primary\">Create key</button></div></form>",
+            csrf = page::csrf_field(v)
+        );
+    }
+    match store.list_api_keys().await {
+        Ok(keys) if keys.is_empty() => body.push_str("<p class=\"muted\">No API keys.</p>"),
+        Ok(keys) => {
+            body.push_str("<table aria-label=\"API keys\"><thead><tr><th>Id</th><th>Subject</th><th>Scopes</th><th>Servers</th><th>Created</th><th>Expires</th><th>State</th><th></th></tr></thead><tbody>");
+            for k in &keys {
+                let now = crate::store::now_secs();
+                let state_text = if k.revoked_at.is_some() {
+                    "revoked"
+                } else if k.expires_at.is_some_and(|e| e <= now) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                let action = if v.is_admin() && k.revoked_at.is_none() {
+                    format!(
+                        "<form method=\"post\" action=\"/admin/access/keys/revoke\" class=\"inline\">{}\
+                         <input type=\"hidden\" name=\"id\" value=\"{}\">\
+                         <button type=\"submit\" class=\"danger\" aria-label=\"Revoke key {}\">Revoke</button></form>",
+                        page::csrf_field(v),
+                        esc(&k.id),
+                        esc(&k.id)
+                    )
+                } else {
+                    String::new()
+                };
+                let _ = write!(
+                    body,
+                    "<tr><td><code>{id}</code></td><td>{s}</td><td>{sc}</td><td>{sv}</td><td>{c}</td><td>{e}</td>\
+                     <td><span class=\"state state-{st}\">{st}</span></td><td>{action}</td></tr>",
+                    id = esc(&k.id),
+                    s = shown(&k.subject),
+                    sc = esc(&k.scopes.join(" ")),
+                    sv = esc(&k.servers.join(" ")),
+                    c = page::time(k.created_at * 1000),
+                    e = k
+                        .expires_at
+                        .map(|e| page::time(e * 1000))
+                        .unwrap_or_else(|| "never".into()),
+                    st = state_text,
+                );
+            }
+            body.push_str("</tbody></table>");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "admin console: cannot list API keys");
+            body.push_str("<p class=\"error\">The keys could not be read.</p>");
+        }
+    }
+    body.push_str("<h2>OAuth clients</h2><p class=\"muted\">Registered with the authorization-server façade (dynamic registration; Client ID Metadata Documents are fetched, not stored).</p>");
+    match store.oauth_clients().await {
+        Ok(clients) if clients.is_empty() => {
+            body.push_str("<p class=\"muted\">No registered clients.</p>")
+        }
+        Ok(clients) => {
+            body.push_str("<table aria-label=\"OAuth clients\"><thead><tr><th>Client id</th><th>Name</th><th>Registered</th><th>Last used</th><th>State</th><th></th></tr></thead><tbody>");
+            for c in &clients {
+                let name = serde_json::from_str::<serde_json::Value>(&c.metadata)
+                    .ok()
+                    .and_then(|m| m["client_name"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let st = if c.revoked_at_ms.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                let action = if v.is_admin() && c.revoked_at_ms.is_none() {
+                    format!(
+                        "<form method=\"post\" action=\"/admin/access/clients/revoke\" class=\"inline\">{}\
+                         <input type=\"hidden\" name=\"client_id\" value=\"{}\">\
+                         <button type=\"submit\" class=\"danger\">Revoke</button></form>",
+                        page::csrf_field(v),
+                        esc(&c.client_id)
+                    )
+                } else {
+                    String::new()
+                };
+                let _ = write!(
+                    body,
+                    "<tr><td><code>{id}</code></td><td>{n}</td><td>{r}</td><td>{u}</td><td><span class=\"state state-{st}\">{st}</span></td><td>{action}</td></tr>",
+                    id = esc(&c.client_id),
+                    n = shown(&name),
+                    r = page::time(c.created_at_ms),
+                    u = c
+                        .last_used_ms
+                        .map(page::time)
+                        .unwrap_or_else(|| "never".into()),
+                );
+            }
+            body.push_str("</tbody></table>");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "admin console: cannot list OAuth clients");
+            body.push_str("<p class=\"error\">The clients could not be read.</p>");
+        }
+    }
+}
+
+/// The key creation form.
+#[derive(Deserialize)]
+pub struct KeyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    subject: String,
+    #[serde(default)]
+    scopes: String,
+    #[serde(default)]
+    groups: String,
+    #[serde(default)]
+    servers: String,
+    #[serde(default)]
+    expires: String,
+    #[serde(default)]
+    description: String,
+}
+
+/// `POST /admin/access/keys`: creates a key and shows it once (in this answer, never stored).
+pub async fn create_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<KeyForm>,
+) -> Response {
+    let v = match actor(&state, &headers, &f.csrf).await {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    let Some(store) = state.gateway.store.clone() else {
+        return back("error", "This gateway runs without a store.");
+    };
+    let req = CreateKey {
+        subject: f.subject.trim().to_owned(),
+        scopes: split_list(&[f.scopes]),
+        groups: split_list(&[f.groups]),
+        servers: split_list(&[f.servers]),
+        expires: if f.expires.trim().is_empty() {
+            "90d".into()
+        } else {
+            f.expires.trim().to_owned()
+        },
+        description: f.description,
+    };
+    let config = state.gateway.runtime().config.clone();
+    match crate::commands::keys::create(&config, &store, &req).await {
+        Ok(key) => {
+            super::audit_action(
+                &state,
+                &v.subject,
+                "console/create_key",
+                &format!("key:{}", req.subject),
+                "allow",
+            );
+            let mut body = String::new();
+            render_keys_and_clients(&state, &v, Some((&req.subject, &key)), &mut body).await;
+            page::render(&v, "/admin/access", "Access", &body)
+        }
+        Err(e) => back("error", &e.replace("--", "")),
+    }
+}
+
+/// The revoke forms.
+#[derive(Deserialize)]
+pub struct RevokeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    client_id: String,
+}
+
+/// `POST /admin/access/keys/revoke`.
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<RevokeForm>,
+) -> Response {
+    let v = match actor(&state, &headers, &f.csrf).await {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    let Some(store) = state.gateway.store.clone() else {
+        return back("error", "This gateway runs without a store.");
+    };
+    match crate::commands::keys::revoke(&store, &f.id).await {
+        Ok(()) => {
+            super::audit_action(
+                &state,
+                &v.subject,
+                "console/revoke_key",
+                &format!("key:{}", f.id),
+                "allow",
+            );
+            back("done", &format!("Key {} revoked.", f.id))
+        }
+        Err(e) => back("error", &e),
+    }
+}
+
+/// `POST /admin/access/clients/revoke`.
+pub async fn revoke_client(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<RevokeForm>,
+) -> Response {
+    let v = match actor(&state, &headers, &f.csrf).await {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    let Some(store) = state.gateway.store.clone() else {
+        return back("error", "This gateway runs without a store.");
+    };
+    let action = crate::commands::clients::ClientsAction::Revoke {
+        client_id: f.client_id.clone(),
+    };
+    match crate::commands::clients::run(&store, action).await {
+        Ok(_) => {
+            super::audit_action(
+                &state,
+                &v.subject,
+                "console/revoke_client",
+                &format!("client:{}", f.client_id),
+                "allow",
+            );
+            back("done", &format!("Client {} revoked.", f.client_id))
+        }
+        Err(e) => back("error", &e),
+    }
+}

@@ -1,0 +1,96 @@
+//! `admin.console`: the browser console at `/admin/`, its sign-in IdP, its read-only users and
+//! how long a sign-in lasts. The administrators themselves are `admin.subjects/groups/roles`.
+
+use super::Config;
+use super::duration::HumanDuration;
+use super::oauth_server::IdpConfig;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// `admin.console`.
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Where staff sign in (OIDC authorization code with PKCE); the client registered there
+    /// must allow the redirect URI `{public_url}/admin/callback`. Defaults to `oauth_server.idp`.
+    #[serde(default)]
+    pub idp: Option<IdpConfig>,
+    /// Who may look but not act (administrators may do both).
+    #[serde(default)]
+    pub readers: ConsoleReaders,
+    /// How long a sign-in lasts before the IdP is asked again (at most 12h).
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl: HumanDuration,
+}
+
+/// `admin.console.readers`: matched like the administrators.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleReaders {
+    /// These subjects.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Members of these groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Holders of these roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+fn default_session_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
+}
+
+/// Longest sign-in accepted: a console session is a bearer credential for the whole gateway.
+const MAX_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+
+impl ConsoleConfig {
+    /// The IdP staff sign in at: the console's own, or the façade's.
+    pub fn idp<'a>(&'a self, config: &'a Config) -> Option<&'a IdpConfig> {
+        self.idp
+            .as_ref()
+            .or(config.oauth_server.as_ref().map(|o| &o.idp))
+    }
+}
+
+/// Checks the block; `add(field, message)` collects problems.
+pub fn check(c: &ConsoleConfig, config: &Config, add: &mut dyn FnMut(String, String)) {
+    match &c.idp {
+        Some(idp) => super::oauth_server::check_idp(idp, "admin.console.idp", add),
+        None if config.oauth_server.is_none() => add(
+            "admin.console.idp".into(),
+            "required: the IdP staff sign in at (or configure oauth_server, whose idp is then used)"
+                .into(),
+        ),
+        None => {}
+    }
+    if c.session_ttl.0.is_zero() || c.session_ttl.0 > MAX_SESSION_TTL {
+        add(
+            "admin.console.session_ttl".into(),
+            "between 1s and 12h".into(),
+        );
+    }
+    // The session cookie is `__Host-` and Secure: browsers keep it only from a secure origin.
+    let base = config.public_base();
+    let secure = match url::Url::parse(&base) {
+        Ok(u) => {
+            u.scheme() == "https"
+                || match u.host() {
+                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                    Some(url::Host::Domain(d)) => d == "localhost",
+                    None => false,
+                }
+        }
+        Err(_) => false,
+    };
+    if !secure && config.tls.is_none() {
+        add(
+            "admin.console".into(),
+            format!(
+                "the console needs https: set `tls` or a https `public_url` (a TLS proxy in front); {base} is plain http on a non-loopback host"
+            ),
+        );
+    }
+}
