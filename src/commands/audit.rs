@@ -179,6 +179,16 @@ fn table(records: &[AuditRecord]) -> String {
     out
 }
 
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        let mut c: String = s.chars().take(n - 1).collect();
+        c.push('…');
+        c
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -188,15 +198,5 @@ mod tests {
         assert_eq!(super::csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(super::csv_field("=cmd()"), "'=cmd()");
         assert_eq!(super::csv_field("-32602"), "-32602");
-    }
-}
-
-fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_owned()
-    } else {
-        let mut c: String = s.chars().take(n - 1).collect();
-        c.push('…');
-        c
     }
 }

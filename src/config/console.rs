@@ -94,3 +94,49 @@ pub fn check(c: &ConsoleConfig, config: &Config, add: &mut dyn FnMut(String, Str
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::validate::tests::issues;
+
+    const BASE: &str = "servers:\n  - { name: main, path: /mcp, upstreams: [a] }\nupstreams:\n  a: { kind: http, url: \"http://127.0.0.1:9/mcp\" }\n";
+
+    #[test]
+    fn console_mistakes_are_reported_with_their_fields() {
+        let yaml = format!(
+            "{BASE}public_url: \"http://gw.example.com\"\nadmin:\n  groups: [ops]\n  console:\n    session_ttl: 2d\n"
+        );
+        let got = issues(&yaml).join("\n");
+        for expected in [
+            "admin.console.idp: required",
+            "admin.console.session_ttl: between 1s and 12h",
+            "admin.console: the console needs https",
+        ] {
+            assert!(got.contains(expected), "{expected:?} missing from:\n{got}");
+        }
+        let yaml = format!(
+            "{BASE}admin:\n  groups: [ops]\n  console:\n    idp: {{ flavor: okay, issuer: \"ftp://idp\", client_id: \"\", client_secret: \"inline\" }}\n"
+        );
+        let got = issues(&yaml).join("\n");
+        for expected in [
+            "admin.console.idp.flavor: \"okay\" is not one of",
+            "admin.console.idp.issuer: \"ftp://idp\" is not an http(s) URL",
+            "admin.console.idp.client_id: must not be empty",
+            "admin.console.idp.client_secret: a secret must not be written in the YAML",
+        ] {
+            assert!(got.contains(expected), "{expected:?} missing from:\n{got}");
+        }
+        let got = issues(&format!("{BASE}admin:\n  groups: [ops]\n")).join("\n");
+        assert!(got.contains("admin: set `auth`"), "{got}");
+    }
+
+    #[test]
+    fn a_console_on_https_or_loopback_with_an_idp_is_accepted() {
+        for public in ["https://gw.example.com", "http://127.0.0.1:8080"] {
+            let yaml = format!(
+                "{BASE}public_url: \"{public}\"\nadmin:\n  groups: [ops]\n  console:\n    idp: {{ issuer: \"https://idp.example.com\", client_id: gw }}\n    readers: {{ groups: [audit] }}\n"
+            );
+            assert!(issues(&yaml).is_empty(), "{public}: {:?}", issues(&yaml));
+        }
+    }
+}

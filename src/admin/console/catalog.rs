@@ -14,13 +14,13 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use std::fmt::Write;
 
-fn store(state: &AppState) -> Result<Store, Response> {
+fn store(state: &AppState) -> Result<Store, Box<Response>> {
     state.gateway.store.clone().ok_or_else(|| {
-        page::message(
+        Box::new(page::message(
             StatusCode::SERVICE_UNAVAILABLE,
             "No store",
             "This gateway runs without a store.",
-        )
+        ))
     })
 }
 
@@ -67,7 +67,7 @@ pub async fn list(
     };
     let store = match store(&state) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (rows, defs) = match (
         store.catalog_upstreams().await,
@@ -129,7 +129,7 @@ pub async fn upstream(
     };
     let store = match store(&state) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let config = state.gateway.runtime().config.clone();
     if !config.upstreams.contains_key(&name) {
@@ -237,7 +237,7 @@ pub async fn review(
     };
     let store = match store(&state) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let defs = match review::recorded(&store, &name).await {
         Ok(d) => d,
@@ -373,7 +373,7 @@ pub async fn decide(
     };
     let store = match store(&state) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let definition = f.definition.filter(|d| !d.is_empty());
     let back = |done: Result<String, String>| {
@@ -468,7 +468,7 @@ pub async fn register(
     };
     let store = match store(&state) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let config = state.gateway.runtime().config.clone();
     let to = |k: &str, text: &str| {
