@@ -53,6 +53,25 @@ impl Live {
     }
 }
 
+/// One live session, as the admin console lists it.
+#[derive(Debug, Clone)]
+pub struct SessionSummary {
+    /// A digest of its id, naming it in [`SessionRegistry::end_by_handle`].
+    pub handle: String,
+    /// Its virtual server.
+    pub server_path: String,
+    /// Whom it counts against: a principal's binding (digest of issuer and subject) or an address.
+    pub holder: String,
+    /// The client's `clientInfo.name` (cut to 64 characters).
+    pub client: String,
+    /// The negotiated protocol version.
+    pub version: String,
+    /// When it began, seconds since the epoch.
+    pub issued_at: u64,
+    /// Since its last request.
+    pub idle: Duration,
+}
+
 /// A slot for a session being initialized; freed if the session is never created.
 pub struct Reservation<'a> {
     registry: &'a SessionRegistry,
@@ -261,6 +280,52 @@ impl SessionRegistry {
         ended
     }
 
+    /// What an operator sees of the live sessions of this process: at most `max`, the most
+    /// recently used first. The handle is a digest of the id (the id itself is a credential).
+    pub fn snapshot(&self, max: usize) -> Vec<SessionSummary> {
+        let live = self.live.lock().expect("lock");
+        let mut all: Vec<SessionSummary> = live
+            .sessions
+            .iter()
+            .map(|(id, s)| SessionSummary {
+                handle: crate::hex::encode(&digest(id)[..12]),
+                server_path: s.claims.server_path.clone(),
+                holder: match &s.holder {
+                    Some(Holder::Principal(b)) => format!("principal {b}"),
+                    Some(Holder::Address(Some(ip))) => format!("anonymous from {ip}"),
+                    _ => "anonymous".into(),
+                },
+                client: s.claims.client_info["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .take(64)
+                    .collect(),
+                version: s.claims.version.clone(),
+                issued_at: s.claims.issued_at,
+                idle: s.idle_for(),
+            })
+            .collect();
+        drop(live);
+        all.sort_by_key(|s| s.idle);
+        all.truncate(max);
+        all
+    }
+
+    /// Ends the live session whose [`SessionSummary::handle`] is `handle` (as DELETE would);
+    /// returns it so that the caller closes its upstream sessions.
+    pub fn end_by_handle(&self, handle: &str) -> Option<Arc<Session>> {
+        let id = self
+            .live
+            .lock()
+            .expect("lock")
+            .sessions
+            .keys()
+            .find(|id| crate::hex::encode(&digest(id)[..12]) == handle)
+            .cloned()?;
+        self.end(&id)
+    }
+
     /// How many sessions are cached in this process.
     pub fn len(&self) -> usize {
         self.live.lock().expect("lock").sessions.len()
@@ -318,6 +383,37 @@ mod tests {
         assert!(reg.reserve(&alice, 2, IDLE).is_err());
         reg.end(&s1.id);
         assert!(reg.reserve(&alice, 2, IDLE).is_ok());
+    }
+
+    #[test]
+    fn a_snapshot_is_capped_and_a_session_ends_by_its_handle() {
+        let reg = SessionRegistry::new(Duration::from_secs(3600));
+        let sealer = Arc::new(Keyring::random());
+        let alice = Holder::Principal("b1nd".into());
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let s = reg.create(
+                &sealer,
+                claims(Some("b1nd")),
+                reg.reserve(&alice, 9, IDLE).unwrap(),
+            );
+            ids.push(s.id.clone());
+        }
+        assert_eq!(reg.snapshot(2).len(), 2, "capped");
+        let all = reg.snapshot(10);
+        assert_eq!(all.len(), 3);
+        assert!(
+            all.iter()
+                .all(|s| s.holder == "principal b1nd" && !ids.contains(&s.handle))
+        );
+        let ended = reg.end_by_handle(&all[0].handle).expect("found by handle");
+        assert!(ids.contains(&ended.id));
+        assert!(matches!(
+            reg.find(&sealer, &ended.id, "/mcp"),
+            Err(SessionLookup::Ended)
+        ));
+        assert_eq!(reg.snapshot(10).len(), 2);
+        assert!(reg.end_by_handle("no-such-handle").is_none());
     }
 
     #[test]

@@ -225,3 +225,30 @@ def test_sign_out_ends_the_session_for_every_copy_of_the_cookie(console):
     assert "max-age=0" in set_cookies(r)["__Host-gatehouse-console"].lower()
     r = copy.get("/admin/")
     assert r.status_code in (302, 303) and r.headers["location"] == "/admin/login"
+
+
+def test_an_administrator_ends_an_mcp_session(console):
+    mcp = httpx.Client(base_url=console, timeout=30)
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    r = mcp.post(
+        "/mcp",
+        headers=headers,
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "<b>agent\u202e", "version": "1"}},
+        },
+    )
+    assert r.status_code == 200, r.text
+    sid = r.headers["mcp-session-id"]
+    alice = Staff(console, "alice")
+    page = alice.page("/admin/access").text
+    assert "&lt;b&gt;agent" in page and "U+202E" in page, "the client's name is shown inert"
+    handle = re.search(r'action="/admin/access/sessions/end".*?name="id" value="([0-9a-f]+)"', page, re.S).group(1)
+    assert sid not in page, "the session id itself is a credential and is never shown"
+    r = alice.http.post("/admin/access/sessions/end", data={"csrf": alice.csrf(page), "id": handle})
+    assert r.status_code == 303 and "done=" in r.headers["location"], r.text
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    r = mcp.post("/mcp", headers={**headers, "mcp-session-id": sid, "mcp-protocol-version": "2025-11-25"}, json=ping)
+    assert r.status_code == 404, (r.status_code, r.text)

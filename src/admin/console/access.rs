@@ -54,6 +54,7 @@ async fn render_keys_and_clients(
         body.push_str("<p class=\"error\">This gateway runs without a store.</p>");
         return;
     };
+    sessions(state, v, body);
     body.push_str("<h2>API keys</h2>");
     if let Some((subject, key)) = new_key {
         let _ = write!(
@@ -172,6 +173,72 @@ async fn render_keys_and_clients(
             tracing::error!(error = %e, "admin console: cannot list OAuth clients");
             body.push_str("<p class=\"error\">The clients could not be read.</p>");
         }
+    }
+}
+
+/// Most sessions listed.
+const MAX_SESSIONS: usize = 500;
+
+/// The live MCP sessions of this replica, the most recently used first.
+fn sessions(state: &AppState, v: &Viewer, body: &mut String) {
+    let live = state.gateway.sessions.snapshot(MAX_SESSIONS);
+    body.push_str("<h2>MCP sessions</h2><p class=\"muted\">Live 2025-11-25 sessions held by this replica (a principal is shown by the digest sessions are bound to; other replicas list their own).</p>");
+    if live.is_empty() {
+        body.push_str("<p class=\"muted\">No live sessions.</p>");
+        return;
+    }
+    body.push_str("<table aria-label=\"MCP sessions\"><thead><tr><th>Holder</th><th>Client</th><th>Server</th><th>Version</th><th>Started</th><th class=\"num\">Idle</th><th></th></tr></thead><tbody>");
+    for s in &live {
+        let action = if v.is_admin() {
+            format!(
+                "<form method=\"post\" action=\"/admin/access/sessions/end\" class=\"inline\">{}\
+                 <input type=\"hidden\" name=\"id\" value=\"{}\"><button type=\"submit\" class=\"danger\">End</button></form>",
+                page::csrf_field(v),
+                esc(&s.handle)
+            )
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            body,
+            "<tr><td><code>{h}</code></td><td>{c}</td><td><code>{p}</code></td><td>{ver}</td><td>{t}</td><td class=\"num\">{i}s</td><td>{action}</td></tr>",
+            h = esc(&s.holder),
+            c = shown(&s.client),
+            p = esc(&s.server_path),
+            ver = esc(&s.version),
+            t = page::time(s.issued_at as i64 * 1000),
+            i = s.idle.as_secs(),
+        );
+    }
+    body.push_str("</tbody></table>");
+}
+
+/// `POST /admin/access/sessions/end`: ends a session as its client's DELETE would.
+pub async fn end_session(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<RevokeForm>,
+) -> Response {
+    let v = match actor(&state, &headers, &f.csrf).await {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    match state.gateway.sessions.end_by_handle(&f.id) {
+        Some(ended) => {
+            crate::downstream::session_registry::close_ended(&state.gateway, vec![ended]).await;
+            super::audit_action(
+                &state,
+                &v.subject,
+                "console/end_session",
+                &format!("session:{}", f.id),
+                "allow",
+            );
+            back("done", "Session ended.")
+        }
+        None => back(
+            "error",
+            "No such live session on this replica (it may have ended already).",
+        ),
     }
 }
 
