@@ -347,6 +347,8 @@ mod upstream_connections {
         );
         assert!(store.connection("u1", "jira").await.unwrap().is_none());
         assert!(store.connection("u3", "github").await.unwrap().is_none());
+        assert_eq!(store.all_connections(100).await.unwrap().len(), 3);
+        assert_eq!(store.all_connections(2).await.unwrap().len(), 2, "capped");
 
         // Replacing keeps the original creation time and takes everything else.
         let replacement = StoredConnection {

@@ -120,6 +120,23 @@ impl Store {
         })
     }
 
+    /// Everyone's connections, the most recently updated first, at most `limit`.
+    pub async fn all_connections(&self, limit: i64) -> Result<Vec<StoredConnection>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            connection_columns!(),
+            " FROM upstream_connections ORDER BY updated_at_ms DESC LIMIT $1"
+        );
+        on_pool!(self, pool => {
+            let rows = sqlx::query(sql).bind(limit).fetch_all(pool).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows {
+                out.push(connection_from_row!(row));
+            }
+            Ok(out)
+        })
+    }
+
     /// A user's connections, ordered by upstream.
     pub async fn connections(&self, binding: &str) -> Result<Vec<StoredConnection>, StoreError> {
         let sql = concat!(

@@ -127,6 +127,7 @@ async fn render_keys_and_clients(
             body.push_str("<p class=\"error\">The keys could not be read.</p>");
         }
     }
+    connections(state, v, &store, body).await;
     body.push_str("<h2>OAuth clients</h2><p class=\"muted\">Registered with the authorization-server façade (dynamic registration; Client ID Metadata Documents are fetched, not stored).</p>");
     match store.oauth_clients().await {
         Ok(clients) if clients.is_empty() => {
@@ -242,6 +243,89 @@ pub async fn end_session(
     }
 }
 
+/// Most upstream connections listed.
+const MAX_CONNECTIONS: i64 = 500;
+
+/// Users' connections to `user_oauth` upstreams (their tokens stay sealed, never shown).
+async fn connections(state: &AppState, v: &Viewer, store: &crate::store::Store, body: &mut String) {
+    if state.gateway.runtime().consent.is_none() {
+        return;
+    }
+    body.push_str("<h2>Upstream connections</h2><p class=\"muted\">Users' consents to upstreams with per-user OAuth; disconnecting deletes the stored tokens, and the next call asks for consent again.</p>");
+    let rows = match store.all_connections(MAX_CONNECTIONS).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "admin console: cannot list connections");
+            body.push_str("<p class=\"error\">The connections could not be read.</p>");
+            return;
+        }
+    };
+    if rows.is_empty() {
+        body.push_str("<p class=\"muted\">No connections.</p>");
+        return;
+    }
+    body.push_str("<table aria-label=\"Upstream connections\"><thead><tr><th>User</th><th>Upstream</th><th>Scopes</th><th>Connected</th><th>Token expires</th><th></th></tr></thead><tbody>");
+    for c in &rows {
+        let action = if v.is_admin() {
+            format!(
+                "<form method=\"post\" action=\"/admin/access/connections/disconnect\" class=\"inline\">{}\
+                 <input type=\"hidden\" name=\"id\" value=\"{}\"><input type=\"hidden\" name=\"upstream\" value=\"{}\">\
+                 <button type=\"submit\" class=\"danger\">Disconnect</button></form>",
+                page::csrf_field(v),
+                esc(&c.binding),
+                esc(&c.upstream)
+            )
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            body,
+            "<tr><td>{s}</td><td>{u}</td><td>{sc}</td><td>{t}</td><td>{e}</td><td>{action}</td></tr>",
+            s = shown(&c.subject),
+            u = esc(&c.upstream),
+            sc = esc(&c.scopes),
+            t = page::time(c.created_at_ms),
+            e = c
+                .expires_at_ms
+                .map(page::time)
+                .unwrap_or_else(|| "—".into()),
+        );
+    }
+    body.push_str("</tbody></table>");
+}
+
+/// `POST /admin/access/connections/disconnect` (`id` the user's binding).
+pub async fn disconnect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<RevokeForm>,
+) -> Response {
+    let v = match actor(&state, &headers, &f.csrf).await {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    let Some(consent) = state.gateway.runtime().consent.clone() else {
+        return back("error", "No upstream uses per-user OAuth.");
+    };
+    match consent.revoke(&f.id, &f.upstream).await {
+        Ok(true) => {
+            super::audit_action(
+                &state,
+                &v.subject,
+                "console/disconnect",
+                &format!("connection:{}:{}", f.upstream, f.id),
+                "allow",
+            );
+            back("done", &format!("Disconnected from {}.", f.upstream))
+        }
+        Ok(false) => back(
+            "error",
+            "No such connection (it may have been removed already).",
+        ),
+        Err(e) => back("error", &e.to_string()),
+    }
+}
+
 /// The key creation form.
 #[derive(Deserialize)]
 pub struct KeyForm {
@@ -313,6 +397,8 @@ pub struct RevokeForm {
     id: String,
     #[serde(default)]
     client_id: String,
+    #[serde(default)]
+    upstream: String,
 }
 
 /// `POST /admin/access/keys/revoke`.

@@ -44,6 +44,10 @@ pub fn router() -> Router<AppState> {
         .route("/admin/access", get(access::page))
         .route("/admin/access/keys", post(access::create_key))
         .route("/admin/access/sessions/end", post(access::end_session))
+        .route(
+            "/admin/access/connections/disconnect",
+            post(access::disconnect),
+        )
         .route("/admin/access/keys/revoke", post(access::revoke_key))
         .route("/admin/access/clients/revoke", post(access::revoke_client))
         .route("/admin/policy", get(policy::form).post(policy::explain))
