@@ -39,6 +39,9 @@ command -v kubectl >/dev/null 2>&1 || deploy_tools+=(kubernetes-client)
 command -v systemd-analyze >/dev/null 2>&1 || deploy_tools+=(systemd)
 command -v curl >/dev/null 2>&1 || deploy_tools+=(curl)
 command -v psql >/dev/null 2>&1 || deploy_tools+=(postgresql-client)
+# The console's browser test (tests/e2e/test_console_browser.py) drives Debian's chromium with
+# playwright-core, which cannot download a browser of its own here.
+command -v chromium >/dev/null 2>&1 || deploy_tools+=(chromium)
 if ((${#deploy_tools[@]})); then
   echo "setup: installing ${deploy_tools[*]} for scripts/check-deploy.sh"
   rc=0

@@ -141,7 +141,26 @@ pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Admin, B
 /// Whether `principal` is one of the administrators the `admin` block names (here, not in
 /// `config`, so that the configuration types need not know what a principal is).
 fn is_admin(cfg: &crate::config::AdminConfig, principal: &Principal) -> bool {
-    cfg.subjects.iter().any(|s| s == principal.subject())
-        || principal.groups().iter().any(|g| cfg.groups.contains(g))
-        || principal.roles().iter().any(|r| cfg.roles.contains(r))
+    Named {
+        subjects: &cfg.subjects,
+        groups: &cfg.groups,
+        roles: &cfg.roles,
+    }
+    .includes(principal.subject(), principal.groups(), principal.roles())
+}
+
+/// A list of people by subject, group or role (the administrators, the console's readers).
+pub(crate) struct Named<'a> {
+    pub subjects: &'a [String],
+    pub groups: &'a [String],
+    pub roles: &'a [String],
+}
+
+impl Named<'_> {
+    /// Whether someone with this subject, these groups and roles is on the list.
+    pub fn includes(&self, subject: &str, groups: &[String], roles: &[String]) -> bool {
+        self.subjects.iter().any(|s| s == subject)
+            || groups.iter().any(|g| self.groups.contains(g))
+            || roles.iter().any(|r| self.roles.contains(r))
+    }
 }

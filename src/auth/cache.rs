@@ -87,6 +87,18 @@ impl VerifiedCache {
         shard.insert(d, Entry { verified, until });
     }
 
+    /// Forgets every entry `f` picks; returns how many.
+    pub(crate) fn forget_where(&self, f: impl Fn(&Verified) -> bool) -> usize {
+        let mut gone = 0;
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let before = shard.len();
+            shard.retain(|_, e| !f(&e.verified));
+            gone += before - shard.len();
+        }
+        gone
+    }
+
     /// How many entries are held (for tests and metrics).
     pub fn len(&self) -> usize {
         self.shards

@@ -160,6 +160,14 @@ impl Authenticator {
         true
     }
 
+    /// Forgets the verified API key `id`, so that its revocation holds at once in this process
+    /// (other processes refuse it within `cache_max_ttl`); returns how many entries went.
+    pub fn forget_api_key(&self, id: &str) -> usize {
+        self.cache.forget_where(|v| {
+            v.principal.issuer() == API_KEY_ISSUER && v.principal.client_id() == Some(id)
+        })
+    }
+
     /// The issuer configured under `name`.
     pub fn issuer(&self, name: &str) -> Option<&Arc<IssuerState>> {
         self.issuers.get(name)

@@ -3,7 +3,7 @@
 //! `gatehouse clients`.
 
 use super::page::{self, esc, shown, url_part};
-use super::session::{Viewer, actor, viewer};
+use super::session::{Viewer, actor, cookie, set_cookie, viewer};
 use crate::commands::keys::{CreateKey, split_list};
 use crate::web::AppState;
 use axum::Form;
@@ -40,8 +40,40 @@ pub async fn page(
     if let Some(e) = d.error.as_deref().filter(|e| !e.is_empty()) {
         let _ = write!(body, "<p class=\"error\" role=\"alert\">{}</p>", esc(e));
     }
-    render_keys_and_clients(&state, &v, None, &mut body).await;
-    page::render(&v, "/admin/access", "Access", &body)
+    // A key just created: shown on this one answer, then the cookie carrying it is gone.
+    let new_key: Option<NewKey> = cookie(&headers, NEW_KEY_COOKIE)
+        .and_then(|c| state.gateway.sealer().open_value(&c, NEW_KEY_PURPOSE).ok())
+        .filter(|k: &NewKey| k.sid == v.sid && k.exp_ms > crate::audit::now_ms());
+    render_keys_and_clients(
+        &state,
+        &v,
+        new_key
+            .as_ref()
+            .map(|k| (k.subject.as_str(), k.key.as_str())),
+        &mut body,
+    )
+    .await;
+    let mut resp = page::render(&v, "/admin/access", "Access", &body);
+    if new_key.is_some()
+        && let Some(c) = set_cookie(NEW_KEY_COOKIE, "", 0, "Strict")
+    {
+        resp.headers_mut().append(http::header::SET_COOKIE, c);
+    }
+    resp
+}
+
+/// Carries a new key from its creation to the page that shows it (POST, redirect, GET: a
+/// reload neither creates another key nor shows this one again).
+const NEW_KEY_COOKIE: &str = "__Host-gatehouse-console-new-key";
+const NEW_KEY_PURPOSE: &str = "admin-console-new-key";
+
+/// What that cookie seals.
+#[derive(serde::Serialize, Deserialize)]
+struct NewKey {
+    sid: String,
+    subject: String,
+    key: String,
+    exp_ms: i64,
 }
 
 async fn render_keys_and_clients(
@@ -373,6 +405,12 @@ pub async fn create_key(
     let config = state.gateway.runtime().config.clone();
     match crate::commands::keys::create(&config, &store, &req).await {
         Ok(key) => {
+            let flash = NewKey {
+                sid: v.sid.clone(),
+                subject: req.subject.clone(),
+                key,
+                exp_ms: crate::audit::now_ms() + 60_000,
+            };
             super::audit_action(
                 &state,
                 &v.subject,
@@ -380,9 +418,12 @@ pub async fn create_key(
                 &format!("key:{}", req.subject),
                 "allow",
             );
-            let mut body = String::new();
-            render_keys_and_clients(&state, &v, Some((&req.subject, &key)), &mut body).await;
-            page::render(&v, "/admin/access", "Access", &body)
+            let sealed = state.gateway.sealer().seal_value(&flash, NEW_KEY_PURPOSE);
+            let mut resp = Redirect::to("/admin/access").into_response();
+            if let Some(c) = set_cookie(NEW_KEY_COOKIE, &sealed, 60, "Strict") {
+                resp.headers_mut().append(http::header::SET_COOKIE, c);
+            }
+            resp
         }
         Err(e) => back("error", &e.replace("--", "")),
     }
@@ -416,6 +457,7 @@ pub async fn revoke_key(
     };
     match crate::commands::keys::revoke(&store, &f.id).await {
         Ok(()) => {
+            state.gateway.runtime().auth.forget_api_key(&f.id);
             super::audit_action(
                 &state,
                 &v.subject,

@@ -423,25 +423,25 @@ pub async fn decide(
     .await;
     match result {
         Ok(mut reviewed) => {
-            let states: Vec<String> = reviewed
-                .definitions
-                .iter()
-                .map(|d| format!("{} is now {}", d.name, d.state.as_str()))
-                .chain(
-                    reviewed
-                        .upstream
+            let summary = match (&definition, &reviewed.upstream) {
+                (None, Some(u)) => format!(
+                    "{} is now {} ({} definitions written).",
+                    u.upstream,
+                    u.state.as_str(),
+                    reviewed.definitions.len()
+                ),
+                _ => {
+                    let states: Vec<String> = reviewed
+                        .definitions
                         .iter()
-                        .filter(|_| definition.is_none())
-                        .map(|u| format!("{} is now {}", u.upstream, u.state.as_str())),
-                )
-                .take(5)
-                .collect();
+                        .take(5)
+                        .map(|d| format!("{} is now {}", d.name, d.state.as_str()))
+                        .collect();
+                    format!("Done: {}.", states.join("; "))
+                }
+            };
             crate::admin::catalog::enforce(&state, std::mem::take(&mut reviewed.audit)).await;
-            back(Ok(if states.is_empty() {
-                "Done.".into()
-            } else {
-                format!("Done: {}.", states.join("; "))
-            }))
+            back(Ok(summary))
         }
         Err(ReviewError::Store(e)) => failed(e),
         Err(e) => back(Err(e.to_string())),

@@ -260,16 +260,23 @@ pub async fn callback(
 
 /// The role `identity` has in the console, if any (administrators first).
 fn role_of(admin: &crate::config::AdminConfig, identity: &IdpIdentity) -> Option<Role> {
-    let matches = |subjects: &[String], groups: &[String], roles: &[String]| {
-        subjects.contains(&identity.subject)
-            || identity.groups.iter().any(|g| groups.contains(g))
-            || identity.roles.iter().any(|r| roles.contains(r))
+    let on = |list: crate::admin::Named| {
+        list.includes(&identity.subject, &identity.groups, &identity.roles)
     };
-    if matches(&admin.subjects, &admin.groups, &admin.roles) {
+    if on(crate::admin::Named {
+        subjects: &admin.subjects,
+        groups: &admin.groups,
+        roles: &admin.roles,
+    }) {
         return Some(Role::Admin);
     }
     let readers = &admin.console.as_ref()?.readers;
-    matches(&readers.subjects, &readers.groups, &readers.roles).then_some(Role::Reader)
+    on(crate::admin::Named {
+        subjects: &readers.subjects,
+        groups: &readers.groups,
+        roles: &readers.roles,
+    })
+    .then_some(Role::Reader)
 }
 
 /// The sign-out form.
