@@ -334,8 +334,9 @@ fn diff(old: &str, new: &str, out: &mut String) {
     for change in d.iter_all_changes() {
         let line = shown(change.value().trim_end_matches('\n'));
         let _ = match change.tag() {
-            similar::ChangeTag::Delete => writeln!(out, "<del>- {line}</del>"),
-            similar::ChangeTag::Insert => writeln!(out, "<ins>+ {line}</ins>"),
+            // Block elements end their own line.
+            similar::ChangeTag::Delete => write!(out, "<del>- {line}</del>"),
+            similar::ChangeTag::Insert => write!(out, "<ins>+ {line}</ins>"),
             similar::ChangeTag::Equal => writeln!(out, "  {line}"),
         };
     }

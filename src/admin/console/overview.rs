@@ -52,11 +52,12 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
         .collect();
     let failed = calls
         .iter()
+        .filter(|r| !is_refused(r))
         .filter(|r| matches!(r.outcome.as_str(), "error" | "upstream_failure" | "timeout"))
         .count();
     let mut latencies: Vec<i64> = calls
         .iter()
-        .filter(|r| r.outcome != "refused")
+        .filter(|r| !is_refused(r))
         .map(|r| r.latency_us)
         .collect();
     latencies.sort_unstable();
