@@ -45,11 +45,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
         .iter()
         .filter(|r| !r.method.starts_with("catalog/") && !r.method.starts_with("console/"))
         .collect();
-    let refused: Vec<&AuditRecord> = calls
-        .iter()
-        .copied()
-        .filter(|r| r.outcome == "refused")
-        .collect();
+    let refused: Vec<&AuditRecord> = calls.iter().copied().filter(|r| is_refused(r)).collect();
     let failed = calls
         .iter()
         .filter(|r| !is_refused(r))
@@ -139,6 +135,11 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
     }
     body.push_str("</tbody></table>");
     page::render(&v, "/admin/", "Overview", &body)
+}
+
+/// Refused by the gateway (authentication, policy, catalog), whatever error it answered.
+fn is_refused(r: &AuditRecord) -> bool {
+    r.decision != "allow" || r.outcome == "refused"
 }
 
 /// A bar chart of how many of `records` fall in each 5-minute slice of the last hour.
