@@ -2,7 +2,7 @@
 //! façade registered (revoke), through the same functions as `gatehouse keys` and
 //! `gatehouse clients`.
 
-use super::page::{self, esc, shown, url_part};
+use super::page::{self, Done, esc, shown, url_part};
 use super::session::{Viewer, actor, cookie, set_cookie, viewer};
 use crate::commands::keys::{CreateKey, split_list};
 use crate::web::AppState;
@@ -12,15 +12,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use http::HeaderMap;
 use serde::Deserialize;
 use std::fmt::Write;
-
-/// `?done=…` / `?error=…` after an action.
-#[derive(Deserialize, Default)]
-pub struct Done {
-    #[serde(default)]
-    done: Option<String>,
-    #[serde(default)]
-    error: Option<String>,
-}
 
 fn back(k: &str, text: &str) -> Response {
     Redirect::to(&format!("/admin/access?{k}={}", url_part(text))).into_response()
@@ -36,10 +27,7 @@ pub async fn page(
         Ok(v) => v,
         Err(r) => return r.into_response(),
     };
-    let mut body = page::notice(d.done.as_deref());
-    if let Some(e) = d.error.as_deref().filter(|e| !e.is_empty()) {
-        let _ = write!(body, "<p class=\"error\" role=\"alert\">{}</p>", esc(e));
-    }
+    let mut body = d.html();
     // A key just created: shown on this one answer, then the cookie carrying it is gone.
     let new_key: Option<NewKey> = cookie(&headers, NEW_KEY_COOKIE)
         .and_then(|c| state.gateway.sealer().open_value(&c, NEW_KEY_PURPOSE).ok())

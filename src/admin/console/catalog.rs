@@ -2,7 +2,7 @@
 //! text, its diff against what was approved, the scanner's findings) and the decision forms.
 //! Decisions run [`crate::catalog::review`], as `gatehouse catalog` and the JSON API do.
 
-use super::page::{self, esc, shown, url_part};
+use super::page::{self, Done, esc, shown, url_part};
 use super::session::{actor, viewer};
 use crate::catalog::review::{self, Decision, ReviewError};
 use crate::store::{CatalogDefinition, DefinitionState, Store};
@@ -37,23 +37,6 @@ fn badge(state: &str) -> String {
     format!("<span class=\"state state-{s}\">{s}</span>", s = esc(state))
 }
 
-/// `?done=…` after an action.
-#[derive(Deserialize, Default)]
-pub struct Done {
-    #[serde(default)]
-    done: Option<String>,
-    #[serde(default)]
-    error: Option<String>,
-}
-
-fn notices(d: &Done) -> String {
-    let mut out = page::notice(d.done.as_deref());
-    if let Some(e) = d.error.as_deref().filter(|e| !e.is_empty()) {
-        let _ = write!(out, "<p class=\"error\" role=\"alert\">{}</p>", esc(e));
-    }
-    out
-}
-
 /// `GET /admin/upstreams`: every configured upstream with its catalog state and how many of
 /// its definitions are in each state.
 pub async fn list(
@@ -77,7 +60,7 @@ pub async fn list(
         (Err(e), _) | (_, Err(e)) => return failed(e),
     };
     let config = state.gateway.runtime().config.clone();
-    let mut body = notices(&d);
+    let mut body = d.html();
     if config.catalog.is_none() {
         body.push_str("<p class=\"notice\">This gateway has no <code>catalog</code> block: every upstream is served as it is.</p>");
     }
@@ -139,7 +122,7 @@ pub async fn upstream(
             &format!("No upstream is called {name:?} in the configuration."),
         );
     }
-    let mut body = notices(&d);
+    let mut body = d.html();
     let row = match store.catalog_upstreams().await {
         Ok(all) => all.into_iter().find(|u| u.upstream == name),
         Err(e) => return failed(e),
@@ -250,7 +233,7 @@ pub async fn review(
             &format!("{name} has no definition {:?}.", q.definition),
         );
     };
-    let mut body = notices(&q.done);
+    let mut body = q.done.html();
     let _ = write!(
         body,
         "<p>{kind} <code>{n}</code> of <a href=\"/admin/upstreams/{up}\">{upn}</a>: {st}</p>",

@@ -133,11 +133,26 @@ pub fn message(status: StatusCode, title: &str, text: &str) -> Response {
     resp
 }
 
-/// A one-line notice shown at the top of a page after an action (`?done=…`).
-pub fn notice(text: Option<&str>) -> String {
-    match text {
-        Some(t) if !t.is_empty() => format!("<p class=\"notice\" role=\"status\">{}</p>", esc(t)),
-        _ => String::new(),
+/// What an action redirects back with (`?done=…` or `?error=…`), shown at the top of the page.
+#[derive(serde::Deserialize, Default)]
+pub struct Done {
+    #[serde(default)]
+    done: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+impl Done {
+    /// The notices, as HTML.
+    pub fn html(&self) -> String {
+        let mut out = String::new();
+        if let Some(t) = self.done.as_deref().filter(|t| !t.is_empty()) {
+            let _ = write!(out, "<p class=\"notice\" role=\"status\">{}</p>", esc(t));
+        }
+        if let Some(e) = self.error.as_deref().filter(|e| !e.is_empty()) {
+            let _ = write!(out, "<p class=\"error\" role=\"alert\">{}</p>", esc(e));
+        }
+        out
     }
 }
 
