@@ -17,6 +17,11 @@ use std::sync::Arc;
 
 /// The admin routes (mounted beside the MCP endpoints).
 pub fn router(state: AppState) -> Router {
+    let console = if console::on_ops(&state.gateway.runtime().config) {
+        Router::new()
+    } else {
+        console::router()
+    };
     Router::new()
         .route("/admin/catalog", get(catalog::overview))
         .route("/admin/catalog/{upstream}", get(catalog::show))
@@ -29,7 +34,7 @@ pub fn router(state: AppState) -> Router {
             "/admin/catalog/{upstream}/{decision}",
             post(catalog::decide),
         )
-        .merge(console::router())
+        .merge(console)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_client_cert,

@@ -21,6 +21,25 @@ pub struct ConsoleConfig {
     /// How long a sign-in lasts before the IdP is asked again (at most 12h).
     #[serde(default = "default_session_ttl")]
     pub session_ttl: HumanDuration,
+    /// Which listener serves the console: `main` (beside the MCP endpoints) or `ops` (beside
+    /// health and metrics, e.g. reachable only from the management network). Read at start.
+    #[serde(default)]
+    pub listener: ConsoleListener,
+    /// The console's external base URL (scheme, host, port), when it is not the listener's own
+    /// address: `public_url` for `main`, `http://{ops.listen}` (https with `ops.tls`) for `ops`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+}
+
+/// `admin.console.listener`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleListener {
+    /// The MCP listener.
+    #[default]
+    Main,
+    /// The operations listener.
+    Ops,
 }
 
 /// `admin.console.readers`: matched like the administrators.
@@ -46,6 +65,24 @@ fn default_session_ttl() -> HumanDuration {
 const MAX_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
 impl ConsoleConfig {
+    /// The console's external base URL, without a trailing slash (redirect URI and origin).
+    pub fn base(&self, config: &Config) -> String {
+        if let Some(u) = &self.public_url {
+            return u.trim_end_matches('/').to_owned();
+        }
+        match self.listener {
+            ConsoleListener::Main => config.public_base(),
+            ConsoleListener::Ops => {
+                let scheme = if config.ops.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{}", config.ops.listen)
+            }
+        }
+    }
+
     /// The IdP staff sign in at: the console's own, or the façade's.
     pub fn idp<'a>(&'a self, config: &'a Config) -> Option<&'a IdpConfig> {
         self.idp
@@ -72,7 +109,7 @@ pub fn check(c: &ConsoleConfig, config: &Config, add: &mut dyn FnMut(String, Str
         );
     }
     // The session cookie is `__Host-` and Secure: browsers keep it only from a secure origin.
-    let base = config.public_base();
+    let base = c.base(config);
     let secure = match url::Url::parse(&base) {
         Ok(u) => {
             u.scheme() == "https"
@@ -85,11 +122,23 @@ pub fn check(c: &ConsoleConfig, config: &Config, add: &mut dyn FnMut(String, Str
         }
         Err(_) => false,
     };
-    if !secure && config.tls.is_none() {
+    let tls = match c.listener {
+        ConsoleListener::Main => config.tls.is_some(),
+        ConsoleListener::Ops => config.ops.tls.is_some(),
+    };
+    if let Some(u) = &c.public_url
+        && url::Url::parse(u).is_err()
+    {
+        add(
+            "admin.console.public_url".into(),
+            format!("{u:?} is not a URL"),
+        );
+    }
+    if !secure && (!tls || c.public_url.is_some()) {
         add(
             "admin.console".into(),
             format!(
-                "the console needs https: set `tls` or a https `public_url` (a TLS proxy in front); {base} is plain http on a non-loopback host"
+                "the console needs https: set `tls` (`ops.tls` for listener ops) or a https `public_url` (a TLS proxy in front); {base} is plain http on a non-loopback host"
             ),
         );
     }
@@ -126,6 +175,11 @@ mod tests {
         ] {
             assert!(got.contains(expected), "{expected:?} missing from:\n{got}");
         }
+        let yaml = format!(
+            "{BASE}ops: {{ listen: \"0.0.0.0:9464\" }}\nadmin:\n  groups: [ops]\n  console:\n    listener: ops\n    idp: {{ issuer: \"https://idp.example.com\", client_id: gw }}\n"
+        );
+        let got = issues(&yaml).join("\n");
+        assert!(got.contains("http://0.0.0.0:9464 is plain http"), "{got}");
         let got = issues(&format!("{BASE}admin:\n  groups: [ops]\n")).join("\n");
         assert!(got.contains("admin: set `auth`"), "{got}");
     }

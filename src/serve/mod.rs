@@ -64,7 +64,12 @@ pub async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let app = router(state.clone())
         .merge(crate::admin::router(state.clone()))
         .merge(crate::oauth::endpoints::router(state));
-    let ops_app = ops::router(ops::OpsState::new(gateway.clone(), ready.clone()));
+    let mut ops_app = ops::router(ops::OpsState::new(gateway.clone(), ready.clone()));
+    if crate::admin::console::on_ops(&gateway.runtime().config) {
+        ops_app = ops_app.merge(crate::admin::console::router().with_state(AppState {
+            gateway: gateway.clone(),
+        }));
+    }
     tracing::info!(%addr, %ops_addr, "gatehouse listening");
     // Machine-readable lines on stdout, so that scripts and tests can find the ports; the ops
     // line comes first, so that whoever waits for the main line knows both.
@@ -259,6 +264,10 @@ fn restart_needed(before: &Config, after: &Config) -> Vec<&'static str> {
         "limits.connections",
     );
     differs(before.traces != after.traces, "traces");
+    differs(
+        crate::admin::console::on_ops(before) != crate::admin::console::on_ops(after),
+        "admin.console.listener",
+    );
     fields
 }
 

@@ -252,3 +252,34 @@ def test_an_administrator_ends_an_mcp_session(console):
     ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
     r = mcp.post("/mcp", headers={**headers, "mcp-session-id": sid, "mcp-protocol-version": "2025-11-25"}, json=ping)
     assert r.status_code == 404, (r.status_code, r.text)
+
+
+def test_the_console_can_be_served_on_the_ops_listener_only(processes, oidc_as, tmp_path):
+    client_id, secret = register_console_client(oidc_as.issuer)
+    port, ops_port = free_port(), free_port()
+    config = tmp_path / "ops.yaml"
+    config.write_text(
+        f"""
+listen: 127.0.0.1:{port}
+ops: {{ listen: 127.0.0.1:{ops_port} }}
+store: {{ url: "sqlite://{tmp_path}/ops.db" }}
+servers:
+  - {{ name: main, path: /mcp, upstreams: [fx] }}
+upstreams:
+  fx: {{ kind: stdio, command: "{fixture_bin()}", args: [stdio] }}
+admin:
+  groups: [engineering]
+  console:
+    listener: ops
+    idp: {{ issuer: "{oidc_as.issuer}", client_id: "{client_id}", client_secret: {{ env: CONSOLE_SECRET }} }}
+"""
+    )
+    p = processes([gateway_bin(), "serve", "--config", config], env={"CONSOLE_SECRET": secret})
+    p.read_line_starting("gatehouse listening on ")
+    ops = f"http://127.0.0.1:{ops_port}"
+    # Not on the MCP listener at all.
+    assert httpx.get(f"http://127.0.0.1:{port}/admin/login").status_code == 404
+    alice = Staff(ops, "alice")
+    assert "Overview" in alice.page("/admin/").text
+    r = httpx.get(f"{ops}/admin/login", follow_redirects=False)
+    assert f"redirect_uri=http%3A%2F%2F127.0.0.1%3A{ops_port}%2Fadmin%2Fcallback" in r.headers["location"]

@@ -76,10 +76,7 @@ pub struct LoginQuery {
 }
 
 fn redirect_uri(state: &AppState) -> String {
-    format!(
-        "{}/admin/callback",
-        state.gateway.runtime().config.public_base()
-    )
+    format!("{}/admin/callback", super::base(state))
 }
 
 fn unavailable(what: &str) -> Response {

@@ -53,6 +53,24 @@ pub fn router() -> Router<AppState> {
         .route("/admin/policy", get(policy::form).post(policy::explain))
 }
 
+/// The console's external base URL (see [`crate::config::console::ConsoleConfig::base`]).
+fn base(state: &AppState) -> String {
+    let rt = state.gateway.runtime();
+    match rt.config.admin.as_ref().and_then(|a| a.console.as_ref()) {
+        Some(c) => c.base(&rt.config),
+        None => rt.config.public_base(),
+    }
+}
+
+/// Which listener serves the console, as configured at start.
+pub fn on_ops(config: &crate::config::Config) -> bool {
+    config
+        .admin
+        .as_ref()
+        .and_then(|a| a.console.as_ref())
+        .is_some_and(|c| c.listener == crate::config::console::ConsoleListener::Ops)
+}
+
 async fn stylesheet() -> Response {
     (
         [

@@ -167,7 +167,7 @@ fn same_origin(state: &AppState, headers: &HeaderMap) -> Result<(), Refused> {
         .get(http::header::ORIGIN)
         .and_then(|v| v.to_str().ok())
     {
-        let ours = state.gateway.runtime().config.public_base();
+        let ours = super::base(state);
         let host = headers
             .get(http::header::HOST)
             .and_then(|v| v.to_str().ok());
