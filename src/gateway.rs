@@ -22,8 +22,13 @@ use std::sync::Arc;
 pub struct Runtime {
     /// The configuration it was built from.
     pub config: Config,
-    /// What serves each virtual server's path.
+    /// What serves each virtual server, by [`Config::route_key`] (its path, with tenants
+    /// resolved by host its tenant and path): find one with [`Runtime::route`].
     pub routes: HashMap<String, Route>,
+    /// With tenants resolved by host: each host's tenant.
+    pub tenant_hosts: HashMap<String, Arc<str>>,
+    /// The compiled quotas and their counters, when configured.
+    pub quotas: Option<Arc<crate::quota::Quotas>>,
     /// Upstream clients by name.
     pub upstreams: HashMap<String, Arc<UpstreamClient>>,
     /// DNS-rebinding protection.
@@ -55,6 +60,23 @@ pub struct Route {
 }
 
 impl Runtime {
+    /// The route serving `path` for a request to `host` (its `Host` header, or the HTTP/2
+    /// authority): with tenants resolved by host, only a server of that host's tenant.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        let by_host = self
+            .config
+            .tenancy
+            .as_ref()
+            .is_some_and(|t| t.resolve == crate::config::tenants::Resolve::Host);
+        if !by_host {
+            return self.routes.get(path);
+        }
+        let host = host_name(host?);
+        let tenant = self.tenant_hosts.get(&host.to_ascii_lowercase())?;
+        self.routes
+            .get(&crate::config::tenants::route_key(Some(tenant), path))
+    }
+
     /// The guards of the protected virtual servers.
     pub fn guards(&self) -> impl Iterator<Item = &Arc<ServerGuard>> {
         self.routes.values().filter_map(|r| r.guard.as_ref())
@@ -197,7 +219,35 @@ impl Runtime {
                 guard: ServerGuard::new(&config, s, auth.clone()).map(Arc::new),
                 policy: Arc::new(policy),
             };
-            routes.insert(s.path.clone(), route);
+            routes.insert(config.route_key(s), route);
+        }
+        let tenant_hosts = config
+            .tenancy
+            .iter()
+            .flat_map(|t| &t.tenants)
+            .flat_map(|(name, t)| {
+                let name: Arc<str> = name.as_str().into();
+                t.hosts
+                    .iter()
+                    .map(move |h| (h.to_ascii_lowercase(), name.clone()))
+            })
+            .collect();
+        let quotas = match &config.quotas {
+            None => None,
+            Some(q) => Some(Arc::new(crate::quota::Quotas::new(
+                q,
+                previous.and_then(|p| p.quotas.as_deref()),
+                previous.and_then(|p| p.config.quotas.as_ref()),
+            )?)),
+        };
+        if let Some(a) = auditor {
+            a.set_tenants(
+                config
+                    .upstream_tenants()
+                    .into_iter()
+                    .map(|(u, t)| (u.to_owned(), Arc::from(t)))
+                    .collect(),
+            );
         }
         let trusted_proxies = config
             .log
@@ -210,6 +260,8 @@ impl Runtime {
             trusted_proxies,
             config,
             routes,
+            tenant_hosts,
+            quotas,
             upstreams,
             origins,
             auth,
@@ -219,6 +271,14 @@ impl Runtime {
             oauth,
             console,
         })
+    }
+}
+
+/// The host of an authority (`Host` header value): without its port, IPv6 brackets kept.
+fn host_name(authority: &str) -> &str {
+    match authority.find(']') {
+        Some(end) if authority.starts_with('[') => &authority[..=end],
+        _ => authority.split(':').next().unwrap_or(authority),
     }
 }
 

@@ -22,6 +22,7 @@ pub mod keyring;
 pub mod oauth;
 pub mod policy;
 pub mod protocol;
+pub mod quota;
 pub mod serve;
 pub mod store;
 pub mod telemetry;

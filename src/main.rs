@@ -68,6 +68,9 @@ enum Command {
         /// Only this virtual server (by name).
         #[arg(long)]
         server: Option<String>,
+        /// Only this tenant (tenancy.tenants).
+        #[arg(long)]
+        tenant: Option<String>,
         /// At most this many records.
         #[arg(long, default_value_t = 100)]
         limit: i64,
@@ -252,6 +255,7 @@ fn main() -> ExitCode {
             tool,
             outcome,
             server,
+            tenant,
             limit,
             json,
         } => {
@@ -261,6 +265,7 @@ fn main() -> ExitCode {
                 tool,
                 outcome,
                 server,
+                tenant,
                 limit,
             };
             with_store("audit", &path, move |_, store| {

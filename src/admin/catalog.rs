@@ -53,12 +53,23 @@ fn review_error(e: ReviewError) -> Response {
     problem(status, code, &e.to_string())
 }
 
-/// The administrator calling, and the store to work on.
+/// The administrator calling, and the store to work on; with `upstream`, one they may
+/// manage (another tenant's upstream answers as if it did not exist).
 async fn ready(
     state: &AppState,
     headers: &HeaderMap,
+    upstream: Option<&str>,
 ) -> Result<(super::Admin, crate::store::Store), Box<Response>> {
     let admin = authorize(state, headers).await?;
+    if let Some(u) = upstream
+        && !admin.may_manage(&state.gateway.runtime().config, u)
+    {
+        return Err(Box::new(problem(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no upstream {u:?} among this tenant's servers"),
+        )));
+    }
     let store = state.gateway.store.clone().ok_or_else(|| {
         Box::new(problem(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -98,13 +109,16 @@ pub(crate) async fn enforce(state: &AppState, audit: Vec<crate::store::AuditReco
 /// `GET /admin/catalog`: every upstream's state and every recorded definition (without
 /// their full text).
 pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let (_, store) = match ready(&state, &headers).await {
+    let (admin, store) = match ready(&state, &headers, None).await {
         Ok(r) => r,
         Err(r) => return *r,
     };
+    let config = state.gateway.runtime().config.clone();
     let result = async {
-        let upstreams = store.catalog_upstreams().await?;
-        let definitions = store.definitions(None).await?;
+        let mut upstreams = store.catalog_upstreams().await?;
+        let mut definitions = store.definitions(None).await?;
+        upstreams.retain(|u| admin.may_manage(&config, &u.upstream));
+        definitions.retain(|d| admin.may_manage(&config, &d.upstream));
         Ok::<_, crate::store::StoreError>((upstreams, definitions))
     };
     match result.await {
@@ -126,7 +140,7 @@ pub async fn show(
     Path(upstream): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let (_, store) = match ready(&state, &headers).await {
+    let (_, store) = match ready(&state, &headers, Some(&upstream)).await {
         Ok(r) => r,
         Err(r) => return *r,
     };
@@ -152,7 +166,7 @@ pub async fn diff(
     Path(upstream): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let (_, store) = match ready(&state, &headers).await {
+    let (_, store) = match ready(&state, &headers, Some(&upstream)).await {
         Ok(r) => r,
         Err(r) => return *r,
     };
@@ -168,7 +182,7 @@ pub async fn register(
     Path(upstream): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let (admin, store) = match ready(&state, &headers).await {
+    let (admin, store) = match ready(&state, &headers, Some(&upstream)).await {
         Ok(r) => r,
         Err(r) => return *r,
     };
@@ -187,7 +201,7 @@ pub async fn decide(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (admin, store) = match ready(&state, &headers).await {
+    let (admin, store) = match ready(&state, &headers, Some(&upstream)).await {
         Ok(r) => r,
         Err(r) => return *r,
     };

@@ -3,6 +3,7 @@
 //! roles). Off unless configured; every decision is audited under the caller's subject. The
 //! browser console (`console/`) serves beside it.
 
+mod audit;
 pub(crate) mod catalog;
 pub mod console;
 
@@ -23,6 +24,7 @@ pub fn router(state: AppState) -> Router {
         console::router()
     };
     Router::new()
+        .route("/admin/audit", get(audit::search))
         .route("/admin/catalog", get(catalog::overview))
         .route("/admin/catalog/{upstream}", get(catalog::show))
         .route("/admin/catalog/{upstream}/diff", get(catalog::diff))
@@ -76,12 +78,28 @@ async fn require_client_cert(
 /// An administrator, as established by [`authorize`].
 pub struct Admin {
     principal: Arc<Principal>,
+    /// `None`: the operator (everything); `Some`: an administrator of this tenant only.
+    tenant: Option<String>,
 }
 
 impl Admin {
     /// Who decides, as recorded in the catalog and the audit trail.
     pub fn name(&self) -> &str {
         self.principal.subject()
+    }
+
+    /// The tenant this administrator is limited to (`None`: the operator).
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    /// Whether this administrator may see and decide about `upstream`: the operator any, a
+    /// tenant's administrator those of the tenant's servers.
+    pub fn may_manage(&self, config: &crate::config::Config, upstream: &str) -> bool {
+        match &self.tenant {
+            None => true,
+            Some(t) => config.upstream_tenants().get(upstream) == Some(&t.as_str()),
+        }
     }
 }
 
@@ -110,6 +128,7 @@ pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Admin, B
             crate::web::refusal::record_auth_refusal(
                 &state.gateway,
                 "admin",
+                None,
                 "admin",
                 None,
                 &error,
@@ -129,7 +148,19 @@ pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Admin, B
             return Err(Box::new(resp));
         }
     };
-    if !is_admin(cfg, &principal) {
+    if is_admin(cfg, &principal) {
+        return Ok(Admin {
+            principal,
+            tenant: None,
+        });
+    }
+    if let Some(tenant) = tenant_admin_of(&rt, &principal) {
+        return Ok(Admin {
+            principal,
+            tenant: Some(tenant),
+        });
+    }
+    {
         tracing::warn!(
             subject = principal.subject(),
             "admin API refused: not an administrator"
@@ -137,10 +168,35 @@ pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Admin, B
         return Err(Box::new(problem(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "this identity is not an administrator (admin.subjects, groups or roles)",
+            "this identity is not an administrator (admin.subjects, groups or roles, or a tenant's admins)",
         )));
     }
-    Ok(Admin { principal })
+}
+
+/// The tenant `principal` administers: one whose `admins` name it, whose issuers issued its
+/// token, and whose tenant claim it carries (when the tenant lists claim values).
+fn tenant_admin_of(rt: &crate::gateway::Runtime, principal: &Principal) -> Option<String> {
+    let tenancy = rt.config.tenancy.as_ref()?;
+    tenancy.tenants.iter().find_map(|(name, t)| {
+        let trusted = t.issuers.iter().any(|i| {
+            rt.config
+                .auth
+                .issuers
+                .get(i)
+                .is_some_and(|c| c.issuer == principal.issuer())
+        });
+        let claim = t.claim_values.is_empty()
+            || principal
+                .tenant()
+                .is_some_and(|v| t.claim_values.iter().any(|c| c == v));
+        let named = Named {
+            subjects: &t.admins.subjects,
+            groups: &t.admins.groups,
+            roles: &t.admins.roles,
+        }
+        .includes(principal.subject(), principal.groups(), principal.roles());
+        (trusted && claim && named).then(|| name.clone())
+    })
 }
 
 /// Whether `principal` is one of the administrators the `admin` block names (here, not in

@@ -109,6 +109,8 @@ pub struct Auditor {
     on_full: OnFull,
     redactor: Redactor,
     record_arguments: bool,
+    /// Each upstream's tenant: records about an upstream (catalog events) carry it.
+    tenants: arc_swap::ArcSwap<std::collections::HashMap<String, Arc<str>>>,
     stop: tokio::sync::Notify,
     stopped: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -136,6 +138,7 @@ impl Auditor {
             on_full: config.on_full,
             redactor: Redactor::new(&config.redact),
             record_arguments: config.record_arguments,
+            tenants: Default::default(),
             stop: tokio::sync::Notify::new(),
             stopped: tokio::sync::Mutex::new(None),
         });
@@ -148,7 +151,12 @@ impl Auditor {
 
     /// Queues a record without waiting; a full queue drops it (`drop`) or lets it wait in a
     /// task for room (`block`).
-    pub fn submit(&self, record: AuditRecord) {
+    pub fn submit(&self, mut record: AuditRecord) {
+        if record.tenant.is_none()
+            && let Some(u) = &record.upstream
+        {
+            record.tenant = self.tenants.load().get(u).map(|t| t.to_string());
+        }
         let Some(record) = self.queue.push(record) else {
             return;
         };
@@ -171,6 +179,11 @@ impl Auditor {
                 });
             }
         }
+    }
+
+    /// Sets each upstream's tenant (from the configuration being served).
+    pub fn set_tenants(&self, tenants: std::collections::HashMap<String, Arc<str>>) {
+        self.tenants.store(Arc::new(tenants));
     }
 
     /// Writes everything queued and stops the writer (at shutdown).
@@ -216,6 +229,8 @@ pub struct Ticket {
 pub struct Who<'a> {
     /// Subject, issuer and client of the principal, if authenticated.
     pub principal: Option<&'a crate::auth::Principal>,
+    /// The tenant of the server addressed.
+    pub tenant: Option<&'a str>,
 }
 
 /// Most bytes of a caller-chosen name (method, target) an audit record keeps: a name is
@@ -271,6 +286,7 @@ impl Ticket {
                 bytes_out: 0,
                 arguments: None,
                 trace_id: trace_id.map(str::to_owned),
+                tenant: who.tenant.map(str::to_owned),
             }),
             bytes_out: AtomicU64::new(0),
             routed: AtomicBool::new(false),
@@ -358,6 +374,7 @@ impl Ticket {
             method: method.to_owned(),
             tool,
             outcome: record.outcome.clone(),
+            tenant: record.tenant.clone().unwrap_or_default(),
         };
         METRICS.request_done(labels, total, upstream);
         if let Some(a) = &self.auditor {

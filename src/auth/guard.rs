@@ -31,6 +31,9 @@ pub struct ServerGuard {
     challenge_scopes: Vec<String>,
     rules: Vec<ScopeRule>,
     api_keys: bool,
+    /// With `tenancy`: the server's tenant, and the tenant claim values its tokens must carry
+    /// (none: any).
+    tenant: Option<(String, Vec<String>)>,
     metadata: Bytes,
 }
 
@@ -49,7 +52,7 @@ impl ServerGuard {
             .flat_map(|p| &p.rules)
             .flat_map(|r| r.require_scopes.iter().cloned())
             .collect();
-        Some(Self::build(
+        let mut guard = Self::build(
             config,
             &server.name,
             &server.path,
@@ -57,7 +60,13 @@ impl ServerGuard {
             config.resource_uri(server),
             auth,
             &policy_scopes,
-        ))
+            config.tenant_of(server).map(|(_, t)| t.issuers.as_slice()),
+        );
+        guard.metadata_url = format!("{}{METADATA_PREFIX}{}", config.base_of(server), server.path);
+        guard.tenant = config
+            .tenant_of(server)
+            .map(|(name, t)| (name.to_owned(), t.claim_values.clone()));
+        Some(guard)
     }
 
     /// The guard of any protected path (a virtual server, or the admin API) with its
@@ -70,10 +79,12 @@ impl ServerGuard {
         resource: String,
         auth: Arc<Authenticator>,
     ) -> ServerGuard {
-        Self::build(config, name, path, sa, resource, auth, &[])
+        Self::build(config, name, path, sa, resource, auth, &[], None)
     }
 
-    /// The guard; `step_up` are scopes that rules outside `sa` (policy) can require.
+    /// The guard; `step_up` are scopes that rules outside `sa` (policy) can require;
+    /// `tenant_issuers` are those of the server's tenant, the most it may accept.
+    #[allow(clippy::too_many_arguments)]
     fn build(
         config: &Config,
         name: &str,
@@ -82,10 +93,15 @@ impl ServerGuard {
         resource: String,
         auth: Arc<Authenticator>,
         step_up: &[String],
+        tenant_issuers: Option<&[String]>,
     ) -> ServerGuard {
         // "Every issuer" means the IdPs configured under auth.issuers, never Gatehouse's own
-        // authorization server: a server accepts its tokens only when it names it.
-        let names: Vec<&String> = if sa.issuers.is_empty() {
+        // authorization server: a server accepts its tokens only when it names it. A tenant's
+        // server: its tenant's issuers, narrowed by its own list.
+        let names: Vec<&String> = if let (true, Some(t)) = (sa.issuers.is_empty(), tenant_issuers)
+        {
+            t.iter().collect()
+        } else if sa.issuers.is_empty() {
             config
                 .auth
                 .issuers
@@ -142,6 +158,7 @@ impl ServerGuard {
             challenge_scopes,
             rules: sa.require.clone(),
             api_keys: sa.api_keys,
+            tenant: None,
             metadata: Bytes::from(serde_json::to_vec(&metadata).expect("metadata serializes")),
         }
     }
@@ -170,6 +187,14 @@ impl ServerGuard {
             if !self.api_keys {
                 return Err(AuthError::Invalid(
                     "this server does not accept API keys".into(),
+                ));
+            }
+            // A key for every server would cross tenants: a tenant's server takes only keys
+            // restricted to servers (of its own tenant: paths are unique unless resolved by
+            // host, where validation refuses keys on a shared path).
+            if self.tenant.is_some() && verified.servers.is_empty() {
+                return Err(AuthError::Invalid(
+                    "this server belongs to a tenant: use an API key restricted to its servers (--server)".into(),
                 ));
             }
             if !verified.servers.is_empty() && !verified.servers.contains(&self.server_path) {
@@ -223,7 +248,21 @@ impl ServerGuard {
                 self.resource
             )));
         }
+        if let Some((_, values)) = &self.tenant
+            && !values.is_empty()
+            && !p.tenant().is_some_and(|t| values.iter().any(|v| v == t))
+        {
+            return Err(AuthError::Invalid(match p.tenant() {
+                Some(t) => format!("the token's tenant {t:?} is not this server's tenant"),
+                None => "the token names no tenant (claims.tenant), and this server's tenant requires one".into(),
+            }));
+        }
         Ok(p)
+    }
+
+    /// The tenant of the server this guard protects.
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_ref().map(|(n, _)| n.as_str())
     }
 
     /// Checks that `principal` holds every scope a call needs (the server's scopes plus those

@@ -16,6 +16,8 @@ pub struct AuditQuery {
     pub outcome: Option<String>,
     /// Exactly this virtual server.
     pub server: Option<String>,
+    /// Exactly this tenant.
+    pub tenant: Option<String>,
     /// At most this many records (newest first).
     pub limit: i64,
 }
@@ -32,6 +34,19 @@ pub const OUTCOMES: [&str; 6] = [
 
 /// Runs the query; `json` prints one JSON object per line instead of a table.
 pub async fn query(store: &Store, q: &AuditQuery, json: bool) -> Result<String, String> {
+    let records = store
+        .query_audit(&filter(q)?)
+        .await
+        .map_err(|e| e.to_string())?;
+    if json {
+        return Ok(json_lines(&records));
+    }
+    Ok(table(&records))
+}
+
+/// The store's filter for `q`, or what is wrong with it (in the command line's words; the
+/// admin API's parameters have the same names).
+pub fn filter(q: &AuditQuery) -> Result<AuditFilter, String> {
     let since_ms = match q.since.as_str() {
         "all" => 0,
         s => {
@@ -50,27 +65,20 @@ pub async fn query(store: &Store, q: &AuditQuery, json: bool) -> Result<String, 
     if q.limit < 1 {
         return Err("--limit must be at least 1".into());
     }
-    let filter = AuditFilter {
+    Ok(AuditFilter {
         since_ms,
         subject: q.subject.clone(),
         target: q.tool.clone(),
         outcome: q.outcome.clone(),
         server: q.server.clone(),
+        tenant: q.tenant.clone(),
         limit: q.limit,
         ..AuditFilter::default()
-    };
-    let records = store
-        .query_audit(&filter)
-        .await
-        .map_err(|e| e.to_string())?;
-    if json {
-        return Ok(json_lines(&records));
-    }
-    Ok(table(&records))
+    })
 }
 
 /// The columns of [`csv`], in order.
-const CSV_COLUMNS: [&str; 18] = [
+const CSV_COLUMNS: [&str; 19] = [
     "time",
     "request_id",
     "server",
@@ -89,6 +97,7 @@ const CSV_COLUMNS: [&str; 18] = [
     "bytes_out",
     "arguments",
     "trace_id",
+    "tenant",
 ];
 
 /// Records as CSV (RFC 4180: a header line, CRLF, fields quoted when needed). A field that a
@@ -117,6 +126,7 @@ pub fn csv(records: &[AuditRecord]) -> String {
             r.bytes_out.to_string(),
             opt(&r.arguments),
             opt(&r.trace_id),
+            opt(&r.tenant),
         ];
         let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         out.push_str(&line.join(","));

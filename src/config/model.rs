@@ -64,6 +64,12 @@ pub struct Config {
     /// Reload the configuration when the file changes (SIGHUP always reloads).
     #[serde(default = "default_true")]
     pub watch_config: bool,
+    /// Several organisations on one gateway: their issuers, servers and administrators.
+    #[serde(default)]
+    pub tenancy: Option<super::tenants::Tenancy>,
+    /// Request rates, concurrent calls and daily quotas per principal, tool, server or tenant.
+    #[serde(default)]
+    pub quotas: Option<super::quotas::Quotas>,
     /// The virtual servers (MCP endpoints) this gateway exposes.
     pub servers: Vec<VirtualServer>,
     /// The upstream MCP servers, by name.
@@ -255,6 +261,9 @@ pub struct VirtualServer {
     /// Which principal may see and use which function; absent means everything is allowed.
     #[serde(default)]
     pub policy: Option<super::Policy>,
+    /// The tenant (under `tenancy.tenants`) this server belongs to.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 fn default_separator() -> String {
@@ -456,7 +465,16 @@ impl Config {
             .auth
             .as_ref()
             .and_then(|a| a.resource.clone())
-            .unwrap_or_else(|| format!("{}{}", self.public_base(), server.path))
+            .unwrap_or_else(|| format!("{}{}", self.base_of(server), server.path))
+    }
+
+    /// The external base URL `server` is reached at: its tenant's `public_url`, or
+    /// [`public_base`](Self::public_base).
+    pub fn base_of(&self, server: &VirtualServer) -> String {
+        match self.tenant_of(server).and_then(|(_, t)| t.public_url.as_deref()) {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => self.public_base(),
+        }
     }
 }
 

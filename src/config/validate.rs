@@ -120,6 +120,8 @@ pub fn validate(c: &Config) -> Vec<Issue> {
         check_upstream(name, u, &mut prefixes, &mut issues);
     }
     super::auth::check(c, &mut |field, message| issues.add(field, message));
+    super::tenants::check(c, &mut |field, message| issues.add(field, message));
+    super::quotas::check(c, &mut |field, message| issues.add(field, message));
     super::audit::check(&c.audit, &mut |field, message| issues.add(field, message));
     if let Some(e) = &c.traces.otlp_endpoint
         && !reqwest::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
@@ -246,7 +248,7 @@ fn check_server(
             format!("{field}.path"),
             format!("{:?} is reserved by the gateway", s.path),
         );
-    } else if !paths.insert(s.path.clone()) {
+    } else if !paths.insert(c.route_key(s)) {
         issues.add(
             format!("{field}.path"),
             format!("path {:?} is used by another server", s.path),

@@ -25,6 +25,9 @@ pub struct Access {
     pub context: crate::context::CallContext,
     /// The request's trace id (audit records name it), when the listener gave it one.
     pub trace_id: Option<Arc<str>>,
+    /// The quotas the request is counted against, and who it is counted for (the
+    /// principal's binding, or the client address on an open server).
+    pub quota: Option<(Arc<crate::quota::Quotas>, String)>,
 }
 
 impl Access {
@@ -45,7 +48,36 @@ impl Access {
             sealer,
             context,
             trace_id,
+            quota: None,
         }
+    }
+
+    /// Step 1½: admits the request under the quotas, or refuses it (429, or 503 while their
+    /// store is unavailable and `on_outage` is `closed`).
+    pub async fn admit_quota(
+        &self,
+        server: &VirtualServer,
+        head: &CallHead,
+    ) -> Result<crate::quota::Permit, Refusal> {
+        let Some((quotas, who)) = &self.quota else {
+            return Ok(crate::quota::Permit::default());
+        };
+        let request = crate::quota::Request {
+            who,
+            server: &server.name,
+            tenant: server.tenant.as_deref(),
+            target: head.name.as_deref(),
+        };
+        quotas.admit(&request).await.map_err(|e| {
+            tracing::info!(server = %server.name, reason = %e, "request refused: quota");
+            let rule = match &e {
+                crate::quota::QuotaError::Exceeded { rule, kind, .. } => {
+                    format!("{rule} ({})", kind.as_str())
+                }
+                crate::quota::QuotaError::Unavailable(_) => "quota store unavailable".into(),
+            };
+            Refusal::by_quota(HttpError::Quota(e), rule)
+        })
     }
 
     /// The caller's principal, if authenticated.

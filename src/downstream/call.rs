@@ -114,6 +114,9 @@ async fn steps(call: Call<'_>, mode: ClientMode, message: Message) -> Result<Res
     };
     let stateless = session.is_none();
     let id = message.id.clone();
+    // Before anything is asked of an upstream: a runaway client is held back here, listings
+    // and refused calls included. What it holds is given back with the response.
+    let permit = access.admit_quota(&server, head).await?;
     if let Some(kind) = head.method.list() {
         let visible = |member: usize, name: &str| access.visible(&server, kind, member, name);
         let filter: Option<&Visibility<'_>> = access.filters().then_some(&visible);
@@ -198,6 +201,7 @@ async fn steps(call: Call<'_>, mode: ClientMode, message: Message) -> Result<Res
         ticket,
         tasks,
         context: access.context.clone(),
+        permit: permit.shared(),
     };
     let upstream_span = tracing::debug_span!("gatehouse.upstream", upstream = %upstream);
     // Results the gateway only relays may stream through; cacheable ones gain fields.

@@ -16,7 +16,11 @@ use http::HeaderMap;
 use serde_json::{Value, json};
 
 /// `GET /v0/servers`.
-pub async fn servers(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn servers(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: http::Uri,
+) -> Response {
     let rt = state.gateway.runtime();
     let public = rt
         .config
@@ -28,7 +32,11 @@ pub async fn servers(State(state): State<AppState>, headers: HeaderMap) -> Respo
     let namespace = namespace(&public);
     let mut entries = Vec::new();
     for cfg in &rt.config.servers {
-        let Some(route) = rt.routes.get(&cfg.path) else {
+        // With tenants resolved by host, a host lists its own tenant's servers only.
+        let Some(route) = rt
+            .route(super::authority(&headers, &uri), &cfg.path)
+            .filter(|r| r.server.name == cfg.name)
+        else {
             continue;
         };
         let server = &route.server;

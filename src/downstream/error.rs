@@ -88,6 +88,10 @@ pub enum HttpError {
         /// Seconds the client should wait before retrying.
         retry_after_secs: u64,
     },
+    /// A quota (`quotas.rules`) was reached (429 with `Retry-After`), or its counters could
+    /// not be consulted while `on_outage` is `closed` (503).
+    #[error("{0}")]
+    Quota(#[from] crate::quota::QuotaError),
     /// One request asks for more than a per-request cap allows (e.g. URIs in one
     /// `subscriptions/listen`): 400, since the same request can never succeed, however long
     /// the client waits. `limit` is the configuration field that sets the cap.
@@ -169,6 +173,12 @@ impl HttpError {
             }
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::LimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::Quota(crate::quota::QuotaError::Exceeded { .. }) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            HttpError::Quota(crate::quota::QuotaError::Unavailable(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             HttpError::NoPendingRequest => StatusCode::CONFLICT,
             HttpError::AnswerHeldElsewhere { .. } => StatusCode::MISDIRECTED_REQUEST,
             HttpError::AnswerNotDelivered { .. } => StatusCode::BAD_GATEWAY,
@@ -195,6 +205,12 @@ impl HttpError {
             HttpError::HeaderMismatch(_) => ErrorCode::HEADER_MISMATCH,
             HttpError::LimitExceeded { .. } | HttpError::RequestOverLimit { .. } => {
                 ErrorCode::LIMIT_EXCEEDED
+            }
+            HttpError::Quota(crate::quota::QuotaError::Exceeded { .. }) => {
+                ErrorCode::LIMIT_EXCEEDED
+            }
+            HttpError::Quota(crate::quota::QuotaError::Unavailable(_)) => {
+                ErrorCode::UPSTREAM_UNAVAILABLE
             }
             HttpError::NoPendingRequest | HttpError::AnswerHeldElsewhere { .. } => {
                 ErrorCode::INVALID_REQUEST
@@ -229,6 +245,22 @@ impl HttpError {
             | HttpError::RequestOverLimit { limit, max, .. } => {
                 Some(serde_json::json!({ "limit": limit, "max": max }))
             }
+            HttpError::Quota(crate::quota::QuotaError::Exceeded {
+                rule,
+                kind,
+                limit,
+                retry_after_secs,
+                resets_at_ms,
+            }) => Some(serde_json::json!({
+                "quota": &**rule,
+                "kind": kind.as_str(),
+                "limit": limit,
+                "retryAfterSeconds": retry_after_secs,
+                "resetsAt": format!(
+                    "{}Z",
+                    crate::commands::keys::format_time_ms(*resets_at_ms).replace(' ', "T")
+                ),
+            })),
             _ => None,
         };
         Message::error_response(id, self.code(), &self.to_string(), data)
@@ -243,12 +275,19 @@ impl IntoResponse for HttpError {
         };
         let body = self.rpc_message(None).to_bytes();
         let mut resp = json(self.status(), body);
-        if let HttpError::LimitExceeded {
-            retry_after_secs, ..
-        } = bare
-        {
+        let retry_after = match bare {
+            HttpError::LimitExceeded {
+                retry_after_secs, ..
+            }
+            | HttpError::Quota(crate::quota::QuotaError::Exceeded {
+                retry_after_secs, ..
+            }) => Some(*retry_after_secs),
+            HttpError::Quota(crate::quota::QuotaError::Unavailable(_)) => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if let HttpError::MethodNotAllowed(_) = bare {
             resp.headers_mut()

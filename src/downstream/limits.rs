@@ -23,6 +23,15 @@ pub enum Holder {
 }
 
 impl Holder {
+    /// Who quotas count this holder as.
+    pub fn quota_key(&self) -> String {
+        match self {
+            Holder::Principal(binding) => binding.clone(),
+            Holder::Address(Some(ip)) => format!("address:{ip}"),
+            Holder::Address(None) => "address:unknown".into(),
+        }
+    }
+
     /// The holder for a request's caller and peer address.
     pub fn of(caller: Option<&Caller>, peer: Option<IpAddr>) -> Holder {
         match caller {

@@ -19,10 +19,16 @@ pub async fn root(State(state): State<AppState>) -> Response {
 
 /// `/.well-known/oauth-protected-resource/<path>`: the metadata of the server at `/<path>`
 /// (or of the admin API at `/admin`).
-pub async fn for_path(State(state): State<AppState>, Path(path): Path<String>) -> Response {
+pub async fn for_path(
+    State(state): State<AppState>,
+    Path(path): Path<String>,
+    headers: http::HeaderMap,
+    uri: http::Uri,
+) -> Response {
     let rt = state.gateway.runtime();
     let path = format!("/{path}");
-    let guard = match rt.routes.get(&path).and_then(|r| r.guard.as_ref()) {
+    let host = super::authority(&headers, &uri);
+    let guard = match rt.route(host, &path).and_then(|r| r.guard.as_ref()) {
         Some(g) => Some(g),
         None if path == "/admin" => rt.admin_guard.as_ref(),
         None => None,

@@ -105,7 +105,7 @@ async fn serve_mcp(state: AppState, req: Request) -> Response {
     let gw = state.gateway;
     let rt = gw.runtime();
     let (parts, body): (_, Body) = req.into_parts();
-    let Some(route) = rt.routes.get(parts.uri.path()) else {
+    let Some(route) = rt.route(authority(&parts.headers, &parts.uri), parts.uri.path()) else {
         return refuse(HttpError::NoSuchEndpoint, body).await;
     };
     let server = route.server.clone();
@@ -132,6 +132,7 @@ async fn serve_mcp(state: AppState, req: Request) -> Response {
                 record_auth_refusal(
                     &gw,
                     &server.name,
+                    server.tenant.as_deref(),
                     "http",
                     None,
                     &error,
@@ -155,6 +156,8 @@ async fn serve_mcp(state: AppState, req: Request) -> Response {
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
     let holder = limits::Holder::of(access.caller.as_ref(), peer);
+    let mut access = access;
+    access.quota = rt.quotas.clone().map(|q| (q, holder.quota_key()));
     let handled = async {
         match parts.method {
             Method::POST => {
@@ -188,6 +191,14 @@ async fn serve_mcp(state: AppState, req: Request) -> Response {
         }
     };
     handled.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The authority a request was sent to: its `Host` header, or the HTTP/2 `:authority`.
+pub fn authority<'a>(headers: &'a http::HeaderMap, uri: &'a http::Uri) -> Option<&'a str> {
+    headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
 }
 
 /// Most body bytes read from a refused request so that its connection can be reused.

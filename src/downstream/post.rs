@@ -58,6 +58,7 @@ pub async fn handle(
             message.method(),
             Who {
                 principal: access.principal(),
+                tenant: server.tenant.as_deref(),
             },
             bytes.len(),
             access.trace_id.as_deref(),

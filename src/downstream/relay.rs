@@ -22,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 /// What a relay needs to translate frames for this client.
 pub struct Relay {
+    /// The quota places the call holds, given back when the relay and its response's
+    /// stream have both ended.
+    pub permit: Option<Arc<crate::quota::Permit>>,
     /// The virtual server (for outward names).
     pub server: Arc<VirtualServer>,
     /// Which member is answering.
@@ -228,15 +231,15 @@ impl Relay {
     /// The audit record completes when the last piece is out; an upstream failure midway
     /// aborts the body, since the client has already seen part of the answer.
     fn streamed_body(&self, body: StreamedResponse, sse: bool) -> Pieces {
-        let state = Some((body, self.ticket.clone()));
+        let state = Some((body, self.ticket.clone(), self.permit.clone()));
         let pieces = futures_util::stream::unfold(state, |state| async move {
-            let (mut body, ticket) = state?;
+            let (mut body, ticket, permit) = state?;
             match body.next().await {
                 Some(Ok(b)) => {
                     if let Some(t) = &ticket {
                         t.sent(b.len());
                     }
-                    Some((Ok(b), Some((body, ticket))))
+                    Some((Ok(b), Some((body, ticket, permit))))
                 }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "a streamed response broke off");

@@ -116,6 +116,15 @@ impl Refusal {
         }
     }
 
+    /// A refusal by a quota (429, or 503 while its store is unavailable); `rule` names it.
+    pub fn by_quota(e: HttpError, rule: String) -> Refusal {
+        Refusal {
+            answer: Box::new(Answer::Http(e)),
+            decision: Some(("quota", rule)),
+            counted: None,
+        }
+    }
+
     /// The same refusal, recorded as decided by `rule` (`deny`).
     pub fn denied_by(mut self, rule: &str) -> Refusal {
         self.decision = Some(("deny", rule.to_owned()));

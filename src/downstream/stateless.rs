@@ -311,6 +311,13 @@ async fn resume(
     };
     let server = call.server;
     let ctx = &call.access.context;
+    // A retry is a request like any other: counted by the quotas.
+    let permit = match call.access.admit_quota(&server, call.head).await {
+        Ok(p) => p,
+        Err(refusal) => {
+            return Ok(refusal.answer(&server.name, message.id, true, call.ticket.as_deref()));
+        }
+    };
     // The retry is a `tools/call` like the first request: its mirrored headers must agree with
     // its arguments too. A retry that fails ends the call it would have resumed.
     let sessions =
@@ -351,6 +358,7 @@ async fn resume(
         ticket: call.ticket,
         tasks: None,
         context: ctx.clone(),
+        permit: permit.shared(),
     };
     Ok(relay.respond(parked_call.stream).await)
 }

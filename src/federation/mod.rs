@@ -179,6 +179,8 @@ pub struct VirtualServer {
     routes: RwLock<Routes>,
     /// Approved definitions, when the configuration has a catalog.
     pub catalog: Option<Arc<crate::catalog::Catalog>>,
+    /// The tenant it belongs to (`tenancy`).
+    pub tenant: Option<Arc<str>>,
 }
 
 impl VirtualServer {
@@ -206,6 +208,7 @@ impl VirtualServer {
             instructions: cfg.instructions.clone(),
             routes: RwLock::new(Routes::default()),
             catalog,
+            tenant: cfg.tenant.as_deref().map(Arc::from),
         }
     }
 

@@ -135,6 +135,7 @@ pub fn audit(
         bytes_out: 0,
         arguments: None,
         trace_id: trace.map(|t| t.0.0.to_string()),
+        tenant: None,
     });
 }
 

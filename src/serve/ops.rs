@@ -105,6 +105,12 @@ async fn check(gw: &Gateway) -> Verdict {
         checks.insert("store".into(), v.into());
     }
     let rt = gw.runtime();
+    if let Some(q) = &rt.quotas
+        && let Some((ok, said)) = q.readiness().await
+    {
+        ready &= ok;
+        checks.insert("quota store".into(), said.into());
+    }
     for name in &rt.config.ops.ready_requires {
         let Some(client) = rt.upstreams.get(name) else {
             continue;

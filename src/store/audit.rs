@@ -43,6 +43,9 @@ pub struct AuditRecord {
     /// The W3C trace id of the HTTP request (the one its access log line names).
     #[serde(default)]
     pub trace_id: Option<String>,
+    /// The tenant of the server (or of the administrator, for an administrative event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 impl AuditRecord {
@@ -74,6 +77,7 @@ impl AuditRecord {
             bytes_out: 0,
             arguments: None,
             trace_id: None,
+            tenant: None,
         }
     }
 }
@@ -91,6 +95,8 @@ pub struct AuditFilter {
     pub outcome: Option<String>,
     /// Exactly this server.
     pub server: Option<String>,
+    /// Exactly this tenant (a tenant administrator's queries always carry theirs).
+    pub tenant: Option<String>,
     /// Before this time (ms since the epoch), if set.
     pub until_ms: Option<i64>,
     /// At most this many, newest first.
@@ -101,7 +107,7 @@ pub struct AuditFilter {
 
 macro_rules! audit_columns {
     () => {
-        "at_ms, request_id, server, upstream, method, target, subject, issuer, client_id, decision, rule, outcome, error_code, latency_us, bytes_in, bytes_out, arguments, trace_id"
+        "at_ms, request_id, server, upstream, method, target, subject, issuer, client_id, decision, rule, outcome, error_code, latency_us, bytes_in, bytes_out, arguments, trace_id, tenant"
     };
 }
 
@@ -127,11 +133,12 @@ macro_rules! audit_from_row {
             bytes_out: row.try_get("bytes_out")?,
             arguments: row.try_get("arguments")?,
             trace_id: row.try_get("trace_id")?,
+            tenant: row.try_get("tenant")?,
         }
     }};
 }
 
-/// Most rows one INSERT writes: 18 parameters a row; SQLite allows 32766 per statement,
+/// Most rows one INSERT writes: 19 parameters a row; SQLite allows 32766 per statement,
 /// PostgreSQL 65535.
 const ROWS_PER_STATEMENT: usize = 500;
 
@@ -181,7 +188,8 @@ impl Store {
                         .push_bind(r.bytes_in)
                         .push_bind(r.bytes_out)
                         .push_bind(&r.arguments)
-                        .push_bind(&r.trace_id);
+                        .push_bind(&r.trace_id)
+                        .push_bind(&r.tenant);
                 });
                 q.build().execute(&mut *tx).await?;
             }
@@ -201,6 +209,7 @@ impl Store {
             " AND (CAST($4 AS TEXT) IS NULL OR outcome = $4)",
             " AND (CAST($5 AS TEXT) IS NULL OR server = $5)",
             " AND at_ms < $6",
+            " AND (CAST($9 AS TEXT) IS NULL OR tenant = $9)",
             " ORDER BY at_ms DESC, id DESC LIMIT $7 OFFSET $8"
         );
         on_pool!(self, pool => {
@@ -213,6 +222,7 @@ impl Store {
                 .bind(f.until_ms.unwrap_or(i64::MAX))
                 .bind(f.limit)
                 .bind(f.offset.max(0))
+                .bind(&f.tenant)
                 .fetch_all(pool)
                 .await?;
             let mut out = Vec::with_capacity(rows.len());

@@ -28,6 +28,8 @@ pub struct RequestLabels {
     pub tool: String,
     /// `ok`, `error`, `upstream_failure`, `timeout`, `refused`, `cancelled`.
     pub outcome: String,
+    /// The server's tenant (empty without `tenancy`).
+    pub tenant: String,
 }
 
 /// Labels of a latency histogram.
@@ -71,6 +73,15 @@ pub struct CatalogLabels {
     pub upstream: String,
     /// `hold`, `quarantine`, `remove`, `restore`.
     pub event: String,
+}
+
+/// Labels of a request refused by a quota.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    /// The rule's name.
+    pub rule: String,
+    /// `rate`, `concurrent` or `daily`.
+    pub kind: String,
 }
 
 /// Labels of an event of the authorization-server façade.
@@ -124,6 +135,12 @@ pub struct Metrics {
     pub upstream_restarts: Family<UpstreamLabels, Counter>,
     /// Messages from upstream standalone streams dropped before the client's GET arrived.
     pub standalone_dropped: Family<DropLabels, Counter>,
+    /// Requests refused by a quota, by rule and kind.
+    pub quota_refusals: Family<QuotaLabels, Counter>,
+    /// Whether the quota store (Redis) answered its last request.
+    pub quota_store_up: Gauge,
+    /// Quota checks the store could not answer (admitted or refused per `on_outage`).
+    pub quota_store_errors: Counter,
     /// Build, reload and listener metrics.
     pub ops: super::ops_metrics::OpsMetrics,
 }
@@ -216,6 +233,24 @@ impl Metrics {
             "Messages of upstream standalone streams dropped before the client's GET stream arrived",
             standalone_dropped.clone(),
         );
+        let quota_refusals = Family::default();
+        registry.register(
+            "quota_refusals",
+            "Requests refused by a quota, by rule and kind",
+            quota_refusals.clone(),
+        );
+        let quota_store_up = Gauge::default();
+        registry.register(
+            "quota_store_up",
+            "Whether the quota store (Redis) answered its last request",
+            quota_store_up.clone(),
+        );
+        let quota_store_errors = Counter::default();
+        registry.register(
+            "quota_store_errors",
+            "Quota checks the store could not answer",
+            quota_store_errors.clone(),
+        );
         let ops = super::ops_metrics::OpsMetrics::register(&mut registry);
         Metrics {
             registry,
@@ -236,6 +271,9 @@ impl Metrics {
             names_per_server: AtomicUsize::new(DEFAULT_NAMES_PER_SERVER),
             upstream_restarts,
             standalone_dropped,
+            quota_refusals,
+            quota_store_up,
+            quota_store_errors,
         }
     }
 
@@ -348,6 +386,21 @@ impl Metrics {
 /// The label of a value that callers choose and the gateway does not recognise.
 pub const UNKNOWN: &str = "unknown";
 impl Metrics {
+    /// Counts a request refused by quota `rule` (a configured name) of `kind`.
+    pub fn quota_refusal(&self, rule: &str, kind: &str) {
+        self.quota_refusals
+            .get_or_create(&QuotaLabels {
+                rule: rule.into(),
+                kind: kind.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a quota check the store could not answer.
+    pub fn quota_store_error(&self) {
+        self.quota_store_errors.inc();
+    }
+
     /// Counts a restart of a stdio upstream's process.
     pub fn upstream_restart(&self, upstream: &str) {
         self.upstream_restarts

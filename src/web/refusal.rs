@@ -10,6 +10,7 @@ use crate::telemetry::metrics::METRICS;
 pub fn record_auth_refusal(
     gw: &Gateway,
     server: &str,
+    tenant: Option<&str>,
     method: &str,
     target: Option<&str>,
     error: &AuthError,
@@ -26,7 +27,10 @@ pub fn record_auth_refusal(
         gw.auditor.clone(),
         server,
         method,
-        Who { principal: None },
+        Who {
+            principal: None,
+            tenant,
+        },
         0,
         trace_id,
     );
