@@ -71,7 +71,7 @@ impl Runtime {
         if !by_host {
             return self.routes.get(path);
         }
-        let host = host_name(host?);
+        let host = crate::downstream::rules::host_name(host?);
         let tenant = self.tenant_hosts.get(&host.to_ascii_lowercase())?;
         self.routes
             .get(&crate::config::tenants::route_key(Some(tenant), path))
@@ -271,14 +271,6 @@ impl Runtime {
             oauth,
             console,
         })
-    }
-}
-
-/// The host of an authority (`Host` header value): without its port, IPv6 brackets kept.
-fn host_name(authority: &str) -> &str {
-    match authority.find(']') {
-        Some(end) if authority.starts_with('[') => &authority[..=end],
-        _ => authority.split(':').next().unwrap_or(authority),
     }
 }
 

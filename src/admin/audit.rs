@@ -1,6 +1,6 @@
-//! `GET /admin/audit`: the audit trail, filtered like `gatehouse audit` (`since`, `subject`,
-//! `tool`, `outcome`, `server`, `tenant`, `limit`). A tenant's administrator sees that tenant's
-//! records only, whatever `tenant` they ask for.
+//! `GET /admin/audit/records`: the audit trail as JSON (the console's page is `/admin/audit`),
+//! filtered like `gatehouse audit` (`since`, `subject`, `tool`, `outcome`, `server`, `tenant`,
+//! `limit`). A tenant's administrator sees that tenant's records only.
 
 use super::{authorize, problem};
 use crate::commands::audit::{AuditQuery, filter};
@@ -27,7 +27,7 @@ pub struct Params {
     limit: Option<i64>,
 }
 
-/// `GET /admin/audit`.
+/// `GET /admin/audit/records`.
 pub async fn search(
     State(state): State<AppState>,
     headers: HeaderMap,

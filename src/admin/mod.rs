@@ -24,7 +24,7 @@ pub fn router(state: AppState) -> Router {
         console::router()
     };
     Router::new()
-        .route("/admin/audit", get(audit::search))
+        .route("/admin/audit/records", get(audit::search))
         .route("/admin/catalog", get(catalog::overview))
         .route("/admin/catalog/{upstream}", get(catalog::show))
         .route("/admin/catalog/{upstream}/diff", get(catalog::diff))

@@ -81,20 +81,26 @@ pub struct OriginPolicy {
     pub loopback_listener: bool,
 }
 
+/// The host of an authority (a `Host` header value): without its port, and an IPv6 address
+/// without its brackets.
+pub fn host_name(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    authority
+        .rsplit_once(':')
+        .map(|(h, p)| {
+            if p.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                authority
+            }
+        })
+        .unwrap_or(authority)
+}
+
 fn is_loopback_host(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else {
-        host.rsplit_once(':')
-            .map(|(h, p)| {
-                if p.chars().all(|c| c.is_ascii_digit()) {
-                    h
-                } else {
-                    host
-                }
-            })
-            .unwrap_or(host)
-    };
+    let name = host_name(host);
     let name = name.to_ascii_lowercase();
     name == "localhost"
         || name.ends_with(".localhost")

@@ -40,6 +40,8 @@
 //   --no-rfc8414           only /.well-known/openid-configuration is served;
 //                          /.well-known/oauth-authorization-server answers 404 (like Google).
 //   --entra-like           all three of the above.
+//   --tid VALUE            every JWT access token carries `tid: VALUE` (a tenant id, as Entra's
+//                          do), for gateways that tell tenants apart by a token claim.
 //   --hd DOMAIN            every account's ID token carries `hd: DOMAIN` (a Google Workspace
 //                          domain), for a Google-like IdP: run it with --no-registration
 //                          --no-resource-indicators --no-rfc8414 --hd example.com.
@@ -107,6 +109,7 @@
 // POST /test/mint — JSON body, all optional but `resource` is needed for a JWT:
 //   { "sub": "alice", "scope": "mcp:tools", "resource": "http://127.0.0.1:1234/mcp",
 //     "format": "jwt" | "opaque", "ttl": 60, "client_id": "test-client" }
+//   "tid" (optional) gives the token that tenant id instead of --tid's (null: none).
 //   defaults: sub alice, scope "mcp:tools", format as for /token (jwt, but opaque when the resource
 //   contains "/opaque" or there is no resource), ttl 300,
 //   client_id test-client. Answers 200 { "access_token", "token_type": "Bearer", "expires_in", "format" }
@@ -223,7 +226,7 @@ const SWITCHES = ['no-registration', 'no-resource-indicators', 'no-rfc8414', 'en
 
 function parseArgs(argv) {
   const flags = {
-    port: '0', 'exchange-ttl': '300', 'access-ttl': '300', 'trust-idp': undefined, 'issuer-path': '', hd: undefined,
+    port: '0', 'exchange-ttl': '300', 'access-ttl': '300', 'trust-idp': undefined, 'issuer-path': '', hd: undefined, tid: undefined,
   };
   const switches = new Set();
   for (let i = 0; i < argv.length; i += 1) {
@@ -286,8 +289,13 @@ function parseArgs(argv) {
     console.error('oidc-as: --hd must be a domain name');
     process.exit(2);
   }
+  if (flags.tid !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(flags.tid)) {
+    console.error('oidc-as: --tid must be 1 to 64 of A-Z a-z 0-9 . _ -');
+    process.exit(2);
+  }
   return {
     hd: flags.hd,
+    tid: flags.tid,
     port,
     issuerPath,
     exchangeTtl,
@@ -386,6 +394,8 @@ function isOwnerOrIntrospector(client, token) {
 // The claims of an account (filtered by oidc-provider according to the granted scopes).
 // --hd: the Google Workspace domain every account belongs to (none by default).
 let HOSTED_DOMAIN;
+// --tid: the tenant id every access token names (none by default).
+let TENANT_ID;
 
 function accountClaims(sub) {
   return {
@@ -473,8 +483,12 @@ function configuration({
     async extraTokenClaims(_ctx, token) {
       const groups = token.accountId ? groupsOf(token.accountId) : undefined;
       const extra = EXTRA_CLAIMS.get(token);
-      if (!groups && !extra) return undefined;
-      return { ...(groups ? { groups: [...groups] } : undefined), ...extra };
+      if (!groups && !extra && !TENANT_ID) return undefined;
+      return {
+        ...(groups ? { groups: [...groups] } : undefined),
+        ...(TENANT_ID ? { tid: TENANT_ID } : undefined),
+        ...extra,
+      };
     },
     pkce: { required: () => true },
     // Under the issuer's path, like every other endpoint (the default is /interaction/:uid).
@@ -622,6 +636,9 @@ async function mint(provider, req, res) {
     return bad('resource must be an absolute URI');
   }
   if (format === 'jwt' && !resource) return bad('a JWT access token needs a resource (its aud)');
+  if (body.tid !== undefined && body.tid !== null && (typeof body.tid !== 'string' || !body.tid)) {
+    return bad('tid must be a non-empty string, or null for none');
+  }
   const client = await provider.Client.find(String(clientId));
   if (!client) return bad(`unknown client_id ${clientId}`);
 
@@ -647,6 +664,8 @@ async function mint(provider, req, res) {
       }),
     } : undefined),
   });
+  // The JWT is signed when saved: the claim must be known before.
+  if (body.tid !== undefined) EXTRA_CLAIMS.set(token, { tid: body.tid ?? undefined });
   const value = await token.save();
   console.error(`oidc-as: minted ${token.format} token sub=${sub} client=${client.clientId} scope=${JSON.stringify(scope)} aud=${resource ?? '-'} ttl=${ttl}`);
   sendJson(res, 200, {
@@ -1047,9 +1066,10 @@ async function screenResourceInForm(req, res, pathname, providerHandler) {
 
 async function main() {
   const {
-    port, issuerPath, exchangeTtl, accessTtl, trustIdp, registration, resourceIndicators, rfc8414, hd,
+    port, issuerPath, exchangeTtl, accessTtl, trustIdp, registration, resourceIndicators, rfc8414, hd, tid,
   } = parseArgs(process.argv.slice(2));
   HOSTED_DOMAIN = hd;
+  TENANT_ID = tid;
   state.exchangeTtl = exchangeTtl;
   state.accessTtl = accessTtl;
   state.trustIdp = trustIdp;
