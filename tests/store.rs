@@ -107,6 +107,7 @@ async fn exercise_audit(store: &Store) {
         bytes_out: 120,
         arguments: Some(r#"{"text":"x"}"#.into()),
         trace_id: Some(format!("{at_ms:032x}")),
+        tenant: Some(if subject == "bob" { "beta" } else { "acme" }.into()),
     };
     let now = gatehouse::audit::now_ms();
     let batch = vec![
@@ -127,6 +128,17 @@ async fn exercise_audit(store: &Store) {
         ["bob", "alice", "old"]
     );
     assert_eq!(got[0], batch[2], "a record comes back exactly as written");
+    let beta = AuditFilter {
+        tenant: Some("beta".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    let got_beta = store.query_audit(&beta).await.unwrap();
+    assert_eq!(
+        got_beta,
+        [batch[2].clone()],
+        "a tenant's partition holds only its records"
+    );
     let errors = AuditFilter {
         outcome: Some("error".into()),
         limit: 100,

@@ -160,17 +160,15 @@ pub async fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Admin, B
             tenant: Some(tenant),
         });
     }
-    {
-        tracing::warn!(
-            subject = principal.subject(),
-            "admin API refused: not an administrator"
-        );
-        return Err(Box::new(problem(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this identity is not an administrator (admin.subjects, groups or roles, or a tenant's admins)",
-        )));
-    }
+    tracing::warn!(
+        subject = principal.subject(),
+        "admin API refused: not an administrator"
+    );
+    Err(Box::new(problem(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "this identity is not an administrator (admin.subjects, groups or roles, or a tenant's admins)",
+    )))
 }
 
 /// The tenant `principal` administers: one whose `admins` name it, whose issuers issued its

@@ -98,8 +98,7 @@ impl ServerGuard {
         // "Every issuer" means the IdPs configured under auth.issuers, never Gatehouse's own
         // authorization server: a server accepts its tokens only when it names it. A tenant's
         // server: its tenant's issuers, narrowed by its own list.
-        let names: Vec<&String> = if let (true, Some(t)) = (sa.issuers.is_empty(), tenant_issuers)
-        {
+        let names: Vec<&String> = if let (true, Some(t)) = (sa.issuers.is_empty(), tenant_issuers) {
             t.iter().collect()
         } else if sa.issuers.is_empty() {
             config

@@ -471,7 +471,10 @@ impl Config {
     /// The external base URL `server` is reached at: its tenant's `public_url`, or
     /// [`public_base`](Self::public_base).
     pub fn base_of(&self, server: &VirtualServer) -> String {
-        match self.tenant_of(server).and_then(|(_, t)| t.public_url.as_deref()) {
+        match self
+            .tenant_of(server)
+            .and_then(|(_, t)| t.public_url.as_deref())
+        {
             Some(u) => u.trim_end_matches('/').to_owned(),
             None => self.public_base(),
         }

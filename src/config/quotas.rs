@@ -170,10 +170,7 @@ pub fn check(c: &super::Config, add: &mut dyn FnMut(String, String)) {
             );
         }
         if r.timeout.0.is_zero() || r.timeout.0 > Duration::from_secs(10) {
-            add(
-                "quotas.redis.timeout".into(),
-                "between 1ms and 10s".into(),
-            );
+            add("quotas.redis.timeout".into(), "between 1ms and 10s".into());
         }
     }
     let mut names = std::collections::HashSet::new();
@@ -181,8 +178,7 @@ pub fn check(c: &super::Config, add: &mut dyn FnMut(String, String)) {
         let field = format!("quotas.rules[{i}]");
         let name_ok = !r.name.is_empty()
             && r.name.len() <= MAX_NAME
-            && r
-                .name
+            && r.name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if !name_ok {
@@ -200,7 +196,10 @@ pub fn check(c: &super::Config, add: &mut dyn FnMut(String, String)) {
             );
         }
         if r.per.is_empty() {
-            add(format!("{field}.per"), "name at least one of principal, tool, server, tenant".into());
+            add(
+                format!("{field}.per"),
+                "name at least one of principal, tool, server, tenant".into(),
+            );
         }
         if r.rate.is_none() && r.concurrent.is_none() && r.daily.is_none() {
             add(
@@ -210,7 +209,10 @@ pub fn check(c: &super::Config, add: &mut dyn FnMut(String, String)) {
         }
         if let Some(rate) = &r.rate {
             if rate.requests == 0 {
-                add(format!("{field}.rate.requests"), "must be at least 1".into());
+                add(
+                    format!("{field}.rate.requests"),
+                    "must be at least 1".into(),
+                );
             }
             if rate.per.0 < Duration::from_millis(1) || rate.per.0 > Duration::from_secs(86_400) {
                 add(format!("{field}.rate.per"), "between 1ms and 24h".into());
@@ -234,7 +236,11 @@ pub fn check(c: &super::Config, add: &mut dyn FnMut(String, String)) {
             }
         }
         for (j, t) in r.tenants.iter().enumerate() {
-            if !c.tenancy.as_ref().is_some_and(|y| y.tenants.contains_key(t)) {
+            if !c
+                .tenancy
+                .as_ref()
+                .is_some_and(|y| y.tenants.contains_key(t))
+            {
                 add(
                     format!("{field}.tenants[{j}]"),
                     format!("unknown tenant {t:?}"),

@@ -96,7 +96,9 @@ impl Config {
     /// host, its tenant too (each tenant's hosts have paths of their own).
     pub fn route_key(&self, server: &super::VirtualServer) -> String {
         match (&self.tenancy, &server.tenant) {
-            (Some(t), Some(name)) if t.resolve == Resolve::Host => route_key(Some(name), &server.path),
+            (Some(t), Some(name)) if t.resolve == Resolve::Host => {
+                route_key(Some(name), &server.path)
+            }
             _ => route_key(None, &server.path),
         }
     }
@@ -273,7 +275,10 @@ pub fn check(c: &Config, add: &mut dyn FnMut(String, String)) {
         {
             add(
                 format!("{field}.path"),
-                format!("{:?} is not under the path_prefix {p:?} of tenant {name:?}", s.path),
+                format!(
+                    "{:?} is not under the path_prefix {p:?} of tenant {name:?}",
+                    s.path
+                ),
             );
         }
         match &s.auth {
@@ -385,7 +390,10 @@ mod tests {
             "{ISSUERS}servers:\n  - {{ name: a, path: /mcp, upstreams: [ua], tenant: acme }}\n"
         ))
         .join("\n");
-        assert!(got.contains("servers[0].tenant: \"acme\": no `tenancy` block"), "{got}");
+        assert!(
+            got.contains("servers[0].tenant: \"acme\": no `tenancy` block"),
+            "{got}"
+        );
     }
 
     #[test]

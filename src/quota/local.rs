@@ -64,12 +64,7 @@ impl Local {
         // First decide, then take: nothing is taken from a request that does not fit.
         for (index, c) in counters.iter().enumerate() {
             let wait = match (c.check, slots.get(&c.key)) {
-                (
-                    Check::Rate {
-                        tolerance_us, ..
-                    },
-                    Some(Slot::Rate { tat }),
-                ) => {
+                (Check::Rate { tolerance_us, .. }, Some(Slot::Rate { tat })) => {
                     let allow_at = tat.saturating_sub(tolerance_us);
                     (now < allow_at).then(|| Duration::from_micros(allow_at - now))
                 }

@@ -97,7 +97,9 @@ pub enum QuotaError {
         resets_at_ms: i64,
     },
     /// The counters could not be consulted and `on_outage` is `closed`.
-    #[error("Service Unavailable: {0}; quotas refuse requests while it is (quotas.redis.on_outage: closed)")]
+    #[error(
+        "Service Unavailable: {0}; quotas refuse requests while it is (quotas.redis.on_outage: closed)"
+    )]
     Unavailable(StoreError),
 }
 
@@ -152,16 +154,16 @@ impl Rule {
         if !self.servers.is_empty() && !self.servers.iter().any(|s| s == req.server) {
             return None;
         }
-        if !self.tenants.is_empty() && !req.tenant.is_some_and(|t| self.tenants.iter().any(|x| x == t)) {
+        if !self.tenants.is_empty()
+            && !req
+                .tenant
+                .is_some_and(|t| self.tenants.iter().any(|x| x == t))
+        {
             return None;
         }
         if !self.tools.is_empty() {
             let name = req.target?;
-            if !self
-                .tools
-                .iter()
-                .any(|p| crate::auth::glob_match(p, name))
-            {
+            if !self.tools.iter().any(|p| crate::auth::glob_match(p, name)) {
                 return None;
             }
         }
@@ -182,7 +184,11 @@ impl Rule {
             h.update([0]);
         }
         // The dimension values (who, which tool) never appear in a key, only their digest.
-        Some(format!("{}:{}", self.name, crate::hex::encode(&h.finalize()[..16])))
+        Some(format!(
+            "{}:{}",
+            self.name,
+            crate::hex::encode(&h.finalize()[..16])
+        ))
     }
 }
 
@@ -235,9 +241,8 @@ impl Quotas {
         previous: Option<&Quotas>,
         previous_config: Option<&crate::config::quotas::Quotas>,
     ) -> Result<Quotas, String> {
-        let same_store = previous_config.is_some_and(|p| {
-            p.redis == config.redis && p.max_counters == config.max_counters
-        });
+        let same_store = previous_config
+            .is_some_and(|p| p.redis == config.redis && p.max_counters == config.max_counters);
         let store = match (previous, same_store) {
             (Some(p), true) => p.store.clone(),
             _ => Arc::new(match &config.redis {

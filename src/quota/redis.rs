@@ -82,7 +82,10 @@ pub(super) struct Shared {
     prefix: String,
     timeout: Duration,
     script: ::redis::Script,
-    conn: Mutex<(Option<::redis::aio::ConnectionManager>, Option<tokio::time::Instant>)>,
+    conn: Mutex<(
+        Option<::redis::aio::ConnectionManager>,
+        Option<tokio::time::Instant>,
+    )>,
     up: Arc<AtomicBool>,
 }
 
@@ -93,8 +96,8 @@ impl Shared {
             .url
             .resolve()
             .map_err(|e| format!("quotas.redis.url: {e}"))?;
-        let client = ::redis::Client::open(url.expose())
-            .map_err(|e| format!("quotas.redis.url: {e}"))?;
+        let client =
+            ::redis::Client::open(url.expose()).map_err(|e| format!("quotas.redis.url: {e}"))?;
         METRICS.quota_store_up.set(0);
         Ok(Shared {
             client,
@@ -238,11 +241,8 @@ impl Shared {
             self.mark(false);
             return false;
         };
-        let pong: Result<Result<String, _>, _> = tokio::time::timeout(
-            self.timeout,
-            ::redis::cmd("PING").query_async(&mut conn),
-        )
-        .await;
+        let pong: Result<Result<String, _>, _> =
+            tokio::time::timeout(self.timeout, ::redis::cmd("PING").query_async(&mut conn)).await;
         let up = matches!(pong, Ok(Ok(_)));
         self.mark(up);
         up

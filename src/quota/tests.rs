@@ -45,15 +45,22 @@ async fn rate_concurrency_and_daily(q: &Quotas) {
     // rate: 2 at once, then one every 10 s.
     assert!(q.admit(&req("alice", Some("echo"))).await.is_ok());
     assert!(q.admit(&req("alice", Some("echo"))).await.is_ok());
-    let (rule, kind, limit, retry) = exceeded(q.admit(&req("alice", Some("echo"))).await.err().unwrap());
+    let (rule, kind, limit, retry) =
+        exceeded(q.admit(&req("alice", Some("echo"))).await.err().unwrap());
     assert_eq!((rule.as_str(), kind, limit), ("per-user", Kind::Rate, 6));
     assert!((9..=10).contains(&retry), "retry after {retry}s");
     // Another principal has buckets of its own.
     assert!(q.admit(&req("bob", Some("echo"))).await.is_ok());
     // concurrent: one `slow` at a time per principal, given back with the permit.
-    let held = q.admit(&req("carol", Some("slow"))).await.expect("first slow call");
+    let held = q
+        .admit(&req("carol", Some("slow")))
+        .await
+        .expect("first slow call");
     let (rule, kind, ..) = exceeded(q.admit(&req("carol", Some("slow"))).await.err().unwrap());
-    assert_eq!((rule.as_str(), kind), ("slow-one-at-a-time", Kind::Concurrent));
+    assert_eq!(
+        (rule.as_str(), kind),
+        ("slow-one-at-a-time", Kind::Concurrent)
+    );
     drop(held);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(q.admit(&req("carol", Some("slow"))).await.is_ok());
@@ -61,8 +68,12 @@ async fn rate_concurrency_and_daily(q: &Quotas) {
     for who in ["dave", "erin", "frank"] {
         assert!(q.admit(&req(who, Some("paid"))).await.is_ok(), "{who}");
     }
-    let (rule, kind, limit, retry) = exceeded(q.admit(&req("gina", Some("paid"))).await.err().unwrap());
-    assert_eq!((rule.as_str(), kind, limit), ("paid-per-tenant", Kind::Daily, 3));
+    let (rule, kind, limit, retry) =
+        exceeded(q.admit(&req("gina", Some("paid"))).await.err().unwrap());
+    assert_eq!(
+        (rule.as_str(), kind, limit),
+        ("paid-per-tenant", Kind::Daily, 3)
+    );
     assert!(retry <= 86_400, "resets by the next UTC midnight: {retry}s");
 }
 
@@ -171,10 +182,32 @@ async fn an_unreachable_redis_fails_as_configured() {
 
 #[test]
 fn keys_never_hold_who_or_what() {
-    let q = Rule::compile(&config("rules:\n  - { name: r, per: [principal, tool], rate: { requests: 1 } }\n").rules[0]);
-    let key = q.key(&req("alice@example.com", Some("secret-tool"))).unwrap();
+    let q = Rule::compile(
+        &config("rules:\n  - { name: r, per: [principal, tool], rate: { requests: 1 } }\n").rules
+            [0],
+    );
+    let key = q
+        .key(&req("alice@example.com", Some("secret-tool")))
+        .unwrap();
     assert!(key.starts_with("r:"), "{key}");
     assert!(!key.contains("alice") && !key.contains("secret"), "{key}");
     // A rule per tool does not apply to a request naming none (a listing).
     assert!(q.key(&req("alice", None)).is_none());
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_counters_and_applies_the_new_numbers() {
+    let before = config("rules:\n  - { name: r, rate: { requests: 2, per: 1h } }\n");
+    let q = Quotas::new(&before, None, None).unwrap();
+    assert!(q.admit(&req("a", None)).await.is_ok());
+    assert!(q.admit(&req("a", None)).await.is_ok());
+    assert!(q.admit(&req("a", None)).await.is_err());
+    // The same rule after a reload: what was taken stays taken.
+    let same = Quotas::new(&before, Some(&q), Some(&before)).unwrap();
+    assert!(same.admit(&req("a", None)).await.is_err());
+    // A larger burst: room for one more at once, counted on the same bucket.
+    let after = config("rules:\n  - { name: r, rate: { requests: 2, per: 1h, burst: 3 } }\n");
+    let bigger = Quotas::new(&after, Some(&same), Some(&before)).unwrap();
+    assert!(bigger.admit(&req("a", None)).await.is_ok());
+    assert!(bigger.admit(&req("a", None)).await.is_err());
 }
