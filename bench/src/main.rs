@@ -16,6 +16,9 @@ mod profile;
 mod report;
 mod secured;
 
+/// Where the quota(redis) row counts: the machine's Redis.
+const REDIS: &str = "127.0.0.1:6379";
+
 use clap::Parser;
 use load::{Stats, Target};
 use mcp::{call_body, call_body_named, initialize, initialize_optional, initialize_with, target};
@@ -222,13 +225,43 @@ async fn run(args: Args) -> bool {
     let secure_config = dir.join("secure.yaml");
     std::fs::write(
         &secure_config,
-        secured::config(&issuer, &fx_json.ready_line),
+        secured::config(&issuer, &fx_json.ready_line, None),
     )
     .unwrap();
     let mut cmd = Command::new(&gateway_bin);
     cmd.arg("serve").arg("--config").arg(&secure_config);
     cmd.env(secured::IDP_SECRET_ENV, "bench-secret");
     let secure_gw = Proc::start(cmd, "gatehouse listening on ");
+    // The same with the quota counters in the machine's Redis, when one answers there.
+    let redis_gw = match std::net::TcpStream::connect_timeout(
+        &REDIS.parse().unwrap(),
+        Duration::from_millis(300),
+    ) {
+        Ok(_) => {
+            let redis_dir = dir.join("redis");
+            std::fs::create_dir_all(&redis_dir).unwrap();
+            let redis_config = redis_dir.join("secure.yaml");
+            std::fs::write(
+                &redis_config,
+                secured::config(
+                    &issuer,
+                    &fx_json.ready_line,
+                    Some(&format!("redis://{REDIS}")),
+                ),
+            )
+            .unwrap();
+            let mut cmd = Command::new(&gateway_bin);
+            cmd.arg("serve").arg("--config").arg(&redis_config);
+            cmd.env(secured::IDP_SECRET_ENV, "bench-secret");
+            let p = Proc::start(cmd, "gatehouse listening on ");
+            procs::wait_ready(&client, &p.ops_base(), Duration::from_secs(30)).await;
+            Some(p)
+        }
+        Err(e) => {
+            println!("no Redis at {REDIS} ({e}): the quota(redis) row is left out");
+            None
+        }
+    };
     let secure_url = format!("{}/secure", secure_gw.ready_line);
     procs::wait_ready(&client, &secure_gw.ops_base(), Duration::from_secs(30)).await;
     let bearer = format!("Bearer {}", secured::token(&issuer, &secure_url));
@@ -349,6 +382,50 @@ async fn run(args: Args) -> bool {
             gateway,
             nginx,
         });
+    }
+    // The secured row with quotas counted, in this process and in Redis: their cost.
+    let quota_url = format!("{}/quota", secure_gw.ready_line);
+    let quota_bearer = format!("Bearer {}", secured::token(&issuer, &quota_url));
+    let redis_quota = redis_gw.as_ref().map(|p| {
+        let url = format!("{}/quota", p.ready_line);
+        let bearer = format!("Bearer {}", secured::token(&issuer, &url));
+        (p, url, bearer)
+    });
+    let quota_cases = [
+        (
+            "small json auth+policy+audit+quota",
+            Some((&secure_gw, quota_url.clone(), quota_bearer.clone())),
+        ),
+        ("small json auth+policy+audit+quota(redis)", redis_quota),
+    ];
+    for (name, at) in quota_cases {
+        let Some((gw_proc, url, bearer)) = at else {
+            continue;
+        };
+        if args
+            .only
+            .as_ref()
+            .is_some_and(|o| !name.contains(o.as_str()))
+        {
+            continue;
+        }
+        for &c in concurrencies {
+            let d = target(&client, &fx_json.ready_line, SMALL, false).await;
+            let g = secured_target_at(&url, &bearer).await;
+            let direct = load::run(&client, &d, c, cell).await;
+            let nginx = through_nginx(&client, ngx, "/json", SMALL, false, c, cell).await;
+            let cpu0 = gw_proc.cpu_seconds();
+            let gateway = load::run(&client, &g, c, cell).await;
+            let cpu = gw_proc.cpu_seconds() - cpu0;
+            rows.push(Row {
+                name: name.into(),
+                concurrency: c,
+                cpu_per_10k: cpu / gateway.requests.max(1) as f64 * 10_000.0,
+                direct,
+                gateway,
+                nginx,
+            });
+        }
     }
     let exchanges = secured::EXCHANGES.load(std::sync::atomic::Ordering::Relaxed);
 

@@ -124,7 +124,7 @@ pub async fn run(p: Profile<'_>) -> bool {
         let config = dir.join("secure.yaml");
         std::fs::write(
             &config,
-            crate::secured::config(&issuer, &fx_json.ready_line),
+            crate::secured::config(&issuer, &fx_json.ready_line, None),
         )
         .unwrap();
         // The audit database is relative to the working directory.

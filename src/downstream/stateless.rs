@@ -221,6 +221,14 @@ pub async fn handle(
     let access = call.access;
     match head.method {
         Method::ServerDiscover => {
+            if let Err(refusal) = access.admit_quota(&call.server, head).await {
+                return Ok(refusal.answer(
+                    &call.server.name,
+                    message.id,
+                    true,
+                    call.ticket.as_deref(),
+                ));
+            }
             let answer = discover(&call.server, &access.context, message.id).await;
             Ok(answered(call.ticket.as_deref(), answer))
         }

@@ -66,6 +66,7 @@ class Case:
     expect: str = "hello from the example"
     rewrites: dict = field(default_factory=dict)  # per-file literal replacements
     env: dict = field(default_factory=dict)  # real values for the run
+    idp2: str | None = None  # a second IdP, in place of login.microsoftonline.com (tenants)
 
 
 FACADE_REWRITES_ENV = {"GATEHOUSE_IDP_SECRET": IDP_CLIENT[1]}
@@ -82,6 +83,7 @@ CASES = {
         rewrites={"client_id: gatehouse, client_secret: { env: GATEHOUSE_IDP_SECRET }":
                   f"client_id: {IDP_EXCHANGER[0]}, client_secret: {{ env: GATEHOUSE_IDP_SECRET }}"},
         env={"GATEHOUSE_IDP_SECRET": IDP_EXCHANGER[1]}),
+    "tenants.yaml": Case("plain", "tenants", idp2="entra"),
     "facade-entra.yaml": Case(
         "entra", "facade",
         rewrites={"client_id: 11111111-1111-1111-1111-111111111111": f"client_id: {IDP_CLIENT[0]}"},
@@ -134,10 +136,12 @@ def fixture_url(module_processes) -> str:
     return module_processes([fixture_bin(), "http", "--port", "0"]).read_line_starting("READY ")
 
 
-def localize(text: str, case: Case, issuer: str | None, fixture: str, port: int) -> str:
+def localize(text: str, case: Case, issuer: str | None, fixture: str, port: int, issuer2: str | None = None) -> str:
     for old, new in case.rewrites.items():
         assert old in text, f"rewrite {old!r} no longer matches the example"
         text = text.replace(old, new)
+    if issuer2:
+        text = re.sub(r'https://login\.microsoftonline\.com[^"\s,}]*', issuer2, text)
     if issuer:
         text = re.sub(r'https://(login\.example\.com|login\.microsoftonline\.com)[^"\s,}]*', issuer, text)
         text = text.replace("https://accounts.google.com", issuer)
@@ -189,7 +193,8 @@ def test_example_runs_against_local_stand_ins(name, idps, fixture_url, processes
     original = (EXAMPLES / name).read_text()
     idp = idps[case.idp] if case.idp else None
     port = free_port()
-    text = localize(original, case, idp.issuer if idp else None, fixture_url, port)
+    text = localize(original, case, idp.issuer if idp else None, fixture_url, port,
+                    idps[case.idp2].issuer if case.idp2 else None)
     env = {**dummy_env(original), **case.env}
     config = tmp_path / name
     base = f"http://127.0.0.1:{port}"
@@ -211,6 +216,23 @@ def test_example_runs_against_local_stand_ins(name, idps, fixture_url, processes
                                  "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"],
                                 capture_output=True, text=True, timeout=30)
         assert tables.returncode == 0 and int(tables.stdout) > 0, tables
+        return
+
+    if case.call == "tenants":
+        config.write_text(text)
+        serve(processes, config, env)
+        acme, beta = f"{base}/acme/mcp", f"{base}/beta/mcp"
+        entra = idps[case.idp2].issuer
+        tid = "22222222-2222-2222-2222-222222222222"
+        alice = mint(idp.issuer, sub="alice", resource=acme, scope="mcp:tools")["access_token"]
+        bob = mint(entra, sub="bob", resource=beta, scope="mcp:tools", tid=tid)["access_token"]
+        call(acme, alice, case)
+        call(beta, bob, case)
+        # Each tenant's token is refused by the other's server, even minted for it.
+        for url, token in ((beta, mint(idp.issuer, sub="alice", resource=beta, scope="mcp:tools")["access_token"]),
+                           (acme, mint(entra, sub="bob", resource=acme, scope="mcp:tools", tid=tid)["access_token"]),
+                           (beta, mint(entra, sub="eve", resource=beta, scope="mcp:tools", tid="another-directory")["access_token"])):
+            assert RawSession(url, token).post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}).status_code == 401
         return
 
     config.write_text(text)
