@@ -7,7 +7,6 @@ use super::{Check, Counter, Full, StoreError};
 use crate::config::quotas::RedisQuotas;
 use crate::telemetry::metrics::METRICS;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::Mutex;
 
@@ -82,11 +81,10 @@ pub(super) struct Shared {
     prefix: String,
     timeout: Duration,
     script: ::redis::Script,
-    conn: Mutex<(
-        Option<::redis::aio::ConnectionManager>,
-        Option<tokio::time::Instant>,
-    )>,
-    up: Arc<AtomicBool>,
+    /// The connection, once made (it reconnects by itself afterwards): read without a lock.
+    conn: arc_swap::ArcSwapOption<::redis::aio::ConnectionManager>,
+    /// Held while a first connection is attempted, with when the last attempt began.
+    connecting: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Shared {
@@ -104,8 +102,8 @@ impl Shared {
             prefix: config.key_prefix.clone(),
             timeout: config.timeout.0,
             script: ::redis::Script::new(TAKE),
-            conn: Mutex::new((None, None)),
-            up: Arc::new(AtomicBool::new(false)),
+            conn: arc_swap::ArcSwapOption::empty(),
+            connecting: Mutex::new(None),
         })
     }
 
@@ -117,19 +115,21 @@ impl Shared {
     }
 
     fn mark(&self, up: bool) {
-        self.up.store(up, Ordering::Relaxed);
         METRICS.quota_store_up.set(i64::from(up));
     }
 
     async fn connection(&self) -> Result<::redis::aio::ConnectionManager, StoreError> {
-        let mut held = self.conn.lock().await;
-        if let Some(c) = &held.0 {
-            return Ok(c.clone());
+        if let Some(c) = &*self.conn.load() {
+            return Ok((**c).clone());
         }
-        if held.1.is_some_and(|at| at.elapsed() < RECONNECT_INTERVAL) {
+        let mut last = self.connecting.lock().await;
+        if let Some(c) = &*self.conn.load() {
+            return Ok((**c).clone());
+        }
+        if last.is_some_and(|at| at.elapsed() < RECONNECT_INTERVAL) {
             return Err(StoreError::Redis("not connected".into()));
         }
-        held.1 = Some(tokio::time::Instant::now());
+        *last = Some(tokio::time::Instant::now());
         let config = ::redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout))
@@ -142,7 +142,7 @@ impl Shared {
         .await
         {
             Ok(Ok(c)) => {
-                held.0 = Some(c.clone());
+                self.conn.store(Some(Arc::new(c.clone())));
                 Ok(c)
             }
             Ok(Err(e)) => Err(StoreError::Redis(e.to_string())),
