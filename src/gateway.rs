@@ -240,6 +240,18 @@ impl Runtime {
                 previous.and_then(|p| p.config.quotas.as_ref()),
             )?)),
         };
+        crate::telemetry::metrics::METRICS.set_tenants(crate::telemetry::metrics::TenantsOf {
+            servers: config
+                .servers
+                .iter()
+                .filter_map(|s| Some((s.name.clone(), s.tenant.clone()?)))
+                .collect(),
+            upstreams: config
+                .upstream_tenants()
+                .into_iter()
+                .map(|(u, t)| (u.to_owned(), t.to_owned()))
+                .collect(),
+        });
         if let Some(a) = auditor {
             a.set_tenants(
                 config

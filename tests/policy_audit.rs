@@ -377,9 +377,9 @@ async fn policy_matrix_and_audit_trail_on_sqlite() {
     let metrics = s.gw.metrics().await;
     for expected in [
         r#"gatehouse_requests_total{server="main",upstream="crm",method="tools/call",tool="crm__echo",outcome="ok",tenant=""} 1"#,
-        r#"gatehouse_policy_denials_total{server="main",rule="no-long-echo"} 1"#,
-        r#"gatehouse_auth_failures_total{server="main",reason="insufficient_scope"} 1"#,
-        r#"gatehouse_upstream_up{upstream="files"} 1"#,
+        r#"gatehouse_policy_denials_total{server="main",rule="no-long-echo",tenant=""} 1"#,
+        r#"gatehouse_auth_failures_total{server="main",reason="insufficient_scope",tenant=""} 1"#,
+        r#"gatehouse_upstream_up{upstream="files",tenant=""} 1"#,
         "gatehouse_added_latency_seconds_bucket",
         "gatehouse_audit_written_total",
     ] {

@@ -89,9 +89,10 @@ async fn inherit_env_chooses_what_the_child_inherits() {
     assert!(!all.contains(OTHER_CREDENTIAL.1), "{all}");
 }
 
-/// The value of `gatehouse_upstream_restarts_total{upstream="<name>"}` (0 when absent).
+/// The value of `gatehouse_upstream_restarts_total{upstream="<name>",tenant=""}` (0 when absent).
 fn restarts(metrics: &str, upstream: &str) -> u64 {
-    let prefix = format!("gatehouse_upstream_restarts_total{{upstream=\"{upstream}\"}} ");
+    let prefix =
+        format!("gatehouse_upstream_restarts_total{{upstream=\"{upstream}\",tenant=\"\"}} ");
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(&prefix))

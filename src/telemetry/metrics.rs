@@ -39,6 +39,8 @@ pub struct LatencyLabels {
     pub server: String,
     /// JSON-RPC method.
     pub method: String,
+    /// The server's tenant (empty without `tenancy`).
+    pub tenant: String,
 }
 
 /// Labels naming one upstream.
@@ -46,6 +48,8 @@ pub struct LatencyLabels {
 pub struct UpstreamLabels {
     /// Upstream name.
     pub upstream: String,
+    /// The upstream's tenant (empty without `tenancy`).
+    pub tenant: String,
 }
 
 /// Labels of an authentication failure.
@@ -55,6 +59,8 @@ pub struct AuthFailureLabels {
     pub server: String,
     /// `missing`, `invalid`, `insufficient_scope` or `unavailable`.
     pub reason: String,
+    /// The server's tenant (empty without `tenancy`).
+    pub tenant: String,
 }
 
 /// Labels of a policy denial.
@@ -64,6 +70,8 @@ pub struct DenialLabels {
     pub server: String,
     /// The rule that denied.
     pub rule: String,
+    /// The server's tenant (empty without `tenancy`).
+    pub tenant: String,
 }
 
 /// Labels of a catalog event.
@@ -73,6 +81,8 @@ pub struct CatalogLabels {
     pub upstream: String,
     /// `hold`, `quarantine`, `remove`, `restore`.
     pub event: String,
+    /// The upstream's tenant (empty without `tenancy`).
+    pub tenant: String,
 }
 
 /// Labels of a request refused by a quota.
@@ -143,6 +153,17 @@ pub struct Metrics {
     pub quota_store_errors: Counter,
     /// Build, reload and listener metrics.
     pub ops: super::ops_metrics::OpsMetrics,
+    /// Each server's and upstream's tenant, for the `tenant` labels.
+    tenants: arc_swap::ArcSwap<TenantsOf>,
+}
+
+/// Which tenant each server and upstream belongs to (from the configuration served).
+#[derive(Debug, Default)]
+pub struct TenantsOf {
+    /// By server name.
+    pub servers: HashMap<String, String>,
+    /// By upstream name.
+    pub upstreams: HashMap<String, String>,
 }
 
 /// Labels of a message dropped from a session's standalone hold.
@@ -274,6 +295,40 @@ impl Metrics {
             quota_refusals,
             quota_store_up,
             quota_store_errors,
+            tenants: Default::default(),
+        }
+    }
+
+    /// Sets which tenant each server and upstream belongs to (on every configuration load).
+    pub fn set_tenants(&self, tenants: TenantsOf) {
+        self.tenants.store(std::sync::Arc::new(tenants));
+    }
+
+    /// The `tenant` label of `server`.
+    pub fn server_tenant(&self, server: &str) -> String {
+        self.tenants
+            .load()
+            .servers
+            .get(server)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The `tenant` label of `upstream`.
+    pub fn upstream_tenant(&self, upstream: &str) -> String {
+        self.tenants
+            .load()
+            .upstreams
+            .get(upstream)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The labels naming `upstream`.
+    pub fn upstream_labels(&self, upstream: &str) -> UpstreamLabels {
+        UpstreamLabels {
+            upstream: upstream.into(),
+            tenant: self.upstream_tenant(upstream),
         }
     }
 
@@ -317,6 +372,7 @@ impl Metrics {
             .get_or_create(&AuthFailureLabels {
                 server: server.into(),
                 reason: reason.into(),
+                tenant: self.server_tenant(server),
             })
             .inc();
     }
@@ -327,6 +383,7 @@ impl Metrics {
             .get_or_create(&DenialLabels {
                 server: server.into(),
                 rule: rule.into(),
+                tenant: self.server_tenant(server),
             })
             .inc();
     }
@@ -337,6 +394,7 @@ impl Metrics {
             .get_or_create(&CatalogLabels {
                 upstream: upstream.into(),
                 event: event.into(),
+                tenant: self.upstream_tenant(upstream),
             })
             .inc();
     }
@@ -356,15 +414,15 @@ impl Metrics {
         let latency = LatencyLabels {
             server: labels.server.clone(),
             method: labels.method.clone(),
+            tenant: labels.tenant.clone(),
         };
         self.request_seconds
             .get_or_create(&latency)
             .observe(total.as_secs_f64());
         if let Some(up) = upstream {
+            let upstream_labels = self.upstream_labels(&labels.upstream);
             self.upstream_seconds
-                .get_or_create(&UpstreamLabels {
-                    upstream: labels.upstream.clone(),
-                })
+                .get_or_create(&upstream_labels)
                 .observe(up.as_secs_f64());
             self.added_seconds
                 .get_or_create(&latency)
@@ -374,9 +432,7 @@ impl Metrics {
                 "upstream_failure" | "timeout"
             ));
             self.upstream_up
-                .get_or_create(&UpstreamLabels {
-                    upstream: labels.upstream.clone(),
-                })
+                .get_or_create(&upstream_labels)
                 .set(up_value);
         }
         self.requests.get_or_create(&labels).inc();
@@ -404,9 +460,7 @@ impl Metrics {
     /// Counts a restart of a stdio upstream's process.
     pub fn upstream_restart(&self, upstream: &str) {
         self.upstream_restarts
-            .get_or_create(&UpstreamLabels {
-                upstream: upstream.into(),
-            })
+            .get_or_create(&self.upstream_labels(upstream))
             .inc();
     }
 }

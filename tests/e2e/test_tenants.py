@@ -22,6 +22,7 @@ def start(processes, tmp_path, yaml: str, env: dict, port: int):
     config = tmp_path / f"gatehouse-{port}.yaml"
     config.write_text(f"listen: 127.0.0.1:{port}\nops: {{ listen: 127.0.0.1:0 }}\n{yaml}")
     gw = processes([gateway_bin(), "serve", "--config", config], env={"RUST_LOG": "gatehouse=debug,info", **env})
+    gw.ops = gw.read_line_starting("gatehouse ops listening on ")
     gw.read_line_starting("gatehouse listening on ")
     return gw
 
@@ -219,6 +220,13 @@ def test_two_tenants_with_two_idps_are_isolated(processes, fixture_http, tmp_pat
     for secret in (login_secret, saas_secret):
         assert secret not in gw.stderr()
 
+    # Metrics carry the tenant: each server's and upstream's own.
+    metrics = httpx.get(f"{gw.ops}/metrics", timeout=10).text
+    for series in ('gatehouse_requests_total{server="acme-tools",upstream="fa",method="tools/call",tool="echo",outcome="ok",tenant="acme"}',
+                   'gatehouse_auth_failures_total{server="beta-tools",reason="invalid",tenant="beta"}',
+                   'gatehouse_upstream_up{upstream="fb",tenant="beta"}'):
+        assert series in metrics, (series, [l for l in metrics.splitlines() if "tenant=" in l][:20])
+
 
 def test_tenants_resolved_by_host_share_a_path(processes, fixture_http, tmp_path):
     idp_a = start_oidc_as(processes).issuer
@@ -265,3 +273,54 @@ upstreams:
     tools = result_of(post(url, bob, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, sid, beta_host))["tools"]
     echo = next(t for t in tools if t["name"] == "echo")
     assert echo["description"].endswith("(beta)"), echo
+
+
+def test_tenants_resolved_by_claim_share_an_idp(processes, fixture_http, tmp_path):
+    """One IdP for both tenants (a multi-tenant IdP): the token's `tid` decides, and an API key
+    must be one made for the tenant's servers."""
+    idp = start_oidc_as(processes).issuer
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    yaml = f"""auth:
+  issuers:
+    idp: {{ issuer: "{idp}", algorithms: [ES256] }}
+tenancy:
+  resolve: claim
+  tenants:
+    acme: {{ issuers: [idp], claim_values: [acme-tid] }}
+    beta: {{ issuers: [idp], claim_values: [beta-tid] }}
+servers:
+  - {{ name: acme-tools, path: /a/mcp, upstreams: [fa], tenant: acme, auth: {{ scopes: [mcp:tools], api_keys: true }} }}
+  - {{ name: beta-tools, path: /b/mcp, upstreams: [fb], tenant: beta, auth: {{ scopes: [mcp:tools] }} }}
+upstreams:
+  fa: {{ kind: http, url: "{fixture_http()}", protocol: "{PROTOCOL}" }}
+  fb: {{ kind: http, url: "{fixture_http()}", protocol: "{PROTOCOL}" }}
+"""
+    start(processes, tmp_path, yaml, {}, port)
+    a, b = f"{base}/a/mcp", f"{base}/b/mcp"
+
+    def tok(url: str, tid):
+        return mint(idp, sub="alice", resource=url, scope="mcp:tools", tid=tid)["access_token"]
+
+    assert operate(a, tok(a, "acme-tid"), "call") == 200
+    assert operate(b, tok(b, "beta-tid"), "call") == 200
+    assert operate(b, tok(b, "acme-tid"), "call") == 401
+    assert operate(a, tok(a, "beta-tid"), "call") == 401
+    assert operate(a, tok(a, None), "call") == 401
+    refused = post(a, tok(a, "beta-tid"), INIT)
+    assert "tenant" in refused.headers["www-authenticate"], refused.headers
+
+    import re
+    import subprocess
+
+    config = next(tmp_path.glob("gatehouse-*.yaml"))
+
+    def key(*extra: str) -> str:
+        out = subprocess.run([str(gateway_bin()), "keys", "create", "--config", str(config), "--subject", "bot",
+                              "--scopes", "mcp:tools", *extra], capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        return re.search(r"ghk_[A-Za-z0-9_-]+", out.stdout).group(0)
+
+    everywhere = post(a, key(), INIT)
+    assert everywhere.status_code == 401 and "restricted to its servers" in everywhere.text, everywhere.text
+    assert operate(a, key("--server", "/a/mcp"), "call") == 200

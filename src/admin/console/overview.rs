@@ -5,7 +5,7 @@
 use super::page::{self, esc, url_part};
 use super::session::viewer;
 use crate::store::{AuditFilter, AuditRecord};
-use crate::telemetry::metrics::{METRICS, UpstreamLabels};
+use crate::telemetry::metrics::METRICS;
 use crate::web::AppState;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -92,9 +92,7 @@ pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response
     for (name, u) in &rt.config.upstreams {
         let up = METRICS
             .upstream_up
-            .get(&UpstreamLabels {
-                upstream: name.clone(),
-            })
+            .get(&METRICS.upstream_labels(name))
             .map(|g| g.get());
         let health = match up {
             Some(1) => "<span class=\"state state-up\">up</span>",
