@@ -31,8 +31,8 @@ pub struct ServerGuard {
     challenge_scopes: Vec<String>,
     rules: Vec<ScopeRule>,
     api_keys: bool,
-    /// With `tenancy`: the server's tenant, and the tenant claim values its tokens must carry
-    /// (none: any).
+    /// With `tenancy`: the server's tenant (API keys must be made for named servers), and the
+    /// tenant claim values its tokens must carry (none: any).
     tenant: Option<(String, Vec<String>)>,
     metadata: Bytes,
 }
@@ -257,11 +257,6 @@ impl ServerGuard {
             }));
         }
         Ok(p)
-    }
-
-    /// The tenant of the server this guard protects.
-    pub fn tenant(&self) -> Option<&str> {
-        self.tenant.as_ref().map(|(n, _)| n.as_str())
     }
 
     /// Checks that `principal` holds every scope a call needs (the server's scopes plus those

@@ -143,7 +143,7 @@ async fn serve_mcp(state: AppState, req: Request) -> Response {
             }
         },
     };
-    let access = access::Access::new(
+    let mut access = access::Access::new(
         route,
         caller,
         &parts.headers,
@@ -156,7 +156,6 @@ async fn serve_mcp(state: AppState, req: Request) -> Response {
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
     let holder = limits::Holder::of(access.caller.as_ref(), peer);
-    let mut access = access;
     access.quota = rt.quotas.clone().map(|q| (q, holder.quota_key()));
     let handled = async {
         match parts.method {
