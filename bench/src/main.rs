@@ -272,8 +272,6 @@ async fn run(args: Args) -> bool {
         secure_gw.pid(),
         ngx.map_or(String::new(), |n| format!(", nginx {}", n.pid()))
     );
-    let exchange_url = format!("{}/exchange", secure_gw.ready_line);
-    let exchange_bearer = format!("Bearer {}", secured::token(&issuer, &exchange_url));
     let secured_target_at = |url: &String, bearer: &String| {
         let (client, url, bearer) = (client.clone(), url.clone(), bearer.clone());
         async move {
@@ -335,73 +333,32 @@ async fn run(args: Args) -> bool {
         }
     }
 
-    // Authentication (ES256 JWT) + policy + audit, small JSON results.
-    let secured_rows = args
-        .only
-        .as_ref()
-        .is_none_or(|o| "small json auth+policy+audit".contains(o.as_str()));
-    for &c in concurrencies.iter().filter(|_| secured_rows) {
-        let d = target(&client, &fx_json.ready_line, SMALL, false).await;
-        let g = secured_target().await;
-        let direct = load::run(&client, &d, c, cell).await;
-        // The zero-work proxy has nothing to authenticate: plain nginx to the same fixture.
-        let nginx = through_nginx(&client, ngx, "/json", SMALL, false, c, cell).await;
-        let cpu0 = secure_gw.cpu_seconds();
-        let gateway = load::run(&client, &g, c, cell).await;
-        let cpu = secure_gw.cpu_seconds() - cpu0;
-        rows.push(Row {
-            name: "small json auth+policy+audit".into(),
-            concurrency: c,
-            cpu_per_10k: cpu / gateway.requests.max(1) as f64 * 10_000.0,
-            direct,
-            gateway,
-            nginx,
-        });
-    }
-
-    // The same, with a token_exchange upstream credential (served from the gateway's cache
-    // after the first exchange; the bench IdP counts exchanges).
-    let exchange_rows = args
-        .only
-        .as_ref()
-        .is_none_or(|o| "small json auth+policy+audit+token_exchange".contains(o.as_str()));
-    for &c in concurrencies.iter().filter(|_| exchange_rows) {
-        let d = target(&client, &fx_json.ready_line, SMALL, false).await;
-        let g = secured_target_at(&exchange_url, &exchange_bearer).await;
-        let direct = load::run(&client, &d, c, cell).await;
-        // The zero-work proxy has nothing to authenticate: plain nginx to the same fixture.
-        let nginx = through_nginx(&client, ngx, "/json", SMALL, false, c, cell).await;
-        let cpu0 = secure_gw.cpu_seconds();
-        let gateway = load::run(&client, &g, c, cell).await;
-        let cpu = secure_gw.cpu_seconds() - cpu0;
-        rows.push(Row {
-            name: "small json auth+policy+audit+token_exchange".into(),
-            concurrency: c,
-            cpu_per_10k: cpu / gateway.requests.max(1) as f64 * 10_000.0,
-            direct,
-            gateway,
-            nginx,
-        });
-    }
-    // The secured row with quotas counted, in this process and in Redis: their cost.
-    let quota_url = format!("{}/quota", secure_gw.ready_line);
-    let quota_bearer = format!("Bearer {}", secured::token(&issuer, &quota_url));
-    let redis_quota = redis_gw.as_ref().map(|p| {
-        let url = format!("{}/quota", p.ready_line);
+    // Authentication (ES256 JWT) + policy + audit, small JSON results; the same with a
+    // token_exchange upstream credential (served from the gateway's cache after the first
+    // exchange; the bench IdP counts exchanges); and with quotas counted, in this process and
+    // in Redis. The zero-work proxy has nothing to authenticate: plain nginx to the same fixture.
+    let on_secure = |path: &str| {
+        let url = format!("{}{path}", secure_gw.ready_line);
         let bearer = format!("Bearer {}", secured::token(&issuer, &url));
-        (p, url, bearer)
-    });
-    let quota_cases = [
-        (
-            "small json auth+policy+audit+quota",
-            Some((&secure_gw, quota_url.clone(), quota_bearer.clone())),
-        ),
-        ("small json auth+policy+audit+quota(redis)", redis_quota),
+        (&secure_gw, url, bearer)
+    };
+    let secured_cases = [
+        Some(("small json auth+policy+audit", on_secure("/secure"))),
+        Some((
+            "small json auth+policy+audit+token_exchange",
+            on_secure("/exchange"),
+        )),
+        Some(("small json auth+policy+audit+quota", on_secure("/quota"))),
+        redis_gw.as_ref().map(|p| {
+            let url = format!("{}/quota", p.ready_line);
+            let bearer = format!("Bearer {}", secured::token(&issuer, &url));
+            (
+                "small json auth+policy+audit+quota(redis)",
+                (p, url, bearer),
+            )
+        }),
     ];
-    for (name, at) in quota_cases {
-        let Some((gw_proc, url, bearer)) = at else {
-            continue;
-        };
+    for (name, (gw_proc, url, bearer)) in secured_cases.into_iter().flatten() {
         if args
             .only
             .as_ref()
@@ -571,7 +528,7 @@ async fn run(args: Args) -> bool {
     println!(
         "policy decision (in process): {policy_simple_ns:.0} ns with declarative rules, {policy_cel_ns:.0} ns when a CEL rule decides"
     );
-    if exchange_rows {
+    if rows.iter().any(|r| r.name.ends_with("+token_exchange")) {
         println!(
             "token_exchange rows: the IdP answered {exchanges} exchange(s) for one user over all their requests"
         );

@@ -15,9 +15,9 @@ pub struct ConsoleConfig {
     /// must allow the redirect URI `{public_url}/admin/callback`. Defaults to `oauth_server.idp`.
     #[serde(default)]
     pub idp: Option<IdpConfig>,
-    /// Who may look but not act (administrators may do both).
+    /// Who may look but not act (administrators may do both), matched like them.
     #[serde(default)]
-    pub readers: ConsoleReaders,
+    pub readers: super::People,
     /// How long a sign-in lasts before the IdP is asked again (at most 12h).
     #[serde(default = "default_session_ttl")]
     pub session_ttl: HumanDuration,
@@ -40,21 +40,6 @@ pub enum ConsoleListener {
     Main,
     /// The operations listener.
     Ops,
-}
-
-/// `admin.console.readers`: matched like the administrators.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ConsoleReaders {
-    /// These subjects.
-    #[serde(default)]
-    pub subjects: Vec<String>,
-    /// Members of these groups.
-    #[serde(default)]
-    pub groups: Vec<String>,
-    /// Holders of these roles.
-    #[serde(default)]
-    pub roles: Vec<String>,
 }
 
 fn default_session_ttl() -> HumanDuration {

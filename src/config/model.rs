@@ -481,6 +481,21 @@ impl Config {
     }
 }
 
+/// People named by subject, group or role (console readers, a tenant's administrators).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct People {
+    /// These subjects.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Members of these groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Holders of these roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
 /// `catalog`: upstream definitions are served only once approved (and as approved).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -56,24 +56,10 @@ pub struct Tenant {
     /// (required with `resolve: host`); by default `public_url`.
     #[serde(default)]
     pub public_url: Option<String>,
-    /// Who administers this tenant (admin API: its catalog and its audit records only).
+    /// Who administers this tenant (admin API: its catalog and its audit records only),
+    /// matched like `admin`.
     #[serde(default)]
-    pub admins: TenantAdmins,
-}
-
-/// `tenancy.tenants.*.admins`, matched like `admin`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TenantAdmins {
-    /// These subjects.
-    #[serde(default)]
-    pub subjects: Vec<String>,
-    /// Members of these groups.
-    #[serde(default)]
-    pub groups: Vec<String>,
-    /// Holders of these roles.
-    #[serde(default)]
-    pub roles: Vec<String>,
+    pub admins: super::People,
 }
 
 /// Longest tenant name: it labels metrics and audit records.
