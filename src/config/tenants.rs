@@ -146,6 +146,15 @@ pub fn check(c: &Config, add: &mut dyn FnMut(String, String)) {
                 ),
             );
         }
+        let named = !(t.admins.subjects.is_empty()
+            && t.admins.groups.is_empty()
+            && t.admins.roles.is_empty());
+        if named && c.admin.as_ref().is_none_or(|a| a.auth.is_none()) {
+            add(
+                format!("{field}.admins"),
+                "tenant administrators use the JSON admin API: configure `admin.auth`".into(),
+            );
+        }
         if t.issuers.is_empty() {
             add(
                 format!("{field}.issuers"),
@@ -337,7 +346,7 @@ mod tests {
     #[test]
     fn tenancy_mistakes_are_reported_with_their_fields() {
         let yaml = format!(
-            "{ISSUERS}tenancy:\n  tenants:\n    Acme: {{ issuers: [c], path_prefix: /acme/ }}\n    beta: {{ issuers: [b], path_prefix: /beta }}\nservers:\n  - {{ name: a, path: /acme/mcp, upstreams: [ua], tenant: Acme }}\n  - {{ name: b, path: /other/mcp, upstreams: [ua], tenant: beta, auth: {{ issuers: [a] }} }}\n  - {{ name: c, path: /c, upstreams: [ub] }}\n"
+            "{ISSUERS}tenancy:\n  tenants:\n    Acme: {{ issuers: [c], path_prefix: /acme/ }}\n    beta: {{ issuers: [b], path_prefix: /beta, admins: {{ subjects: [bob] }} }}\nservers:\n  - {{ name: a, path: /acme/mcp, upstreams: [ua], tenant: Acme }}\n  - {{ name: b, path: /other/mcp, upstreams: [ua], tenant: beta, auth: {{ issuers: [a] }} }}\n  - {{ name: c, path: /c, upstreams: [ub] }}\n"
         );
         let got = issues(&yaml).join("\n");
         for expected in [
@@ -348,6 +357,7 @@ mod tests {
             "servers[1].auth.issuers[0]: \"a\" is not an issuer of tenant \"beta\"",
             "upstreams.ua: used by servers of tenants \"Acme\" and \"beta\"",
             "servers[2].tenant: required with `tenancy`",
+            "tenancy.tenants.beta.admins: tenant administrators use the JSON admin API: configure `admin.auth`",
         ] {
             assert!(got.contains(expected), "{expected:?} missing from:\n{got}");
         }

@@ -172,6 +172,20 @@ mod tests {
     }
 
     #[test]
+    fn host_names_lose_their_port_and_brackets() {
+        for (authority, host) in [
+            ("acme.localhost:8080", "acme.localhost"),
+            ("acme.example", "acme.example"),
+            ("127.0.0.1:9", "127.0.0.1"),
+            ("[::1]:8080", "::1"),
+            ("[::1]", "::1"),
+            ("host:notaport", "host:notaport"),
+        ] {
+            assert_eq!(host_name(authority), host, "{authority}");
+        }
+    }
+
+    #[test]
     fn accept_needs_both_media_types_or_wildcards() {
         assert!(
             check_post_accept(&h(&[("accept", "application/json, text/event-stream")])).is_ok()
