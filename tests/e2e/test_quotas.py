@@ -83,9 +83,9 @@ def test_concurrent_calls_over_the_limit_get_429_until_one_ends(processes, fixtu
 """))
     first, second = RawSession(base + "/mcp", None).open(), RawSession(base + "/mcp", None).open()
     answers = {}
-    t = threading.Thread(target=lambda: answers.setdefault("slow", call(first, "slow", {"ms": 1500})))
+    t = threading.Thread(target=lambda: answers.setdefault("slow", call(first, "slow", {"ms": 3000})))
     t.start()
-    time.sleep(0.5)
+    time.sleep(1.0)
     busy = call(second, "slow", {"ms": 1})
     assert busy.status_code == 429, busy.text
     assert busy.json()["error"]["data"]["kind"] == "concurrent" and busy.headers["retry-after"] == "1"
