@@ -25,8 +25,10 @@ pub struct Runtime {
     /// What serves each virtual server, by [`Config::route_key`] (its path, with tenants
     /// resolved by host its tenant and path): find one with [`Runtime::route`].
     pub routes: HashMap<String, Route>,
-    /// With tenants resolved by host: each host's tenant.
+    /// With tenants resolved by host: each host's tenant (empty otherwise).
     pub tenant_hosts: HashMap<String, Arc<str>>,
+    /// Each server's and upstream's tenant.
+    pub owners: Arc<crate::config::tenants::Owners>,
     /// The compiled quotas and their counters, when configured.
     pub quotas: Option<Arc<crate::quota::Quotas>>,
     /// Upstream clients by name.
@@ -63,12 +65,7 @@ impl Runtime {
     /// The route serving `path` for a request to `host` (its `Host` header, or the HTTP/2
     /// authority): with tenants resolved by host, only a server of that host's tenant.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
-        let by_host = self
-            .config
-            .tenancy
-            .as_ref()
-            .is_some_and(|t| t.resolve == crate::config::tenants::Resolve::Host);
-        if !by_host {
+        if self.tenant_hosts.is_empty() {
             return self.routes.get(path);
         }
         let host = crate::downstream::rules::host_name(host?);
@@ -221,9 +218,12 @@ impl Runtime {
             };
             routes.insert(config.route_key(s), route);
         }
+        // Only with `resolve: host`, where validation gives every tenant hosts: whether there
+        // are any is whether routes are looked up by host.
         let tenant_hosts = config
             .tenancy
             .iter()
+            .filter(|t| t.resolve == crate::config::tenants::Resolve::Host)
             .flat_map(|t| &t.tenants)
             .flat_map(|(name, t)| {
                 let name: Arc<str> = name.as_str().into();
@@ -240,26 +240,10 @@ impl Runtime {
                 previous.and_then(|p| p.config.quotas.as_ref()),
             )?)),
         };
-        crate::telemetry::metrics::METRICS.set_tenants(crate::telemetry::metrics::TenantsOf {
-            servers: config
-                .servers
-                .iter()
-                .filter_map(|s| Some((s.name.clone(), s.tenant.clone()?)))
-                .collect(),
-            upstreams: config
-                .upstream_tenants()
-                .into_iter()
-                .map(|(u, t)| (u.to_owned(), t.to_owned()))
-                .collect(),
-        });
+        let owners = Arc::new(config.owners());
+        crate::telemetry::metrics::METRICS.set_tenants(owners.clone());
         if let Some(a) = auditor {
-            a.set_tenants(
-                config
-                    .upstream_tenants()
-                    .into_iter()
-                    .map(|(u, t)| (u.to_owned(), Arc::from(t)))
-                    .collect(),
-            );
+            a.set_tenants(owners.clone());
         }
         let trusted_proxies = config
             .log
@@ -273,6 +257,7 @@ impl Runtime {
             config,
             routes,
             tenant_hosts,
+            owners,
             quotas,
             upstreams,
             origins,

@@ -148,6 +148,41 @@ async fn through_nginx(
     })
 }
 
+/// The workload of one cell as nginx is given it: its path there, result size and generation.
+struct Workload<'a> {
+    nginx_path: &'a str,
+    bytes: u64,
+    stateless: bool,
+}
+
+/// One row: `c` clients direct (`d`), through nginx, then through the gateway process `gw`
+/// (`g`, its CPU counted), one right after the other.
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    name: String,
+    client: &reqwest::Client,
+    ngx: Option<&Nginx>,
+    gw: &Proc,
+    (d, g): (&Target, &Target),
+    w: Workload<'_>,
+    c: usize,
+    cell: Duration,
+) -> Row {
+    let direct = load::run(client, d, c, cell).await;
+    let nginx = through_nginx(client, ngx, w.nginx_path, w.bytes, w.stateless, c, cell).await;
+    let cpu0 = gw.cpu_seconds();
+    let gateway = load::run(client, g, c, cell).await;
+    let cpu = gw.cpu_seconds() - cpu0;
+    Row {
+        name,
+        concurrency: c,
+        cpu_per_10k: cpu / gateway.requests.max(1) as f64 * 10_000.0,
+        direct,
+        gateway,
+        nginx,
+    }
+}
+
 #[tokio::main]
 async fn main() {
     // Returning rather than exiting from `run` drops (kills) every child process first.
@@ -315,19 +350,12 @@ async fn run(args: Args) -> bool {
                     }
                     let d = target(&client, direct_url, *bytes, stateless).await;
                     let g = target(&client, &format!("{base}{path}"), *bytes, stateless).await;
-                    let direct = load::run(&client, &d, c, cell).await;
-                    let nginx = through_nginx(&client, ngx, path, *bytes, stateless, c, cell).await;
-                    let cpu0 = gw.cpu_seconds();
-                    let gateway = load::run(&client, &g, c, cell).await;
-                    let cpu = gw.cpu_seconds() - cpu0;
-                    rows.push(Row {
-                        name: format!("{size_name} {mode} {proto}"),
-                        concurrency: c,
-                        cpu_per_10k: cpu / gateway.requests.max(1) as f64 * 10_000.0,
-                        direct,
-                        gateway,
-                        nginx,
-                    });
+                    let w = Workload {
+                        nginx_path: path,
+                        bytes: *bytes,
+                        stateless,
+                    };
+                    rows.push(measure(name.clone(), &client, ngx, &gw, (&d, &g), w, c, cell).await);
                 }
             }
         }
@@ -369,19 +397,12 @@ async fn run(args: Args) -> bool {
         for &c in concurrencies {
             let d = target(&client, &fx_json.ready_line, SMALL, false).await;
             let g = secured_target_at(&url, &bearer).await;
-            let direct = load::run(&client, &d, c, cell).await;
-            let nginx = through_nginx(&client, ngx, "/json", SMALL, false, c, cell).await;
-            let cpu0 = gw_proc.cpu_seconds();
-            let gateway = load::run(&client, &g, c, cell).await;
-            let cpu = gw_proc.cpu_seconds() - cpu0;
-            rows.push(Row {
-                name: name.into(),
-                concurrency: c,
-                cpu_per_10k: cpu / gateway.requests.max(1) as f64 * 10_000.0,
-                direct,
-                gateway,
-                nginx,
-            });
+            let w = Workload {
+                nginx_path: "/json",
+                bytes: SMALL,
+                stateless: false,
+            };
+            rows.push(measure(name.into(), &client, ngx, gw_proc, (&d, &g), w, c, cell).await);
         }
     }
     let exchanges = secured::EXCHANGES.load(std::sync::atomic::Ordering::Relaxed);

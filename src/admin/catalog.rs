@@ -62,7 +62,7 @@ async fn ready(
 ) -> Result<(super::Admin, crate::store::Store), Box<Response>> {
     let admin = authorize(state, headers).await?;
     if let Some(u) = upstream
-        && !admin.may_manage(&state.gateway.runtime().config, u)
+        && !admin.may_manage(&state.gateway.runtime(), u)
     {
         return Err(Box::new(problem(
             StatusCode::NOT_FOUND,
@@ -113,12 +113,12 @@ pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Resp
         Ok(r) => r,
         Err(r) => return *r,
     };
-    let config = state.gateway.runtime().config.clone();
+    let rt = state.gateway.runtime();
     let result = async {
         let mut upstreams = store.catalog_upstreams().await?;
         let mut definitions = store.definitions(None).await?;
-        upstreams.retain(|u| admin.may_manage(&config, &u.upstream));
-        definitions.retain(|d| admin.may_manage(&config, &d.upstream));
+        upstreams.retain(|u| admin.may_manage(&rt, &u.upstream));
+        definitions.retain(|d| admin.may_manage(&rt, &d.upstream));
         Ok::<_, crate::store::StoreError>((upstreams, definitions))
     };
     match result.await {

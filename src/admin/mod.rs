@@ -95,10 +95,10 @@ impl Admin {
 
     /// Whether this administrator may see and decide about `upstream`: the operator any, a
     /// tenant's administrator those of the tenant's servers.
-    pub fn may_manage(&self, config: &crate::config::Config, upstream: &str) -> bool {
+    pub fn may_manage(&self, rt: &crate::gateway::Runtime, upstream: &str) -> bool {
         match &self.tenant {
             None => true,
-            Some(t) => config.upstream_tenants().get(upstream) == Some(&t.as_str()),
+            Some(t) => rt.owners.of_upstream(upstream) == Some(t.as_str()),
         }
     }
 }

@@ -110,7 +110,7 @@ pub struct Auditor {
     redactor: Redactor,
     record_arguments: bool,
     /// Each upstream's tenant: records about an upstream (catalog events) carry it.
-    tenants: arc_swap::ArcSwap<std::collections::HashMap<String, Arc<str>>>,
+    tenants: arc_swap::ArcSwap<crate::config::tenants::Owners>,
     stop: tokio::sync::Notify,
     stopped: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -155,7 +155,7 @@ impl Auditor {
         if record.tenant.is_none()
             && let Some(u) = &record.upstream
         {
-            record.tenant = self.tenants.load().get(u).map(|t| t.to_string());
+            record.tenant = self.tenants.load().of_upstream(u).map(str::to_owned);
         }
         let Some(record) = self.queue.push(record) else {
             return;
@@ -182,8 +182,8 @@ impl Auditor {
     }
 
     /// Sets each upstream's tenant (from the configuration being served).
-    pub fn set_tenants(&self, tenants: std::collections::HashMap<String, Arc<str>>) {
-        self.tenants.store(Arc::new(tenants));
+    pub fn set_tenants(&self, tenants: Arc<crate::config::tenants::Owners>) {
+        self.tenants.store(tenants);
     }
 
     /// Writes everything queued and stops the writer (at shutdown).

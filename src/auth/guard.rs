@@ -52,7 +52,7 @@ impl ServerGuard {
             .flat_map(|p| &p.rules)
             .flat_map(|r| r.require_scopes.iter().cloned())
             .collect();
-        let mut guard = Self::build(
+        Some(Self::build(
             config,
             &server.name,
             &server.path,
@@ -60,13 +60,8 @@ impl ServerGuard {
             config.resource_uri(server),
             auth,
             &policy_scopes,
-            config.tenant_of(server).map(|(_, t)| t.issuers.as_slice()),
-        );
-        guard.metadata_url = format!("{}{METADATA_PREFIX}{}", config.base_of(server), server.path);
-        guard.tenant = config
-            .tenant_of(server)
-            .map(|(name, t)| (name.to_owned(), t.claim_values.clone()));
-        Some(guard)
+            config.tenant_of(server),
+        ))
     }
 
     /// The guard of any protected path (a virtual server, or the admin API) with its
@@ -82,8 +77,8 @@ impl ServerGuard {
         Self::build(config, name, path, sa, resource, auth, &[], None)
     }
 
-    /// The guard; `step_up` are scopes that rules outside `sa` (policy) can require;
-    /// `tenant_issuers` are those of the server's tenant, the most it may accept.
+    /// The guard; `step_up` are scopes that rules outside `sa` (policy) can require; `tenant`
+    /// is the server's (its issuers are the most it may accept, its `public_url` its base).
     #[allow(clippy::too_many_arguments)]
     fn build(
         config: &Config,
@@ -93,13 +88,13 @@ impl ServerGuard {
         resource: String,
         auth: Arc<Authenticator>,
         step_up: &[String],
-        tenant_issuers: Option<&[String]>,
+        tenant: Option<(&str, &crate::config::tenants::Tenant)>,
     ) -> ServerGuard {
         // "Every issuer" means the IdPs configured under auth.issuers, never Gatehouse's own
         // authorization server: a server accepts its tokens only when it names it. A tenant's
         // server: its tenant's issuers, narrowed by its own list.
-        let names: Vec<&String> = if let (true, Some(t)) = (sa.issuers.is_empty(), tenant_issuers) {
-            t.iter().collect()
+        let names: Vec<&String> = if let (true, Some((_, t))) = (sa.issuers.is_empty(), tenant) {
+            t.issuers.iter().collect()
         } else if sa.issuers.is_empty() {
             config
                 .auth
@@ -149,7 +144,10 @@ impl ServerGuard {
         ServerGuard {
             auth,
             server_path: path.to_owned(),
-            metadata_url: format!("{}{METADATA_PREFIX}{}", config.public_base(), path),
+            metadata_url: format!(
+                "{}{METADATA_PREFIX}{path}",
+                config.tenant_base(tenant.map(|(_, t)| t))
+            ),
             resource,
             accepted,
             issuer_names,
@@ -157,7 +155,7 @@ impl ServerGuard {
             challenge_scopes,
             rules: sa.require.clone(),
             api_keys: sa.api_keys,
-            tenant: None,
+            tenant: tenant.map(|(name, t)| (name.to_owned(), t.claim_values.clone())),
             metadata: Bytes::from(serde_json::to_vec(&metadata).expect("metadata serializes")),
         }
     }

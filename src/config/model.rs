@@ -471,10 +471,12 @@ impl Config {
     /// The external base URL `server` is reached at: its tenant's `public_url`, or
     /// [`public_base`](Self::public_base).
     pub fn base_of(&self, server: &VirtualServer) -> String {
-        match self
-            .tenant_of(server)
-            .and_then(|(_, t)| t.public_url.as_deref())
-        {
+        self.tenant_base(self.tenant_of(server).map(|(_, t)| t))
+    }
+
+    /// The external base URL of `tenant`'s servers (of the gateway's own paths with none).
+    pub fn tenant_base(&self, tenant: Option<&super::tenants::Tenant>) -> String {
+        match tenant.and_then(|t| t.public_url.as_deref()) {
             Some(u) => u.trim_end_matches('/').to_owned(),
             None => self.public_base(),
         }

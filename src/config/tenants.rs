@@ -89,17 +89,41 @@ impl Config {
         }
     }
 
-    /// The tenant of each upstream (the tenant of the servers that use it).
-    pub fn upstream_tenants(&self) -> HashMap<&str, &str> {
-        let mut out = HashMap::new();
+    /// Which tenant each server and upstream belongs to (an upstream: the tenant of the
+    /// servers that use it), built once per configuration for routing decisions, audit
+    /// records and metrics labels alike.
+    pub fn owners(&self) -> Owners {
+        let mut owners = Owners::default();
         for s in &self.servers {
-            if let Some(t) = s.tenant.as_deref() {
+            if let Some(t) = &s.tenant {
+                owners.servers.insert(s.name.clone(), t.clone());
                 for u in &s.upstreams {
-                    out.insert(u.as_str(), t);
+                    owners.upstreams.insert(u.clone(), t.clone());
                 }
             }
         }
-        out
+        owners
+    }
+}
+
+/// Each server's and upstream's tenant ([`Config::owners`]); empty without `tenancy`.
+#[derive(Debug, Default)]
+pub struct Owners {
+    /// By server name.
+    pub servers: HashMap<String, String>,
+    /// By upstream name.
+    pub upstreams: HashMap<String, String>,
+}
+
+impl Owners {
+    /// The tenant of `upstream`, if it has one.
+    pub fn of_upstream(&self, upstream: &str) -> Option<&str> {
+        self.upstreams.get(upstream).map(String::as_str)
+    }
+
+    /// The tenant of `server`, if it has one.
+    pub fn of_server(&self, server: &str) -> Option<&str> {
+        self.servers.get(server).map(String::as_str)
     }
 }
 

@@ -303,28 +303,25 @@ impl Quotas {
         if counters.is_empty() {
             return Ok(Permit::default());
         }
+        let held: Vec<String> = counters
+            .iter()
+            .filter(|c| matches!(c.check, Check::Concurrent { .. }))
+            .map(|c| c.key.clone())
+            .collect();
+        // Who holds the leases (Redis): only a request that takes some needs an id.
         let member = match &*self.store {
-            Store::Redis(r) => r.member(),
-            Store::Local(_) => String::new(),
+            Store::Redis(r) if !held.is_empty() => r.member(),
+            _ => String::new(),
         };
         let taken = match &*self.store {
             Store::Local(l) => l.take(&counters),
             Store::Redis(r) => r.take(&counters, &member).await,
         };
         match taken {
-            Ok(None) => {
-                let held: Vec<String> = counters
-                    .iter()
-                    .filter(|c| matches!(c.check, Check::Concurrent { .. }))
-                    .map(|c| c.key.clone())
-                    .collect();
-                if held.is_empty() {
-                    return Ok(Permit::default());
-                }
-                Ok(Permit {
-                    held: Some((self.store.clone(), held, member)),
-                })
-            }
+            Ok(None) if held.is_empty() => Ok(Permit::default()),
+            Ok(None) => Ok(Permit {
+                held: Some((self.store.clone(), held, member)),
+            }),
             Ok(Some(full)) => Err(self.exceeded(&counters[full.index], full.wait, now)),
             Err(e) => {
                 METRICS.quota_store_error();

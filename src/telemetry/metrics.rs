@@ -154,16 +154,7 @@ pub struct Metrics {
     /// Build, reload and listener metrics.
     pub ops: super::ops_metrics::OpsMetrics,
     /// Each server's and upstream's tenant, for the `tenant` labels.
-    tenants: arc_swap::ArcSwap<TenantsOf>,
-}
-
-/// Which tenant each server and upstream belongs to (from the configuration served).
-#[derive(Debug, Default)]
-pub struct TenantsOf {
-    /// By server name.
-    pub servers: HashMap<String, String>,
-    /// By upstream name.
-    pub upstreams: HashMap<String, String>,
+    tenants: arc_swap::ArcSwap<crate::config::tenants::Owners>,
 }
 
 /// Labels of a message dropped from a session's standalone hold.
@@ -300,28 +291,26 @@ impl Metrics {
     }
 
     /// Sets which tenant each server and upstream belongs to (on every configuration load).
-    pub fn set_tenants(&self, tenants: TenantsOf) {
-        self.tenants.store(std::sync::Arc::new(tenants));
+    pub fn set_tenants(&self, tenants: std::sync::Arc<crate::config::tenants::Owners>) {
+        self.tenants.store(tenants);
     }
 
     /// The `tenant` label of `server`.
-    pub fn server_tenant(&self, server: &str) -> String {
+    fn server_tenant(&self, server: &str) -> String {
         self.tenants
             .load()
-            .servers
-            .get(server)
-            .cloned()
+            .of_server(server)
             .unwrap_or_default()
+            .to_owned()
     }
 
     /// The `tenant` label of `upstream`.
-    pub fn upstream_tenant(&self, upstream: &str) -> String {
+    fn upstream_tenant(&self, upstream: &str) -> String {
         self.tenants
             .load()
-            .upstreams
-            .get(upstream)
-            .cloned()
+            .of_upstream(upstream)
             .unwrap_or_default()
+            .to_owned()
     }
 
     /// The labels naming `upstream`.
