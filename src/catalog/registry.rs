@@ -55,6 +55,10 @@ pub struct Catalog {
     /// Changes decided in memory whose rows are still being written: a refresh from the store
     /// must not undo them meanwhile.
     in_flight: std::sync::Mutex<HashMap<Key, Known>>,
+    /// The last write of changes: each write waits for the one before, so that rows land in
+    /// the order the changes were decided (a definition that left a listing and came back is
+    /// written removed, then restored, never the other way round).
+    last_write: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Compiled resource templates, by template text.
     templates: RwLock<HashMap<String, Option<super::template::CompiledTemplate>>>,
     auditor: Option<Arc<Auditor>>,
@@ -79,6 +83,7 @@ impl Catalog {
             known: RwLock::new(HashMap::new()),
             upstreams: RwLock::new(HashMap::new()),
             in_flight: Default::default(),
+            last_write: Default::default(),
             templates: Default::default(),
             auditor,
         });
@@ -158,6 +163,7 @@ impl Catalog {
         let mut changes = Vec::new();
         let mut touched: Vec<Key> = Vec::new();
         let flight: Vec<(Key, Known)>;
+        let chain;
         {
             let mut known = self.known.write().expect("catalog lock");
             let mut listed = HashSet::with_capacity(items.len());
@@ -237,11 +243,17 @@ impl Catalog {
             for (k, v) in &flight {
                 in_flight.insert(k.clone(), v.clone());
             }
+            // Taken while the decisions are: writes queue in the order they were decided.
+            chain = Some(self.last_write.lock().expect("catalog lock"));
         }
-        if !changes.is_empty() {
+        if let Some(mut last) = chain.filter(|_| !changes.is_empty()) {
             let me = self.clone();
             let upstream = upstream.to_owned();
-            tokio::spawn(async move {
+            let before = last.take();
+            *last = Some(tokio::spawn(async move {
+                if let Some(b) = before {
+                    let _ = b.await;
+                }
                 if let Err(e) = me.record_changes(&upstream, kind, changes).await {
                     tracing::warn!(%upstream, error = %e, "catalog: cannot record definitions");
                 }
@@ -253,7 +265,7 @@ impl Catalog {
                         in_flight.remove(&k);
                     }
                 }
-            });
+            }));
         }
         served
     }
