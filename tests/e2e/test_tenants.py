@@ -195,6 +195,10 @@ def test_two_tenants_with_two_idps_are_isolated(processes, fixture_http, tmp_pat
     everything = {r.get("tenant") for r in audit(root).json()["records"]}
     assert {"acme", "beta"} <= everything, everything
     assert {r.get("tenant") for r in audit(root, tenant="beta").json()["records"]} == {"beta"}
+    # One query answers at most 1000 records; more is refused, not truncated.
+    too_many = audit(root, limit=1001)
+    assert too_many.status_code == 400 and "limit" in too_many.json()["error_description"], too_many.text
+    assert len(audit(root, limit=1).json()["records"]) == 1
 
     # Admin commands: register (connect, list, scan, record) an upstream for review.
     def register(headers: dict, upstream: str) -> httpx.Response:
