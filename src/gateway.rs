@@ -206,13 +206,23 @@ impl Runtime {
                     .map_err(|e| format!("servers {:?}: policy.{e}", s.name))?,
                 None => CompiledPolicy::open(),
             };
+            let mut server = VirtualServer::new(s, &config.upstreams, &upstreams, catalog.clone());
+            if let Some(g) = &s.guardrails {
+                let custom = config.catalog.as_ref().map_or(&[][..], |c| &c.rules[..]);
+                server.guardrail = Some(
+                    crate::guardrail::build(g, custom)
+                        .map_err(|e| format!("servers {:?}: guardrails: {e}", s.name))?,
+                );
+            }
+            server.interceptors = crate::intercept::Interceptors::new(
+                &s.interceptors,
+                &config.audit.redact,
+                config.limits.max_upstream_message_bytes,
+            )
+            .map_err(|e| format!("servers {:?}: {e}", s.name))?
+            .map(Arc::new);
             let route = Route {
-                server: Arc::new(VirtualServer::new(
-                    s,
-                    &config.upstreams,
-                    &upstreams,
-                    catalog.clone(),
-                )),
+                server: Arc::new(server),
                 guard: ServerGuard::new(&config, s, auth.clone()).map(Arc::new),
                 policy: Arc::new(policy),
             };

@@ -17,7 +17,9 @@ pub mod federation;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
+pub mod guardrail;
 pub mod hex;
+pub mod intercept;
 pub mod keyring;
 pub mod oauth;
 pub mod policy;

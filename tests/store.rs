@@ -108,6 +108,8 @@ async fn exercise_audit(store: &Store) {
         arguments: Some(r#"{"text":"x"}"#.into()),
         trace_id: Some(format!("{at_ms:032x}")),
         tenant: Some(if subject == "bob" { "beta" } else { "acme" }.into()),
+        guardrails: (subject == "bob")
+            .then(|| r#"[{"rule":"email","action":"flag","count":1}]"#.into()),
     };
     let now = gatehouse::audit::now_ms();
     let batch = vec![

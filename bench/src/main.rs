@@ -307,7 +307,7 @@ async fn run(args: Args) -> bool {
         secure_gw.pid(),
         ngx.map_or(String::new(), |n| format!(", nginx {}", n.pid()))
     );
-    let secured_target_at = |url: &String, bearer: &String| {
+    let secured_target_at = |url: &String, bearer: &String, bytes: u64| {
         let (client, url, bearer) = (client.clone(), url.clone(), bearer.clone());
         async move {
             let sid = initialize_with(&client, &url, &[("authorization", &bearer)]).await;
@@ -318,11 +318,11 @@ async fn run(args: Args) -> bool {
                     ("mcp-protocol-version", "2025-11-25"),
                     ("authorization", &bearer),
                 ]),
-                body: Arc::new(call_body(SMALL, false)),
+                body: Arc::new(call_body(bytes, false)),
             }
         }
     };
-    let secured_target = || secured_target_at(&secure_url, &bearer);
+    let secured_target = || secured_target_at(&secure_url, &bearer, SMALL);
 
     let concurrencies: &[usize] = if args.smoke { &[16] } else { &[1, 16, 64] };
     let mut rows = Vec::new();
@@ -373,6 +373,15 @@ async fn run(args: Args) -> bool {
     let secured_cases = [
         Some(("small json auth+policy+audit", on_secure("/secure"))),
         Some((
+            "small json auth+policy+audit+guardrails",
+            on_secure("/guarded"),
+        )),
+        Some(("large json auth+policy+audit", on_secure("/secure"))),
+        Some((
+            "large json auth+policy+audit+guardrails",
+            on_secure("/guarded"),
+        )),
+        Some((
             "small json auth+policy+audit+token_exchange",
             on_secure("/exchange"),
         )),
@@ -394,12 +403,23 @@ async fn run(args: Args) -> bool {
         {
             continue;
         }
+        let bytes = if name.starts_with("large") {
+            LARGE
+        } else {
+            SMALL
+        };
+        if bytes == LARGE && args.smoke {
+            continue;
+        }
         for &c in concurrencies {
-            let d = target(&client, &fx_json.ready_line, SMALL, false).await;
-            let g = secured_target_at(&url, &bearer).await;
+            if bytes == LARGE && c == 64 {
+                continue; // as above: the loopback, not the gateway
+            }
+            let d = target(&client, &fx_json.ready_line, bytes, false).await;
+            let g = secured_target_at(&url, &bearer, bytes).await;
             let w = Workload {
                 nginx_path: "/json",
-                bytes: SMALL,
+                bytes,
                 stateless: false,
             };
             rows.push(measure(name.into(), &client, ngx, gw_proc, (&d, &g), w, c, cell).await);

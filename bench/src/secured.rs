@@ -85,7 +85,8 @@ const POLICY: &str = r#"    policy:
 /// The secured gateway's configuration (audit to SQLite in `dir`). A cell's clients (up to 64)
 /// share one session, past the default cap of 16 streams per session. Its `quota` server is the
 /// secured one with quotas counted too (a rate, concurrent calls and a daily quota per
-/// principal, none ever reached), in this process or, with `redis`, in that Redis.
+/// principal, none ever reached), in this process or, with `redis`, in that Redis. Its
+/// `guarded` server is the secured one with the default output guardrails scanning results.
 pub fn config(issuer: &str, fixture_json: &str, redis: Option<&str>) -> String {
     let store = match redis {
         None => String::new(),
@@ -95,7 +96,7 @@ pub fn config(issuer: &str, fixture_json: &str, redis: Option<&str>) -> String {
         ),
     };
     format!(
-        "listen: 127.0.0.1:0\nops: {{ listen: 127.0.0.1:0 }}\nwatch_config: false\nlog: {{ level: warn }}\nstore: {{ url: \"sqlite://audit.db\" }}\nlimits: {{ streams_per_session: 256 }}\nauth:\n  issuers:\n    bench: {{ issuer: \"{issuer}\", jwks_uri: \"{issuer}/jwks\", algorithms: [ES256] }}\nquotas:\n{store}  rules:\n    - {{ name: bench, servers: [quota], rate: {{ requests: 1000000, per: 1s }}, concurrent: 10000, daily: 1000000000000 }}\nservers:\n  - name: secure\n    path: /secure\n    upstreams: [fxj]\n    auth: {{ scopes: [mcp:tools] }}\n{POLICY}  - name: quota\n    path: /quota\n    upstreams: [fxj]\n    auth: {{ scopes: [mcp:tools] }}\n{POLICY}  - name: exchange\n    path: /exchange\n    upstreams: [fxx]\n    auth: {{ scopes: [mcp:tools] }}\n{POLICY}upstreams:\n  fxj: {{ kind: http, url: \"{fixture_json}\", protocol: \"2025-11-25\" }}\n  fxx:\n    kind: http\n    url: \"{fixture_json}\"\n    protocol: \"2025-11-25\"\n    auth: {{ kind: token_exchange, idp: {{ token_endpoint: \"{issuer}/token\", client_id: bench, client_secret: {{ env: {IDP_SECRET_ENV} }} }}, scopes: [bench:run] }}\n"
+        "listen: 127.0.0.1:0\nops: {{ listen: 127.0.0.1:0 }}\nwatch_config: false\nlog: {{ level: warn }}\nstore: {{ url: \"sqlite://audit.db\" }}\nlimits: {{ streams_per_session: 256 }}\nauth:\n  issuers:\n    bench: {{ issuer: \"{issuer}\", jwks_uri: \"{issuer}/jwks\", algorithms: [ES256] }}\nquotas:\n{store}  rules:\n    - {{ name: bench, servers: [quota], rate: {{ requests: 1000000, per: 1s }}, concurrent: 10000, daily: 1000000000000 }}\nservers:\n  - name: secure\n    path: /secure\n    upstreams: [fxj]\n    auth: {{ scopes: [mcp:tools] }}\n{POLICY}  - name: quota\n    path: /quota\n    upstreams: [fxj]\n    auth: {{ scopes: [mcp:tools] }}\n{POLICY}  - name: guarded\n    path: /guarded\n    upstreams: [fxj]\n    auth: {{ scopes: [mcp:tools] }}\n    guardrails: {{}}\n{POLICY}  - name: exchange\n    path: /exchange\n    upstreams: [fxx]\n    auth: {{ scopes: [mcp:tools] }}\n{POLICY}upstreams:\n  fxj: {{ kind: http, url: \"{fixture_json}\", protocol: \"2025-11-25\" }}\n  fxx:\n    kind: http\n    url: \"{fixture_json}\"\n    protocol: \"2025-11-25\"\n    auth: {{ kind: token_exchange, idp: {{ token_endpoint: \"{issuer}/token\", client_id: bench, client_secret: {{ env: {IDP_SECRET_ENV} }} }}, scopes: [bench:run] }}\n"
     )
 }
 

@@ -1,7 +1,7 @@
 //! The audit trail: one record per decision and per call, handed to a bounded queue so that the
 //! request path never waits on disk, and written in batches by [`writer`].
 
-mod redact;
+pub mod redact;
 mod writer;
 
 pub use crate::store::AuditRecord;
@@ -287,6 +287,7 @@ impl Ticket {
                 arguments: None,
                 trace_id: trace_id.map(str::to_owned),
                 tenant: who.tenant.map(str::to_owned),
+                guardrails: None,
             }),
             bytes_out: AtomicU64::new(0),
             routed: AtomicBool::new(false),
@@ -322,6 +323,12 @@ impl Ticket {
             .upstream_started
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// What the output guardrails found in the result (rules and counts, never the text).
+    pub fn guardrails(&self, findings: &[crate::guardrail::Finding]) {
+        let json = serde_json::to_string(findings).ok();
+        self.edit(|r| r.guardrails = json);
     }
 
     /// The policy decision: `decision` is allow/deny/…, `rule` what decided.

@@ -26,27 +26,49 @@ impl Redactor {
     /// The recorded form of `args`: a digest for configured tools, else JSON with secret
     /// values masked.
     pub fn apply(&self, tool: Option<&str>, args: &Value) -> String {
-        let canonical = serde_json::to_string(args).unwrap_or_default();
-        if let Some(t) = tool
-            && self
-                .digest_tools
-                .iter()
-                .any(|p| crate::auth::glob_match(p, t))
-        {
-            let d = Sha256::digest(canonical.as_bytes());
-            return format!("sha256:{}", crate::hex::encode(&d));
+        if let Some(d) = self.digest(tool, args) {
+            return d;
         }
+        serde_json::to_string(&self.masked(args)).unwrap_or_default()
+    }
+
+    /// For a tool whose arguments are kept only as a digest, that digest.
+    pub fn digest(&self, tool: Option<&str>, args: &Value) -> Option<String> {
+        let t = tool?;
+        if !self
+            .digest_tools
+            .iter()
+            .any(|p| crate::auth::glob_match(p, t))
+        {
+            return None;
+        }
+        let canonical = serde_json::to_string(args).unwrap_or_default();
+        let d = Sha256::digest(canonical.as_bytes());
+        Some(format!("sha256:{}", crate::hex::encode(&d)))
+    }
+
+    /// `args` with secret values masked.
+    pub fn masked(&self, args: &Value) -> Value {
         let mut copy = args.clone();
         self.mask(&mut copy);
-        serde_json::to_string(&copy).unwrap_or_default()
+        copy
+    }
+
+    /// Whether `value` under `key` is what masking would have put there.
+    pub fn is_mask(&self, key: &str, value: &Value) -> bool {
+        value.as_str() == Some(MASK) && self.secret_key(key)
+    }
+
+    fn secret_key(&self, key: &str) -> bool {
+        let key = key.to_ascii_lowercase();
+        self.keys.iter().any(|s| key.contains(s.as_str()))
     }
 
     fn mask(&self, v: &mut Value) {
         match v {
             Value::Object(map) => {
                 for (k, inner) in map.iter_mut() {
-                    let key = k.to_ascii_lowercase();
-                    if self.keys.iter().any(|s| key.contains(s.as_str())) {
+                    if self.secret_key(k) {
                         *inner = Value::String(MASK.into());
                     } else {
                         self.mask(inner);

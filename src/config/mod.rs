@@ -6,6 +6,8 @@ mod auth;
 pub mod console;
 mod credentials;
 mod duration;
+pub mod guardrails;
+pub mod interceptors;
 pub mod keys;
 mod listener;
 mod locate;
@@ -18,6 +20,7 @@ mod secret;
 pub mod tenants;
 mod tls;
 mod validate;
+pub mod virtual_tools;
 mod warnings;
 
 pub use access_log::{AccessLog, Cidr};

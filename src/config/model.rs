@@ -264,6 +264,15 @@ pub struct VirtualServer {
     /// The tenant (under `tenancy.tenants`) this server belongs to.
     #[serde(default)]
     pub tenant: Option<String>,
+    /// External hooks asked before requests and after results, in order.
+    #[serde(default)]
+    pub interceptors: Vec<super::interceptors::Interceptor>,
+    /// Built-in scanning of results for secrets, personal data and injected instructions.
+    #[serde(default)]
+    pub guardrails: Option<super::guardrails::Guardrails>,
+    /// Tools, prompts and resources as clients see them (renamed, fixed, narrowed).
+    #[serde(default, rename = "virtual")]
+    pub virtuals: Option<super::virtual_tools::Virtual>,
 }
 
 fn default_separator() -> String {

@@ -144,6 +144,23 @@ pub fn validate(c: &Config) -> Vec<Issue> {
                 "scopes can only be required on a server with `auth`",
             );
         }
+        let mut add = |field: String, message: String| issues.add(field, message);
+        super::interceptors::check(
+            &format!("servers[{i}].interceptors"),
+            &s.interceptors,
+            &mut add,
+        );
+        if let Some(g) = &s.guardrails {
+            super::guardrails::check(&format!("servers[{i}].guardrails"), g, &mut add);
+        }
+        if let Some(v) = &s.virtuals {
+            super::virtual_tools::check(
+                &format!("servers[{i}].virtual"),
+                v,
+                &s.upstreams,
+                &mut add,
+            );
+        }
         if let Some(p) = &s.policy {
             super::policy::check(
                 &format!("servers[{i}].policy"),

@@ -178,6 +178,11 @@ async fn steps(call: Call<'_>, mode: ClientMode, message: Message) -> Result<Res
         };
         (routed, rewrite)
     };
+    // The interceptors asked before the request goes upstream (after policy: a hook never
+    // hears of a call policy refused).
+    let routed = super::vet::before_sending(&server, access, head, routed, &id).await?;
+    let vet =
+        super::vet::Vet::of(&server, access, head, routed.member, &routed.message).map(Arc::new);
     // Step 5: send.
     let upstream = &server.members[routed.member].upstream;
     if let Some(t) = &ticket {
@@ -202,11 +207,15 @@ async fn steps(call: Call<'_>, mode: ClientMode, message: Message) -> Result<Res
         tasks,
         context: access.context.clone(),
         permit: permit.shared(),
+        vet,
     };
     let upstream_span = tracing::debug_span!("gatehouse.upstream", upstream = %upstream);
     // Results the gateway only relays may stream through; cacheable ones gain fields.
     // A task id in the answer is rewritten, so the answer is read whole.
-    let delivery = if relay.cacheable || relay.tasks.is_some() {
+    let delivery = if relay.cacheable
+        || relay.tasks.is_some()
+        || relay.vet.as_ref().is_some_and(|v| v.wants_whole())
+    {
         Delivery::Whole
     } else {
         Delivery::Streamed {

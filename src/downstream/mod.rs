@@ -23,6 +23,7 @@ pub mod session_registry;
 mod standalone;
 pub(crate) mod stateless;
 mod tasks;
+mod vet;
 
 #[cfg(test)]
 mod mirrored_tests;

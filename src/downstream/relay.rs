@@ -50,6 +50,8 @@ pub struct Relay {
     pub tasks: Option<super::tasks::Rewrite>,
     /// For whom the call is made (what refusing a server request upstream is sent as).
     pub context: crate::context::CallContext,
+    /// What the result passes before the client sees it (guardrails, response hooks).
+    pub vet: Option<Arc<super::vet::Vet>>,
 }
 
 impl Relay {
@@ -68,6 +70,9 @@ impl Relay {
                 self.finish();
                 if let Some(t) = &self.tasks {
                     t.apply(&mut m);
+                }
+                if let Some(v) = &self.vet {
+                    v.response(&mut m, self.ticket.as_deref()).await;
                 }
                 if self.request_id.is_some() {
                     m.id = self.request_id.clone();
@@ -231,6 +236,12 @@ impl Relay {
     /// The audit record completes when the last piece is out; an upstream failure midway
     /// aborts the body, since the client has already seen part of the answer.
     fn streamed_body(&self, body: StreamedResponse, sse: bool) -> Pieces {
+        let body = match &self.vet {
+            Some(v) => v
+                .clone()
+                .stream(body, self.request_id.clone(), self.ticket.clone()),
+            None => super::vet::plain(body),
+        };
         let state = Some((body, self.ticket.clone(), self.permit.clone()));
         let pieces = futures_util::stream::unfold(state, |state| async move {
             let (mut body, ticket, permit) = state?;
@@ -268,6 +279,9 @@ impl Relay {
     pub async fn translate(&self, mut frame: Frame) -> Option<Vec<u8>> {
         if let (Some(t), Frame::Response(m)) = (&self.tasks, &mut frame) {
             t.apply(m);
+        }
+        if let (Some(v), Frame::Response(m)) = (&self.vet, &mut frame) {
+            v.response(m, self.ticket.as_deref()).await;
         }
         if let (None, Frame::Notification(m)) = (&self.session, &frame)
             && crate::protocol::Method::of(m) == crate::protocol::Method::NotificationsMessage

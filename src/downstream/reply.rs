@@ -125,6 +125,14 @@ impl Refusal {
         }
     }
 
+    /// A request an interceptor denied, or that failed closed; `message` says so.
+    pub fn by_interceptor(message: Message, e: &crate::intercept::InterceptError) -> Refusal {
+        Refusal {
+            decision: Some(("deny", format!("interceptor:{}", e.hook()))),
+            ..Refusal::exact(StatusCode::OK, message)
+        }
+    }
+
     /// The same refusal, recorded as decided by `rule` (`deny`).
     pub fn denied_by(mut self, rule: &str) -> Refusal {
         self.decision = Some(("deny", rule.to_owned()));

@@ -8,6 +8,7 @@ use super::listen;
 use super::relay::Relay;
 use super::reply::answered;
 use super::rules::header_str;
+use super::vet::Vet;
 use crate::context::CallContext;
 use crate::federation::{Member, SessionSource, VirtualServer};
 use crate::protocol::head::Meta;
@@ -353,6 +354,15 @@ async fn resume(
             tracing::warn!(upstream = %route.upstream, error = %e, "could not deliver an input response");
         }
     }
+    // The vet of the first request: its arguments are what the upstream is answering.
+    let vet = Vet::of(
+        &server,
+        call.access,
+        call.head,
+        parked_call.member,
+        &message,
+    )
+    .map(Arc::new);
     let relay = Relay {
         server: server.clone(),
         member: parked_call.member,
@@ -367,6 +377,7 @@ async fn resume(
         tasks: None,
         context: ctx.clone(),
         permit: permit.shared(),
+        vet,
     };
     Ok(relay.respond(parked_call.stream).await)
 }

@@ -75,7 +75,7 @@ impl<'a> Fields<'a> {
 
     /// The item with some members replaced (`replaced` holds their new JSON text): the
     /// item's own text with those values spliced in, every other byte as it came.
-    pub(super) fn with(self, replaced: &[(&str, RawItem)]) -> RawItem {
+    pub(super) fn with(&self, replaced: &[(&str, RawItem)]) -> RawItem {
         let text = self.item.get();
         let base = text.as_ptr() as usize;
         let mut spans: Vec<(usize, usize, &str)> = Vec::with_capacity(replaced.len());
@@ -105,7 +105,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The item written anew from its members (keys sorted, the last of a repeated one kept).
-    fn rewritten(self, replaced: &[(&str, RawItem)]) -> RawItem {
+    fn rewritten(&self, replaced: &[(&str, RawItem)]) -> RawItem {
         let mut map: BTreeMap<&str, &RawValue> = BTreeMap::new();
         for (k, v) in &self.members {
             map.insert(k, v);

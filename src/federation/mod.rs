@@ -7,6 +7,7 @@ mod items;
 mod names;
 #[cfg(test)]
 mod tests;
+mod virtuals;
 
 pub use items::{ListResult, RawItem};
 pub use names::{ListKind, Naming};
@@ -181,6 +182,12 @@ pub struct VirtualServer {
     pub catalog: Option<Arc<crate::catalog::Catalog>>,
     /// The tenant it belongs to (`tenancy`).
     pub tenant: Option<Arc<str>>,
+    /// Virtual tools, prompts and resources shown in place of upstream ones.
+    virtuals: Option<virtuals::Virtuals>,
+    /// The output guardrails results pass on their way to the client.
+    pub guardrail: Option<Arc<crate::guardrail::Guard>>,
+    /// The hooks asked before requests and after results.
+    pub interceptors: Option<Arc<crate::intercept::Interceptors>>,
 }
 
 impl VirtualServer {
@@ -209,6 +216,12 @@ impl VirtualServer {
             routes: RwLock::new(Routes::default()),
             catalog,
             tenant: cfg.tenant.as_deref().map(Arc::from),
+            virtuals: cfg
+                .virtuals
+                .as_ref()
+                .map(|v| virtuals::Virtuals::new(v, &cfg.upstreams)),
+            guardrail: None,
+            interceptors: None,
         }
     }
 
@@ -466,11 +479,37 @@ impl VirtualServer {
                         Err(()) => continue,
                     }
                 }
+                if let Some(v) = &self.virtuals
+                    && v.hides(kind, *i, &id)
+                {
+                    let meta = (kind == ListKind::Tools)
+                        .then(|| self.outward_meta(*i, fields.raw("_meta")))
+                        .flatten();
+                    for def in v.made_from(kind, *i, &id) {
+                        seen.insert(def.name.clone(), *i);
+                        if visible.is_some_and(|v| !v(*i, &def.name)) {
+                            continue;
+                        }
+                        match def.item(kind, &fields, meta.clone()) {
+                            Ok(item) => items.push(item),
+                            Err(reason) => tracing::error!(
+                                server = %self.name, upstream = %self.members[*i].upstream,
+                                name = %def.name, from = %crate::audit::clipped(&id), %reason,
+                                "virtual definition left out of the listing: the upstream's definition cannot carry it"
+                            ),
+                        }
+                    }
+                    continue;
+                }
                 let outward = if kind.is_uri() {
                     self.naming.outward_uri(*i, &id)
                 } else {
                     self.naming.outward_name(*i, &id)
                 };
+                if self.virtual_named(kind, &outward).is_some() {
+                    tracing::warn!(server = %self.name, name = %outward, "an upstream's definition has the name of a virtual one, and is hidden");
+                    continue;
+                }
                 if let Some(first) = seen.get(&outward) {
                     tracing::error!(
                         server = %self.name, name = %outward,
@@ -684,7 +723,32 @@ impl VirtualServer {
 
     /// Whether requests reach the one member as the client sent them (nothing to rename).
     pub fn passes_through(&self) -> bool {
-        self.members.len() == 1 && !self.naming.prefixed()
+        self.members.len() == 1 && !self.naming.prefixed() && self.virtuals.is_none()
+    }
+
+    fn virtual_named(&self, kind: ListKind, name: &str) -> Option<&virtuals::Def> {
+        self.virtuals.as_ref()?.named(kind, name)
+    }
+
+    /// Refuses `inner` of `member` when only virtual definitions show it.
+    fn not_hidden(
+        &self,
+        kind: ListKind,
+        member: usize,
+        inner: &str,
+        asked: &str,
+    ) -> Result<(), FederationError> {
+        if self
+            .virtuals
+            .as_ref()
+            .is_some_and(|v| v.hides(kind, member, inner))
+        {
+            return Err(FederationError::Unknown {
+                kind: kind.singular(),
+                name: asked.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Picks the member for a targeted request and rewrites the target to the upstream's name.
@@ -710,13 +774,28 @@ impl VirtualServer {
                     ListKind::Prompts
                 };
                 let name = string_param(&params, "name", &method)?;
-                let (i, inner) = self.resolve_name(src, kind, &name).await?;
-                params.insert("name".into(), to_raw(&inner));
-                (i, params)
+                if let Some(def) = self.virtual_named(kind, &name) {
+                    params.insert("name".into(), to_raw(&def.from));
+                    let args = def.arguments(params.get("arguments").map(|a| &**a))?;
+                    params.insert("arguments".into(), args);
+                    (def.member, params)
+                } else {
+                    let (i, inner) = self.resolve_name(src, kind, &name).await?;
+                    self.not_hidden(kind, i, &inner, &name)?;
+                    params.insert("name".into(), to_raw(&inner));
+                    (i, params)
+                }
             }
             (Some(TargetParam::Uri), _) => {
                 let uri = string_param(&params, "uri", &method)?;
-                let (i, inner) = self.resolve_uri(&uri);
+                let (i, inner) = match self.virtual_named(ListKind::Resources, &uri) {
+                    Some(def) => (def.member, def.from.clone()),
+                    None => {
+                        let (i, inner) = self.resolve_uri(&uri);
+                        self.not_hidden(ListKind::Resources, i, &inner, &uri)?;
+                        (i, inner)
+                    }
+                };
                 params.insert("uri".into(), to_raw(&inner));
                 (i, params)
             }
@@ -732,7 +811,15 @@ impl VirtualServer {
                     .and_then(Value::as_str)
                     .map(str::to_owned)
                 {
-                    let (i, inner) = self.resolve_name(src, ListKind::Prompts, &name).await?;
+                    let (i, inner) = match self.virtual_named(ListKind::Prompts, &name) {
+                        Some(def) => (def.member, def.from.clone()),
+                        None => {
+                            let (i, inner) =
+                                self.resolve_name(src, ListKind::Prompts, &name).await?;
+                            self.not_hidden(ListKind::Prompts, i, &inner, &name)?;
+                            (i, inner)
+                        }
+                    };
                     reference.insert("name".into(), Value::String(inner));
                     i
                 } else if let Some(uri) = reference

@@ -14,6 +14,15 @@ impl ListKind {
             ListKind::Templates => DefinitionKind::ResourceTemplate,
         }
     }
+
+    /// What one listed item is called in errors ("Unknown tool: …").
+    pub fn singular(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tool",
+            ListKind::Prompts => "prompt",
+            ListKind::Resources | ListKind::Templates => "resource",
+        }
+    }
 }
 
 /// The scheme of MCP Apps UI resources (`io.modelcontextprotocol/ui`).

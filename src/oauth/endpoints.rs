@@ -136,6 +136,7 @@ pub fn audit(
         arguments: None,
         trace_id: trace.map(|t| t.0.0.to_string()),
         tenant: None,
+        guardrails: None,
     });
 }
 

@@ -46,6 +46,10 @@ pub struct AuditRecord {
     /// The tenant of the server (or of the administrator, for an administrative event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// What the output guardrails found in the result: JSON `[{"rule","action","count"}]`
+    /// (never the matched text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<String>,
 }
 
 impl AuditRecord {
@@ -78,6 +82,7 @@ impl AuditRecord {
             arguments: None,
             trace_id: None,
             tenant: None,
+            guardrails: None,
         }
     }
 }
@@ -107,7 +112,7 @@ pub struct AuditFilter {
 
 macro_rules! audit_columns {
     () => {
-        "at_ms, request_id, server, upstream, method, target, subject, issuer, client_id, decision, rule, outcome, error_code, latency_us, bytes_in, bytes_out, arguments, trace_id, tenant"
+        "at_ms, request_id, server, upstream, method, target, subject, issuer, client_id, decision, rule, outcome, error_code, latency_us, bytes_in, bytes_out, arguments, trace_id, tenant, guardrails"
     };
 }
 
@@ -134,11 +139,12 @@ macro_rules! audit_from_row {
             arguments: row.try_get("arguments")?,
             trace_id: row.try_get("trace_id")?,
             tenant: row.try_get("tenant")?,
+            guardrails: row.try_get("guardrails")?,
         }
     }};
 }
 
-/// Most rows one INSERT writes: 19 parameters a row; SQLite allows 32766 per statement,
+/// Most rows one INSERT writes: 20 parameters a row; SQLite allows 32766 per statement,
 /// PostgreSQL 65535.
 const ROWS_PER_STATEMENT: usize = 500;
 
@@ -189,7 +195,8 @@ impl Store {
                         .push_bind(r.bytes_out)
                         .push_bind(&r.arguments)
                         .push_bind(&r.trace_id)
-                        .push_bind(&r.tenant);
+                        .push_bind(&r.tenant)
+                        .push_bind(&r.guardrails);
                 });
                 q.build().execute(&mut *tx).await?;
             }

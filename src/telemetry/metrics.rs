@@ -153,6 +153,8 @@ pub struct Metrics {
     pub quota_store_errors: Counter,
     /// Build, reload and listener metrics.
     pub ops: super::ops_metrics::OpsMetrics,
+    /// Guardrail findings and interceptor answers.
+    pub guards: super::guard_metrics::GuardMetrics,
     /// Each server's and upstream's tenant, for the `tenant` labels.
     tenants: arc_swap::ArcSwap<crate::config::tenants::Owners>,
 }
@@ -264,9 +266,11 @@ impl Metrics {
             quota_store_errors.clone(),
         );
         let ops = super::ops_metrics::OpsMetrics::register(&mut registry);
+        let guards = super::guard_metrics::GuardMetrics::register(&mut registry);
         Metrics {
             registry,
             ops,
+            guards,
             requests,
             request_seconds,
             upstream_seconds,
@@ -296,7 +300,7 @@ impl Metrics {
     }
 
     /// The `tenant` label of `server`.
-    fn server_tenant(&self, server: &str) -> String {
+    pub(super) fn server_tenant(&self, server: &str) -> String {
         self.tenants
             .load()
             .of_server(server)

@@ -1,5 +1,6 @@
 //! Logging, metrics and traces.
 
+pub mod guard_metrics;
 pub mod metrics;
 pub mod ops_metrics;
 mod traces;

@@ -84,6 +84,9 @@ CASES = {
                   f"client_id: {IDP_EXCHANGER[0]}, client_secret: {{ env: GATEHOUSE_IDP_SECRET }}"},
         env={"GATEHOUSE_IDP_SECRET": IDP_EXCHANGER[1]}),
     "tenants.yaml": Case("plain", "tenants", idp2="entra"),
+    # The virtual tool's name, and a result the guardrails redact (email: redact).
+    "guarded.yaml": Case(None, "none", tool="announce", args={"text": "write to ops@corp.example"},
+                         expect="write to [REDACTED:email]"),
     "facade-entra.yaml": Case(
         "entra", "facade",
         rewrites={"client_id: 11111111-1111-1111-1111-111111111111": f"client_id: {IDP_CLIENT[0]}"},

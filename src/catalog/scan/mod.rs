@@ -323,6 +323,37 @@ impl Scanner {
     }
 }
 
+/// The rules whose match in a result is text addressed to the model rather than to its
+/// user (indirect prompt injection), which the output guardrails apply to results.
+pub const INJECTION_RULES: [&str; 5] = [
+    INSTRUCTION_OVERRIDE,
+    CONCEALMENT,
+    HIDDEN_BLOCK,
+    MODEL_DIRECTED,
+    SECRET_REQUEST,
+];
+
+impl Scanner {
+    /// The first injection-shaped text in `text` (a string of a result): the rule (one of
+    /// [`INJECTION_RULES`] or a custom rule) and where it matched in `text`.
+    pub fn injection(&self, text: &str) -> Option<(String, usize, usize)> {
+        let norm = normalize(text);
+        for rule in &self.rules {
+            if !INJECTION_RULES.contains(&rule.id) {
+                continue;
+            }
+            if let Some((s, e)) = first_match(&norm, &rule.patterns) {
+                return Some((rule.id.to_owned(), s, e));
+            }
+        }
+        self.custom.iter().find_map(|c| {
+            let m = c.regex.find_iter(&norm.text).find(|m| !m.is_empty())?;
+            let (s, e) = norm.original(m.start(), m.end());
+            Some((c.id.clone(), s, e))
+        })
+    }
+}
+
 /// Findings, at most one per (rule, field).
 struct Findings(Vec<Finding>);
 
