@@ -208,6 +208,7 @@ async fn steps(call: Call<'_>, mode: ClientMode, message: Message) -> Result<Res
         context: access.context.clone(),
         permit: permit.shared(),
         vet,
+        read_as: read_as(&server, head, &routed),
     };
     let upstream_span = tracing::debug_span!("gatehouse.upstream", upstream = %upstream);
     // Results the gateway only relays may stream through; cacheable ones gain fields.
@@ -284,6 +285,16 @@ pub async fn admit(
     Ok(routed)
 }
 
+/// For a `resources/read` of a URI the upstream knows by another: (its, the client's).
+fn read_as(server: &VirtualServer, head: &CallHead, routed: &Routed) -> Option<(String, String)> {
+    if head.method != Method::ResourcesRead || server.passes_through() {
+        return None;
+    }
+    let asked = head.name.clone()?;
+    let inner = CallHead::of(&routed.message).name?;
+    (asked != inner).then_some((inner, asked))
+}
+
 /// The target's name as the member's upstream knows it (the catalog decides on it).
 fn upstream_name(server: &VirtualServer, head: &CallHead, routed: &Routed) -> Option<String> {
     if server.passes_through() {
@@ -331,7 +342,12 @@ async fn catalog(
                 return Ok(());
             }
             tracing::info!(%upstream, %name, "call refused: the catalog holds this definition back");
-            FederationError::Unknown { kind: label, name }
+            // Named as the client named it: the upstream's own name may be one it is not
+            // shown (a prefixed or virtual one's).
+            FederationError::Unknown {
+                kind: label,
+                name: head.name.clone().unwrap_or(name),
+            }
         }
     };
     // Listings never ask for consent, and a connected user's listing is what records a

@@ -29,6 +29,8 @@ mod vet;
 mod mirrored_tests;
 #[cfg(test)]
 mod pipeline_tests;
+#[cfg(test)]
+mod virtual_tests;
 
 use crate::auth::{METADATA_PREFIX, Principal, ServerGuard};
 use crate::gateway::Gateway;

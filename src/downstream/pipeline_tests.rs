@@ -50,7 +50,7 @@ fn last_request_id(u: &ScriptedUpstream, method: &str) -> crate::protocol::Reque
         .expect("the request reached the upstream")
 }
 
-fn text(result: &Value) -> &str {
+pub(super) fn text(result: &Value) -> &str {
     result["content"][0]["text"].as_str().unwrap_or_default()
 }
 

@@ -52,6 +52,8 @@ pub struct Relay {
     pub context: crate::context::CallContext,
     /// What the result passes before the client sees it (guardrails, response hooks).
     pub vet: Option<Arc<super::vet::Vet>>,
+    /// For a `resources/read` of a renamed URI: (the upstream's, the client's).
+    pub read_as: Option<(String, String)>,
 }
 
 impl Relay {
@@ -71,6 +73,7 @@ impl Relay {
                 if let Some(t) = &self.tasks {
                     t.apply(&mut m);
                 }
+                self.rename_contents(&mut m);
                 if let Some(v) = &self.vet {
                     v.response(&mut m, self.ticket.as_deref()).await;
                 }
@@ -152,6 +155,14 @@ impl Relay {
             result,
         )
         .to_bytes())
+    }
+
+    fn rename_contents(&self, m: &mut Message) {
+        if let (Some((from, to)), Some(r)) = (&self.read_as, &m.result)
+            && let Some(renamed) = crate::federation::renamed_contents(r, from, to)
+        {
+            m.result = Some(renamed);
+        }
     }
 
     fn finish(&self) {
@@ -279,6 +290,9 @@ impl Relay {
     pub async fn translate(&self, mut frame: Frame) -> Option<Vec<u8>> {
         if let (Some(t), Frame::Response(m)) = (&self.tasks, &mut frame) {
             t.apply(m);
+        }
+        if let Frame::Response(m) = &mut frame {
+            self.rename_contents(m);
         }
         if let (Some(v), Frame::Response(m)) = (&self.vet, &mut frame) {
             v.response(m, self.ticket.as_deref()).await;

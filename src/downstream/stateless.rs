@@ -378,6 +378,7 @@ async fn resume(
         context: ctx.clone(),
         permit: permit.shared(),
         vet,
+        read_as: None,
     };
     Ok(relay.respond(parked_call.stream).await)
 }

@@ -927,6 +927,26 @@ impl VirtualServer {
     }
 }
 
+/// A `resources/read` result with the contents the upstream names `from` named `to`, the URI
+/// the client read (a prefixed or virtual one): a client must not learn the upstream's own
+/// URI, which the gateway would refuse. `None` when nothing is renamed.
+pub fn renamed_contents(result: &RawValue, from: &str, to: &str) -> Option<Box<RawValue>> {
+    if !result.get().contains("contents") {
+        return None;
+    }
+    let mut v: Value = serde_json::from_str(result.get()).ok()?;
+    let mut renamed = false;
+    for item in v.get_mut("contents")?.as_array_mut()? {
+        if let Some(uri) = item.get_mut("uri")
+            && uri.as_str() == Some(from)
+        {
+            *uri = Value::String(to.to_owned());
+            renamed = true;
+        }
+    }
+    renamed.then(|| to_raw(&v))
+}
+
 fn string_param(
     params: &BTreeMap<String, Box<RawValue>>,
     key: &str,
