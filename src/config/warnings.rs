@@ -22,7 +22,34 @@ pub fn warnings(config: &Config) -> Vec<Issue> {
     let mut out = Vec::new();
     shared_audiences(config, &mut out);
     alternatives_read_as_and(config, &mut out);
+    plaintext_hooks(config, &mut out);
     out
+}
+
+/// An interceptor reached over plain HTTP beyond this machine: what it is sent (arguments,
+/// results, who calls) crosses the network unencrypted.
+fn plaintext_hooks(config: &Config, out: &mut Vec<Issue>) {
+    for (i, s) in config.servers.iter().enumerate() {
+        for (j, h) in s.interceptors.iter().enumerate() {
+            let Ok(url) = reqwest::Url::parse(&h.url) else {
+                continue;
+            };
+            let loopback = match url.host() {
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => true,
+            };
+            if url.scheme() == "http" && !loopback {
+                out.push(Issue::new(
+                    &format!("servers[{i}].interceptors[{j}].url"),
+                    "plain http to another host: the calls' arguments, results and callers \
+                     travel unencrypted. Use https, or run the hook on this machine"
+                        .to_owned(),
+                ));
+            }
+        }
+    }
 }
 
 fn shared_audiences(config: &Config, out: &mut Vec<Issue>) {
@@ -108,5 +135,29 @@ fn alternatives_read_as_and(config: &Config, out: &mut Vec<Issue>) {
                 ),
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hook_over_plain_http_to_another_host_is_warned_about() {
+        let yaml = |url: &str| {
+            format!(
+                "servers:\n  - name: m\n    path: /mcp\n    upstreams: [u]\n    interceptors:\n      - {{ name: h, url: \"{url}\" }}\nupstreams:\n  u: {{ kind: http, url: \"http://127.0.0.1:9/\" }}\n"
+            )
+        };
+        let warned = |url: &str| {
+            let c = Config::from_yaml(&yaml(url), std::path::Path::new("t.yaml")).unwrap();
+            warnings(&c)
+                .iter()
+                .any(|i| i.to_string().contains("interceptors[0].url"))
+        };
+        assert!(warned("http://dlp.corp.example/hook"));
+        assert!(!warned("https://dlp.corp.example/hook"));
+        assert!(!warned("http://127.0.0.1:9000/hook"));
+        assert!(!warned("http://localhost:9000/hook"));
     }
 }
