@@ -191,3 +191,41 @@ def test_check_refuses_an_unknown_detector(tmp_path):
     said = out.stdout + out.stderr
     assert out.returncode != 0, said
     assert "servers[0].guardrails.rules.credit-card" in said and "payment-card" in said, said
+
+
+# ---------------------------------------------------------------- a block after part was sent
+
+
+def test_a_key_deep_in_a_streamed_result_cuts_it_off_and_is_recorded(gateway, tmp_path):
+    """Past the first 64 KiB held back, part of the result is already with the client: a block
+    there can only end the response early. Nothing from the key on reaches the client, and the
+    audit record says which detector stopped it."""
+    session, ops = gateway
+    before = findings(ops, "main", "private-key", "block")
+    filler = "lorem ipsum dolor sit amet " * 24_000  # ~630 KiB before the key
+    text = f"{filler}\n{PEM}\n{filler}"
+    received = b""
+    cut_off = False
+    try:
+        with httpx.stream("POST", session("main").url, headers=session("main").headers(), timeout=30,
+                          json={"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                                "params": {"name": "echo", "arguments": {"text": text}}}) as resp:
+            assert resp.status_code == 200
+            for chunk in resp.iter_raw():
+                received += chunk
+    except httpx.HTTPError:
+        cut_off = True
+    assert len(received) > 64 * 1024, f"the part before the key was sent ({len(received)} bytes)"
+    assert PEM_BODY[:40].encode() not in received, "nothing of the key reached the client"
+    assert cut_off or len(received) < len(text), f"the response ended early ({len(received)} bytes)"
+    wait_for_findings(ops, "main", "private-key", "block", before)
+    config = next(tmp_path.glob("gatehouse-*.yaml"))
+    deadline = time.monotonic() + 10
+    while True:
+        out = subprocess.run([str(gateway_bin()), "audit", "--config", str(config), "--since", "all", "--json"],
+                             capture_output=True, text=True, timeout=30)
+        records = [json.loads(line) for line in out.stdout.splitlines()]
+        if any(r.get("rule") == "guardrail:private-key" and r.get("decision") == "deny" for r in records):
+            break
+        assert time.monotonic() < deadline, f"no audit record names the block: {records[-3:]}"
+        time.sleep(0.2)

@@ -125,54 +125,6 @@ def hook():
     h.close()
 
 
-class ArgsUpstream:
-    """A minimal MCP server (JSON responses, one session) whose `args` tool returns the
-    arguments it received as JSON text, so that a test sees exactly what went upstream."""
-
-    def __init__(self):
-        self.received: list[dict] = []
-        upstream = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                msg = json.loads(read_body(self))
-                if "id" not in msg:
-                    return reply(self, 202, b"")
-                method, params = msg.get("method"), msg.get("params") or {}
-                extra = {}
-                if method == "initialize":
-                    result = {"protocolVersion": PROTOCOL, "capabilities": {"tools": {}},
-                              "serverInfo": {"name": "args-upstream", "version": "1"}}
-                    extra["Mcp-Session-Id"] = "args-session"
-                elif method == "ping":
-                    result = {}
-                elif method == "tools/list":
-                    result = {"tools": [{"name": "args", "description": "Returns its arguments as JSON",
-                                         "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}}}]}
-                elif method == "tools/call":
-                    arguments = params.get("arguments") or {}
-                    upstream.received.append(arguments)
-                    result = {"content": [{"type": "text", "text": json.dumps(arguments, sort_keys=True)}]}
-                else:
-                    body = {"jsonrpc": "2.0", "id": msg["id"], "error": {"code": -32601, "message": f"Method not found: {method}"}}
-                    return reply(self, 200, json.dumps(body).encode())
-                reply(self, 200, json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}).encode(), extra=extra)
-
-            def do_GET(self):
-                reply(self, 405, b"", "text/plain")
-
-            def do_DELETE(self):
-                reply(self, 200, b"", "text/plain")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = serve(Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/mcp"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def echo(s: RawSession, args: dict | None = None):
@@ -278,22 +230,18 @@ def test_a_mutator_replaces_the_result_the_client_gets(processes, fixture_http, 
     assert text_of(response["result"]) == "hi", response
 
 
-def test_a_mutator_handing_back_redacted_keeps_the_original_value(processes, tmp_path, hook):
-    upstream = ArgsUpstream()
-    try:
-        hook.answer = lambda path, p: {"decision": "allow", "arguments": {**p["arguments"], "text": "changed"}}
-        base, _ = gateway(processes, tmp_path, upstream.url, {"main": [interceptor("rewriter", hook.url(), role="mutator")]})
-        s = RawSession(base + "/main", None).open()
-        args = {"text": "original", "api_token": "s3cr3t", "login": {"Password": "hunter2", "user": "ada"}}
-        result = result_of(s.request("tools/call", {"name": "args", "arguments": args}))
-        [seen] = hook.payloads()
-        assert seen["arguments"] == {"text": "original", "api_token": "[redacted]",
-                                     "login": {"Password": "[redacted]", "user": "ada"}}, seen
-        sent = {"text": "changed", "api_token": "s3cr3t", "login": {"Password": "hunter2", "user": "ada"}}
-        assert upstream.received == [sent], "the hook's change applies; what it could not see keeps its value"
-        assert json.loads(text_of(result)) == sent
-    finally:
-        upstream.close()
+def test_a_mutator_handing_back_redacted_keeps_the_original_value(processes, fixture_http, tmp_path, hook):
+    hook.answer = lambda path, p: {"decision": "allow", "arguments": {**p["arguments"], "text": "changed"}}
+    base, _ = gateway(processes, tmp_path, fixture_http(), {"main": [interceptor("rewriter", hook.url(), role="mutator")]})
+    s = RawSession(base + "/main", None).open()
+    args = {"text": "original", "api_token": "s3cr3t", "login": {"Password": "hunter2", "user": "ada"}}
+    # The fixture's `arguments` tool answers with the arguments it received.
+    result = result_of(s.request("tools/call", {"name": "arguments", "arguments": args}))
+    [seen] = hook.payloads()
+    assert seen["arguments"] == {"text": "original", "api_token": "[redacted]",
+                                 "login": {"Password": "[redacted]", "user": "ada"}}, seen
+    sent = {"text": "changed", "api_token": "s3cr3t", "login": {"Password": "hunter2", "user": "ada"}}
+    assert json.loads(text_of(result)) == sent, "the hook's change applies; what it could not see keeps its value"
 
 
 def test_a_validator_that_tries_to_mutate_is_a_hook_error(processes, fixture_http, tmp_path, hook):
@@ -461,3 +409,67 @@ def test_check_refuses_two_interceptors_of_one_name(tmp_path):
     said = out.stdout + out.stderr
     assert out.returncode != 0, said
     assert "servers[0].interceptors" in said and "dlp" in said, said
+
+
+# ---------------------------------------------------------------- who calls, and how many at once
+
+
+def test_a_hook_is_told_who_calls_and_never_their_credential(processes, fixture_http, tmp_path, hook):
+    import re
+    import secrets
+
+    config = tmp_path / f"gatehouse-{secrets.token_hex(4)}.yaml"
+    servers = [{"name": "main", "path": "/main", "upstreams": ["fx"], "auth": {"api_keys": True},
+                "interceptors": [interceptor("dlp", hook.url())]}]
+    upstreams = {"fx": {"kind": "http", "url": fixture_http(), "protocol": PROTOCOL}}
+    config.write_text("listen: 127.0.0.1:0\nops: { listen: 127.0.0.1:0 }\n"
+                      f"servers: {json.dumps(servers)}\nupstreams: {json.dumps(upstreams)}\n")
+    out = subprocess.run([str(gateway_bin()), "keys", "create", "--config", str(config), "--subject", "build-bot",
+                          "--scopes", "mcp:tools", "--groups", "ci,release"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    key = re.search(r"ghk_[A-Za-z0-9_-]+", out.stdout).group(0)
+    gw = processes([gateway_bin(), "serve", "--config", config], env={"RUST_LOG": "gatehouse=debug,info"})
+    base = gw.read_line_starting("gatehouse listening on ")
+    s = RawSession(base + "/main", key).open()
+    assert text_of(result_of(echo(s, {"text": "hi"}))) == "hi"
+    [seen] = hook.payloads()
+    assert seen["principal"]["subject"] == "build-bot", seen
+    assert sorted(seen["principal"]["groups"]) == ["ci", "release"], seen
+    assert seen["principal"]["scopes"] == ["mcp:tools"], seen
+    assert key not in json.dumps(seen), "the caller's credential never reaches a hook"
+
+
+def test_a_hook_at_its_concurrency_cap_makes_the_next_call_wait_within_its_timeout(processes, fixture_http, tmp_path, hook):
+    lock, busy, most = threading.Lock(), [0], [0]
+
+    def answer(path, p):
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(0.4)
+        with lock:
+            busy[0] -= 1
+        return {"decision": "allow"}
+
+    hook.answer = answer
+    base, _ = gateway(processes, tmp_path, fixture_http(), {
+        "main": [interceptor("one-at-a-time", hook.url(), max_concurrent=1, timeout="600ms")]})
+    sessions = [RawSession(base + "/main", None).open() for _ in range(2)]
+    answers: list = [None, None]
+
+    def call(i):
+        answers[i] = echo(sessions[i], {"text": f"call {i}"}).json()
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert most[0] == 1, "the hook never saw more calls at once than its cap"
+    ok = [a for a in answers if "result" in a]
+    failed = [a for a in answers if "error" in a]
+    # One call holds the only slot for 400 ms; the other waits for it, and the 600 ms timeout
+    # (the wait included) runs out before its own 400 ms answer: refused, fail closed.
+    assert len(ok) == 1 and len(failed) == 1, answers
+    error = failed[0]["error"]
+    assert error["code"] == -32000 and "timed out after 600ms" in error["message"], error
