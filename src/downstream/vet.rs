@@ -47,6 +47,7 @@ pub struct Vet {
     target: Option<String>,
     upstream: String,
     principal: Option<Arc<crate::auth::Principal>>,
+    trace_id: Option<Arc<str>>,
     arguments: Option<Value>,
 }
 
@@ -76,6 +77,7 @@ impl Vet {
             target: head.name.clone(),
             upstream: server.members[member].upstream.clone(),
             principal: access.caller.as_ref().map(|c| c.principal.clone()),
+            trace_id: access.trace_id.clone(),
         })
     }
 
@@ -134,6 +136,7 @@ impl Vet {
             target: self.target.as_deref(),
             upstream: &self.upstream,
             principal: self.principal.as_deref(),
+            trace_id: self.trace_id.as_deref(),
         }
     }
 
@@ -273,6 +276,7 @@ pub async fn before_sending(
         target: head.name.as_deref(),
         upstream: &server.members[routed.member].upstream,
         principal: access.caller.as_ref().map(|c| &*c.principal),
+        trace_id: access.trace_id.as_deref(),
     };
     match hooks.before(&subject, arguments.as_ref()).await {
         Ok(None) => Ok(routed),

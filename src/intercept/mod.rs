@@ -67,6 +67,8 @@ pub struct Subject<'a> {
     pub upstream: &'a str,
     /// The caller; `None` on an open server.
     pub principal: Option<&'a crate::auth::Principal>,
+    /// The request's trace id (the one its audit record and access log line name).
+    pub trace_id: Option<&'a str>,
 }
 
 struct Hook {
@@ -215,6 +217,7 @@ impl Interceptors {
             "upstream": s.upstream,
             "arguments": arguments,
             "principal": principal,
+            "traceId": s.trace_id,
             "result": result,
         });
         if let Some(d) = digest {

@@ -337,6 +337,8 @@ def test_the_hook_sees_the_call_with_secrets_redacted(processes, fixture_http, t
               "server": "main", "tenant": None, "upstream": "fx", "principal": None, "result": None}
     for p in (call, prompt, resource):
         assert {k: p.get(k, "<missing>") for k in common} == common, p
+        # The request's trace id, as its audit record and access log line name it.
+        assert len(p["traceId"]) == 32 and int(p["traceId"], 16) >= 0, p
     assert call["target"] == "echo", call
     assert call["arguments"] == {"text": "x", "api_token": "[redacted]", "API_KEY": "[redacted]", "authorization": "[redacted]",
                                  "nested": {"Password": "[redacted]", "list": [{"client_secret": "[redacted]"}], "kept": "visible"}}, call
