@@ -53,6 +53,11 @@ servers:
   - name: plain
     path: /plain
     upstreams: [plain]
+  - name: guarded
+    path: /guarded
+    upstreams: [a]
+    auth: {{ scopes: [mcp:tools] }}
+    guardrails: {{}}
 upstreams:
   a: {{ kind: http, url: "{a}" }}
   b: {{ kind: http, url: "{b}" }}
@@ -279,6 +284,20 @@ async fn a_task_belongs_to_its_owner_its_server_and_its_tools_policy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasks_result_passes_the_output_guardrails_like_the_calls_would() {
+    let s = stack().await;
+    let alice = s.client("/guarded", "alice", &["eng"]);
+    let key = "AKIAIOSFODNN7EXAMPLE";
+    let id = create(&alice, "slow_compute", json!({"seconds": 0, "label": key})).await;
+    let done = poll(&alice, &id, "completed").await;
+    let text = done.to_string();
+    assert!(
+        text.contains("computed [REDACTED:cloud-key] after 0s") && !text.contains(key),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_extension_there_are_no_tasks() {
     let s = stack().await;
     let alice = s.client("/mcp", "alice", &["eng"]);
@@ -411,11 +430,12 @@ async fn ui_resources_and_tool_links_route_back_to_their_upstream() {
         .map(|x| x["uri"].as_str().unwrap().to_owned())
         .collect();
     assert!(uris.contains(&la) && uris.contains(&lb), "{uris:?}");
-    // Reading a link reaches the upstream whose tool it is, which sees its own URI.
+    // Reading a link reaches the upstream whose tool it is (asked under its own URI, or it
+    // would not know it), and the contents come back under the URI the client read.
     for (uri, who) in [(&la, "a"), (&lb, "b")] {
         let r = stateless(&alice, "resources/read", json!({"uri": uri}), false).await;
         let c = &result(&r)["contents"][0];
-        assert_eq!(c["uri"], "ui://fixture/app.html", "{}", r.raw);
+        assert_eq!(&c["uri"], uri.as_str(), "{}", r.raw);
         assert!(
             c["text"]
                 .as_str()

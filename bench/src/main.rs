@@ -8,6 +8,7 @@
 //! Gatehouse is read as a ratio of a zero-work proxy's figures from the same run.
 
 mod budget;
+mod guard_micro;
 mod load;
 mod mcp;
 mod nginx;
@@ -550,6 +551,7 @@ async fn run(args: Args) -> bool {
 
     let (policy_simple_ns, policy_cel_ns) =
         secured::policy_micro(if args.smoke { 10_000 } else { 1_000_000 });
+    let guardrail_mbps = guard_micro::run(if args.smoke { 1 } else { 10 });
     let report = Report {
         rows: &rows,
         half: &half,
@@ -569,6 +571,11 @@ async fn run(args: Args) -> bool {
     println!(
         "policy decision (in process): {policy_simple_ns:.0} ns with declarative rules, {policy_cel_ns:.0} ns when a CEL rule decides"
     );
+    for (body, whole, pieces) in &guardrail_mbps {
+        println!(
+            "output guardrails (in process, default rules): 1 MiB {body}: {whole:.0} MB/s whole, {pieces:.0} MB/s in 16 KiB pieces"
+        );
+    }
     if rows.iter().any(|r| r.name.ends_with("+token_exchange")) {
         println!(
             "token_exchange rows: the IdP answered {exchanges} exchange(s) for one user over all their requests"
@@ -587,6 +594,11 @@ async fn run(args: Args) -> bool {
     if let Some(path) = &args.json {
         let mut v = report.to_json();
         v["policy_decision_ns"] = json!({"declarative": policy_simple_ns, "cel": policy_cel_ns});
+        v["guardrail_mb_per_s"] = guardrail_mbps
+            .iter()
+            .map(|(b, w, p)| (b.to_string(), json!({"whole": w, "pieces_16k": p})))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
         v["large_results_in_flight"] = json!(large_memory);
         v["token_exchanges"] = json!(exchanges);
         std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();

@@ -42,7 +42,7 @@ fn plaintext_hooks(config: &Config, out: &mut Vec<Issue>) {
             };
             if url.scheme() == "http" && !loopback {
                 out.push(Issue::new(
-                    &format!("servers[{i}].interceptors[{j}].url"),
+                    format!("servers[{i}].interceptors[{j}].url"),
                     "plain http to another host: the calls' arguments, results and callers \
                      travel unencrypted. Use https, or run the hook on this machine"
                         .to_owned(),

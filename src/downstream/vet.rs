@@ -28,12 +28,16 @@ use std::sync::Arc;
 const HOLD_BEFORE_SENDING: usize = 64 * 1024;
 
 /// The methods whose results are vetted (those that carry content from the upstream), by
-/// the name hooks are told.
+/// the name hooks are told. A task's result, polled later, is scanned like the call's would
+/// have been; hooks are asked only about the three calls (validation keeps their `methods`
+/// to those).
 fn vetted(method: &Method) -> Option<&'static str> {
     match method {
         Method::ToolsCall => Some("tools/call"),
         Method::PromptsGet => Some("prompts/get"),
         Method::ResourcesRead => Some("resources/read"),
+        Method::TasksGet => Some("tasks/get"),
+        Method::TasksResult => Some("tasks/result"),
         _ => None,
     }
 }

@@ -5,7 +5,10 @@
 //! this module builds a server's scanner from its configuration, with the catalog scanner's
 //! injection rules as the `prompt-injection` detector.
 
+mod detect;
 pub mod scan;
+mod text;
+mod validate;
 
 pub use scan::{Action, Blocked, Finding, Guard, Scan};
 

@@ -128,32 +128,6 @@ fn configuration_errors() {
     assert!(whole(&g, &result("hello")).1.is_empty());
 }
 
-// ---- checksums ----
-
-#[test]
-fn luhn_check() {
-    for ok in ["4111111111111111", "5500000000000004", "378282246310005"] {
-        assert!(luhn(ok.as_bytes()), "{ok}");
-    }
-    assert!(!luhn(b"4111111111111112"));
-    assert_eq!(card_len("4111 1111 1111 1111"), Some(19));
-    assert_eq!(card_len("5500-0000-0000-0004"), Some(19));
-    assert_eq!(card_len("4111111111111112"), None);
-    // A card followed by another number.
-    assert_eq!(card_len("4111 1111 1111 1111 12"), Some(19));
-}
-
-#[test]
-fn iban_check() {
-    assert!(iban_valid("GB82WEST12345698765432"));
-    assert!(iban_valid("DE89370400440532013000"));
-    assert!(iban_valid("DE89 3704 0044 0532 0130 00"));
-    assert!(!iban_valid("GB83WEST12345698765432"));
-    assert!(!iban_valid("DE88370400440532013000"));
-    // Valid checksum shape but the wrong length for Germany.
-    assert!(!iban_valid("DE8937040044053201300"));
-}
-
 // ---- detectors ----
 
 fn finds(rule: &str, text: &str) -> bool {
@@ -487,6 +461,51 @@ fn card_beats_phone_and_secrets_hide_what_they_contain() {
         g.scan_whole(body.as_bytes()).unwrap_err().rule,
         HIGH_ENTROPY
     );
+}
+
+#[test]
+fn what_sticks_out_of_a_weaker_match_is_still_redacted() {
+    let g = all(Action::Redact);
+    // A JWT's signature runs on into a longer token: the JWT, then the rest of the token.
+    let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.abc";
+    let (out, f) = whole(
+        &g,
+        &result(&format!("t {jwt}/8Zk3qLw9Vx2Rt5Yp7Nb4Mc6Hd1Jf0Gs3Ka8 end")),
+    );
+    assert_eq!(text_of(&out), "t [REDACTED:jwt][REDACTED:high-entropy] end");
+    assert_eq!(rules_of(&f), [JWT, HIGH_ENTROPY]);
+    // A key inside a token: both sides of it, counted once.
+    let token = "8Zk3qLw9Vx2Rt5Yp7Nb4-AKIAIOSFODNN7EXAMPLE-Mc6Hd1Jf0Gs3Ka8qZ";
+    let (out, f) = whole(&g, &result(&format!("t {token} end")));
+    assert_eq!(
+        text_of(&out),
+        "t [REDACTED:high-entropy][REDACTED:cloud-key][REDACTED:high-entropy] end"
+    );
+    assert_eq!(
+        f.iter()
+            .map(|f| (f.rule.as_str(), f.count))
+            .collect::<Vec<_>>(),
+        [(HIGH_ENTROPY, 1), (CLOUD_KEY, 1)]
+    );
+    // The same across a segment's end, wherever it falls, in any chunks.
+    let g = guard_with(
+        &[(CLOUD_KEY, Action::Redact), (HIGH_ENTROPY, Action::Redact)],
+        MIN_WINDOW,
+    );
+    for offset in MIN_WINDOW - 70..MIN_WINDOW + 10 {
+        let text = format!("{} {token} {}", "x".repeat(offset), "y ".repeat(1500));
+        let body = result(&text);
+        let (out, f) = whole(&g, &body);
+        let t = text_of(&out);
+        assert!(
+            t.contains(" [REDACTED:high-entropy][REDACTED:cloud-key][REDACTED:high-entropy] y"),
+            "offset {offset}: {}",
+            &t[offset.saturating_sub(10)..offset + 90]
+        );
+        assert_eq!(f.iter().map(|f| f.count).sum::<u32>(), 2, "offset {offset}");
+        let (again, _, _) = chunked(&g, body.as_bytes(), 7).unwrap();
+        assert_eq!(again, out.as_bytes(), "offset {offset}");
+    }
 }
 
 #[test]

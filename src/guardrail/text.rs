@@ -102,14 +102,18 @@ impl Text {
         self.text = String::new();
     }
 
-    /// Reads `chunk` from `*i` on, up to the next point where the scanner has something to
-    /// do, and emits into `out` what needs no scanning.
-    pub(super) fn read(&mut self, chunk: &[u8], i: &mut usize, out: &mut Vec<u8>) -> Step {
-        match self.mode {
+    /// Reads `chunk` from `i` on, up to the next point where the scanner has something to
+    /// do, and emits into `out` what needs no scanning. Returns where to read on, and what
+    /// to do.
+    // Inlined, as `emit` is: most strings are short keys and values, for which the calls
+    // would cost more than the work.
+    #[inline]
+    pub(super) fn read(&mut self, chunk: &[u8], mut i: usize, out: &mut Vec<u8>) -> (usize, Step) {
+        let step = match self.mode {
             Mode::Outside => {
-                let start = *i;
-                while *i < chunk.len() {
-                    match chunk[*i] {
+                let start = i;
+                while i < chunk.len() {
+                    match chunk[i] {
                         b'"' => break,
                         b':' => {
                             self.binary_next = self.last_binary_key;
@@ -121,12 +125,12 @@ impl Text {
                             self.last_binary_key = false;
                         }
                     }
-                    *i += 1;
+                    i += 1;
                 }
-                out.extend_from_slice(&chunk[start..*i]);
-                if *i < chunk.len() {
+                out.extend_from_slice(&chunk[start..i]);
+                if i < chunk.len() {
                     out.push(b'"');
-                    *i += 1;
+                    i += 1;
                     self.begin_string();
                 }
                 Step::Nothing
@@ -134,17 +138,17 @@ impl Text {
             Mode::Str => {
                 // At most a window at a time, so that a large chunk is not copied whole
                 // into the buffers and then moved along them segment by segment.
-                let start = *i;
+                let start = i;
                 let piece = &chunk[..chunk.len().min(start + self.window)];
-                *i = find_byte(piece, start, |x| equal(x, b'"') | equal(x, b'\\'));
-                self.plain(&chunk[start..*i]);
-                if *i < piece.len() {
+                i = find_byte(piece, start, |x| equal(x, b'"') | equal(x, b'\\'));
+                self.plain(&chunk[start..i]);
+                if i < piece.len() {
                     self.flush_utf8();
-                    let quote = chunk[*i] == b'"';
-                    *i += 1;
+                    let quote = chunk[i] == b'"';
+                    i += 1;
                     if quote {
                         self.flush_high();
-                        return Step::Ended;
+                        return (i, Step::Ended);
                     }
                     self.raw.push(b'\\');
                     self.mode = Mode::Escape;
@@ -152,15 +156,15 @@ impl Text {
                 Step::Grew
             }
             Mode::Escape => {
-                let b = chunk[*i];
-                *i += 1;
+                let b = chunk[i];
+                i += 1;
                 self.raw.push(b);
                 if b == b'u' {
                     self.mode = Mode::Unicode {
                         digits: 0,
                         value: 0,
                     };
-                    return Step::Nothing;
+                    return (i, Step::Nothing);
                 }
                 self.flush_high();
                 let c = match b {
@@ -177,16 +181,16 @@ impl Text {
                 Step::Grew
             }
             Mode::Unicode { digits, value } => {
-                let b = chunk[*i];
+                let b = chunk[i];
                 let Some(d) = char::from(b).to_digit(16) else {
                     // Not JSON: the partial escape stands for one unknown character and
                     // this byte is read again as string content.
                     self.flush_high();
                     self.push_char('\u{fffd}');
                     self.mode = Mode::Str;
-                    return Step::Nothing;
+                    return (i, Step::Nothing);
                 };
-                *i += 1;
+                i += 1;
                 self.raw.push(b);
                 let value = value * 16 + d;
                 if digits < 3 {
@@ -194,13 +198,14 @@ impl Text {
                         digits: digits + 1,
                         value,
                     };
-                    return Step::Nothing;
+                    return (i, Step::Nothing);
                 }
                 self.mode = Mode::Str;
                 self.unicode_escape(value);
                 Step::Grew
             }
-        }
+        };
+        (i, step)
     }
 
     /// A body that ends inside a string: a partial character becomes U+FFFD (a partial
@@ -382,6 +387,7 @@ impl Text {
     /// Emits the raw bytes of `text[ctx..end]` with each of `replace`'s ranges of text (in
     /// order, not overlapping) replaced by what `with` writes, and drops them, keeping
     /// CONTEXT bytes of text before `end`. Returns how many bytes of text were dropped.
+    #[inline]
     pub(super) fn emit<R>(
         &mut self,
         out: &mut Vec<u8>,
