@@ -29,7 +29,15 @@ fn bodies() -> Vec<(&'static str, String)> {
         ));
         n += 1;
     }
+    let letters = "x".repeat(1 << 20);
     vec![
+        // What the fixture's `big` tool returns, which the bench's large rows scan.
+        (
+            "one letter repeated",
+            wrap(format!(
+                r#"{{"content":[{{"type":"text","text":"{letters}"}}]}}"#
+            )),
+        ),
         (
             "prose",
             wrap(format!(

@@ -85,6 +85,18 @@ struct Args {
     /// For `--profile`: send exactly this many requests instead of running for `--seconds`.
     #[arg(long)]
     requests: Option<u64>,
+    /// Run only the in-process micro-benchmarks (a policy decision, the output guardrails'
+    /// scanner) and print them; no processes are started.
+    #[arg(long)]
+    micro: bool,
+}
+
+fn print_guardrails(figures: &[(&str, f64, f64)]) {
+    for (body, whole, pieces) in figures {
+        println!(
+            "output guardrails (in process, default rules): 1 MiB {body}: {whole:.0} MB/s whole, {pieces:.0} MB/s in 16 KiB pieces"
+        );
+    }
 }
 
 const SMALL: u64 = 100;
@@ -198,6 +210,14 @@ async fn run(args: Args) -> bool {
     let cell = Duration::from_secs_f64(seconds);
     let fixture_bin = sibling("gatehouse-fixture", args.fixture.as_deref());
     let gateway_bin = sibling("gatehouse", args.gateway.as_deref());
+    if args.micro {
+        let (simple, cel) = secured::policy_micro(if args.smoke { 10_000 } else { 1_000_000 });
+        println!(
+            "policy decision (in process): {simple:.0} ns with declarative rules, {cel:.0} ns when a CEL rule decides"
+        );
+        print_guardrails(&guard_micro::run(if args.smoke { 1 } else { 10 }));
+        return true;
+    }
     if let Some(row) = &args.profile {
         return profile::run(profile::Profile {
             row,
@@ -571,11 +591,7 @@ async fn run(args: Args) -> bool {
     println!(
         "policy decision (in process): {policy_simple_ns:.0} ns with declarative rules, {policy_cel_ns:.0} ns when a CEL rule decides"
     );
-    for (body, whole, pieces) in &guardrail_mbps {
-        println!(
-            "output guardrails (in process, default rules): 1 MiB {body}: {whole:.0} MB/s whole, {pieces:.0} MB/s in 16 KiB pieces"
-        );
-    }
+    print_guardrails(&guardrail_mbps);
     if rows.iter().any(|r| r.name.ends_with("+token_exchange")) {
         println!(
             "token_exchange rows: the IdP answered {exchanges} exchange(s) for one user over all their requests"

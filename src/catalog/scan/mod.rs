@@ -110,6 +110,8 @@ pub struct Scanner {
     rules: Vec<PatternRule>,
     special: Special,
     custom: Vec<CompiledCustom>,
+    /// Every injection pattern in one set, built on first use (results only).
+    injection_set: std::sync::OnceLock<Regex>,
 }
 
 fn ci(pattern: &str) -> Regex {
@@ -190,6 +192,7 @@ impl Scanner {
             rules,
             special: Special::new(),
             custom: compiled,
+            injection_set: std::sync::OnceLock::new(),
         })
     }
 
@@ -337,7 +340,20 @@ impl Scanner {
     /// The first injection-shaped text in `text` (a string of a result): the rule (one of
     /// [`INJECTION_RULES`] or a custom rule) and where it matched in `text`.
     pub fn injection(&self, text: &str) -> Option<(String, usize, usize)> {
+        // Results are long and rarely match: one pass of every pattern at once rules most
+        // text out. Plain ASCII text is what normalizing would make it, so it is not copied
+        // first; other text is normalized, then tested.
+        let set = self.injection_set.get_or_init(|| self.injection_patterns());
+        let plain = text
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r'));
+        if plain && !set.is_match(text) {
+            return None;
+        }
         let norm = normalize(text);
+        if !plain && !set.is_match(&norm.text) {
+            return None;
+        }
         for rule in &self.rules {
             if !INJECTION_RULES.contains(&rule.id) {
                 continue;
@@ -351,6 +367,30 @@ impl Scanner {
             let (s, e) = norm.original(m.start(), m.end());
             Some((c.id.clone(), s, e))
         })
+    }
+}
+
+impl Scanner {
+    /// The injection rules' patterns and the custom ones as one set. Word boundaries are
+    /// ASCII ones here, which lets the set run as a DFA (a Unicode `\b` cannot): a prefilter
+    /// that may let through what the exact patterns then refuse, never the other way round
+    /// on the normalized text, whose letters the patterns name are ASCII.
+    fn injection_patterns(&self) -> Regex {
+        let patterns: Vec<String> = self
+            .rules
+            .iter()
+            .filter(|r| INJECTION_RULES.contains(&r.id))
+            .flat_map(|r| r.patterns.iter())
+            .map(|(re, _)| re.as_str().replace(r"\b", r"(?-u:\b)"))
+            .chain(self.custom.iter().map(|c| c.regex.as_str().to_owned()))
+            .map(|p| format!("(?:{p})"))
+            .collect();
+        RegexBuilder::new(&patterns.join("|"))
+            .case_insensitive(true)
+            .size_limit(64 << 20)
+            .dfa_size_limit(64 << 20)
+            .build()
+            .expect("the rules' patterns compile, with ASCII word boundaries too")
     }
 }
 
