@@ -70,6 +70,22 @@ def wait_for_findings(ops: str, server: str, rule: str, action: str, above: floa
     return n
 
 
+def wait_for_audit(tmp_path, matches, why: str) -> None:
+    """Waits (10 s at most) until `gatehouse audit` of the test's gateway has a record that
+    `matches`; the writer flushes every 100 ms."""
+    config = next(tmp_path.glob("gatehouse-*.yaml"))
+    deadline = time.monotonic() + 10
+    while True:
+        out = subprocess.run([str(gateway_bin()), "audit", "--config", str(config), "--since", "all", "--json"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        records = [json.loads(line) for line in out.stdout.splitlines()]
+        if any(matches(r) for r in records):
+            return
+        assert time.monotonic() < deadline, f"{why}: {records[-3:]}"
+        time.sleep(0.2)
+
+
 def assert_blocked(resp, rule: str, leaked: str) -> None:
     error = error_of(resp)
     assert error["code"] == -32006, error
@@ -112,18 +128,8 @@ def test_prompt_injection_is_flagged_by_default_and_blocked_when_configured(gate
     wait_for_findings(ops, "main", "prompt-injection", "flag", before)
 
     # The audit record of the call carries the finding.
-    config = next(tmp_path.glob("gatehouse-*.yaml"))
-    deadline = time.monotonic() + 10
-    while True:
-        out = subprocess.run([str(gateway_bin()), "audit", "--config", str(config), "--since", "all", "--json"],
-                             capture_output=True, text=True, timeout=30)
-        assert out.returncode == 0, out.stderr
-        records = [json.loads(line) for line in out.stdout.splitlines()]
-        calls = [r for r in records if r.get("target") == "echo"]
-        if any("prompt-injection" in json.dumps(r) for r in calls):
-            break
-        assert time.monotonic() < deadline, f"no audit record of the echo call names the finding: {calls}"
-        time.sleep(0.2)
+    wait_for_audit(tmp_path, lambda r: r.get("target") == "echo" and "prompt-injection" in json.dumps(r),
+                   "no audit record of the echo call names the finding")
 
     assert_blocked(echo(session("strict"), INJECTION), "prompt-injection", "evil.example")
 
@@ -219,13 +225,5 @@ def test_a_key_deep_in_a_streamed_result_cuts_it_off_and_is_recorded(gateway, tm
     assert PEM_BODY[:40].encode() not in received, "nothing of the key reached the client"
     assert cut_off or len(received) < len(text), f"the response ended early ({len(received)} bytes)"
     wait_for_findings(ops, "main", "private-key", "block", before)
-    config = next(tmp_path.glob("gatehouse-*.yaml"))
-    deadline = time.monotonic() + 10
-    while True:
-        out = subprocess.run([str(gateway_bin()), "audit", "--config", str(config), "--since", "all", "--json"],
-                             capture_output=True, text=True, timeout=30)
-        records = [json.loads(line) for line in out.stdout.splitlines()]
-        if any(r.get("rule") == "guardrail:private-key" and r.get("decision") == "deny" for r in records):
-            break
-        assert time.monotonic() < deadline, f"no audit record names the block: {records[-3:]}"
-        time.sleep(0.2)
+    wait_for_audit(tmp_path, lambda r: r.get("rule") == "guardrail:private-key" and r.get("decision") == "deny",
+                   "no audit record names the block")
