@@ -10,7 +10,7 @@ use super::reply::Refusal;
 use crate::audit::{Outcome, Ticket};
 use crate::config::interceptors::Phase;
 use crate::federation::{Routed, VirtualServer};
-use crate::guardrail::{Blocked, Guard};
+use crate::guardrail::Blocked;
 use crate::intercept::{InterceptError, Interceptors, Subject};
 use crate::protocol::jsonrpc::to_raw;
 use crate::protocol::{CallHead, ErrorCode, Message, Method, RequestId};
@@ -42,9 +42,9 @@ fn vetted(method: &Method) -> Option<&'static str> {
     }
 }
 
-/// What a call's result passes: the server's guard, and the hooks asked about its response.
+/// What a call's result passes: the server's guard (`server.guardrail`), and the hooks asked
+/// about its response.
 pub struct Vet {
-    guard: Option<Arc<Guard>>,
     hooks: Option<Arc<Interceptors>>,
     server: Arc<VirtualServer>,
     method: &'static str,
@@ -73,7 +73,6 @@ impl Vet {
             return None;
         }
         Some(Vet {
-            guard: server.guardrail.clone(),
             arguments: hooks.as_ref().and_then(|_| arguments_of(sent)),
             hooks,
             server: server.clone(),
@@ -95,7 +94,7 @@ impl Vet {
         let Some(result) = m.result.as_ref() else {
             return;
         };
-        if let Some(g) = &self.guard {
+        if let Some(g) = &self.server.guardrail {
             match g.scan_whole(result.get().as_bytes()) {
                 Ok((bytes, findings)) => {
                     self.found(&findings, ticket);
@@ -164,7 +163,7 @@ impl Vet {
         request_id: Option<RequestId>,
         ticket: Option<Arc<Ticket>>,
     ) -> BoxStream<'static, Result<Bytes, UpstreamError>> {
-        let Some(guard) = self.guard.clone() else {
+        let Some(guard) = self.server.guardrail.clone() else {
             return plain(body);
         };
         let state = Guarded {
